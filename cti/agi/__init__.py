@@ -1,0 +1,1 @@
+"""FastAGI: the protocol (sans I/O), the server, and the scripts it serves."""

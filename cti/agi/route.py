@@ -1,0 +1,65 @@
+"""The ``route`` script: ask the router, answer with channel variables.
+
+Contract with the dialplan (README, "Dialplan contract"): ``CTI_ROUTE``,
+``CTI_QUEUE``, ``CTI_PRIORITY``, ``CTI_TIER``, ``CTI_CUSTOMER_ID``, ``CTI_RULE`` and
+``__CTI_CALL_ID``. Optional AGI arguments are ``key=value`` pairs from the IVR.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+from cti.agi.protocol import set_variable
+from cti.agi.server import AgiSession
+from cti.router import RouteOutcome, Router, RouteRequest
+
+MAX_IVR_ARGS = 16
+MAX_IVR_VALUE = 256
+_IVR_KEY = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+
+
+def parse_ivr_args(args: Iterable[str]) -> dict[str, str]:
+    """``account=123`` style arguments; malformed or empty ones are ignored."""
+    ivr: dict[str, str] = {}
+    for arg in list(args)[:MAX_IVR_ARGS]:
+        key, sep, value = arg.partition("=")
+        key, value = key.strip().lower(), value.strip()
+        if sep and _IVR_KEY.match(key) and value and len(value) <= MAX_IVR_VALUE:
+            ivr[key] = value
+    return ivr
+
+
+def route_variables(outcome: RouteOutcome) -> list[tuple[str, str]]:
+    """The variables to set, in order; ``CTI_ROUTE`` last so it means "all are set"."""
+    decision = outcome.decision
+    return [
+        ("__CTI_CALL_ID", outcome.call_id),
+        ("CTI_QUEUE", decision.queue or ""),
+        ("CTI_PRIORITY", str(decision.priority)),
+        ("CTI_TIER", decision.tier),
+        ("CTI_CUSTOMER_ID", "" if decision.customer_id is None else str(decision.customer_id)),
+        ("CTI_RULE", decision.rule),
+        ("CTI_ROUTE", decision.route.value),
+    ]
+
+
+def route_script(router: Router):
+    async def route(session: AgiSession) -> None:
+        request = session.request
+        dnis = request.get("dnid") or request.get("extension")
+        outcome = await router.route(
+            RouteRequest(
+                channel=request.get("channel"),
+                uniqueid=request.get("uniqueid"),
+                ani=request.get("callerid"),
+                dnis=dnis,
+                ivr=parse_ivr_args(request.args),
+            )
+        )
+        for name, value in route_variables(outcome):
+            if session.hung_up:
+                return
+            await session.command(set_variable(name, value))
+
+    return route

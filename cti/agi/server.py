@@ -1,0 +1,212 @@
+"""The FastAGI server: one asyncio task per connection, strict limits, clean closes.
+
+The adapter stays thin: it reads lines, feeds :mod:`cti.agi.protocol`, and hands a
+:class:`AgiSession` to the script the request names. Everything that can go wrong
+with a peer (garbage, a header that never ends, a peer that vanishes, an unknown
+script, too many connections) ends in a logged close of that one connection; the
+server itself never stops serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+
+import structlog
+
+from cti.agi.protocol import (
+    HANGUP,
+    AgiProtocolError,
+    AgiReply,
+    AgiRequest,
+    ReplyParser,
+    RequestParser,
+)
+
+log = structlog.get_logger(__name__)
+
+MAX_LINE = 8 * 1024
+
+
+class AgiSessionClosed(ConnectionError):
+    """The peer went away, or broke the protocol, while a script was talking to it."""
+
+
+@dataclass(frozen=True, slots=True)
+class AgiLimits:
+    header_timeout_s: float = 5.0  # the whole request block, so slow drips are cut too
+    reply_timeout_s: float = 5.0
+    max_connections: int = 1000
+    max_header_bytes: int = 64 * 1024
+
+
+class AgiSession:
+    """What a script sees: the request and a way to send commands, one at a time.
+
+    Commands are strictly sequential: Asterisk reads the socket through a buffered
+    ``fgets`` and then polls the descriptor, so pipelined commands would sit in its
+    buffer unread.
+    """
+
+    def __init__(
+        self,
+        request: AgiRequest,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        reply_timeout_s: float,
+    ) -> None:
+        self.request = request
+        self.hung_up = False
+        self.commands: list[bytes] = []
+        self._reader = reader
+        self._writer = writer
+        self._reply_timeout_s = reply_timeout_s
+
+    async def command(self, line: bytes) -> AgiReply:
+        self.commands.append(line)
+        self._writer.write(line)
+        try:
+            async with asyncio.timeout(self._reply_timeout_s):
+                await self._writer.drain()
+                parser = ReplyParser()
+                while True:
+                    raw = await self._reader.readline()
+                    if not raw.endswith(b"\n"):
+                        raise AgiSessionClosed("connection closed while waiting for a reply")
+                    reply = parser.feed(raw)
+                    if reply is HANGUP:
+                        self.hung_up = True
+                    elif reply is not None:
+                        return reply
+        except TimeoutError:
+            raise AgiSessionClosed(f"no reply within {self._reply_timeout_s}s") from None
+        except (AgiProtocolError, ValueError, ConnectionError) as exc:
+            raise AgiSessionClosed(str(exc)) from exc
+
+
+Script = Callable[[AgiSession], Awaitable[None]]
+
+
+@dataclass(slots=True)
+class AgiStats:
+    connections: int = 0
+    active: int = 0
+    refused: int = 0
+    bad_requests: int = 0
+    unknown_scripts: int = 0
+    script_errors: int = 0
+    by_close: dict[str, int] = field(default_factory=dict)
+
+
+class AgiServer:
+    def __init__(self, scripts: Mapping[str, Script], limits: AgiLimits | None = None) -> None:
+        self._scripts = dict(scripts)
+        self.limits = limits or AgiLimits()
+        self.stats = AgiStats()
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._ids = itertools.count(1)
+
+    async def start(self, host: str, port: int) -> asyncio.Server:
+        self._server = await asyncio.start_server(self._accept, host, port, limit=MAX_LINE)
+        return self._server
+
+    @property
+    def sockets_port(self) -> int:
+        assert self._server is not None
+        return self._server.sockets[0].getsockname()[1]
+
+    async def close(self, grace_s: float = 5.0) -> None:
+        """Stop accepting, let sessions in flight finish for ``grace_s``, then cancel them."""
+        if self._server is not None:
+            self._server.close()
+        if self._tasks:
+            _done, pending = await asyncio.wait(set(self._tasks), timeout=grace_s)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        try:
+            await self._serve(reader, writer)
+        finally:
+            self._tasks.discard(task)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        stats = self.stats
+        stats.connections += 1
+        conn_log = log.bind(agi_conn=next(self._ids), peer=_peer(writer))
+        if stats.active >= self.limits.max_connections:
+            stats.refused += 1
+            conn_log.warning(
+                "agi connection refused: too many connections", limit=self.limits.max_connections
+            )
+            await _close(writer)
+            return
+        stats.active += 1
+        outcome = "ok"
+        try:
+            request = await self._read_request(reader)
+            if request is None:
+                outcome = "peer-closed"
+                return
+            script = self._scripts.get(request.script)
+            if script is None:
+                stats.unknown_scripts += 1
+                outcome = "unknown-script"
+                conn_log.warning(
+                    "agi request for an unknown script; closing",
+                    script=request.script[:80],
+                    channel=request.get("channel"),
+                )
+                return
+            await script(AgiSession(request, reader, writer, self.limits.reply_timeout_s))
+        except TimeoutError:
+            outcome = "header-timeout"
+            conn_log.info("agi peer sent no complete request in time; closing")
+        except (AgiProtocolError, ValueError) as exc:  # ValueError: a line over MAX_LINE
+            stats.bad_requests += 1
+            outcome = "bad-request"
+            conn_log.warning("agi bad request; closing", error=str(exc)[:200])
+        except (AgiSessionClosed, ConnectionError) as exc:
+            outcome = "session-lost"
+            conn_log.info("agi session ended early", error=str(exc)[:200])
+        except Exception:
+            stats.script_errors += 1
+            outcome = "script-error"
+            conn_log.exception("agi script failed")
+        finally:
+            stats.active -= 1
+            stats.by_close[outcome] = stats.by_close.get(outcome, 0) + 1
+            await _close(writer)
+
+    async def _read_request(self, reader: asyncio.StreamReader) -> AgiRequest | None:
+        parser = RequestParser(max_bytes=self.limits.max_header_bytes)
+        async with asyncio.timeout(self.limits.header_timeout_s):
+            while True:
+                raw = await reader.readline()
+                if not raw.endswith(b"\n"):
+                    return None  # EOF (perhaps mid-line) before the blank line
+                request = parser.feed(raw)
+                if request is not None:
+                    return request
+
+
+def _peer(writer: asyncio.StreamWriter) -> str:
+    peer = writer.get_extra_info("peername")
+    return f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+
+
+async def _close(writer: asyncio.StreamWriter) -> None:
+    writer.close()
+    with contextlib.suppress(OSError, TimeoutError, ConnectionError):
+        async with asyncio.timeout(1):
+            await writer.wait_closed()

@@ -1,0 +1,1 @@
+"""Call-attached data: the JSON document that follows a customer call."""

@@ -1,0 +1,241 @@
+"""The ``cti`` command: the daemon and the operators' tools.
+
+Exit codes: 0 done, 1 failed (message on stderr), 2 done with rejected input (for
+``customers import``: the good rows were loaded, the bad ones are listed), 64 usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+import asyncpg
+
+from cti.config import Config, ConfigError, load_config
+from cti.logs import configure_logging
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cti", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    commands.add_parser("serve", help="run the daemon (FastAGI router)")
+
+    db = commands.add_parser("db", help="database tasks").add_subparsers(dest="db", required=True)
+    migrate = db.add_parser("migrate", help="create the database if needed and apply sql/")
+    migrate.add_argument("--sql-dir", type=Path, default=None)
+    seed = db.add_parser("seed-demo", help="load the demo routing plan and customers")
+    seed.add_argument("--customers", type=int, default=100_000)
+
+    customers = commands.add_parser("customers", help="customer data").add_subparsers(
+        dest="customers", required=True
+    )
+    load = customers.add_parser("import", help="load customers from a CRM's CSV export")
+    load.add_argument("file", type=Path)
+
+    rules = commands.add_parser("rules", help="the routing plan").add_subparsers(
+        dest="rules", required=True
+    )
+    rules_load = rules.add_parser("load", help="check a routing plan file and store it")
+    rules_load.add_argument("file", type=Path)
+    rules_load.add_argument("--check", action="store_true", help="only check the file")
+    rules_export = rules.add_parser("export", help="print the stored routing plan")
+    rules_export.add_argument("-o", "--output", type=Path, default=None)
+
+    route = commands.add_parser("route", help="show where a call would go, and why")
+    route.add_argument("--ani", required=True, help="caller number as the trunk sends it")
+    route.add_argument("--dnis", required=True, help="dialled number")
+    route.add_argument("--at", default=None, help="ISO time (default now; no zone: the number's)")
+    route.add_argument("--ivr", action="append", default=[], metavar="KEY=VALUE")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        config = load_config()
+    except ConfigError as exc:
+        print(f"cti: configuration: {exc}", file=sys.stderr)
+        return 1
+    # `cti route` prints its own answer; its per-call log line would only repeat it.
+    level = "warning" if args.command == "route" else config.log_level
+    configure_logging(config.log_format, level)
+    try:
+        return asyncio.run(_dispatch(args, config))
+    except KeyboardInterrupt:
+        return 130
+    except CommandError as exc:
+        print(f"cti: {exc}", file=sys.stderr)
+        return 1
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        print(f"cti: database: {exc}", file=sys.stderr)
+        return 1
+
+
+class CommandError(RuntimeError):
+    """A command could not do its job; the message says why."""
+
+
+async def _dispatch(args: argparse.Namespace, config: Config) -> int:
+    if args.command == "serve":
+        from cti.daemon import serve
+
+        await serve(config)
+        return 0
+    if args.command == "db" and args.db == "migrate":
+        from cti.db.migrate import SQL_DIR, MigrationError, migrate
+
+        try:
+            applied = await migrate(config.database_url, args.sql_dir or SQL_DIR)
+        except MigrationError as exc:
+            raise CommandError(str(exc)) from None
+        print(
+            f"applied {len(applied)} migration(s)" + (": " + ", ".join(applied) if applied else "")
+        )
+        return 0
+    if args.command == "rules" and args.rules == "load" and args.check:
+        _read_plan_file(args.file)
+        print(f"{args.file}: ok")
+        return 0
+    conn = await asyncpg.connect(config.database_url, timeout=10)
+    try:
+        return await _with_connection(args, config, conn)
+    finally:
+        await conn.close()
+
+
+def _read_plan_file(path: Path):
+    from cti.routing.plan import PlanError, loads
+
+    try:
+        return loads(path.read_text())
+    except OSError as exc:
+        raise CommandError(f"{path}: {exc.strerror}") from None
+    except PlanError as exc:
+        raise CommandError(f"{path}: {exc}") from None
+
+
+async def _with_connection(args: argparse.Namespace, config: Config, conn) -> int:
+    if args.command == "db" and args.db == "seed-demo":
+        from cti.db.demo import seed_demo
+
+        try:
+            total = await seed_demo(conn, args.customers)
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
+        print(f"demo data loaded: {total} customers")
+        return 0
+    if args.command == "customers":
+        return await _import_customers(args.file, config, conn)
+    if args.command == "rules" and args.rules == "load":
+        from cti.db.plan_store import write_plan
+        from cti.routing.plan import PlanError
+
+        plan = _read_plan_file(args.file)
+        try:
+            await write_plan(conn, plan)
+        except PlanError as exc:
+            raise CommandError(f"{args.file}: {exc}") from None
+        print(
+            f"{args.file}: stored {len(plan.queues)} queue(s), {len(plan.numbers)} number(s),"
+            f" {len(plan.rules)} rule(s)"
+        )
+        return 0
+    if args.command == "rules" and args.rules == "export":
+        from cti.db.plan_store import read_plan
+        from cti.routing.plan import dumps
+
+        text = dumps(await read_plan(conn))
+        if args.output:
+            args.output.write_text(text)
+        else:
+            sys.stdout.write(text)
+        return 0
+    if args.command == "route":
+        return await _route(args, config, conn)
+    raise CommandError(f"unknown command {args.command}")
+
+
+async def _import_customers(path: Path, config: Config, conn) -> int:
+    from cti.db.customers import ImportFileError, import_customers
+
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            report = await import_customers(conn, handle, config.default_region)
+    except OSError as exc:
+        raise CommandError(f"{path}: {exc.strerror}") from None
+    except (ImportFileError, UnicodeDecodeError) as exc:
+        raise CommandError(f"{path}: {exc}") from None
+    for line, message in report.bad:
+        print(f"{path}:{line}: {message}", file=sys.stderr)
+    print(f"loaded {report.loaded} customer(s), rejected {len(report.bad)} row(s)")
+    return 2 if report.bad else 0
+
+
+async def _route(args: argparse.Namespace, config: Config, conn) -> int:
+    from cti.agi.route import parse_ivr_args
+    from cti.db.customers import find_customer
+    from cti.db.plan_store import read_plan
+    from cti.router import Router, RouteRequest
+    from cti.routing.table import RoutingTable
+
+    table = RoutingTable.from_plan(await read_plan(conn))
+    number = table.number(args.dnis)
+    at = _parse_time(args.at, number.timezone if number else UTC)
+
+    class Discard:
+        def submit(self, item: object) -> bool:
+            return True
+
+    router = Router(
+        table=lambda: table,
+        find_customer=lambda e164, account: find_customer(conn, e164, account),
+        default_queue=config.default_queue,
+        region=config.default_region,
+        lookup_budget_s=10,
+        interactions=Discard(),
+        call_data=Discard(),
+        clock=lambda: at,
+    )
+    outcome = await router.route(
+        RouteRequest("cli", "cli", args.ani, args.dnis, parse_ivr_args(args.ivr))
+    )
+    decision, customer = outcome.decision, outcome.customer
+    where = decision.queue if decision.queue else "-"
+    print(f"route     {decision.route.value}")
+    print(f"queue     {where}")
+    print(f"priority  {decision.priority}")
+    print(f"rule      {decision.rule}")
+    print(f"caller    {outcome.caller.e164 or '(' + (outcome.caller.raw or 'withheld') + ')'}")
+    if customer:
+        print(
+            f"customer  {customer.account_number} {customer.name} ({customer.tier},"
+            f" {customer.status}, {customer.language})"
+        )
+    else:
+        print("customer  unknown")
+    print(
+        f"number    {number.dnis + ' ' + number.service if number else 'unknown (default queue)'}"
+    )
+    print(f"at        {at.isoformat()}")
+    return 0
+
+
+def _parse_time(text: str | None, zone) -> datetime:
+    if text is None:
+        return datetime.now(UTC)
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise CommandError(
+            f"--at {text!r}: expected an ISO time such as 2026-11-23T21:30"
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=zone)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,146 @@
+"""Configuration, read once from the environment into a frozen dataclass.
+
+Nothing else in the package reads ``os.environ``: the composition root calls
+:func:`load_config` and passes the result down. A bad value stops start-up with a
+message that names the variable, because a daemon that guesses at its own
+configuration misroutes calls quietly.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from urllib.parse import urlsplit
+
+import phonenumbers
+
+
+class ConfigError(ValueError):
+    """A configuration variable has a value we cannot use."""
+
+
+@dataclass(frozen=True, slots=True)
+class HostPort:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    database_url: str = "postgresql://postgres@127.0.0.1:5432/cti"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    agi_bind: HostPort = HostPort("127.0.0.1", 4573)
+    http_bind: HostPort = HostPort("127.0.0.1", 8080)
+    ami_host: str = "127.0.0.1"
+    ami_port: int = 5038
+    ami_username: str = "cti"
+    ami_secret: str = ""
+    route_budget_ms: int = 200
+    log_format: str = "console"
+    log_level: str = "info"
+    default_queue: str = "default"
+    default_region: str = "US"
+    call_data_ttl_s: int = 86_400
+
+    @property
+    def route_budget_s(self) -> float:
+        return self.route_budget_ms / 1000
+
+
+def _host_port(name: str, raw: str) -> HostPort:
+    host, sep, port = raw.rpartition(":")
+    if not sep or not host:
+        raise ConfigError(f"{name}={raw!r}: expected HOST:PORT")
+    return HostPort(host.strip("[]"), _port(name, port))
+
+
+def _port(name: str, raw: str) -> int:
+    port = _int(name, raw)
+    if not 0 < port < 65536:
+        raise ConfigError(f"{name}={raw!r}: port must be between 1 and 65535")
+    return port
+
+
+def _int(name: str, raw: str, minimum: int | None = None, maximum: int | None = None) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r}: expected an integer") from None
+    if minimum is not None and value < minimum:
+        raise ConfigError(f"{name}={raw!r}: must be at least {minimum}")
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"{name}={raw!r}: must be at most {maximum}")
+    return value
+
+
+def _url(name: str, raw: str, schemes: tuple[str, ...]) -> str:
+    parts = urlsplit(raw)
+    if parts.scheme not in schemes or (not parts.hostname and not parts.path):
+        raise ConfigError(f"{name}={raw!r}: expected a URL starting with {' or '.join(schemes)}://")
+    return raw
+
+
+def _choice(name: str, raw: str, choices: tuple[str, ...]) -> str:
+    value = raw.strip().lower()
+    if value not in choices:
+        raise ConfigError(f"{name}={raw!r}: expected one of {', '.join(choices)}")
+    return value
+
+
+def _queue_name(name: str, raw: str) -> str:
+    value = raw.strip()
+    if not value or len(value) > 64 or any(c in value for c in ' ,|"\\'):
+        raise ConfigError(f"{name}={raw!r}: expected a queue name without spaces, commas or quotes")
+    return value
+
+
+def _region(name: str, raw: str) -> str:
+    value = raw.strip().upper()
+    if value not in phonenumbers.SUPPORTED_REGIONS:
+        raise ConfigError(f"{name}={raw!r}: expected a two-letter region such as US or GB")
+    return value
+
+
+def load_config(env: Mapping[str, str] | None = None) -> Config:
+    """Build the configuration from ``env`` (default: the process environment)."""
+    env = os.environ if env is None else env
+
+    def get(name: str) -> str | None:
+        value = env.get(name)
+        return None if value is None or value == "" else value
+
+    fields: dict[str, object] = {}
+    if (raw := get("CTI_DATABASE_URL")) is not None:
+        fields["database_url"] = _url("CTI_DATABASE_URL", raw, ("postgresql", "postgres"))
+    if (raw := get("CTI_REDIS_URL")) is not None:
+        fields["redis_url"] = _url("CTI_REDIS_URL", raw, ("redis", "rediss", "unix"))
+    if (raw := get("CTI_AGI_BIND")) is not None:
+        fields["agi_bind"] = _host_port("CTI_AGI_BIND", raw)
+    if (raw := get("CTI_HTTP_BIND")) is not None:
+        fields["http_bind"] = _host_port("CTI_HTTP_BIND", raw)
+    if (raw := get("CTI_AMI_HOST")) is not None:
+        fields["ami_host"] = raw
+    if (raw := get("CTI_AMI_PORT")) is not None:
+        fields["ami_port"] = _port("CTI_AMI_PORT", raw)
+    if (raw := get("CTI_AMI_USERNAME")) is not None:
+        fields["ami_username"] = raw
+    if (raw := get("CTI_AMI_SECRET")) is not None:
+        fields["ami_secret"] = raw
+    if (raw := get("CTI_ROUTE_BUDGET_MS")) is not None:
+        fields["route_budget_ms"] = _int("CTI_ROUTE_BUDGET_MS", raw, minimum=10, maximum=10_000)
+    if (raw := get("CTI_LOG_FORMAT")) is not None:
+        fields["log_format"] = _choice("CTI_LOG_FORMAT", raw, ("json", "console"))
+    if (raw := get("CTI_LOG_LEVEL")) is not None:
+        fields["log_level"] = _choice("CTI_LOG_LEVEL", raw, ("debug", "info", "warning", "error"))
+    if (raw := get("CTI_DEFAULT_QUEUE")) is not None:
+        fields["default_queue"] = _queue_name("CTI_DEFAULT_QUEUE", raw)
+    if (raw := get("CTI_DEFAULT_REGION")) is not None:
+        fields["default_region"] = _region("CTI_DEFAULT_REGION", raw)
+    if (raw := get("CTI_CALL_DATA_TTL_S")) is not None:
+        fields["call_data_ttl_s"] = _int("CTI_CALL_DATA_TTL_S", raw, minimum=60)
+
+    return replace(Config(), **fields)

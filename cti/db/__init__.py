@@ -1,0 +1,1 @@
+"""PostgreSQL: migrations, the routing plan store, customer import and demo data."""

@@ -1,0 +1,74 @@
+"""The demo data set: the demo routing plan, six named customers, and many generated ones.
+
+Generated customers follow a fixed pattern (account ``A`` + 7 digits, phone ``+1212`` +
+the same digits; tier, status and language derived from the number) so that SIPp
+injection files and benchmarks can hit known customers without querying first.
+Running it again updates rather than duplicates.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+
+import asyncpg
+
+from cti.db.plan_store import write_plan
+from cti.routing import plan as routing_plan
+
+NAMED_CUSTOMERS = (
+    ("A0000001", "Grace Hopper", "platinum", "active", "en"),
+    ("A0000002", "Alan Turing", "gold", "active", "en"),
+    ("A0000003", "Ada Lovelace", "silver", "active", "en"),
+    ("A0000004", "Edsger Dijkstra", "bronze", "active", "en"),
+    ("A0000005", "Barbara Liskov", "gold", "delinquent", "en"),
+    ("A0000006", "Carmen Herrera", "gold", "active", "es"),
+)
+MAX_GENERATED = 9_999_999
+
+
+def demo_plan() -> routing_plan.RoutingPlan:
+    text = resources.files("cti.demo").joinpath("routing.toml").read_text()
+    return routing_plan.loads(text)
+
+
+def phone_of(index: int) -> str:
+    return f"+1212{index:07d}"
+
+
+def account_of(index: int) -> str:
+    return f"A{index:07d}"
+
+
+async def seed_demo(conn: asyncpg.Connection, customers: int = 100_000) -> int:
+    """Load the demo plan and ``customers`` customers; return how many customers exist."""
+    if not len(NAMED_CUSTOMERS) <= customers <= MAX_GENERATED:
+        raise ValueError(f"customers must be between {len(NAMED_CUSTOMERS)} and {MAX_GENERATED}")
+    await write_plan(conn, demo_plan())
+    async with conn.transaction():
+        await conn.executemany(
+            """INSERT INTO customers (account_number, name, tier, status, language)
+               VALUES ($1, $2, $3, $4, $5)
+               ON CONFLICT (account_number) DO UPDATE SET name = EXCLUDED.name,
+                   tier = EXCLUDED.tier, status = EXCLUDED.status, language = EXCLUDED.language""",
+            NAMED_CUSTOMERS,
+        )
+        await conn.execute(
+            """INSERT INTO customers (account_number, name, tier, status, language)
+               SELECT 'A' || lpad(i::text, 7, '0'),
+                      'Demo Customer ' || i,
+                      CASE WHEN i % 100 < 2 THEN 'platinum' WHEN i % 100 < 15 THEN 'gold'
+                           WHEN i % 100 < 45 THEN 'silver' ELSE 'bronze' END,
+                      CASE WHEN i % 50 = 7 THEN 'delinquent' ELSE 'active' END,
+                      CASE WHEN i % 20 = 3 THEN 'es' ELSE 'en' END
+               FROM generate_series($1::int, $2::int) AS i
+               ON CONFLICT (account_number) DO NOTHING""",
+            len(NAMED_CUSTOMERS) + 1,
+            customers,
+        )
+        await conn.execute(
+            """INSERT INTO customer_phones (e164, customer_id)
+               SELECT '+1212' || substr(account_number, 2), id FROM customers
+               WHERE account_number ~ '^A[0-9]{7}$'
+               ON CONFLICT (e164) DO NOTHING"""
+        )
+        return await conn.fetchval("SELECT count(*) FROM customers")

@@ -1,0 +1,184 @@
+"""The route service: from Asterisk's question to a decision, inside the time budget.
+
+It joins the pure pieces (normalisation, the rule engine) to the I/O ones (the
+customer lookup, the interaction record, the call data) and owns the one promise
+callers care about: an answer within the budget. The customer lookup is the only
+thing awaited on the caller's path and it is cut off at the lookup budget; whatever
+goes wrong there (database down, slow, locked, a bug) routes the call to its number's
+default queue instead. Records are handed to background writers, never awaited.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import structlog
+
+from cti.routing.engine import decide, fail_open
+from cti.routing.model import CallFacts, Customer, Decision
+from cti.routing.phone import CallerNumber, normalize
+from cti.routing.table import RoutingTable
+
+log = structlog.get_logger(__name__)
+
+FindCustomer = Callable[[str | None, str | None], Awaitable[Customer | None]]
+_ACCOUNT = re.compile(r"^[A-Za-z0-9-]{1,32}$")
+
+
+class Sink(Protocol):
+    def submit(self, item: Any) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RouteRequest:
+    channel: str
+    uniqueid: str
+    ani: str
+    dnis: str
+    ivr: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class RouteOutcome:
+    call_id: str
+    request: RouteRequest
+    caller: CallerNumber
+    customer: Customer | None
+    decision: Decision
+    routed_at: datetime
+    decision_us: int
+    fail_open_reason: str | None
+
+
+class Router:
+    def __init__(
+        self,
+        *,
+        table: Callable[[], RoutingTable],
+        find_customer: FindCustomer,
+        default_queue: str,
+        region: str,
+        lookup_budget_s: float,
+        interactions: Sink,
+        call_data: Sink,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        new_call_id: Callable[[], str] = lambda: str(uuid.uuid4()),
+    ) -> None:
+        self._table = table
+        self._find_customer = find_customer
+        self._default_queue = default_queue
+        self._region = region
+        self._lookup_budget_s = lookup_budget_s
+        self._interactions = interactions
+        self._call_data = call_data
+        self._clock = clock
+        self._new_call_id = new_call_id
+        self.routed = 0
+        self.failed_open = 0
+
+    async def route(self, request: RouteRequest) -> RouteOutcome:
+        started = time.perf_counter()
+        call_id = self._new_call_id()
+        now = self._clock()
+        caller = normalize(request.ani, self._region)
+        table = self._table()
+        account = request.ivr.get("account", "")
+        account = account if _ACCOUNT.match(account) else None
+        customer, reason = await self._lookup(caller.e164, account, call_id)
+        if reason is None and not table.loaded:
+            reason = "no-routing-plan"
+        facts = CallFacts(
+            caller, request.dnis, table.number(request.dnis), customer, now, request.ivr
+        )
+        if reason is None:
+            decision = decide(facts, table.rules, self._default_queue)
+        else:
+            decision = fail_open(facts, self._default_queue)
+            self.failed_open += 1
+        elapsed_us = int((time.perf_counter() - started) * 1_000_000)
+        outcome = RouteOutcome(
+            call_id, request, caller, customer, decision, now, elapsed_us, reason
+        )
+        self.routed += 1
+        self._interactions.submit(outcome)
+        self._call_data.submit(call_document(outcome))
+        log.info(
+            "call routed",
+            call_id=call_id,
+            channel=request.channel,
+            ani=caller.e164 or caller.raw,
+            dnis=request.dnis,
+            customer_id=decision.customer_id,
+            tier=decision.tier,
+            route=decision.route.value,
+            queue=decision.queue,
+            priority=decision.priority,
+            rule=decision.rule,
+            fail_open=reason,
+            decision_us=elapsed_us,
+        )
+        return outcome
+
+    async def _lookup(
+        self, e164: str | None, account: str | None, call_id: str
+    ) -> tuple[Customer | None, str | None]:
+        if e164 is None and account is None:
+            return None, None
+        try:
+            async with asyncio.timeout(self._lookup_budget_s):
+                return await self._find_customer(e164, account), None
+        except TimeoutError:
+            log.warning(
+                "customer lookup timed out; failing open",
+                call_id=call_id,
+                budget_ms=self._lookup_budget_s * 1000,
+            )
+            return None, "lookup-timeout"
+        except Exception as exc:  # any failure of the lookup must still route the call
+            log.warning("customer lookup failed; failing open", call_id=call_id, error=repr(exc))
+            return None, "lookup-error"
+
+
+def call_document(outcome: RouteOutcome) -> dict[str, Any]:
+    """The call data the screen pop starts from."""
+    decision = outcome.decision
+    customer = outcome.customer
+    return {
+        "call_id": outcome.call_id,
+        "version": 1,
+        "created_at": outcome.routed_at.isoformat(),
+        "channel": outcome.request.channel,
+        "uniqueid": outcome.request.uniqueid,
+        "ani": outcome.caller.e164 or outcome.caller.raw,
+        "dnis": outcome.request.dnis,
+        "service": decision.service,
+        "customer": None
+        if customer is None
+        else {
+            "id": customer.id,
+            "account_number": customer.account_number,
+            "name": customer.name,
+            "tier": customer.tier,
+            "status": customer.status,
+            "language": customer.language,
+        },
+        "routing": {
+            "route": decision.route.value,
+            "queue": decision.queue,
+            "priority": decision.priority,
+            "rule": decision.rule,
+            "tier": decision.tier,
+            "fail_open": outcome.fail_open_reason,
+        },
+        "ivr": dict(outcome.request.ivr),
+        "notes": [],
+        "disposition": None,
+        "tags": [],
+    }

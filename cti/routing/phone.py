@@ -1,0 +1,67 @@
+"""Caller-number normalisation to E.164.
+
+Asterisk hands us whatever the trunk sent: ``+12125550001``, ``2125550001``,
+``0044 20 7946 0000``, ``011442079460000``, ``anonymous``, ``unknown`` or nothing.
+libphonenumber (the ``phonenumbers`` port) knows every country's national and
+international prefixes, so we lean on it rather than on our own tables. We only parse,
+never validate: a number that parses is a number a customer may have given us.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import phonenumbers
+
+#: What trunks and Asterisk send when the caller withheld or has no number.
+WITHHELD_MARKERS = frozenset(
+    {"", "unknown", "anonymous", "private", "restricted", "withheld", "unavailable", "none"}
+)
+_PUNCTUATION = re.compile(r"[\s().\-/]")
+_MAX_RAW_LENGTH = 64
+
+
+@dataclass(frozen=True, slots=True)
+class CallerNumber:
+    """A caller number as we understood it."""
+
+    raw: str
+    e164: str | None  # None when withheld or not a phone number at all
+
+    @property
+    def withheld(self) -> bool:
+        return self.raw.strip().lower() in WITHHELD_MARKERS
+
+    @property
+    def known_format(self) -> bool:
+        return self.e164 is not None
+
+
+def normalize(raw: str | None, region: str = "US") -> CallerNumber:
+    """Normalise ``raw`` to E.164 using ``region`` for national numbers."""
+    text = (raw or "").strip()[:_MAX_RAW_LENGTH]
+    if text.lower() in WITHHELD_MARKERS:
+        return CallerNumber(text, None)
+    compact = _PUNCTUATION.sub("", text)
+    if compact.startswith("tel:"):
+        compact = compact[4:]
+    if not compact.lstrip("+").isdigit():
+        return CallerNumber(text, None)
+    try:
+        parsed = phonenumbers.parse(compact, region)
+    except phonenumbers.NumberParseException:
+        return CallerNumber(text, None)
+    if not phonenumbers.is_possible_number(parsed):
+        return CallerNumber(text, None)
+    return CallerNumber(
+        text, phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+    )
+
+
+def normalize_dnis(raw: str | None) -> str:
+    """The lookup key of a dialled number: its digits (and a leading ``+``)."""
+    text = _PUNCTUATION.sub("", (raw or "").strip())[:_MAX_RAW_LENGTH]
+    if text.startswith("+") and text[1:].isdigit():
+        return text
+    return text if text.isdigit() else ""

@@ -1,0 +1,308 @@
+"""The routing plan: queues, dialled numbers and ordered rules, as humans write them.
+
+One parser serves the TOML file that operators edit (``cti rules load``) and the rows
+stored in PostgreSQL, so a rule means the same thing wherever it comes from. Every
+mistake is reported with where it is (``rules[3] "gold": match.tier: ...``) and
+unknown keys are errors: a misspelt condition must not quietly match every caller.
+
+The file looks like::
+
+    [[queues]]
+    name = "support"
+
+    [[numbers]]
+    dnis = "5550100"
+    service = "support"
+    default_queue = "support"
+    timezone = "America/New_York"
+    hours = { mon = ["08:00-20:00"], sat = ["09:00-13:00"] }   # absent: 24/7
+
+    [[rules]]
+    name = "gold-first"
+    match = { tier = ["gold", "platinum"], service = ["support"] }
+    route = "queue"          # queue | selfservice | afterhours
+    enabled = true           # false keeps the rule but skips it
+    queue = "support"        # absent: the dialled number's default queue
+    priority = 10
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import tomli_w
+
+from cti.routing.hours import DAYS, HoursError, OpeningHours, TimeWindow, zone
+from cti.routing.model import STATUSES, TIERS, UNKNOWN_TIER, DialledNumber, Match, RouteKind, Rule
+from cti.routing.phone import normalize_dnis
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
+_WORD = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+MAX_PRIORITY = 1000
+MAX_RULES = 10_000
+
+_MATCH_LISTS = {
+    "service": "services",
+    "tier": "tiers",
+    "status": "statuses",
+    "language": "languages",
+    "intent": "intents",
+}
+_MATCH_KEYS = {*_MATCH_LISTS, "known", "hours", "days", "time"}
+_RULE_KEYS = {"name", "enabled", "match", "route", "queue", "priority"}
+_NUMBER_KEYS = {"dnis", "service", "default_queue", "timezone", "hours"}
+_QUEUE_KEYS = {"name", "description"}
+_PLAN_KEYS = {"queues", "numbers", "rules"}
+
+
+class PlanError(ValueError):
+    """A routing plan, or one entry of it, that cannot be used."""
+
+
+@dataclass(frozen=True, slots=True)
+class QueueSpec:
+    name: str
+    description: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingPlan:
+    queues: tuple[QueueSpec, ...]
+    numbers: tuple[DialledNumber, ...]
+    rules: tuple[Rule, ...]
+
+
+# --- parsing -----------------------------------------------------------------------------
+
+
+def _check_keys(raw: Any, allowed: set[str], where: str) -> Mapping[str, Any]:
+    if not isinstance(raw, Mapping):
+        raise PlanError(f"{where}: expected a table, got {type(raw).__name__}")
+    unknown = set(raw) - allowed
+    if unknown:
+        raise PlanError(f"{where}: unknown key(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
+    return raw
+
+
+def _name(raw: Any, where: str) -> str:
+    if not isinstance(raw, str) or not _NAME.match(raw):
+        raise PlanError(f"{where}: {raw!r} is not a name (letters, digits, _ . -; up to 64)")
+    return raw
+
+
+def _words(raw: Any, where: str, allowed: Iterable[str] | None = None) -> frozenset[str]:
+    items = [raw] if isinstance(raw, str) else raw
+    if not isinstance(items, list) or not items:
+        raise PlanError(f"{where}: expected a word or a non-empty list of words")
+    words = set()
+    for item in items:
+        if not isinstance(item, str) or not _WORD.match(item):
+            raise PlanError(f"{where}: {item!r} is not a word")
+        words.add(item.lower())
+    if allowed is not None:
+        bad = words - set(allowed)
+        if bad:
+            raise PlanError(f"{where}: unknown value(s) {sorted(bad)}; use {', '.join(allowed)}")
+    return frozenset(words)
+
+
+def parse_match(raw: Any, where: str) -> Match:
+    raw = _check_keys(raw, _MATCH_KEYS, where)
+    values: dict[str, Any] = {}
+    allowed = {"tier": (*TIERS, UNKNOWN_TIER), "status": STATUSES}
+    for key, attribute in _MATCH_LISTS.items():
+        if key in raw:
+            values[attribute] = _words(raw[key], f"{where}.{key}", allowed.get(key))
+    if "known" in raw:
+        if not isinstance(raw["known"], bool):
+            raise PlanError(f"{where}.known: expected true or false")
+        values["known"] = raw["known"]
+    if "hours" in raw:
+        if raw["hours"] not in ("open", "closed"):
+            raise PlanError(f'{where}.hours: expected "open" or "closed"')
+        values["open"] = raw["hours"] == "open"
+    if "days" in raw:
+        days = _words(raw["days"], f"{where}.days", DAYS)
+        values["days"] = frozenset(DAYS.index(d) for d in days)
+    if "time" in raw:
+        if not isinstance(raw["time"], str):
+            raise PlanError(f'{where}.time: expected "HH:MM-HH:MM"')
+        try:
+            values["time"] = TimeWindow.parse(raw["time"])
+        except HoursError as exc:
+            raise PlanError(f"{where}.time: {exc}") from None
+    return Match(**values)
+
+
+def parse_rule(raw: Any, where: str) -> Rule:
+    raw = _check_keys(raw, _RULE_KEYS, where)
+    name = _name(raw.get("name"), f"{where}.name")
+    where = f'{where} "{name}"'
+    try:
+        route = RouteKind(raw.get("route", RouteKind.QUEUE))
+    except ValueError:
+        kinds = ", ".join(k.value for k in RouteKind)
+        raise PlanError(f"{where}.route: {raw.get('route')!r}; use {kinds}") from None
+    queue = raw.get("queue")
+    if queue is not None:
+        queue = _name(queue, f"{where}.queue")
+        if route is not RouteKind.QUEUE:
+            raise PlanError(f'{where}.queue: only a route of "queue" goes to a queue')
+    priority = raw.get("priority", 0)
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise PlanError(f"{where}.priority: expected an integer")
+    if not 0 <= priority <= MAX_PRIORITY:
+        raise PlanError(f"{where}.priority: must be between 0 and {MAX_PRIORITY}")
+    enabled = raw.get("enabled", True)
+    if not isinstance(enabled, bool):
+        raise PlanError(f"{where}.enabled: expected true or false")
+    match = parse_match(raw.get("match", {}), f"{where}.match")
+    return Rule(name, match, route, queue, priority, enabled)
+
+
+def parse_number(raw: Any, where: str) -> DialledNumber:
+    raw = _check_keys(raw, _NUMBER_KEYS, where)
+    dnis = raw.get("dnis")
+    key = normalize_dnis(dnis) if isinstance(dnis, str) else ""
+    if not key:
+        raise PlanError(f"{where}.dnis: {dnis!r} is not a dialled number (digits, optional +)")
+    where = f'{where} "{key}"'
+    service = _name(raw.get("service"), f"{where}.service")
+    default_queue = _name(raw.get("default_queue"), f"{where}.default_queue")
+    tz_name = raw.get("timezone", "UTC")
+    try:
+        tz = zone(tz_name) if isinstance(tz_name, str) else zone("")
+    except HoursError as exc:
+        raise PlanError(f"{where}.timezone: {exc}") from None
+    hours = None
+    if raw.get("hours") is not None:
+        try:
+            hours = OpeningHours.parse(_check_keys(raw["hours"], set(DAYS), f"{where}.hours"))
+        except (HoursError, TypeError) as exc:
+            raise PlanError(f"{where}.hours: {exc}") from None
+    return DialledNumber(key, service, default_queue, tz, hours)
+
+
+def parse_queue(raw: Any, where: str) -> QueueSpec:
+    raw = _check_keys(raw, _QUEUE_KEYS, where)
+    description = raw.get("description", "")
+    if not isinstance(description, str) or len(description) > 200:
+        raise PlanError(f"{where}.description: expected text of at most 200 characters")
+    return QueueSpec(_name(raw.get("name"), f"{where}.name"), description)
+
+
+def _unique(names: Iterable[str], what: str) -> None:
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise PlanError(f"{what} {name!r} appears twice")
+        seen.add(name)
+
+
+def parse_plan(doc: Any) -> RoutingPlan:
+    doc = _check_keys(doc, _PLAN_KEYS, "plan")
+
+    def entries(key: str) -> list[Any]:
+        value = doc.get(key, [])
+        if not isinstance(value, list):
+            raise PlanError(f"{key}: expected an array of tables ([[{key}]])")
+        return value
+
+    queues = tuple(parse_queue(q, f"queues[{i}]") for i, q in enumerate(entries("queues"), 1))
+    numbers = tuple(parse_number(n, f"numbers[{i}]") for i, n in enumerate(entries("numbers"), 1))
+    raw_rules = entries("rules")
+    if len(raw_rules) > MAX_RULES:
+        raise PlanError(f"rules: at most {MAX_RULES} rules")
+    rules = tuple(parse_rule(r, f"rules[{i}]") for i, r in enumerate(raw_rules, 1))
+    _unique((q.name for q in queues), "queue")
+    _unique((n.dnis for n in numbers), "number")
+    _unique((r.name for r in rules), "rule")
+    return RoutingPlan(queues, numbers, rules)
+
+
+def check_queues_exist(plan: RoutingPlan, known_queues: Iterable[str]) -> None:
+    """Every queue a number or a rule names must exist (in the plan or already stored)."""
+    known = set(known_queues) | {q.name for q in plan.queues}
+    for number in plan.numbers:
+        if number.default_queue not in known:
+            raise PlanError(f'number "{number.dnis}": unknown queue {number.default_queue!r}')
+    for rule in plan.rules:
+        if rule.queue is not None and rule.queue not in known:
+            raise PlanError(f'rule "{rule.name}": unknown queue {rule.queue!r}')
+
+
+def loads(text: str) -> RoutingPlan:
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise PlanError(f"not valid TOML: {exc}") from None
+    return parse_plan(doc)
+
+
+# --- writing -----------------------------------------------------------------------------
+
+
+def match_to_mapping(match: Match) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, attribute in _MATCH_LISTS.items():
+        value = getattr(match, attribute)
+        if value is not None:
+            out[key] = sorted(value)
+    if match.known is not None:
+        out["known"] = match.known
+    if match.open is not None:
+        out["hours"] = "open" if match.open else "closed"
+    if match.days is not None:
+        out["days"] = [DAYS[d] for d in sorted(match.days)]
+    if match.time is not None:
+        out["time"] = str(match.time)
+    return out
+
+
+def rule_to_mapping(rule: Rule) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": rule.name}
+    if not rule.enabled:
+        out["enabled"] = False
+    match = match_to_mapping(rule.match)
+    if match:
+        out["match"] = match
+    out["route"] = rule.route.value
+    if rule.queue is not None:
+        out["queue"] = rule.queue
+    out["priority"] = rule.priority
+    return out
+
+
+def number_to_mapping(number: DialledNumber) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "dnis": number.dnis,
+        "service": number.service,
+        "default_queue": number.default_queue,
+        "timezone": number.timezone.key,
+    }
+    if number.hours is not None:
+        out["hours"] = number.hours.to_spec()
+    return out
+
+
+def plan_to_document(plan: RoutingPlan) -> dict[str, Any]:
+    return {
+        "queues": [
+            {"name": q.name, **({"description": q.description} if q.description else {})}
+            for q in plan.queues
+        ],
+        "numbers": [number_to_mapping(n) for n in plan.numbers],
+        "rules": [rule_to_mapping(r) for r in plan.rules],
+    }
+
+
+def dumps(plan: RoutingPlan) -> str:
+    header = (
+        "# Routing plan for cti. Rules are tried in order; the first that matches decides.\n"
+        "# Load with `cti rules load FILE`; see cti/routing/plan.py for every key.\n\n"
+    )
+    return header + tomli_w.dumps(plan_to_document(plan))

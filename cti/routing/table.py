@@ -1,0 +1,30 @@
+"""The routing plan as the router holds it in memory: rules in order, numbers by DNIS."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from cti.routing.model import DialledNumber, Rule
+from cti.routing.phone import normalize_dnis
+from cti.routing.plan import RoutingPlan
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingTable:
+    rules: tuple[Rule, ...] = ()
+    numbers: Mapping[str, DialledNumber] = field(default_factory=lambda: MappingProxyType({}))
+    loaded: bool = False  # False until a plan has been read from the database
+
+    @classmethod
+    def from_plan(cls, plan: RoutingPlan) -> RoutingTable:
+        return cls(plan.rules, MappingProxyType({n.dnis: n for n in plan.numbers}), True)
+
+    def number(self, dnis: str) -> DialledNumber | None:
+        """The dialled number, matched on digits, with or without a leading ``+``."""
+        key = normalize_dnis(dnis)
+        found = self.numbers.get(key)
+        if found is None and key.startswith("+"):
+            found = self.numbers.get(key[1:])
+        return found
