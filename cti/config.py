@@ -11,9 +11,12 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import phonenumbers
+
+DEFAULT_PLAN_CACHE = str(Path.home() / ".cache" / "cti" / "routing-plan.toml")
 
 
 class ConfigError(ValueError):
@@ -45,6 +48,9 @@ class Config:
     default_queue: str = "default"
     default_region: str = "US"
     call_data_ttl_s: int = 86_400
+    #: Last routing plan read from PostgreSQL, so that a daemon (re)started while the
+    #: database is down still knows each number's default queue. Empty: no cache.
+    plan_cache: str = DEFAULT_PLAN_CACHE
 
     @property
     def route_budget_s(self) -> float:
@@ -93,7 +99,7 @@ def _choice(name: str, raw: str, choices: tuple[str, ...]) -> str:
 
 def _queue_name(name: str, raw: str) -> str:
     value = raw.strip()
-    if not value or len(value) > 64 or any(c in value for c in ' ,|"\\'):
+    if not value or len(value) > 64 or any(c.isspace() or c in ',|"\\' for c in value):
         raise ConfigError(f"{name}={raw!r}: expected a queue name without spaces, commas or quotes")
     return value
 
@@ -142,5 +148,8 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         fields["default_region"] = _region("CTI_DEFAULT_REGION", raw)
     if (raw := get("CTI_CALL_DATA_TTL_S")) is not None:
         fields["call_data_ttl_s"] = _int("CTI_CALL_DATA_TTL_S", raw, minimum=60)
+
+    if (raw := env.get("CTI_PLAN_CACHE")) is not None:
+        fields["plan_cache"] = raw
 
     return replace(Config(), **fields)

@@ -23,7 +23,10 @@ def matches(match: Match, facts: CallFacts) -> bool:
     number = facts.number
     if match.known is not None and match.known != (customer is not None):
         return False
-    if match.services is not None and (number is None or number.service not in match.services):
+    # The plan lowercases the words of a match, so compare lowercased facts with them.
+    if match.services is not None and (
+        number is None or number.service.lower() not in match.services
+    ):
         return False
     if match.tiers is not None and (customer.tier if customer else UNKNOWN_TIER) not in match.tiers:
         return False
@@ -33,7 +36,7 @@ def matches(match: Match, facts: CallFacts) -> bool:
         customer is None or customer.language not in match.languages
     ):
         return False
-    if match.intents is not None and facts.ivr.get("intent", "") not in match.intents:
+    if match.intents is not None and facts.ivr.get("intent", "").lower() not in match.intents:
         return False
     if match.open is not None and match.open != (number is None or number.is_open(facts.now)):
         return False

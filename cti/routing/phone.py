@@ -20,6 +20,7 @@ WITHHELD_MARKERS = frozenset(
 )
 _PUNCTUATION = re.compile(r"[\s().\-/]")
 _MAX_RAW_LENGTH = 64
+_E164 = re.compile(r"^\+[1-9]\d{1,14}\Z")  # E.164: at most 15 digits
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,8 +41,11 @@ class CallerNumber:
 
 def normalize(raw: str | None, region: str = "US") -> CallerNumber:
     """Normalise ``raw`` to E.164 using ``region`` for national numbers."""
-    text = (raw or "").strip()[:_MAX_RAW_LENGTH]
+    stripped = (raw or "").strip()
+    text = stripped[:_MAX_RAW_LENGTH]
     if text.lower() in WITHHELD_MARKERS:
+        return CallerNumber(text, None)
+    if len(stripped) > _MAX_RAW_LENGTH:  # never parse a truncated prefix as the number
         return CallerNumber(text, None)
     compact = _PUNCTUATION.sub("", text)
     if compact.startswith("tel:"):
@@ -54,9 +58,8 @@ def normalize(raw: str | None, region: str = "US") -> CallerNumber:
         return CallerNumber(text, None)
     if not phonenumbers.is_possible_number(parsed):
         return CallerNumber(text, None)
-    return CallerNumber(
-        text, phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
-    )
+    e164 = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+    return CallerNumber(text, e164 if _E164.match(e164) else None)
 
 
 def normalize_dnis(raw: str | None) -> str:

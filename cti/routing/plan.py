@@ -40,8 +40,8 @@ from cti.routing.hours import DAYS, HoursError, OpeningHours, TimeWindow, zone
 from cti.routing.model import STATUSES, TIERS, UNKNOWN_TIER, DialledNumber, Match, RouteKind, Rule
 from cti.routing.phone import normalize_dnis
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
-_WORD = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}\Z")  # \Z: no trailing newline
+_WORD = re.compile(r"^[A-Za-z0-9_.\-]{1,64}\Z")
 MAX_PRIORITY = 1000
 MAX_RULES = 10_000
 

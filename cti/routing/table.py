@@ -27,4 +27,6 @@ class RoutingTable:
         found = self.numbers.get(key)
         if found is None and key.startswith("+"):
             found = self.numbers.get(key[1:])
+        elif found is None and key:
+            found = self.numbers.get("+" + key)
         return found
