@@ -1,0 +1,60 @@
+"""A running daemon (the real :class:`cti.daemon.Daemon`) on the test database."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import AsyncIterator
+
+import pytest
+
+from cti.agi.server import AgiLimits
+from cti.config import Config, HostPort
+from cti.daemon import Daemon
+from cti.db.demo import seed_demo
+from tests.conftest import REDIS_URL
+from tests.fakes.asterisk_agi import AgiCallResult, agi_call
+
+
+@pytest.fixture
+async def seeded(db, database_url) -> str:
+    await seed_demo(db, customers=2_000)
+    return database_url
+
+
+@pytest.fixture
+def config(seeded, tmp_path) -> Config:
+    return Config(
+        database_url=seeded,
+        redis_url=REDIS_URL,
+        agi_bind=HostPort("127.0.0.1", 0),
+        plan_cache=str(tmp_path / "plan-cache.toml"),
+    )
+
+
+@dataclasses.dataclass
+class RunningDaemon:
+    daemon: Daemon
+
+    @property
+    def port(self) -> int:
+        return self.daemon.agi.port
+
+    async def call(self, **env: object) -> AgiCallResult:
+        return await agi_call("127.0.0.1", self.port, **env)
+
+
+async def start_daemon(config: Config, wait_for_plan: bool = True) -> RunningDaemon:
+    daemon = Daemon(config, AgiLimits(header_timeout_s=1, reply_timeout_s=1))
+    await daemon.start()
+    if wait_for_plan:
+        async with asyncio.timeout(5):
+            await daemon.plan.loaded.wait()
+    return RunningDaemon(daemon)
+
+
+@pytest.fixture
+async def running(config, redis_client) -> AsyncIterator[RunningDaemon]:
+    running = await start_daemon(config)
+    yield running
+    await running.daemon.shutdown(writer_grace_s=2)

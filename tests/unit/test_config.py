@@ -1,0 +1,184 @@
+"""Configuration from the environment (cti.config): the documented defaults, good
+values, and a ConfigError naming the variable for every bad one."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from cti.config import Config, ConfigError, HostPort, load_config
+
+
+def test_defaults_are_the_documented_ones() -> None:
+    config = load_config({})
+    assert config.database_url == "postgresql://postgres@127.0.0.1:5432/cti"
+    assert config.redis_url == "redis://127.0.0.1:6379/0"
+    assert config.agi_bind == HostPort("127.0.0.1", 4573)
+    assert str(config.agi_bind) == "127.0.0.1:4573"
+    assert config.http_bind == HostPort("127.0.0.1", 8080)
+    assert str(config.http_bind) == "127.0.0.1:8080"
+    assert config.route_budget_ms == 200
+    assert config.route_budget_s == pytest.approx(0.2)
+    assert config.default_queue == "default"
+    assert config.default_region == "US"
+    assert config.ami_port == 5038
+    assert config.log_format == "console"
+    assert config.log_level == "info"
+
+
+def test_no_variables_gives_the_dataclass_defaults() -> None:
+    assert load_config({}) == Config()
+
+
+def test_empty_values_count_as_unset() -> None:
+    env = {
+        name: ""
+        for name in (
+            "CTI_DATABASE_URL",
+            "CTI_REDIS_URL",
+            "CTI_AGI_BIND",
+            "CTI_HTTP_BIND",
+            "CTI_AMI_PORT",
+            "CTI_ROUTE_BUDGET_MS",
+            "CTI_LOG_FORMAT",
+            "CTI_DEFAULT_QUEUE",
+            "CTI_DEFAULT_REGION",
+        )
+    }
+    assert load_config(env) == Config()
+
+
+def test_an_explicit_mapping_ignores_the_process_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CTI_ROUTE_BUDGET_MS", "not a number")
+    assert load_config({}).route_budget_ms == 200
+    with pytest.raises(ConfigError, match="CTI_ROUTE_BUDGET_MS"):
+        load_config()
+
+
+def test_the_process_environment_is_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CTI_ROUTE_BUDGET_MS", "350")
+    assert load_config().route_budget_ms == 350
+
+
+@pytest.mark.parametrize(
+    ("name", "raw", "field", "value"),
+    [
+        pytest.param(
+            "CTI_DATABASE_URL",
+            "postgres://cti:secret@db.example:6432/prod",
+            "database_url",
+            "postgres://cti:secret@db.example:6432/prod",
+            id="postgres-scheme",
+        ),
+        pytest.param(
+            "CTI_DATABASE_URL",
+            "postgresql:///cti?host=/run/postgresql",
+            "database_url",
+            "postgresql:///cti?host=/run/postgresql",
+            id="postgres-socket",
+        ),
+        pytest.param(
+            "CTI_REDIS_URL",
+            "rediss://cache.example:6380/2",
+            "redis_url",
+            "rediss://cache.example:6380/2",
+            id="rediss",
+        ),
+        pytest.param(
+            "CTI_REDIS_URL",
+            "unix:///run/redis.sock",
+            "redis_url",
+            "unix:///run/redis.sock",
+            id="redis-socket",
+        ),
+        pytest.param(
+            "CTI_AGI_BIND", "0.0.0.0:4574", "agi_bind", HostPort("0.0.0.0", 4574), id="agi-bind"
+        ),
+        pytest.param("CTI_AGI_BIND", "[::1]:4573", "agi_bind", HostPort("::1", 4573), id="ipv6"),
+        pytest.param(
+            "CTI_HTTP_BIND", "localhost:65535", "http_bind", HostPort("localhost", 65535), id="http"
+        ),
+        pytest.param("CTI_AMI_PORT", "1", "ami_port", 1, id="ami-port-1"),
+        pytest.param("CTI_ROUTE_BUDGET_MS", "10", "route_budget_ms", 10, id="budget-min"),
+        pytest.param("CTI_ROUTE_BUDGET_MS", "10000", "route_budget_ms", 10_000, id="budget-max"),
+        pytest.param("CTI_LOG_FORMAT", "JSON", "log_format", "json", id="log-format-case"),
+        pytest.param("CTI_LOG_LEVEL", " debug ", "log_level", "debug", id="log-level-spaces"),
+        pytest.param("CTI_DEFAULT_QUEUE", "overflow", "default_queue", "overflow", id="queue"),
+        pytest.param("CTI_DEFAULT_REGION", "gb", "default_region", "GB", id="region-case"),
+        pytest.param("CTI_CALL_DATA_TTL_S", "60", "call_data_ttl_s", 60, id="ttl-min"),
+        pytest.param("CTI_AMI_SECRET", "s3cret", "ami_secret", "s3cret", id="ami-secret"),
+    ],
+)
+def test_good_values(name: str, raw: str, field: str, value: object) -> None:
+    config = load_config({name: raw})
+    assert getattr(config, field) == value
+    others = {f.name for f in dataclasses.fields(Config)} - {field}
+    assert all(getattr(config, f) == getattr(Config(), f) for f in others)
+
+
+@pytest.mark.parametrize(
+    ("name", "raw"),
+    [
+        # ports
+        pytest.param("CTI_AGI_BIND", "127.0.0.1:99999", id="agi-port-too-big"),
+        pytest.param("CTI_AGI_BIND", "127.0.0.1:0", id="agi-port-zero"),
+        pytest.param("CTI_AGI_BIND", "127.0.0.1:-1", id="agi-port-negative"),
+        pytest.param("CTI_AGI_BIND", "127.0.0.1:agi", id="agi-port-name"),
+        pytest.param("CTI_AGI_BIND", "127.0.0.1:", id="agi-port-missing"),
+        pytest.param("CTI_AGI_BIND", "4573", id="agi-host-missing"),
+        pytest.param("CTI_AGI_BIND", ":4573", id="agi-host-empty"),
+        pytest.param("CTI_HTTP_BIND", "127.0.0.1:65536", id="http-port-too-big"),
+        pytest.param("CTI_HTTP_BIND", "localhost", id="http-no-port"),
+        pytest.param("CTI_AMI_PORT", "manager", id="ami-port-name"),
+        pytest.param("CTI_AMI_PORT", "70000", id="ami-port-too-big"),
+        # route budget
+        pytest.param("CTI_ROUTE_BUDGET_MS", "fast", id="budget-word"),
+        pytest.param("CTI_ROUTE_BUDGET_MS", "200ms", id="budget-unit"),
+        pytest.param("CTI_ROUTE_BUDGET_MS", "0.2", id="budget-float"),
+        pytest.param("CTI_ROUTE_BUDGET_MS", "9", id="budget-too-small"),
+        pytest.param("CTI_ROUTE_BUDGET_MS", "0", id="budget-zero"),
+        pytest.param("CTI_ROUTE_BUDGET_MS", "-200", id="budget-negative"),
+        pytest.param("CTI_ROUTE_BUDGET_MS", "10001", id="budget-too-big"),
+        # logging
+        pytest.param("CTI_LOG_FORMAT", "xml", id="log-format"),
+        pytest.param("CTI_LOG_FORMAT", "text", id="log-format-text"),
+        pytest.param("CTI_LOG_LEVEL", "trace", id="log-level"),
+        # URLs
+        pytest.param("CTI_DATABASE_URL", "mysql://root@127.0.0.1/cti", id="db-scheme"),
+        pytest.param("CTI_DATABASE_URL", "127.0.0.1:5432", id="db-no-scheme"),
+        pytest.param("CTI_DATABASE_URL", "postgresql://", id="db-nothing"),
+        pytest.param("CTI_REDIS_URL", "http://127.0.0.1:6379", id="redis-scheme"),
+        pytest.param("CTI_REDIS_URL", "127.0.0.1:6379", id="redis-no-scheme"),
+        # region
+        pytest.param("CTI_DEFAULT_REGION", "XX", id="region-unknown"),
+        pytest.param("CTI_DEFAULT_REGION", "USA", id="region-three-letters"),
+        pytest.param("CTI_DEFAULT_REGION", "001", id="region-non-geographic"),
+        # queue and call data
+        pytest.param("CTI_DEFAULT_QUEUE", "my queue", id="queue-space"),
+        pytest.param("CTI_DEFAULT_QUEUE", "a,b", id="queue-comma"),
+        pytest.param("CTI_DEFAULT_QUEUE", 'say"hi', id="queue-quote"),
+        pytest.param("CTI_DEFAULT_QUEUE", "   ", id="queue-blank"),
+        pytest.param("CTI_DEFAULT_QUEUE", "q" * 65, id="queue-too-long"),
+        pytest.param("CTI_DEFAULT_QUEUE", "de\nfault", id="queue-newline"),
+        pytest.param("CTI_DEFAULT_QUEUE", "de\tfault", id="queue-tab"),
+        pytest.param("CTI_CALL_DATA_TTL_S", "59", id="ttl-too-small"),
+        pytest.param("CTI_CALL_DATA_TTL_S", "1d", id="ttl-unit"),
+    ],
+)
+def test_bad_values_name_the_variable(name: str, raw: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config({name: raw})
+    assert str(caught.value).startswith(f"{name}=")
+
+
+def test_config_error_is_a_value_error() -> None:
+    assert issubclass(ConfigError, ValueError)
+
+
+def test_config_is_frozen() -> None:
+    config = load_config({})
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.route_budget_ms = 1  # type: ignore[misc]
