@@ -115,7 +115,8 @@ class AgiServer:
         return self._server
 
     @property
-    def sockets_port(self) -> int:
+    def port(self) -> int:
+        """The port we listen on (useful when bound to port 0)."""
         assert self._server is not None
         return self._server.sockets[0].getsockname()[1]
 

@@ -6,19 +6,25 @@ Bursts of notifications are coalesced into one reload. A plan that fails validat
 is logged and the previous one is kept: routing on yesterday's rules beats routing on
 half of today's. While the database is unreachable we keep routing on the last plan
 and reconnect with backoff.
+
+Each plan read is also saved to a local cache file, and read back at start-up: a
+daemon restarted during a database outage still sends each number's calls to that
+number's default queue rather than to the global default.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable
+from pathlib import Path
 
 import asyncpg
 import structlog
 
 from cti.backoff import Backoff
 from cti.db.plan_store import read_plan
-from cti.routing.plan import PlanError
+from cti.routing.plan import PlanError, RoutingPlan, dumps, loads
 from cti.routing.table import RoutingTable
 
 log = structlog.get_logger(__name__)
@@ -34,15 +40,50 @@ class PlanWatcher:
         connect_timeout: float = 5.0,
         backoff: Backoff | None = None,
         on_reload: Callable[[RoutingTable], None] | None = None,
+        cache_path: Path | None = None,
     ) -> None:
         self._dsn = dsn
         self._health_interval = health_interval
         self._connect_timeout = connect_timeout
         self._backoff = backoff or Backoff(initial=0.5, cap=15.0)
         self._on_reload = on_reload
+        self._cache_path = cache_path
         self.table = RoutingTable()
-        self.loaded = asyncio.Event()
+        self.loaded = asyncio.Event()  # set once a plan came from the database
         self.reloads = 0
+        self._read_cache()
+
+    def _read_cache(self) -> None:
+        if self._cache_path is None or not self._cache_path.exists():
+            return
+        try:
+            plan = loads(self._cache_path.read_text())
+        except (OSError, PlanError) as exc:
+            log.warning(
+                "routing plan cache unreadable; ignoring it",
+                path=str(self._cache_path),
+                error=str(exc),
+            )
+            return
+        self.table = RoutingTable.from_plan(plan)
+        log.info(
+            "routing plan read from cache until the database answers",
+            path=str(self._cache_path),
+            rules=len(plan.rules),
+        )
+
+    def _write_cache(self, plan: RoutingPlan) -> None:
+        if self._cache_path is None:
+            return
+        try:
+            self._cache_path.parent.mkdir(parents=True, exist_ok=True)
+            temporary = self._cache_path.with_suffix(".tmp")
+            temporary.write_text(dumps(plan))
+            os.replace(temporary, self._cache_path)
+        except OSError as exc:
+            log.warning(
+                "could not save the routing plan cache", path=str(self._cache_path), error=str(exc)
+            )
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -94,6 +135,7 @@ class PlanWatcher:
         self.table = RoutingTable.from_plan(plan)
         self.reloads += 1
         self.loaded.set()
+        self._write_cache(plan)
         log.info(
             "routing plan loaded",
             rules=len(plan.rules),
