@@ -1,0 +1,1 @@
+"""Benchmarks of the cti daemon (see bench/README.md)."""
