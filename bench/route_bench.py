@@ -95,6 +95,7 @@ HEADER = (
 )
 REPLY = b"200 result=1\n"
 SET_VARIABLE = b"SET VARIABLE "
+EXEC_MSET = b"EXEC MSet "
 _ESCAPE = re.compile(r"\\(.)")
 
 
@@ -285,6 +286,11 @@ class _AgiCall(asyncio.Protocol):
             if line.startswith(SET_VARIABLE):
                 name, _, value = line[len(SET_VARIABLE) :].partition(b" ")
                 self._variables[name] = value
+            elif line.startswith(EXEC_MSET):
+                pairs = _unquote(line[len(EXEC_MSET) :]) or ""
+                for pair in pairs.split(","):
+                    name, _, value = pair.partition("=")
+                    self._variables[name.encode()] = value.encode()
             elif self.error is None:
                 self.error = "unexpected-command"
             self._transport.write(REPLY)

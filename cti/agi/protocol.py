@@ -148,6 +148,13 @@ def quote(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def exec_application(application: str, arguments: str) -> bytes:
+    """``EXEC app "args"``: res_agi passes only the third word on, so it is quoted whole."""
+    if not application.isalnum():
+        raise ValueError(f"{application!r} is not an application name")
+    return f"EXEC {application} {quote(arguments)}\n".encode()
+
+
 def set_variable(name: str, value: str) -> bytes:
     """``SET VARIABLE name "value"``; ``__NAME`` makes every later leg inherit it."""
     if not _VARIABLE_NAME.match(name):

@@ -3,6 +3,11 @@
 Contract with the dialplan (README, "Dialplan contract"): ``CTI_ROUTE``,
 ``CTI_QUEUE``, ``CTI_PRIORITY``, ``CTI_TIER``, ``CTI_CUSTOMER_ID``, ``CTI_RULE`` and
 ``__CTI_CALL_ID``. Optional AGI arguments are ``key=value`` pairs from the IVR.
+
+All seven variables are set with one ``EXEC MSet`` (Asterisk's multi-variable
+``Set``): one round trip instead of seven, which was most of the cost of a route.
+Should MSet be missing (``result=-2``) or a value be unsafe inside MSet's
+``a=b,c=d`` syntax, the script falls back to one ``SET VARIABLE`` per variable.
 """
 
 from __future__ import annotations
@@ -10,13 +15,15 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from cti.agi.protocol import set_variable
+from cti.agi.protocol import exec_application, set_variable
 from cti.agi.server import AgiSession
 from cti.router import RouteOutcome, Router, RouteRequest
 
 MAX_IVR_ARGS = 16
 MAX_IVR_VALUE = 256
 _IVR_KEY = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+_MSET_SAFE = re.compile(r"^[A-Za-z0-9_.+:-]*$")  # nothing MSet would split or unquote
+APPLICATION_MISSING = "-2"
 
 
 def parse_ivr_args(args: Iterable[str]) -> dict[str, str]:
@@ -57,9 +64,21 @@ def route_script(router: Router):
                 ivr=parse_ivr_args(request.args),
             )
         )
-        for name, value in route_variables(outcome):
-            if session.hung_up:
-                return
-            await session.command(set_variable(name, value))
+        await set_variables(session, route_variables(outcome))
 
     return route
+
+
+async def set_variables(session: AgiSession, variables: list[tuple[str, str]]) -> None:
+    """Set ``variables`` in order, in one round trip when Asterisk allows it."""
+    if all(_MSET_SAFE.match(value) for _name, value in variables):
+        pairs = ",".join(f"{name}={value}" for name, value in variables)
+        reply = await session.command(exec_application("MSet", pairs))
+        if session.hung_up or reply.code == 511:
+            return  # the caller is gone; nothing left to route
+        if reply.ok and reply.result != APPLICATION_MISSING:
+            return
+    for name, value in variables:
+        if session.hung_up:
+            return
+        await session.command(set_variable(name, value))

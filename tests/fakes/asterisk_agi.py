@@ -3,8 +3,10 @@
 It sends the environment block exactly as res_agi's ``setup_env`` does (order, the
 literal ``unknown`` for missing values, ``agi_arg_N``), splits each command with the
 same rules as res_agi's ``parse_args`` (whitespace, double quotes, backslash escapes),
-answers ``SET VARIABLE`` with ``200 result=1`` and ``GET VARIABLE`` from a dict, and
-fails loudly on any other command. It returns what Asterisk would have ended up with.
+answers ``SET VARIABLE`` with ``200 result=1``, ``GET VARIABLE`` from a dict and
+``EXEC MSet "a=b,c=d"`` by setting each pair (``200 result=0``, or ``result=-2`` as for
+a missing application when ``applications`` leaves MSet out), and fails loudly on any
+other command. It returns what Asterisk would have ended up with.
 """
 
 from __future__ import annotations
@@ -102,6 +104,7 @@ async def agi_call(
     *,
     variables: Mapping[str, str] | None = None,
     hangup_before_reply: int | None = None,
+    applications: frozenset[str] = frozenset({"MSet"}),
     within_s: float = 5.0,
     **env: object,
 ) -> AgiCallResult:
@@ -128,14 +131,26 @@ async def agi_call(
                 result.commands.append(argv)
                 if len(result.commands) == hangup_before_reply:
                     writer.write(b"HANGUP\n")
-                writer.write(_answer(argv, result, known))
+                writer.write(_answer(argv, result, known, applications))
                 await writer.drain()
     finally:
         writer.close()
 
 
-def _answer(argv: list[str], result: AgiCallResult, known: dict[str, str]) -> bytes:
+def _answer(
+    argv: list[str], result: AgiCallResult, known: dict[str, str], applications: frozenset[str]
+) -> bytes:
     verb = " ".join(argv[:2]).upper()
+    if argv[:1] == ["EXEC"] and len(argv) >= 2:
+        if argv[1] not in applications:
+            return b"200 result=-2\n"
+        if argv[1] == "MSet" and len(argv) == 3:
+            for pair in argv[2].split(","):
+                name, sep, value = pair.partition("=")
+                if sep:  # MSet ignores entries without '='
+                    result.variables[name] = value
+                    known[name.lstrip("_")] = value
+            return b"200 result=0\n"
     if verb == "SET VARIABLE":
         if len(argv) != 4:
             return (

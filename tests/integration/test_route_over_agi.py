@@ -58,7 +58,28 @@ async def test_each_kind_of_caller_gets_its_route(running, db, ani, dnis, args, 
     # The call id is inherited by every leg: it must be set with the __ prefix.
     assert uuid.UUID(result.variables["__CTI_CALL_ID"])
     # CTI_ROUTE comes last so the dialplan can read "route set" as "all set".
-    assert result.commands[-1][2] == "CTI_ROUTE"
+    assert list(result.variables)[-1] == "CTI_ROUTE"
+    # ... and all of them in one round trip.
+    assert [c[:2] for c in result.commands] == [["EXEC", "MSet"]]
+
+
+async def test_without_mset_each_variable_is_set_on_its_own(running):
+    with_mset = await running.call(callerid="2120000002", dnid="5550100")
+    without = await running.call(callerid="2120000002", dnid="5550100", applications=frozenset())
+    assert without.commands[0][:2] == ["EXEC", "MSet"]  # tried, answered result=-2
+    assert [c[:2] for c in without.commands[1:]] == [["SET", "VARIABLE"]] * 7
+    assert without.variables.keys() == with_mset.variables.keys()
+    for name in with_mset.variables.keys() - {"__CTI_CALL_ID"}:
+        assert without.variables[name] == with_mset.variables[name]
+
+
+async def test_caller_hanging_up_during_the_route_stops_the_script(running):
+    result = await running.call(
+        callerid="2120000002", dnid="5550100", applications=frozenset(), hangup_before_reply=2
+    )
+    # HANGUP arrived before the reply to the 2nd command: nothing is sent after it.
+    assert len(result.commands) == 2
+    assert result.closed_by_server
 
 
 async def test_dnid_unknown_falls_back_to_the_extension(running):
