@@ -65,7 +65,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     level = "warning" if args.command == "route" else config.log_level
     configure_logging(config.log_format, level)
     try:
-        return asyncio.run(_dispatch(args, config))
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            return runner.run(_dispatch(args, config))
     except KeyboardInterrupt:
         return 130
     except CommandError as exc:
@@ -74,6 +75,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         print(f"cti: database: {exc}", file=sys.stderr)
         return 1
+
+
+def _loop_factory():
+    """uvloop where installed: the daemon's sockets cost about half as much CPU on it."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
 
 
 class CommandError(RuntimeError):

@@ -1,4 +1,10 @@
-"""The interactions table: one row per routed call, written in batches off the call path."""
+"""The interactions table: one row per routed call, written in batches off the call path.
+
+Batches go in with COPY, several times cheaper per row than INSERT. COPY has no
+``ON CONFLICT``, so when a batch is retried after a failure that in fact committed
+(the connection died before the acknowledgement), the unique violation sends that
+batch through the INSERT ... ON CONFLICT DO NOTHING path instead.
+"""
 
 from __future__ import annotations
 
@@ -35,16 +41,29 @@ def interaction_row(outcome: RouteOutcome) -> tuple[object, ...]:
         decision.priority,
         decision.rule,
         decision.tier,
-        json.dumps(dict(request.ivr)),
+        json.dumps(dict(request.ivr)),  # COPY's binary format takes jsonb as text
         outcome.decision_us,
         outcome.fail_open_reason,
     )
+
+
+COLUMNS = (
+    "call_id", "routed_at", "channel", "uniqueid", "ani", "ani_e164", "dnis", "customer_id",
+    "service", "route", "queue", "priority", "rule", "tier", "ivr", "decision_us",
+    "fail_open_reason",
+)  # fmt: skip
 
 
 def interaction_batch_writer(pool: asyncpg.Pool):
     """``write_batch`` for a :class:`cti.batch_writer.BatchWriter` of route outcomes."""
 
     async def write_batch(outcomes: Sequence[RouteOutcome]) -> None:
-        await pool.executemany(INSERT_SQL, [interaction_row(o) for o in outcomes], timeout=10)
+        rows = [interaction_row(o) for o in outcomes]
+        try:
+            await pool.copy_records_to_table(
+                "interactions", records=rows, columns=COLUMNS, timeout=10
+            )
+        except asyncpg.UniqueViolationError:
+            await pool.executemany(INSERT_SQL, rows, timeout=10)
 
     return write_batch
