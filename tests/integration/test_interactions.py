@@ -6,7 +6,7 @@ import asyncpg
 
 from cti.db.customers import find_customer
 from cti.interactions import interaction_batch_writer
-from cti.router import RouteRequest, Router
+from cti.router import Router, RouteRequest
 from cti.routing.table import RoutingTable
 
 

@@ -1,0 +1,215 @@
+"""The ``cti`` command as operators run it: a real process against real PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import tomllib
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from cti.db.migrate import migrate
+from tests.conftest import PG_SERVER
+
+
+async def cti(*args: str, database_url: str, stdin: bytes | None = None, **env: str):
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "cti", *args,
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "CTI_DATABASE_URL": database_url, "CTI_LOG_FORMAT": "json", **env},
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(process.communicate(stdin), 60)
+    return process.returncode, out.decode(), err.decode()
+
+
+@pytest.fixture
+async def empty_database_url():
+    name = "cti_test_cli_empty"
+    admin = await asyncpg.connect(f"{PG_SERVER}/postgres")
+    await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    yield f"{PG_SERVER}/{name}"
+    await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    await admin.close()
+
+
+async def test_migrate_creates_the_database_and_is_idempotent(empty_database_url):
+    code, out, err = await cti("db", "migrate", database_url=empty_database_url)
+    assert code == 0, err
+    assert "applied 1 migration(s): 001_routing.sql" in out
+    code, out, _ = await cti("db", "migrate", database_url=empty_database_url)
+    assert (code, out.strip()) == (0, "applied 0 migration(s)")
+    conn = await asyncpg.connect(empty_database_url)
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM schema_migrations") == 1
+        assert await conn.fetchval("SELECT to_regclass('routing_rules')::text") == "routing_rules"
+    finally:
+        await conn.close()
+
+
+async def test_an_applied_migration_that_was_edited_is_refused(empty_database_url, tmp_path):
+    sql = tmp_path / "sql"
+    sql.mkdir()
+    (sql / "001_one.sql").write_text("CREATE TABLE one (id int);")
+    assert await migrate(empty_database_url, sql) == ["001_one.sql"]
+    (sql / "001_one.sql").write_text("CREATE TABLE one (id bigint);")
+    code, _, err = await cti(
+        "db", "migrate", "--sql-dir", str(sql), database_url=empty_database_url
+    )
+    assert code == 1
+    assert "001_one.sql was changed after it was applied" in err
+
+
+async def test_migrate_against_an_unreachable_server_says_so():
+    code, _, err = await cti("db", "migrate", database_url="postgresql://postgres@127.0.0.1:1/x")
+    assert code == 1
+    assert err.startswith("cti: database:")
+
+
+CSV = """\
+account_number,name,tier,status,language,phones,mobile
+A1000001,Good One,gold,active,en,+1 212 555 0101;2125550102,
+A1000002,Good Two,Bronze,,es,,(646) 555-0103
+A1000003,Bad Tier,diamond,active,en,2125550104,
+A1000004,Bad Phone,silver,active,en,not-a-number,
+A1000001,Duplicate Account,gold,active,en,2125550105,
+A1000006,Phone Taken In File,gold,active,en,2125550101,
+,No Account,gold,active,en,,
+A1000008,Short Row,gold
+A1000009,Owned Elsewhere,gold,active,en,+12120000002,
+"""
+
+
+async def test_import_loads_good_rows_and_reports_bad_ones_by_line(seeded, tmp_path, db):
+    path = tmp_path / "crm.csv"
+    path.write_text(CSV)
+    code, out, err = await cti("customers", "import", str(path), database_url=seeded)
+    assert code == 2  # done, with rejected rows
+    assert out.strip() == "loaded 2 customer(s), rejected 7 row(s)"
+    problems = [line for line in err.splitlines() if line.startswith(str(path))]
+    assert [p.split(":")[1] for p in problems] == ["4", "5", "6", "7", "8", "9", "10"]
+    assert "tier 'diamond'" in problems[0]
+    assert "phone 'not-a-number'" in problems[1]
+    assert "account A1000001 already on line 2" in problems[2]
+    assert "phone +12125550101 already on line 2" in problems[3]
+    assert "account_number ''" in problems[4]
+    assert "expected 7 fields, found 3" in problems[5]
+    assert "phone +12120000002 belongs to account A0000002" in problems[6]
+    rows = await db.fetch(
+        """SELECT c.account_number, c.tier, c.status, c.language,
+                  array_agg(p.e164 ORDER BY p.e164) AS phones
+           FROM customers c JOIN customer_phones p ON p.customer_id = c.id
+           WHERE c.account_number LIKE 'A100000%' GROUP BY c.id ORDER BY 1"""
+    )
+    assert [tuple(r) for r in rows] == [
+        ("A1000001", "gold", "active", "en", ["+12125550101", "+12125550102"]),
+        ("A1000002", "bronze", "active", "es", ["+16465550103"]),
+    ]
+    # Importing again replaces the customer's phones with the file's.
+    path.write_text("account_number,name,tier,phones\nA1000001,Good One,platinum,2125550199\n")
+    code, out, _ = await cti("customers", "import", str(path), database_url=seeded)
+    assert (code, out.strip()) == (0, "loaded 1 customer(s), rejected 0 row(s)")
+    phones = await db.fetch(
+        "SELECT e164 FROM customer_phones p JOIN customers c ON c.id = p.customer_id"
+        " WHERE account_number = 'A1000001'"
+    )
+    assert [p["e164"] for p in phones] == ["+12125550199"]
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [("", "the file is empty"), ("name,tier\nx,gold\n", "missing column(s) account_number")],
+)
+async def test_import_of_an_unusable_file_changes_nothing(seeded, tmp_path, db, content, message):
+    before = await db.fetchval("SELECT count(*) FROM customers")
+    path = tmp_path / "bad.csv"
+    path.write_text(content)
+    code, _, err = await cti("customers", "import", str(path), database_url=seeded)
+    assert code == 1 and message in err
+    assert await db.fetchval("SELECT count(*) FROM customers") == before
+
+
+async def test_rules_export_then_load_round_trips(seeded, tmp_path):
+    code, exported, err = await cti("rules", "export", database_url=seeded)
+    assert code == 0, err
+    plan = tomllib.loads(exported)
+    assert [r["name"] for r in plan["rules"]][:2] == ["closed", "collections"]
+    # An operator raises the gold rule's priority in the exported file and loads it back.
+    gold = next(r for r in plan["rules"] if r["name"] == "gold")
+    assert gold["priority"] == 10
+    path = tmp_path / "plan.toml"
+    path.write_text(exported.replace("priority = 10", "priority = 30"))
+    code, out, err = await cti("rules", "load", str(path), database_url=seeded)
+    assert code == 0, err
+    assert "stored 6 queue(s), 3 number(s), 9 rule(s)" in out
+    code, out, _ = await cti(
+        "route", "--ani", "2120000002", "--dnis", "5550100", database_url=seeded
+    )
+    assert "priority  30" in out and "rule      gold" in out
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('[[rules]]\nname = "x"\nmatch = { tier = ["gould"] }\n', 'rules[1] "x".match.tier'),
+        ('[[rules]]\nname = "x"\nqueue = "nowhere"\n', "unknown queue 'nowhere'"),
+        ("[[rules]\n", "not valid TOML"),
+    ],
+)
+async def test_a_bad_plan_file_is_refused_and_changes_nothing(seeded, tmp_path, text, message):
+    _, before, _ = await cti("rules", "export", database_url=seeded)
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    code, _, err = await cti("rules", "load", str(path), database_url=seeded)
+    assert code == 1 and message in err
+    _, after, _ = await cti("rules", "export", database_url=seeded)
+    assert after == before
+
+
+async def test_rules_check_needs_no_database(tmp_path):
+    path = Path(__file__).parents[2] / "cti" / "demo" / "routing.toml"
+    code, out, _ = await cti(
+        "rules", "load", "--check", str(path), database_url="postgresql://nobody@127.0.0.1:1/x"
+    )
+    assert (code, out.strip()) == (0, f"{path}: ok")
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--ani", "2120000004", "--dnis", "5550200", "--at", "2026-11-22T10:00"],
+         ["route     afterhours", "rule      closed"]),  # a Sunday, local time
+        (["--ani", "2120000004", "--dnis", "5550200", "--at", "2026-11-23T10:00",
+          "--ivr", "intent=balance"],
+         ["route     selfservice", "rule      balance-self-service"]),
+        (["--ani", "anonymous", "--dnis", "5559999"],
+         ["queue     default", "customer  unknown", "number    unknown (default queue)"]),
+    ],
+)  # fmt: skip
+async def test_route_explains_the_decision(seeded, args, expected):
+    code, out, err = await cti("route", *args, database_url=seeded)
+    assert code == 0, err
+    for line in expected:
+        assert line in out
+
+
+async def test_route_with_a_bad_time_says_so(seeded):
+    code, _, err = await cti(
+        "route", "--ani", "1", "--dnis", "1", "--at", "soon", database_url=seeded
+    )
+    assert code == 1 and "--at 'soon'" in err
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [("CTI_AGI_BIND", "4573"), ("CTI_ROUTE_BUDGET_MS", "fast"), ("CTI_LOG_FORMAT", "xml")],
+)
+async def test_a_bad_setting_stops_start_up_naming_the_variable(variable, value):
+    code, _, err = await cti(
+        "serve", database_url="postgresql://x@127.0.0.1/x", **{variable: value}
+    )
+    assert code == 1
+    assert err.startswith(f"cti: configuration: {variable}=")
