@@ -1,0 +1,491 @@
+"""docker-compose.yml stays in step with the loopback test bed.
+
+No Docker needed: the compose file, the Dockerfiles and scripts in docker/, and the
+test bed's own files (scripts/asterisk-sandbox, asterisk/render-config,
+asterisk/etc, sipp/, cti/config.py) are read as text and compared. The last test
+also runs `docker compose config -q` / `docker-compose config -q` when one is
+installed, and is skipped otherwise.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path, PurePosixPath
+
+import pytest
+import yaml
+
+from cti.config import Config
+
+REPO = Path(__file__).resolve().parents[1]
+COMPOSE = REPO / "docker-compose.yml"
+
+SIP_PORT = 5060
+AMI_PORT = 5038
+AGI_PORT = 4573
+HTTP_PORT = 8080
+AGENT_PORTS = {f"200{n}": 5070 + n for n in range(1, 7)}  # agent 200N on 507N
+TRUNK_PORT = 5080
+
+SECRET_NAME = re.compile(r"SECRET|PASSWORD|PASSWD|TOKEN|CREDENTIAL", re.IGNORECASE)
+REQUIRED_REF = re.compile(r"^\$\{([A-Z][A-Z0-9_]*):\?[^}]*\}$")
+INTERPOLATION = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)((?::?[-?+])[^}]*)?\}")
+
+
+# ---------------------------------------------------------------- readers
+def read(relative: str) -> str:
+    return (REPO / relative).read_text(encoding="utf-8")
+
+
+@cache
+def compose() -> dict:
+    return yaml.safe_load(COMPOSE.read_text(encoding="utf-8"))
+
+
+def service(name: str) -> dict:
+    services = compose()["services"]
+    assert name in services, f"docker-compose.yml has no service {name!r}"
+    return services[name]
+
+
+def env(name: str) -> dict[str, str]:
+    raw = service(name).get("environment") or {}
+    if isinstance(raw, list):  # ["NAME=value", ...]
+        raw = dict(item.split("=", 1) for item in raw)
+    return {key: "" if value is None else str(value) for key, value in raw.items()}
+
+
+def port_of(address: str) -> int:
+    """The port of HOST:PORT."""
+    return int(address.rpartition(":")[2])
+
+
+@dataclass(frozen=True)
+class Published:
+    host_ip: str
+    host_port: int
+    container_port: int
+    protocol: str
+
+
+def published(name: str) -> list[Published]:
+    out = []
+    for entry in service(name).get("ports") or []:
+        assert isinstance(entry, str), f"{name}: use the short port syntax: {entry!r}"
+        spec, _, protocol = entry.partition("/")
+        parts = spec.split(":")
+        assert len(parts) == 3, f"{name}: publish as HOST_IP:HOST_PORT:PORT, got {entry!r}"
+        out.append(Published(parts[0], int(parts[1]), int(parts[2]), protocol or "tcp"))
+    return out
+
+
+def exposed(name: str) -> set[tuple[int, str]]:
+    """(port, protocol) for every port in the service's expose list (ranges expanded)."""
+    out = set()
+    for entry in service(name).get("expose") or []:
+        spec, _, protocol = str(entry).partition("/")
+        first, _, last = spec.partition("-")
+        out |= {(port, protocol or "tcp") for port in range(int(first), int(last or first) + 1)}
+    return out
+
+
+def healthcheck(name: str) -> list[str]:
+    test = (service(name).get("healthcheck") or {}).get("test")
+    assert test, f"{name} has no healthcheck"
+    return [test] if isinstance(test, str) else list(test)
+
+
+@dataclass(frozen=True)
+class Dockerfile:
+    path: Path
+    instructions: list[tuple[str, str]]  # (INSTRUCTION, arguments), continuations joined
+
+    def args(self, instruction: str) -> list[str]:
+        return [args for name, args in self.instructions if name == instruction]
+
+    def copies(self) -> list[tuple[list[str], str]]:
+        """(sources, destination) of every COPY, destinations made absolute."""
+        workdir, out = "/", []
+        for name, args in self.instructions:
+            if name == "WORKDIR":
+                workdir = str(PurePosixPath(workdir, args))
+            elif name == "COPY":
+                words = [w for w in args.split() if not w.startswith("--")]
+                dest = words[-1]
+                absolute = str(PurePosixPath(workdir, dest))
+                out.append((words[:-1], absolute + ("/" if dest.endswith("/") else "")))
+        return out
+
+    def destination_of(self, source: str) -> str:
+        """Where COPY puts the repository path ``source`` (a file, or a whole dir/)."""
+        for sources, dest in self.copies():
+            for src in sources:
+                if src.rstrip("/") == source.rstrip("/"):
+                    if source.endswith("/") or not dest.endswith("/"):
+                        return dest.rstrip("/")
+                    return dest + PurePosixPath(src).name
+        raise AssertionError(f"{self.path.name} does not COPY {source}")
+
+
+def dockerfile_of(name: str) -> Dockerfile:
+    build = service(name).get("build")
+    assert isinstance(build, dict), f"{name}: expected build: {{context, dockerfile}}"
+    assert (REPO / build.get("context", ".")).resolve() == REPO, (
+        f"{name}: the build context must be the repository root (it copies asterisk/, sipp/ ...)"
+    )
+    path = REPO / build["dockerfile"]
+    text = re.sub(r"\\\n", " ", path.read_text(encoding="utf-8"))
+    instructions = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            instruction, _, args = line.partition(" ")
+            instructions.append((instruction.upper(), args.strip()))
+    return Dockerfile(path, instructions)
+
+
+def repo_path_in_image(image: Dockerfile, path_in_image: str) -> Path:
+    """The repository file that COPY put at ``path_in_image``."""
+    for sources, dest in image.copies():
+        for src in sources:
+            target = dest.rstrip("/")
+            if dest.endswith("/") and not src.endswith("/"):
+                target = f"{target}/{PurePosixPath(src).name}"
+            if path_in_image == target:
+                return REPO / src
+            if src.endswith("/") and path_in_image.startswith(target + "/"):
+                return REPO / src / path_in_image[len(target) + 1 :]
+    raise AssertionError(f"{image.path.name}: nothing is copied to {path_in_image}")
+
+
+def dockerignore_excludes(path: str) -> bool:
+    """Whether .dockerignore leaves ``path`` (relative, POSIX) out of the build context:
+    a pattern excludes a path when it matches the path or one of its parent folders,
+    a later ``!pattern`` takes it back in (close enough to Docker's rules for here)."""
+    parts = path.split("/")
+    candidates = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    excluded = False
+    for raw in read(".dockerignore").splitlines():
+        pattern = raw.strip()
+        if not pattern or pattern.startswith("#"):
+            continue
+        negate = pattern.startswith("!")
+        pattern = pattern.lstrip("!").strip("/")
+        # "**/x" matches x at any depth; fnmatch's "*" crosses "/", so "*/x" does that.
+        patterns = [pattern[3:], "*/" + pattern[3:]] if pattern.startswith("**/") else [pattern]
+        if any(fnmatch.fnmatchcase(c, p) for c in candidates for p in patterns):
+            excluded = not negate
+    return excluded
+
+
+def sandbox_setting(name: str) -> str:
+    """A default from scripts/asterisk-sandbox: NAME=value or NAME=${NAME:-value}."""
+    text = read("scripts/asterisk-sandbox")
+    match = re.search(
+        rf"^(?:export )?{name}=(?:\$\{{[A-Z_]+:?-(?P<default>[^}}]*)\}}|(?P<plain>\S+))$",
+        text,
+        re.MULTILINE,
+    )
+    assert match, f"scripts/asterisk-sandbox: no {name}= line"
+    return match["default"] if match["default"] is not None else match["plain"]
+
+
+def render_config_defaults() -> dict[str, str]:
+    """CTI_* variables asterisk/render-config reads, with their defaults."""
+    text = read("asterisk/render-config")
+    found = re.findall(r"^(CTI_[A-Z_]+)=\$\{\1:?-([^}]*)\}", text, re.MULTILINE)
+    assert found, "asterisk/render-config: no NAME=${NAME:-default} lines found"
+    return dict(found)
+
+
+# ---------------------------------------------------------------- the images
+def test_asterisk_image_copies_all_of_asterisk_and_renders_it():
+    image = dockerfile_of("asterisk")
+    assert image.args("FROM") == ["debian:sid-slim"], "same suite as the sandbox's root (sid)"
+    dest = image.destination_of("asterisk/")  # the whole directory, so every etc/ file
+    for conf in sorted((REPO / "asterisk/etc").iterdir()):
+        relative = conf.relative_to(REPO).as_posix()
+        assert not dockerignore_excludes(relative), f".dockerignore leaves out {relative}"
+    assert not dockerignore_excludes("asterisk/render-config")
+
+    entrypoint_in_image = image.args("ENTRYPOINT")[-1].strip('[]"')
+    entrypoint = repo_path_in_image(image, entrypoint_in_image).read_text(encoding="utf-8")
+    render = rf"^\s*(sh )?{re.escape(dest)}/render-config /etc/asterisk\b"
+    assert re.search(render, entrypoint, re.MULTILINE), f"run {dest}/render-config /etc/asterisk"
+    exec_line = re.search(r"^exec (\S*asterisk) (.*)$", entrypoint, re.MULTILINE)
+    assert exec_line, "the entrypoint must exec asterisk"
+    options = exec_line[2].split()
+    assert {"-f", "-n"} <= set(options), "foreground (-f), no colours (-n), as the sandbox"
+    assert options[options.index("-U") + 1] == "asterisk", "drop root: -U asterisk"
+    assert "CTI_AMI_SECRET" in entrypoint, "the entrypoint refuses to start without the secret"
+
+
+def test_asterisk_image_installs_the_sandbox_packages():
+    include = re.search(r"--include=([\w,.+-]+)", read("scripts/asterisk-sandbox"))
+    assert include, "scripts/asterisk-sandbox: no debootstrap --include="
+    sandbox_packages = set(include[1].split(","))
+    run = " ".join(dockerfile_of("asterisk").args("RUN"))
+    install = re.search(r"apt-get install ((?:\s*-[-\w]+)*)((?:\s+[a-z0-9][\w.+-]*)+)", run)
+    assert install, "docker/asterisk.Dockerfile: no apt-get install"
+    assert "--no-install-recommends" in install[1], "debootstrap installs no Recommends either"
+    assert set(install[2].split()) == sandbox_packages
+    assert sandbox_setting("SUITE") == "sid"
+
+
+def test_sipp_image_copies_the_scenarios_the_services_use():
+    for name in ("agents", "callers"):
+        image = dockerfile_of(name)
+        dest = image.destination_of("sipp/")
+        script_in_image = service(name)["command"][0]
+        script = repo_path_in_image(image, script_in_image).read_text(encoding="utf-8")
+        used = set(re.findall(rf"{re.escape(dest)}/([\w.-]+)", script))
+        assert used, f"{script_in_image} uses no file of {dest}"
+        for file in used:
+            assert (REPO / "sipp" / file).is_file(), f"{script_in_image} uses missing sipp/{file}"
+            assert not dockerignore_excludes(f"sipp/{file}")
+    agents = repo_path_in_image(dockerfile_of("agents"), service("agents")["command"][0])
+    callers = repo_path_in_image(dockerfile_of("callers"), service("callers")["command"][0])
+    assert "/agent.xml" in agents.read_text(encoding="utf-8")
+    assert {"/caller.xml", "/calls-demo.csv"} <= set(
+        re.findall(r"/(?:caller\.xml|calls-demo\.csv)", callers.read_text(encoding="utf-8"))
+    )
+
+
+def test_cti_image_finds_the_migrations():
+    """cti.db.migrate looks in Path(__file__).parents[2] / "sql": the package must be
+    an editable install from the directory that sql/ is copied into."""
+    image = dockerfile_of("cti")
+    workdir = str(PurePosixPath("/", *[PurePosixPath(w) for w in image.args("WORKDIR")]))
+    assert image.destination_of("cti/") == f"{workdir}/cti"
+    assert image.destination_of("sql/") == f"{workdir}/sql"
+    run = " ".join(image.args("RUN"))
+    assert re.search(r"pip install (--[\w-]+ )*-e \.", run), "pip install -e . from WORKDIR"
+    migrate = read("cti/db/migrate.py")
+    assert 'Path(__file__).resolve().parents[2] / "sql"' in migrate
+    command = service("cti")["command"]
+    start = repo_path_in_image(image, command[-1]).read_text(encoding="utf-8")
+    assert re.search(r"^cti db migrate$", start, re.MULTILINE)
+    assert re.search(r"^exec cti serve$", start, re.MULTILINE)
+    assert "CTI_SEED_DEMO" in start and "cti db seed-demo" in start
+    for copied in ("cti/db/migrate.py", "sql/001_routing.sql", "docker/cti-start.sh"):
+        assert not dockerignore_excludes(copied), f".dockerignore leaves out {copied}"
+
+
+# ---------------------------------------------------------------- ports
+def test_sip_port():
+    pjsip = read("asterisk/etc/pjsip.conf")
+    transport = re.search(r"^bind\s*=\s*\S+:(\d+)", pjsip, re.MULTILINE)
+    assert transport and int(transport[1]) == SIP_PORT
+    assert int(sandbox_setting("SIP_PORT")) == SIP_PORT
+    assert [(p.container_port, p.protocol) for p in published("asterisk")].count(
+        (SIP_PORT, "udp")
+    ) == 1
+    assert port_of(env("callers")["CALLERS_TARGET"]) == SIP_PORT
+    assert re.search(rf"\$\{{CALLERS_TARGET:-asterisk:{SIP_PORT}\}}", read("docker/callers.sh"))
+    assert f"127.0.0.1:{SIP_PORT} " in read("sipp/README.md")
+
+
+def test_ami_port():
+    manager = read("asterisk/etc/manager.conf")
+    port = re.search(r"^port\s*=\s*(\d+)", manager, re.MULTILINE)
+    assert port and int(port[1]) == AMI_PORT
+    assert int(sandbox_setting("AMI_PORT")) == AMI_PORT
+    assert (AMI_PORT, "tcp") in {(p.container_port, p.protocol) for p in published("asterisk")}
+    assert int(env("cti")["CTI_AMI_PORT"]) == AMI_PORT
+    assert Config().ami_port == AMI_PORT
+
+
+def test_agi_port():
+    assert Config().agi_bind.port == AGI_PORT
+    assert port_of(render_config_defaults()["CTI_AGI_ADDR"]) == AGI_PORT
+    assert port_of(sandbox_setting("CTI_AGI_ADDR")) == AGI_PORT
+    assert port_of(env("cti")["CTI_AGI_BIND"]) == AGI_PORT
+    assert port_of(env("asterisk")["CTI_AGI_ADDR"]) == AGI_PORT
+    assert (AGI_PORT, "tcp") in exposed("cti")
+    assert f"'127.0.0.1', {AGI_PORT})" in " ".join(healthcheck("cti")), "healthcheck: AGI port"
+
+
+def test_http_port():
+    assert Config().http_bind.port == HTTP_PORT
+    assert port_of(env("cti")["CTI_HTTP_BIND"]) == HTTP_PORT
+    assert (HTTP_PORT, "tcp") in {(p.container_port, p.protocol) for p in published("cti")}
+
+
+def test_agent_ports():
+    pjsip = read("asterisk/etc/pjsip.conf")
+    contacts = dict(re.findall(r"^contact\s*=\s*sip:(\d+)@@CTI_AGENT_HOST@:(\d+)", pjsip, re.M))
+    assert {agent: int(port) for agent, port in contacts.items()} == AGENT_PORTS
+    matches = re.findall(r"^match\s*=\s*@CTI_AGENT_HOST@:(\d+)", pjsip, re.MULTILINE)
+    assert sorted(map(int, matches)) == sorted(AGENT_PORTS.values())
+    readme = read("sipp/README.md")
+    assert "Agent `200N` is `127.0.0.1:507N`" in readme
+    agents_sh = read("docker/agents.sh")
+    numbers = re.search(r"^AGENTS=\(([\d ]+)\)$", agents_sh, re.MULTILINE)
+    assert numbers and '-p "507$n"' in agents_sh, "docker/agents.sh: agent 200N on 507N"
+    assert {5070 + int(n) for n in numbers[1].split()} == set(AGENT_PORTS.values())
+    assert {(port, "udp") for port in AGENT_PORTS.values()} <= exposed("agents")
+
+
+def test_trunk_port():
+    assert render_config_defaults()["CTI_TRUNK_PORT"] == str(TRUNK_PORT)
+    assert sandbox_setting("CTI_TRUNK_PORT") == str(TRUNK_PORT)
+    assert env("asterisk")["CTI_TRUNK_PORT"] == str(TRUNK_PORT)
+    assert f"-p {TRUNK_PORT}" in read("docker/callers.sh")
+    assert f"-p {TRUNK_PORT}" in read("sipp/README.md")
+    assert (TRUNK_PORT, "udp") in exposed("agents")  # the callers share its network
+
+
+def test_published_ports_are_on_loopback_only():
+    for name, svc in compose()["services"].items():
+        for port in published(name) if svc.get("ports") else []:
+            assert port.host_ip == "127.0.0.1", f"{name} publishes {port} beyond 127.0.0.1"
+            assert port.host_port == port.container_port, f"{name}: {port}: same port on the host"
+
+
+# ---------------------------------------------------------------- settings
+def test_asterisk_service_sets_every_render_config_variable():
+    assert set(env("asterisk")) == set(render_config_defaults()), (
+        "the asterisk service must set exactly the CTI_* variables asterisk/render-config reads"
+    )
+
+
+def test_names_in_the_asterisk_config_are_compose_services():
+    services = set(compose()["services"])
+    asterisk = env("asterisk")
+    host, _, _ = asterisk["CTI_AGI_ADDR"].rpartition(":")
+    assert host == "cti" and "cti" in services
+    assert asterisk["CTI_AGENT_HOST"] in services
+    # Asterisk resolves identify hosts once, at start: the trunk must be running then,
+    # so the callers share the network namespace of the (always running) agents.
+    assert asterisk["CTI_TRUNK_HOST"] == asterisk["CTI_AGENT_HOST"]
+    assert service("callers")["network_mode"] == f"service:{asterisk['CTI_TRUNK_HOST']}"
+    assert "agents" in service("asterisk")["depends_on"], "agents must run before Asterisk"
+    assert env("callers")["SIPP_LOCAL_HOST"] == asterisk["CTI_TRUNK_HOST"]
+    assert asterisk["CTI_AMI_BIND"] == "0.0.0.0"
+    cti = env("cti")
+    assert cti["CTI_AMI_HOST"] == "asterisk"
+    assert cti["CTI_AMI_USERNAME"] == asterisk["CTI_AMI_USERNAME"]
+    assert cti["CTI_AMI_SECRET"] == asterisk["CTI_AMI_SECRET"]
+    assert re.search(r"@postgres:5432/cti$", cti["CTI_DATABASE_URL"])
+    assert re.search(r"@redis:6379/\d+$", cti["CTI_REDIS_URL"])
+
+
+def test_cti_service_variables_are_known():
+    known = set(re.findall(r'"(CTI_[A-Z_]+)"', read("cti/config.py")))
+    assert {"CTI_DATABASE_URL", "CTI_AGI_BIND"} <= known, "cti/config.py reads no CTI_* names?"
+    start_script = set(re.findall(r"\$\{?(CTI_[A-Z_]+)", read("docker/cti-start.sh")))
+    unknown = set(env("cti")) - known - start_script
+    assert not unknown, f"not read by cti/config.py nor docker/cti-start.sh: {sorted(unknown)}"
+    assert env("cti")["CTI_LOG_FORMAT"] == "json"
+    assert env("cti")["CTI_PLAN_CACHE"].startswith("/var/lib/cti/")
+    assert any(v.endswith(":/var/lib/cti") for v in service("cti")["volumes"]), "plan cache volume"
+
+
+def test_start_order():
+    def condition(name: str, dependency: str) -> str:
+        return service(name)["depends_on"][dependency]["condition"]
+
+    assert condition("cti", "postgres") == "service_healthy"
+    assert condition("cti", "redis") == "service_healthy"
+    assert condition("asterisk", "agents") == "service_healthy"
+    for name, svc in compose()["services"].items():
+        for dependency, spec in (svc.get("depends_on") or {}).items():
+            if spec.get("condition") == "service_healthy":
+                assert healthcheck(dependency), f"{name} waits for {dependency}'s healthcheck"
+    assert "waitfullybooted" in " ".join(healthcheck("asterisk"))
+    assert "pg_isready" in " ".join(healthcheck("postgres"))
+    assert re.search(r"redis-cli\b.*\bping\b", " ".join(healthcheck("redis")))
+
+
+def test_callers_only_with_the_load_profile():
+    assert service("callers").get("profiles") == ["load"]
+    for name, svc in compose()["services"].items():
+        if name != "callers":
+            assert not svc.get("profiles"), f"{name} must start without a profile"
+
+
+def test_services_share_one_user_defined_network():
+    networks = compose().get("networks") or {}
+    assert len(networks) == 1
+    (network,) = networks
+    for name, svc in compose()["services"].items():
+        if svc.get("network_mode", "").startswith("service:"):
+            continue
+        assert list(svc.get("networks") or []) == [network], f"{name} is not on {network}"
+
+
+# ---------------------------------------------------------------- secrets
+def test_no_secret_literal_is_committed():
+    for name, svc_env in ((name, env(name)) for name in compose()["services"]):
+        for key, value in svc_env.items():
+            if SECRET_NAME.search(key):
+                assert REQUIRED_REF.match(value), (
+                    f"{name}.{key} must be a required reference ${{VAR:?message}}, not {value!r}"
+                )
+            for password in re.findall(r"://[^/@\s:]*:(\$\{[^}]*\}|[^@/\s]+)@", value):
+                assert REQUIRED_REF.match(password), f"{name}.{key}: password in the URL: {value!r}"
+    # No secret gets a default anywhere in the file, e.g. ${CTI_AMI_SECRET:-changeme}.
+    for variable, modifier in INTERPOLATION.findall(COMPOSE.read_text(encoding="utf-8")):
+        if SECRET_NAME.search(variable):
+            assert modifier.startswith(":?"), f"${{{variable}{modifier}}}: secrets have no default"
+
+
+def test_env_example_documents_every_variable_without_values_for_secrets():
+    example = {}
+    for line in read(".env.example").splitlines():
+        match = re.match(r"^#?([A-Z][A-Z0-9_]*)=(.*)$", line.strip())
+        if match:
+            example[match[1]] = match[2]
+    referenced = {v for v, _ in INTERPOLATION.findall(COMPOSE.read_text(encoding="utf-8"))}
+    assert referenced - set(example) == set(), "variables of docker-compose.yml .env.example lacks"
+    for variable, value in example.items():
+        if SECRET_NAME.search(variable):
+            assert value == "", f".env.example: {variable} must be empty (no real secrets)"
+    assert dockerignore_excludes(".env"), ".env (secrets) must stay out of the build context"
+
+
+# ---------------------------------------------------------------- the real parser
+def _compose_commands() -> list:
+    found = []
+    docker = shutil.which("docker")
+    if docker:
+        probe = subprocess.run(
+            [docker, "compose", "version"], capture_output=True, text=True, timeout=30
+        )
+        if probe.returncode == 0:
+            found.append(pytest.param([docker, "compose"], id="docker-compose-plugin"))
+    legacy = shutil.which("docker-compose")
+    if legacy:
+        found.append(pytest.param([legacy], id="docker-compose"))
+    return found or [
+        pytest.param(
+            None,
+            id="none",
+            marks=pytest.mark.skip(reason="neither `docker compose` nor docker-compose installed"),
+        )
+    ]
+
+
+@pytest.mark.parametrize("command", _compose_commands())
+def test_compose_config_is_valid(command: list[str] | None):
+    assert command is not None
+    text = COMPOSE.read_text(encoding="utf-8")
+    required = {v for v, m in INTERPOLATION.findall(text) if m.startswith(":?")}
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("CTI_", "COMPOSE_"))}
+    environ |= {variable: "test-value-1" for variable in required}
+    for profile in ([], ["--profile", "load"]):
+        result = subprocess.run(
+            [*command, "-f", str(COMPOSE), *profile, "config", "-q"],
+            cwd=REPO,
+            env=environ,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert result.returncode == 0, f"{' '.join(command)} config: {result.stderr}"
