@@ -51,6 +51,12 @@ def _parser() -> argparse.ArgumentParser:
     route.add_argument("--dnis", required=True, help="dialled number")
     route.add_argument("--at", default=None, help="ISO time (default now; no zone: the number's)")
     route.add_argument("--ivr", action="append", default=[], metavar="KEY=VALUE")
+
+    from cti import loadtest
+
+    loadtest.add_arguments(
+        commands.add_parser("loadtest", help="SIPp callers against the running stack, summarised")
+    )
     return parser
 
 
@@ -107,6 +113,10 @@ async def _dispatch(args: argparse.Namespace, config: Config) -> int:
             f"applied {len(applied)} migration(s)" + (": " + ", ".join(applied) if applied else "")
         )
         return 0
+    if args.command == "loadtest":
+        from cti import loadtest
+
+        return await loadtest.command(args, config.database_url)
     if args.command == "rules" and args.rules == "load" and args.check:
         _read_plan_file(args.file)
         print(f"{args.file}: ok")

@@ -1,0 +1,611 @@
+"""``cti loadtest``: real SIP calls against a running stack, and what routing made of them.
+
+Places calls with SIPp (``sipp/caller.xml``) from the trunk address at a fixed rate for
+a fixed time, each caller staying ``--hold`` seconds, then reports:
+
+- from SIPp (its ``-trace_stat``/``-trace_counts`` CSVs and ``-trace_err`` log): calls
+  attempted, successful, failed, SIPp's failure counters, which scenario step timed
+  out or got an unexpected message, and the most frequent error lines;
+- from PostgreSQL (``interactions``, by ``routed_at`` inside the run window): how many
+  routing decisions the daemon made, their ``decision_us`` p50/p99/max, how many
+  failed open (and why), and the split by rule.
+
+Calls come from the demo data (``cti db seed-demo``): mostly known customers (ANI
+``212`` + the 7 digits of account ``A0000001``..``A<N>``), some unknown callers and some
+with a withheld number (``anonymous``), to ``5550100`` and ``5550300``.
+
+Agents: the queues only connect a caller when an agent's phone answers. With
+``--agents`` the load test starts SIPp agent phones 2001-2006 (``sipp/agent.xml``,
+``--agent-ring`` ms ring) for the run and stops them afterwards; leave it out when
+agents are already up. Callers hang up after ``--hold`` seconds whether or not an
+agent took the call, so a call counts as successful when its SIP dialogue completed.
+
+Run: ``python -m cti.loadtest --rate 10 --duration 60 --hold 10 --agents`` (the
+database from ``CTI_DATABASE_URL``, like every ``cti`` command). Exit status 0 when
+the failed share is at most ``--max-failed-pct``, 2 when above, 1 when the test could
+not run (message on stderr).
+
+Nothing else may place calls from the trunk port or write ``interactions`` during the
+run: the decision counts are taken by time window.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import csv
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+REPO = Path(__file__).resolve().parents[1]
+SIPP_DIR = REPO / "sipp"
+AGENTS = tuple(range(2001, 2007))
+WITHHELD = "anonymous"
+
+
+class LoadTestError(RuntimeError):
+    """The load test could not run; the message says why."""
+
+
+@dataclass(frozen=True)
+class Options:
+    rate: float = 10.0  # calls per second
+    duration_s: float = 60.0  # how long new calls are started
+    hold_s: float = 10.0  # how long each caller stays (queue + talk)
+    asterisk: str = "127.0.0.1:5060"
+    local_ip: str = "127.0.0.1"
+    local_port: int = 5080  # the trunk is recognised by this source port
+    dnis: tuple[str, ...] = ("5550100", "5550300")
+    unknown_share: float = 0.10
+    withheld_share: float = 0.05
+    customers: int | None = None  # highest demo customer index; None: ask the database
+    agents: bool = False  # start SIPp agents 2001-2006 for the run
+    agent_ring_ms: int = 500
+    agent_host: str = "127.0.0.1"
+    max_failed_pct: float = 0.1
+    seed: int | None = None
+    sipp: str = "sipp"
+    scenario_dir: Path = SIPP_DIR
+    workdir: Path | None = None  # keep SIPp's files here (default: a temp dir, removed)
+
+
+@dataclass
+class SippResult:
+    exit_code: int
+    attempted: int = 0
+    successful: int = 0
+    failed: int = 0
+    failure_counters: dict[str, int] = field(default_factory=dict)  # FailedX(C) > 0
+    step_problems: dict[str, int] = field(default_factory=dict)  # "4_200_Timeout": n
+    retransmissions: int = 0
+    error_lines: list[tuple[str, int]] = field(default_factory=list)  # most frequent first
+    unexpected_codes: dict[str, int] = field(default_factory=dict)
+    placing_s: float = 0.0  # from SIPp's start until it had created the last call
+    achieved_rate_cps: float = 0.0  # attempted / placing_s
+    elapsed_s: float = 0.0
+
+
+@dataclass
+class RoutingResult:
+    decisions: int = 0
+    fail_open: int = 0
+    fail_open_reasons: dict[str, int] = field(default_factory=dict)
+    by_rule: dict[str, int] = field(default_factory=dict)
+    by_queue: dict[str, int] = field(default_factory=dict)
+    decision_us_p50: float | None = None
+    decision_us_p99: float | None = None
+    decision_us_max: int | None = None
+
+
+@dataclass
+class Report:
+    options: dict[str, Any]
+    started_at: str
+    ended_at: str
+    calls: SippResult
+    routing: RoutingResult
+    agents_started: list[int]
+
+    @property
+    def failed_pct(self) -> float:
+        return 100.0 * self.calls.failed / self.calls.attempted if self.calls.attempted else 0.0
+
+    @property
+    def passed(self) -> bool:
+        return self.calls.attempted > 0 and self.failed_pct <= self.options["max_failed_pct"]
+
+    def as_dict(self) -> dict[str, Any]:
+        doc = asdict(self)
+        doc["calls"]["failed_pct"] = round(self.failed_pct, 4)
+        doc["calls"]["error_lines"] = [
+            {"message": m, "count": n} for m, n in self.calls.error_lines
+        ]
+        doc["passed"] = self.passed
+        return doc
+
+
+# ------------------------------------------------------------------ the calls
+def build_calls(count: int, options: Options, customers: int) -> list[tuple[str, str, str, str]]:
+    """``count`` injection rows (ANI, DNIS, IVR account, IVR intent) from the demo data."""
+    rng = random.Random(options.seed)
+    rows = []
+    for _ in range(count):
+        draw = rng.random()
+        if draw < options.withheld_share:
+            ani = WITHHELD
+        elif draw < options.withheld_share + options.unknown_share:
+            ani = f"305{rng.randrange(10**7):07d}"  # no demo customer has a 305 number
+        else:
+            ani = f"212{rng.randint(1, customers):07d}"
+        rows.append((ani, rng.choice(options.dnis), "", ""))
+    return rows
+
+
+def write_injection_file(path: Path, rows: Sequence[tuple[str, str, str, str]]) -> None:
+    with path.open("w") as out:
+        out.write("SEQUENTIAL\n")
+        out.writelines(";".join(row) + "\n" for row in rows)
+
+
+async def demo_customer_count(conn: asyncpg.Connection) -> int:
+    top = await conn.fetchval(
+        "SELECT max(substr(account_number, 2)::int) FROM customers"
+        " WHERE account_number ~ '^A[0-9]{7}$'"
+    )
+    if not top:
+        raise LoadTestError("no demo customers in the database (load them with: cti db seed-demo)")
+    return int(top)
+
+
+# ------------------------------------------------------------------ processes
+def _udp_port_bound(port: int) -> bool:
+    wanted = f":{port:04X}"
+    try:
+        with open("/proc/net/udp") as table:
+            return any(line.split()[1].endswith(wanted) for line in list(table)[1:])
+    except OSError:
+        return False
+
+
+async def _stop(proc: asyncio.subprocess.Process, grace_s: float = 5) -> None:
+    """SIGTERM by pid, SIGKILL after ``grace_s``."""
+    if proc.returncode is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(proc.pid, signal.SIGTERM)
+    try:
+        await asyncio.wait_for(proc.wait(), grace_s)
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGKILL)
+        await proc.wait()
+
+
+async def start_agents(options: Options, workdir: Path) -> list[asyncio.subprocess.Process]:
+    procs: list[asyncio.subprocess.Process] = []
+    try:
+        for agent in AGENTS:
+            n = agent - 2000
+            port = 5070 + n
+            if _udp_port_bound(port):
+                raise LoadTestError(
+                    f"UDP port {port} (agent {agent}) is in use: agents already running?"
+                    " Then run without --agents"
+                )
+            procs.append(
+                await asyncio.create_subprocess_exec(
+                    options.sipp, "-sf", str(options.scenario_dir / "agent.xml"),
+                    "-i", options.agent_host, "-p", str(port), "-mp", f"160{n}0",
+                    "-d", str(options.agent_ring_ms), "-nostdin",
+                    "-trace_err", "-error_file", str(workdir / f"agent-{agent}-errors.log"),
+                    stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+                    stderr=asyncio.subprocess.DEVNULL, cwd=workdir, start_new_session=True,
+                )
+            )  # fmt: skip
+        deadline = time.monotonic() + 5
+        for agent, proc in zip(AGENTS, procs, strict=True):
+            while not _udp_port_bound(5070 + agent - 2000):
+                if proc.returncode is not None or time.monotonic() > deadline:
+                    raise LoadTestError(f"SIPp agent {agent} did not start")
+                await asyncio.sleep(0.05)
+    except BaseException:
+        await asyncio.gather(*(_stop(p) for p in procs))
+        raise
+    return procs
+
+
+async def run_callers(options: Options, workdir: Path, calls: int, csv_path: Path) -> SippResult:
+    """One SIPp caller for the whole run; returns its parsed results once every call ended."""
+    if _udp_port_bound(options.local_port):
+        raise LoadTestError(
+            f"UDP port {options.local_port} (the trunk's source port) is in use:"
+            " another SIPp caller running?"
+        )
+    hold_ms = int(options.hold_s * 1000)
+    # Concurrent calls: rate x (hold + set-up and teardown) with room to spare.
+    limit = max(10, int(options.rate * (options.hold_s + 10) * 2))
+    deadline_s = options.duration_s + options.hold_s + 120
+    argv = [
+        options.sipp, options.asterisk, "-sf", str(options.scenario_dir / "caller.xml"),
+        "-inf", str(csv_path), "-i", options.local_ip, "-p", str(options.local_port),
+        "-r", f"{options.rate:g}", "-rp", "1000", "-m", str(calls), "-l", str(limit),
+        "-d", str(hold_ms), "-nostdin", "-timeout", f"{int(deadline_s)}s",
+        "-trace_stat", "-stf", str(workdir / "stat.csv"), "-fd", "1",
+        "-trace_counts", "-trace_err", "-error_file", str(workdir / "errors.log"),
+        "-trace_error_codes", "-trace_screen", "-screen_file", str(workdir / "screen.log"),
+    ]  # fmt: skip
+    proc = await asyncio.create_subprocess_exec(
+        *argv,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=workdir,
+        start_new_session=True,
+    )
+    try:
+        _out, err = await asyncio.wait_for(proc.communicate(), deadline_s + 30)
+    except BaseException:
+        await _stop(proc)
+        raise
+    code = proc.returncode if proc.returncode is not None else -1
+    if not (workdir / "stat.csv").exists():
+        raise LoadTestError(
+            f"SIPp exited with {code} before placing calls: {err.decode(errors='replace')[-800:]}"
+        )
+    return parse_sipp_results(workdir, code, proc.pid)
+
+
+def _csv_rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as handle:
+        rows = list(csv.reader(handle, delimiter=";"))
+    return [dict(zip(rows[0], row, strict=False)) for row in rows[1:] if row] if rows else []
+
+
+def _last_csv_row(path: Path) -> dict[str, str]:
+    rows = _csv_rows(path)
+    return rows[-1] if rows else {}
+
+
+def _seconds(value: str | None) -> float:
+    """SIPp's ``HH:MM:SS`` or ``HH:MM:SS:micro`` durations."""
+    parts = (value or "").split(":")
+    try:
+        seconds = int(parts[0]) * 3600 + int(parts[1]) * 60 + int(parts[2])
+        return seconds + (int(parts[3]) / 1e6 if len(parts) > 3 else 0)
+    except (IndexError, ValueError):
+        return 0.0
+
+
+def _int(value: str | None) -> int:
+    try:
+        return int(value or 0)
+    except ValueError:
+        return 0
+
+
+# SIPp's -trace_err log: entries start with "DATE\tTIME\tEPOCH: " (not always on a new line).
+_ERR_ENTRY = re.compile(r"\d{4}-\d\d-\d\d\t[\d:.]+\t[\d.]+: ")
+_CALL_ID = re.compile(r"Call-I[dD]:? *'[^']*'")
+
+
+def summarize_errors(text: str, top: int = 8) -> list[tuple[str, int]]:
+    """The distinct error messages (first line, call ids removed), most frequent first."""
+    entries = Counter()
+    for entry in _ERR_ENTRY.split(text)[1:]:
+        first = entry.strip().splitlines()[0] if entry.strip() else ""
+        if first:
+            entries[" ".join(_CALL_ID.sub("Call-ID '*'", first).split())] += 1
+    return entries.most_common(top)
+
+
+def parse_sipp_results(workdir: Path, exit_code: int, pid: int) -> SippResult:
+    periods = _csv_rows(workdir / "stat.csv")
+    stats = periods[-1] if periods else {}
+    result = SippResult(
+        exit_code=exit_code,
+        attempted=_int(stats.get("TotalCallCreated")),
+        successful=_int(stats.get("SuccessfulCall(C)")),
+        failed=_int(stats.get("FailedCall(C)")),
+        retransmissions=_int(stats.get("Retransmissions(C)")),
+    )
+    result.elapsed_s = _seconds(stats.get("ElapsedTime(C)"))
+    # Rows come every second (-fd 1): the first one with every call created.
+    placed = next((p for p in periods if _int(p.get("TotalCallCreated")) >= result.attempted), {})
+    result.placing_s = _seconds(placed.get("ElapsedTime(C)"))
+    if result.placing_s > 0:
+        result.achieved_rate_cps = round(result.attempted / result.placing_s, 2)
+    result.failure_counters = {
+        key[: -len("(C)")]: _int(value)
+        for key, value in stats.items()
+        if key.startswith("Failed") and key.endswith("(C)") and key != "FailedCall(C)"
+        and _int(value) > 0
+    }  # fmt: skip
+    counts = workdir / f"caller_{pid}_counts.csv"
+    if counts.exists():
+        row = _last_csv_row(counts)
+        result.step_problems = {
+            key: _int(value)
+            for key, value in row.items()
+            if key.endswith(("_Timeout", "_Unexp")) and _int(value) > 0
+        }
+    errors_log = workdir / "errors.log"
+    if errors_log.exists():
+        result.error_lines = summarize_errors(errors_log.read_text(errors="replace"))
+    codes: Counter[str] = Counter()
+    codes_log = workdir / f"caller_{pid}_error_codes.csv"
+    if codes_log.exists():
+        # "DATE\tTIME\tEPOCH;ELAPSED;404,503," per period
+        for line in codes_log.read_text(errors="replace").splitlines():
+            fields = line.split(";")
+            codes.update(c for c in fields[-1].split(",") if c.strip().isdigit())
+    result.unexpected_codes = dict(codes.most_common())
+    return result
+
+
+# ------------------------------------------------------------------ routing
+async def routing_results(
+    conn: asyncpg.Connection, since: datetime, until: datetime
+) -> RoutingResult:
+    window = (since, until)
+    summary = await conn.fetchrow(
+        """SELECT count(*) AS decisions,
+                  count(*) FILTER (WHERE rule = 'fail-open' OR fail_open_reason IS NOT NULL)
+                      AS fail_open,
+                  percentile_cont(0.5) WITHIN GROUP (ORDER BY decision_us) AS p50,
+                  percentile_cont(0.99) WITHIN GROUP (ORDER BY decision_us) AS p99,
+                  max(decision_us) AS max_us
+           FROM interactions WHERE routed_at >= $1 AND routed_at < $2""",
+        *window,
+    )
+    result = RoutingResult(
+        decisions=summary["decisions"],
+        fail_open=summary["fail_open"],
+        decision_us_p50=summary["p50"],
+        decision_us_p99=summary["p99"],
+        decision_us_max=summary["max_us"],
+    )
+    for column, target in (("rule", result.by_rule), ("queue", result.by_queue)):
+        rows = await conn.fetch(
+            f"""SELECT coalesce({column}, '-') AS k, count(*) AS n FROM interactions
+                WHERE routed_at >= $1 AND routed_at < $2 GROUP BY 1 ORDER BY 2 DESC""",
+            *window,
+        )
+        target.update({r["k"]: r["n"] for r in rows})
+    rows = await conn.fetch(
+        """SELECT fail_open_reason AS k, count(*) AS n FROM interactions
+           WHERE routed_at >= $1 AND routed_at < $2 AND fail_open_reason IS NOT NULL
+           GROUP BY 1 ORDER BY 2 DESC""",
+        *window,
+    )
+    result.fail_open_reasons = {r["k"]: r["n"] for r in rows}
+    return result
+
+
+async def _count_decisions(conn: asyncpg.Connection, since: datetime) -> int:
+    return await conn.fetchval("SELECT count(*) FROM interactions WHERE routed_at >= $1", since)
+
+
+async def wait_for_records(
+    conn: asyncpg.Connection, since: datetime, expected: int, settle_s: float = 3, cap_s: float = 30
+) -> None:
+    """The daemon writes interactions in batches: wait until all arrived or the count settles."""
+    deadline = time.monotonic() + cap_s
+    last, stable_since = -1, time.monotonic()
+    while time.monotonic() < deadline:
+        count = await _count_decisions(conn, since)
+        if count >= expected:
+            return
+        if count != last:
+            last, stable_since = count, time.monotonic()
+        elif time.monotonic() - stable_since >= settle_s:
+            return
+        await asyncio.sleep(0.5)
+
+
+# ------------------------------------------------------------------ the run
+async def run_loadtest(options: Options, database_url: str) -> Report:
+    """Place ``rate x duration`` calls, wait for them to end, and report. Raises LoadTestError."""
+    if shutil.which(options.sipp) is None:
+        raise LoadTestError(f"{options.sipp} not found: install Debian's sip-tester package")
+    if options.rate <= 0 or options.duration_s <= 0 or options.hold_s < 0:
+        raise LoadTestError("--rate and --duration must be positive, --hold not negative")
+    calls = max(1, round(options.rate * options.duration_s))
+    try:
+        conn = await asyncpg.connect(database_url, timeout=10)
+    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        raise LoadTestError(f"database {database_url}: {exc}") from None
+    try:
+        customers = options.customers or await demo_customer_count(conn)
+        with contextlib.ExitStack() as stack:
+            if options.workdir is None:
+                workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="cti-lt-")))
+            else:  # one directory per run: SIPp's files are named after the scenario
+                workdir = options.workdir / datetime.now(UTC).strftime("run-%Y%m%dT%H%M%SZ")
+                workdir.mkdir(parents=True, exist_ok=True)
+            injection = workdir / "calls.csv"
+            write_injection_file(injection, build_calls(calls, options, customers))
+            agents = await start_agents(options, workdir) if options.agents else []
+            try:
+                started = datetime.now(UTC) - timedelta(milliseconds=500)
+                sipp = await run_callers(options, workdir, calls, injection)
+            finally:
+                await asyncio.gather(*(_stop(p) for p in agents))
+            await wait_for_records(conn, started, sipp.attempted)
+            ended = datetime.now(UTC)
+            routing = await routing_results(conn, started, ended)
+    finally:
+        await conn.close()
+    opts = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(options).items()}
+    opts["customers"] = customers
+    return Report(
+        options=opts,
+        started_at=started.isoformat(),
+        ended_at=ended.isoformat(),
+        calls=sipp,
+        routing=routing,
+        agents_started=list(AGENTS) if options.agents else [],
+    )
+
+
+HINTS = {
+    "488": "Asterisk could not set up media; at high concurrency usually its RTP ports ran"
+    " out (rtp.conf rtpstart-rtpend, 2 ports per channel; 'RTP' errors in its log)",
+    "503": "Asterisk refused the call (overloaded, or no route); see its log",
+    "404": "no dialplan extension for that DNIS in the trunk's context",
+}
+
+
+def _ms(us: float | None) -> str:
+    return "-" if us is None else f"{us / 1000:.2f} ms"
+
+
+def format_report(report: Report) -> str:
+    o, c, r = report.options, report.calls, report.routing
+    lines = [
+        f"cti load test: {o['rate']:g} calls/s for {o['duration_s']:g} s, hold {o['hold_s']:g} s,"
+        f" against {o['asterisk']} (customers A0000001..A{o['customers']:07d},"
+        f" {o['unknown_share']:.0%} unknown, {o['withheld_share']:.0%} withheld;"
+        f" DNIS {', '.join(o['dnis'])}"
+        + ("; agents 2001-2006 started)" if report.agents_started else ")"),
+        f"  calls      attempted {c.attempted}  successful {c.successful}  failed {c.failed}"
+        f" ({report.failed_pct:.3f}%)  retransmissions {c.retransmissions}"
+        f"  [sipp exit {c.exit_code}; {c.achieved_rate_cps:g} calls/s placed over"
+        f" {c.placing_s:g} s; done after {c.elapsed_s:g} s]",
+    ]
+    if c.failure_counters:
+        lines.append("  failures   " + ", ".join(f"{k} {v}" for k, v in c.failure_counters.items()))
+    if c.step_problems:
+        lines.append("  at steps   " + ", ".join(f"{k} {v}" for k, v in c.step_problems.items()))
+    if c.unexpected_codes:
+        lines.append(
+            "  unexpected " + ", ".join(f"SIP {k} x{v}" for k, v in c.unexpected_codes.items())
+        )
+    for code, hint in HINTS.items():
+        if code in c.unexpected_codes:
+            lines.append(f"  hint       SIP {code}: {hint}")
+    lines += [f"  error      {n} x {m[:150]}" for m, n in c.error_lines[:5]]
+    lines.append(
+        f"  routing    decisions {r.decisions} (of {c.attempted} calls)  fail-open {r.fail_open}"
+        + (f" {r.fail_open_reasons}" if r.fail_open_reasons else "")
+        + f"  decision p50 {_ms(r.decision_us_p50)}  p99 {_ms(r.decision_us_p99)}"
+        f"  max {_ms(r.decision_us_max)}"
+    )
+    if r.by_rule:
+        lines.append("  rules      " + ", ".join(f"{k} {v}" for k, v in r.by_rule.items()))
+    if r.by_queue:
+        lines.append("  queues     " + ", ".join(f"{k} {v}" for k, v in r.by_queue.items()))
+    verdict = "PASS" if report.passed else "FAIL"
+    lines.append(
+        f"  result     {verdict}: {report.failed_pct:.3f}% failed (limit {o['max_failed_pct']}%)"
+    )
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ command line
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``cti loadtest`` options (also used by ``python -m cti.loadtest``)."""
+    parser.add_argument("--rate", type=float, default=10.0, help="calls per second (10)")
+    parser.add_argument("--duration", type=float, default=60.0, help="seconds of new calls (60)")
+    parser.add_argument("--hold", type=float, default=10.0, help="seconds each caller stays (10)")
+    parser.add_argument("--asterisk", default="127.0.0.1:5060", help="Asterisk SIP host:port")
+    parser.add_argument("--local-ip", default="127.0.0.1", help="callers' address (the trunk)")
+    parser.add_argument("--local-port", type=int, default=5080, help="callers' SIP port (5080)")
+    parser.add_argument(
+        "--dnis", default="5550100,5550300", help="dialled numbers, comma separated"
+    )
+    parser.add_argument("--unknown-share", type=float, default=0.10, help="unknown callers")
+    parser.add_argument("--withheld-share", type=float, default=0.05, help="withheld numbers")
+    parser.add_argument(
+        "--customers", type=int, default=None, help="demo customers to call from (default: all)"
+    )
+    parser.add_argument(
+        "--agents", action="store_true", help="start SIPp agents 2001-2006 for the run"
+    )
+    parser.add_argument("--agent-ring", type=int, default=500, help="agents' ring time, ms (500)")
+    parser.add_argument("--agent-host", default="127.0.0.1", help="address the agents bind")
+    parser.add_argument(
+        "--max-failed-pct", type=float, default=0.1, help="pass limit, percent failed (0.1)"
+    )
+    parser.add_argument("--seed", type=int, default=None, help="random seed of the call mix")
+    parser.add_argument("--sipp", default="sipp", help="SIPp binary")
+    parser.add_argument(
+        "--scenarios", type=Path, default=SIPP_DIR, help="directory of caller.xml and agent.xml"
+    )
+    parser.add_argument("--workdir", type=Path, default=None, help="keep SIPp's files here")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+
+
+def options_from_args(args: argparse.Namespace) -> Options:
+    return Options(
+        rate=args.rate,
+        duration_s=args.duration,
+        hold_s=args.hold,
+        asterisk=args.asterisk,
+        local_ip=args.local_ip,
+        local_port=args.local_port,
+        dnis=tuple(d.strip() for d in args.dnis.split(",") if d.strip()),
+        unknown_share=args.unknown_share,
+        withheld_share=args.withheld_share,
+        customers=args.customers,
+        agents=args.agents,
+        agent_ring_ms=args.agent_ring,
+        agent_host=args.agent_host,
+        max_failed_pct=args.max_failed_pct,
+        seed=args.seed,
+        sipp=args.sipp,
+        scenario_dir=args.scenarios,
+        workdir=args.workdir,
+    )
+
+
+async def command(args: argparse.Namespace, database_url: str) -> int:
+    """Run from parsed arguments, print the report; the exit status (0 pass, 2 fail, 1 error)."""
+    try:
+        report = await run_loadtest(options_from_args(args), database_url)
+    except LoadTestError as exc:
+        print(f"cti loadtest: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=2, default=str))
+    else:
+        print(format_report(report))
+    return 0 if report.passed else 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from cti.config import ConfigError, load_config
+
+    parser = argparse.ArgumentParser(
+        prog="cti loadtest", description=__doc__.splitlines()[0] if __doc__ else None
+    )
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        config = load_config()
+    except ConfigError as exc:
+        print(f"cti loadtest: configuration: {exc}", file=sys.stderr)
+        return 1
+    try:
+        return asyncio.run(command(args, config.database_url))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,228 @@
+"""The end-to-end test bed: real Asterisk (the sandbox), real ``cti serve``, real SIPp.
+
+Session scope (started once, torn down at the end even when tests fail):
+  - a fresh database from the migrated template, seeded with the demo data;
+  - Redis database CTI_TEST_E2E_REDIS (default db 13), flushed;
+  - ``cti serve`` as a subprocess, on an AGI port picked before Asterisk starts
+    (4573 when free), because the sandbox renders that address into the dialplan;
+  - ``scripts/asterisk-sandbox up`` with a per-run AMI secret, ``down`` at the end.
+
+The daemon is a subprocess rather than the in-process ``Daemon`` of the integration
+tests: it is the production entry point (console script, configuration from the
+environment, signals), it has its own event loop so the tests' AMI reader and TCP
+proxy never delay its answers, and a test can take it down or start a second one
+with another configuration just as an operator would.
+
+Function scope: an AMI connection, SIPp agents (only those a test asks for), SIPp
+caller batches; all stopped by pid at the end of the test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import shutil
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+import pytest
+import redis.asyncio as redis
+
+from cti.db.demo import seed_demo
+from tests.conftest import PG_SERVER
+from tests.e2e.ami import Ami
+from tests.e2e.stack import (
+    SANDBOX,
+    Agents,
+    CallBatch,
+    Daemon,
+    free_port,
+    stop_process,
+)
+from tests.waiting import until
+
+E2E_REDIS = os.environ.get("CTI_TEST_E2E_REDIS", "redis://127.0.0.1:6379/13")
+AMI_USER = "cti"
+AMI_PORT = 5038
+DEMO_CUSTOMERS = 2_000
+
+
+@dataclass(frozen=True)
+class E2ESetup:
+    workdir: Path
+    agi_port: int
+    ami_secret: str
+    database_url: str
+    plan_cache: Path
+
+
+@pytest.fixture(scope="session")
+def e2e_prerequisites() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("end-to-end tests need root: scripts/asterisk-sandbox uses chroot and mount")
+    if shutil.which("sipp") is None:
+        pytest.fail("sipp not found: install Debian's sip-tester package", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+async def e2e_database(e2e_prerequisites, template_db: str) -> AsyncIterator[str]:
+    name = f"cti_e2e_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(f"{PG_SERVER}/postgres")
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
+    finally:
+        await admin.close()
+    url = f"{PG_SERVER}/{name}"
+    conn = await asyncpg.connect(url)
+    try:
+        await seed_demo(conn, customers=DEMO_CUSTOMERS)
+    finally:
+        await conn.close()
+    yield url
+    admin = await asyncpg.connect(f"{PG_SERVER}/postgres")
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@pytest.fixture(scope="session")
+async def e2e_redis(e2e_prerequisites) -> AsyncIterator[redis.Redis]:
+    client = redis.from_url(E2E_REDIS)
+    await client.flushdb()
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture(scope="session")
+def testbed(e2e_database: str, tmp_path_factory) -> E2ESetup:
+    workdir = tmp_path_factory.mktemp("e2e")
+    return E2ESetup(
+        workdir=workdir,
+        agi_port=free_port(preferred=4573),
+        # render-config accepts [A-Za-z0-9._~+/=@%^*!#-]: hex is safe.
+        ami_secret=secrets.token_hex(16),
+        database_url=e2e_database,
+        plan_cache=workdir / "routing-plan.toml",
+    )
+
+
+def daemon_env(testbed: E2ESetup, **overrides: str) -> dict[str, str]:
+    return {
+        "CTI_DATABASE_URL": testbed.database_url,
+        "CTI_REDIS_URL": E2E_REDIS,
+        "CTI_PLAN_CACHE": str(testbed.plan_cache),
+        "CTI_LOG_LEVEL": "info",
+    } | overrides
+
+
+@pytest.fixture(scope="session")
+async def daemon(testbed: E2ESetup, e2e_redis) -> AsyncIterator[Daemon]:
+    """The healthy daemon; ready once it listens and has written the plan cache."""
+    try:
+        running = await Daemon.start(
+            port=testbed.agi_port,
+            env=daemon_env(testbed),
+            log=testbed.workdir / "daemon.log",
+            ready_file=testbed.plan_cache,
+        )
+    except RuntimeError as exc:
+        pytest.fail(f"the CTI daemon did not start: {exc}", pytrace=False)
+    yield running
+    await running.stop()
+
+
+async def _sandbox(command: str, testbed: E2ESetup, timeout_s: float) -> tuple[int, str]:
+    env = os.environ | {
+        "CTI_AMI_SECRET": testbed.ami_secret,
+        "CTI_AGI_ADDR": f"127.0.0.1:{testbed.agi_port}",
+    }
+    proc = await asyncio.create_subprocess_exec(
+        str(SANDBOX),
+        command,
+        env=env,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), timeout_s)
+    except TimeoutError:
+        await stop_process(proc, 5)
+        return -1, f"scripts/asterisk-sandbox {command} did not finish within {timeout_s}s"
+    return proc.returncode or 0, out.decode(errors="replace")
+
+
+@pytest.fixture(scope="session")
+async def sandbox(testbed: E2ESetup, daemon: Daemon) -> AsyncIterator[E2ESetup]:
+    """Asterisk up for the session, its dialplan pointing at the daemon; down at the end."""
+    code, out = await _sandbox("up", testbed, timeout_s=300)
+    if code != 0:
+        if "already running" not in out:  # never stop an Asterisk we did not start
+            await _sandbox("down", testbed, timeout_s=60)
+        pytest.fail(
+            f"Asterisk did not start (scripts/asterisk-sandbox up exit {code}):\n{out}",
+            pytrace=False,
+        )
+    try:
+        yield testbed
+    finally:
+        code, out = await _sandbox("down", testbed, timeout_s=60)
+        if code != 0:
+            print(f"scripts/asterisk-sandbox down failed ({code}):\n{out}")
+
+
+@pytest.fixture
+async def ami(sandbox: E2ESetup) -> AsyncIterator[Ami]:
+    client = await Ami.connect("127.0.0.1", AMI_PORT, AMI_USER, sandbox.ami_secret)
+
+    # Start every test from a quiet Asterisk: no call of an earlier test still up.
+    async def idle() -> bool:
+        return not await client.list_action("CoreShowChannels")
+
+    await until(idle, within_s=15, every_s=0.2)
+    yield client
+    await client.close()
+
+
+@pytest.fixture
+async def agents(sandbox, tmp_path: Path) -> AsyncIterator[Agents]:
+    phones = Agents(tmp_path)
+    yield phones
+    await phones.stop_all()
+
+
+PlaceCalls = Callable[..., Awaitable[CallBatch]]
+
+
+@pytest.fixture
+async def place_calls(sandbox, tmp_path: Path) -> AsyncIterator[PlaceCalls]:
+    """``await place_calls(rows, hold_ms=..., rate=...)`` starts one SIPp caller batch."""
+    batches: list[CallBatch] = []
+
+    async def place(rows, *, hold_ms: int, rate: float = 2) -> CallBatch:
+        batch = await CallBatch.start(
+            tmp_path, rows, hold_ms=hold_ms, rate=rate, name=f"calls-{len(batches) + 1}"
+        )
+        batches.append(batch)
+        return batch
+
+    yield place
+    for batch in batches:
+        await batch.stop()
+
+
+@pytest.fixture
+async def agi_target(ami: Ami, sandbox: E2ESetup) -> AsyncIterator[Callable[[str], Awaitable]]:
+    """Point the dialplan's global CTI_AGI_ADDR somewhere else for one test (AMI Setvar)."""
+
+    async def point_to(addr: str) -> None:
+        reply = await ami.action("Setvar", Variable="CTI_AGI_ADDR", Value=addr)
+        assert reply.get("Response") == "Success", reply
+
+    yield point_to
+    await point_to(f"127.0.0.1:{sandbox.agi_port}")

@@ -1,0 +1,291 @@
+"""Processes of the end-to-end test bed: the daemon (``cti serve``), SIPp agents and callers.
+
+Every process is started by us, tracked by its pid and stopped by that pid (SIGTERM,
+then SIGKILL after a grace period). Every wait has a deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+SANDBOX = REPO / "scripts" / "asterisk-sandbox"
+CALLER_XML = REPO / "sipp" / "caller.xml"
+AGENT_XML = REPO / "sipp" / "agent.xml"
+QUEUES_CONF = REPO / "asterisk" / "etc" / "queues.conf"
+ASTERISK = "127.0.0.1:5060"
+TRUNK_PORT = 5080  # the trunk is recognised by this source port (pjsip.conf)
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(preferred: int | None = None) -> int:
+    if preferred is not None and port_free(preferred):
+        return preferred
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def udp_port_bound(port: int) -> bool:
+    """Whether some socket is bound to UDP ``port`` (IPv4), from /proc/net/udp."""
+    wanted = f":{port:04X}"
+    with open("/proc/net/udp") as table:
+        return any(line.split()[1].endswith(wanted) for line in list(table)[1:])
+
+
+async def tcp_listening(host: str, port: int) -> bool:
+    try:
+        _reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 0.5)
+    except (OSError, TimeoutError):
+        return False
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return True
+
+
+async def stop_process(proc: asyncio.subprocess.Process, grace_s: float = 5) -> int | None:
+    """SIGTERM the process (by its pid), SIGKILL after ``grace_s``; return its exit code."""
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGTERM)
+        try:
+            await asyncio.wait_for(proc.wait(), grace_s)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, signal.SIGKILL)
+            await asyncio.wait_for(proc.wait(), 5)
+    return proc.returncode
+
+
+def tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return f"({path} not readable)"
+
+
+def queue_members(conf: Path = QUEUES_CONF) -> dict[str, set[str]]:
+    """queue name -> member interfaces, read from queues.conf (``member => PJSIP/2001,...``)."""
+    members: dict[str, set[str]] = {}
+    queue = None
+    for raw in conf.read_text().splitlines():
+        line = raw.split(";", 1)[0].strip()
+        if header := re.match(r"^\[([^\]]+)\]", line):
+            queue = None if line.endswith("(!)") or header[1] == "general" else header[1]
+            if queue:
+                members.setdefault(queue, set())
+        elif queue and (member := re.match(r"^member\s*=>\s*([^,\s]+)", line)):
+            members[queue].add(member[1])
+    return members
+
+
+# ------------------------------------------------------------------ the daemon
+@dataclass
+class Daemon:
+    """A ``cti serve`` subprocess."""
+
+    proc: asyncio.subprocess.Process
+    port: int
+    log: Path
+
+    @property
+    def addr(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @classmethod
+    async def start(
+        cls,
+        *,
+        port: int,
+        env: dict[str, str],
+        log: Path,
+        ready_file: Path | None = None,
+        timeout_s: float = 20,
+    ) -> Daemon:
+        """Start it and wait until it accepts FastAGI (and ``ready_file`` exists, if given)."""
+        cti = Path(sys.executable).with_name("cti")
+        argv = [str(cti), "serve"] if cti.exists() else [sys.executable, "-m", "cti", "serve"]
+        full_env = (
+            {k: v for k, v in os.environ.items() if not k.startswith("CTI_")}
+            | {"CTI_AGI_BIND": f"127.0.0.1:{port}", "CTI_LOG_FORMAT": "json"}
+            | env
+        )
+        with log.open("ab") as out:
+            proc = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
+                env=full_env,
+                start_new_session=True,
+            )
+        daemon = cls(proc, port, log)
+        deadline = time.monotonic() + timeout_s
+        while not (
+            await tcp_listening("127.0.0.1", port)
+            and (ready_file is None or await asyncio.to_thread(ready_file.exists))
+        ):
+            if proc.returncode is not None:
+                raise RuntimeError(
+                    f"cti serve exited with {proc.returncode} during start-up:\n{tail(log)}"
+                )
+            if time.monotonic() > deadline:
+                await daemon.stop()
+                raise RuntimeError(f"cti serve not ready within {timeout_s}s:\n{tail(log)}")
+            await asyncio.sleep(0.1)
+        return daemon
+
+    async def stop(self, grace_s: float = 15) -> int | None:
+        return await stop_process(self.proc, grace_s)
+
+
+# ------------------------------------------------------------------ SIPp
+@dataclass
+class Agents:
+    """SIPp agent phones (sipp/agent.xml): agent 200N on 127.0.0.1:507N."""
+
+    workdir: Path
+    running: dict[int, asyncio.subprocess.Process] = field(default_factory=dict)
+
+    async def start(self, *agents: int, ring_ms: int = 300) -> None:
+        for agent in agents:
+            if agent in self.running:
+                continue
+            n = agent - 2000
+            port = 5070 + n
+            if udp_port_bound(port):
+                raise RuntimeError(f"UDP port {port} (agent {agent}) is already in use")
+            self.running[agent] = await asyncio.create_subprocess_exec(
+                "sipp",
+                "-sf",
+                str(AGENT_XML),
+                "-i",
+                "127.0.0.1",
+                "-p",
+                str(port),
+                "-mp",
+                f"160{n}0",
+                "-d",
+                str(ring_ms),
+                "-nostdin",
+                "-trace_err",
+                "-error_file",
+                str(self.workdir / f"agent-{agent}-errors.log"),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL,
+                cwd=self.workdir,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + 5
+        for agent in agents:
+            while not udp_port_bound(5070 + agent - 2000):
+                proc = self.running[agent]
+                if proc.returncode is not None:
+                    raise RuntimeError(f"SIPp agent {agent} exited with {proc.returncode}")
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"SIPp agent {agent} did not bind its port within 5 s")
+                await asyncio.sleep(0.05)
+
+    async def stop_all(self) -> None:
+        procs, self.running = list(self.running.values()), {}
+        await asyncio.gather(*(stop_process(p, 3) for p in procs))
+
+
+@dataclass
+class CallBatch:
+    """One SIPp caller (sipp/caller.xml) placing ``len(rows)`` calls from the trunk port."""
+
+    proc: asyncio.subprocess.Process
+    workdir: Path
+    name: str
+
+    @classmethod
+    async def start(
+        cls,
+        workdir: Path,
+        rows: list[tuple[str, str, str, str]],
+        *,
+        hold_ms: int,
+        rate: float = 2,
+        name: str = "calls",
+    ) -> CallBatch:
+        """``rows``: (ANI, DNIS, IVR account, IVR intent); ``rate`` calls per second."""
+        if udp_port_bound(TRUNK_PORT):
+            raise RuntimeError(f"UDP port {TRUNK_PORT} (the trunk) is already in use")
+        csv = workdir / f"{name}.csv"
+        csv.write_text("SEQUENTIAL\n" + "".join(";".join(row) + "\n" for row in rows))
+        proc = await asyncio.create_subprocess_exec(
+            "sipp",
+            ASTERISK,
+            "-sf",
+            str(CALLER_XML),
+            "-inf",
+            str(csv),
+            "-i",
+            "127.0.0.1",
+            "-p",
+            str(TRUNK_PORT),
+            "-m",
+            str(len(rows)),
+            "-r",
+            f"{rate:g}",
+            "-rp",
+            "1000",
+            "-d",
+            str(hold_ms),
+            "-nostdin",
+            "-timeout",
+            "120s",
+            "-timeout_error",
+            "-trace_err",
+            "-error_file",
+            str(workdir / f"{name}-errors.log"),
+            "-trace_screen",
+            "-screen_file",
+            str(workdir / f"{name}-screen.log"),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+            cwd=workdir,
+            start_new_session=True,
+        )
+        return cls(proc, workdir, name)
+
+    async def wait(self, timeout_s: float) -> None:
+        """Wait for every call to end; fail unless SIPp says all of them succeeded."""
+        try:
+            code = await asyncio.wait_for(self.proc.wait(), timeout_s)
+        except TimeoutError:
+            await stop_process(self.proc, 3)
+            raise AssertionError(
+                f"SIPp caller {self.name} still running after {timeout_s}s"
+            ) from None
+        if code != 0:
+            raise AssertionError(
+                f"SIPp caller {self.name} exited with {code} (not every call succeeded):\n"
+                f"{tail(self.workdir / f'{self.name}-errors.log', 15)}\n"
+                f"{tail(self.workdir / f'{self.name}-screen.log', 40)}"
+            )
+
+    async def stop(self) -> None:
+        await stop_process(self.proc, 3)
