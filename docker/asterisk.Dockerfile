@@ -23,8 +23,8 @@ COPY docker/asterisk-entrypoint.sh /opt/cti/docker/asterisk-entrypoint.sh
 # Executable even from a checkout that lost the mode bits.
 RUN chmod 0755 /opt/cti/asterisk/render-config /opt/cti/docker/asterisk-entrypoint.sh
 
-# 5060/udp SIP, 5038/tcp AMI, 10000-10999/udp RTP (asterisk/etc/rtp.conf).
-EXPOSE 5060/udp 5038/tcp 10000-10999/udp
+# 5060/udp SIP, 5038/tcp AMI, 10000-19999/udp RTP (asterisk/etc/rtp.conf).
+EXPOSE 5060/udp 5038/tcp 10000-19999/udp
 
 HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
     CMD ["asterisk", "-rx", "core waitfullybooted"]
