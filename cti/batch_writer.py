@@ -4,6 +4,10 @@ The caller's path only enqueues (never awaits the database or Redis); the worker
 writes batches and, when the store is down, keeps the batch and retries with backoff
 so that an outage delays records instead of losing them. Only when the queue is full
 (a long outage under load) are new items refused, and that is logged and counted.
+
+After the first item of a batch arrives the worker lingers briefly (20 ms by
+default) so that a busy daemon writes a few large batches rather than many tiny
+ones: per-batch overhead was a quarter of a route's CPU at saturation.
 """
 
 from __future__ import annotations
@@ -28,12 +32,14 @@ class BatchWriter(Generic[T]):
         *,
         max_queue: int = 100_000,
         max_batch: int = 500,
+        linger_s: float = 0.02,
         backoff: Backoff | None = None,
     ) -> None:
         self.name = name
         self._write_batch = write_batch
         self._queue: asyncio.Queue[T] = asyncio.Queue(max_queue)
         self._max_batch = max_batch
+        self._linger_s = linger_s
         self._backoff = backoff or Backoff(initial=0.2, cap=10.0)
         self._pending: list[T] = []
         self.written = 0
@@ -68,6 +74,8 @@ class BatchWriter(Generic[T]):
                         getter.cancel()
                 if getter.done() and not getter.cancelled():
                     self._pending.append(getter.result())
+                    if not stop.is_set() and self.backlog < self._max_batch:
+                        await asyncio.sleep(self._linger_s)
                 self._drain_queue()
                 if not self._pending:
                     continue
