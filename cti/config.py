@@ -16,6 +16,8 @@ from urllib.parse import urlsplit
 
 import phonenumbers
 
+from cti.routing.plan import NAME
+
 DEFAULT_PLAN_CACHE = str(Path.home() / ".cache" / "cti" / "routing-plan.toml")
 
 
@@ -99,8 +101,10 @@ def _choice(name: str, raw: str, choices: tuple[str, ...]) -> str:
 
 def _queue_name(name: str, raw: str) -> str:
     value = raw.strip()
-    if not value or len(value) > 64 or any(c.isspace() or c in ',|"\\' for c in value):
-        raise ConfigError(f"{name}={raw!r}: expected a queue name without spaces, commas or quotes")
+    if not NAME.match(value):
+        raise ConfigError(
+            f"{name}={raw!r}: expected a queue name (letters, digits, _ . -; up to 64)"
+        )
     return value
 
 

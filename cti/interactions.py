@@ -9,7 +9,7 @@ batch through the INSERT ... ON CONFLICT DO NOTHING path instead.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import asyncpg
 
@@ -54,7 +54,9 @@ COLUMNS = (
 )  # fmt: skip
 
 
-def interaction_batch_writer(pool: asyncpg.Pool):
+def interaction_batch_writer(
+    pool: asyncpg.Pool,
+) -> Callable[[Sequence[RouteOutcome]], Awaitable[None]]:
     """``write_batch`` for a :class:`cti.batch_writer.BatchWriter` of route outcomes."""
 
     async def write_batch(outcomes: Sequence[RouteOutcome]) -> None:

@@ -11,7 +11,6 @@ default queue instead. Records are handed to background writers, never awaited.
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
@@ -22,14 +21,13 @@ from typing import Any, Protocol
 import structlog
 
 from cti.routing.engine import decide, fail_open
-from cti.routing.model import CallFacts, Customer, Decision
+from cti.routing.model import ACCOUNT_NUMBER, CallFacts, Customer, Decision
 from cti.routing.phone import CallerNumber, normalize
 from cti.routing.table import RoutingTable
 
 log = structlog.get_logger(__name__)
 
 FindCustomer = Callable[[str | None, str | None], Awaitable[Customer | None]]
-_ACCOUNT = re.compile(r"^[A-Za-z0-9-]{1,32}$")
 
 
 class Sink(Protocol):
@@ -90,7 +88,7 @@ class Router:
         caller = normalize(request.ani, self._region)
         table = self._table()
         account = request.ivr.get("account", "")
-        account = account if _ACCOUNT.match(account) else None
+        account = account if ACCOUNT_NUMBER.match(account) else None
         customer, reason = await self._lookup(caller.e164, account, call_id)
         if reason is None and not table.loaded:
             reason = "no-routing-plan"

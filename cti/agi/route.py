@@ -16,7 +16,7 @@ import re
 from collections.abc import Iterable
 
 from cti.agi.protocol import exec_application, set_variable
-from cti.agi.server import AgiSession
+from cti.agi.server import AgiSession, Script
 from cti.router import RouteOutcome, Router, RouteRequest
 
 MAX_IVR_ARGS = 16
@@ -51,7 +51,7 @@ def route_variables(outcome: RouteOutcome) -> list[tuple[str, str]]:
     ]
 
 
-def route_script(router: Router):
+def route_script(router: Router) -> Script:
     async def route(session: AgiSession) -> None:
         request = session.request
         dnis = request.get("dnid") or request.get("extension")

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
-from cti.routing.model import STATUSES, TIERS, Customer
+from cti.routing.model import ACCOUNT_NUMBER, STATUSES, TIERS, Customer
 from cti.routing.phone import normalize
 
 FIND_CUSTOMER_SQL = """
@@ -38,7 +38,6 @@ async def find_customer(
 
 # --- CSV import --------------------------------------------------------------------------
 
-_ACCOUNT = re.compile(r"^[A-Za-z0-9-]{1,32}$")
 _LANGUAGE = re.compile(r"^[a-z]{2,3}$")
 _PHONE_SPLIT = re.compile(r"[;|]")
 MAX_FIELD = 1024
@@ -148,7 +147,7 @@ def _validate(
         return values[i].strip() if i is not None else default
 
     account = get("account_number")
-    if not _ACCOUNT.match(account):
+    if not ACCOUNT_NUMBER.match(account):
         raise ValueError(f"account_number {account!r}: letters, digits and - only, 1-32")
     name = get("name")
     if not 1 <= len(name) <= 200:

@@ -6,6 +6,7 @@ exhaustively by unit tests and property tests.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -18,6 +19,8 @@ from cti.routing.phone import CallerNumber
 TIERS = ("platinum", "gold", "silver", "bronze")
 STATUSES = ("active", "delinquent", "suspended", "closed")
 UNKNOWN_TIER = "unknown"
+#: A customer's account number, as stored (sql/001_routing.sql checks the same).
+ACCOUNT_NUMBER = re.compile(r"^[A-Za-z0-9-]{1,32}\Z")
 
 
 class RouteKind(StrEnum):

@@ -40,7 +40,8 @@ from cti.routing.hours import DAYS, HoursError, OpeningHours, TimeWindow, zone
 from cti.routing.model import STATUSES, TIERS, UNKNOWN_TIER, DialledNumber, Match, RouteKind, Rule
 from cti.routing.phone import normalize_dnis
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}\Z")  # \Z: no trailing newline
+#: Queue, rule and service names (sql/001_routing.sql checks the same).
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}\Z")  # \Z: no trailing newline
 _WORD = re.compile(r"^[A-Za-z0-9_.\-]{1,64}\Z")
 MAX_PRIORITY = 1000
 MAX_RULES = 10_000
@@ -89,7 +90,7 @@ def _check_keys(raw: Any, allowed: set[str], where: str) -> Mapping[str, Any]:
 
 
 def _name(raw: Any, where: str) -> str:
-    if not isinstance(raw, str) or not _NAME.match(raw):
+    if not isinstance(raw, str) or not NAME.match(raw):
         raise PlanError(f"{where}: {raw!r} is not a name (letters, digits, _ . -; up to 64)")
     return raw
 
