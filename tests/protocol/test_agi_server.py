@@ -156,30 +156,46 @@ def _cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-async def test_hundreds_of_idle_connections(server):
-    idle = [await asyncio.open_connection("127.0.0.1", server.port) for _ in range(300)]
-    await until(lambda: server.stats.active == 300)
-    await _normal_call_works(server)  # still served while they sit there
-    # ... and the server closes them all at the header deadline.
-    closed = await asyncio.gather(*(_read_until_closed(r) for r, _w in idle))
-    assert closed == [b""] * 300
-    for _r, writer in idle:
+async def test_hundreds_of_idle_connections():
+    # A 2 s header deadline: long enough that a loaded machine opens all 300 before the
+    # first expire, short enough to watch the server close them.
+    server = AgiServer({"route": _echo_script}, AgiLimits(header_timeout_s=2))
+    await server.start("127.0.0.1", 0)
+    try:
+        idle = [await asyncio.open_connection("127.0.0.1", server.port) for _ in range(300)]
+        await until(lambda: server.stats.active == 300)
+        await _normal_call_works(server)  # still served while they sit there
+        # ... and the server closes them all at the header deadline.
+        closed = await asyncio.gather(*(_read_until_closed(r, within_s=5) for r, _w in idle))
+        assert closed == [b""] * 300
+        for _r, writer in idle:
+            writer.close()
+        await until(lambda: server.stats.active == 0)
+        assert server.stats.by_close.get("header-timeout") == 300
+        await _normal_call_works(server)
+    finally:
+        await server.close(grace_s=1)
+
+
+async def test_connections_over_the_limit_are_refused_not_queued():
+    # Its own server: a long header deadline so the idle ones cannot expire while a
+    # loaded machine is still opening them.
+    limits = AgiLimits(header_timeout_s=30, reply_timeout_s=1, max_connections=50)
+    server = AgiServer({"route": _echo_script}, limits)
+    await server.start("127.0.0.1", 0)
+    try:
+        idle = [await asyncio.open_connection("127.0.0.1", server.port) for _ in range(50)]
+        await until(lambda: server.stats.active == 50)
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        assert await _read_until_closed(reader) == b""  # closed at once, not queued
         writer.close()
-    await until(lambda: server.stats.active == 0)
-    await _normal_call_works(server)
-
-
-async def test_connections_over_the_limit_are_refused_not_queued(server):
-    idle = [await asyncio.open_connection("127.0.0.1", server.port) for _ in range(400)]
-    await until(lambda: server.stats.active == 400)
-    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-    assert await _read_until_closed(reader, within_s=0.4) == b""  # before the idle ones expire
-    writer.close()
-    assert server.stats.refused == 1
-    for _r, w in idle:
-        w.close()
-    await until(lambda: server.stats.active == 0)
-    await _normal_call_works(server)
+        assert server.stats.refused == 1
+        for _r, w in idle:
+            w.close()
+        await until(lambda: server.stats.active == 0)
+        await _normal_call_works(server)
+    finally:
+        await server.close(grace_s=1)
 
 
 async def test_bad_peers_leave_cpu_and_memory_flat(server):
