@@ -1,0 +1,677 @@
+"""The long-lived AMI connection: the thin asyncio adapter around :mod:`cti.ami.protocol`.
+
+Why our own client and not panoramisk: its Ping never checks for the Pong (a half-open
+connection goes unnoticed), it loses UTF-8 characters split across reads, coroutine
+callbacks interleave (so events are not handled in order), and unanswered actions are
+only re-sent on FullyBooted.
+
+What one connection does (shared/asterisk-brief.md §2):
+
+1. open TCP, read the greeting, ``Login`` (plain, ``Events: on``). A rejected login is
+   logged as a configuration error and retried with backoff, never in a tight loop;
+2. add the session's event filters (``Action: Filter``; they last for the session only).
+   A filter Asterisk refuses is skipped with a warning: filters save bandwidth, they are
+   not needed for correctness;
+3. resync: ``CoreShowChannels`` and ``QueueStatus``. AMI does not replay missed events, so
+   the sink is told ``reset()``, then gets the snapshot, then the live events that arrived
+   while the snapshot was being taken (held back until then), then everything else;
+4. stream live events, with a Ping every ``ping_interval`` whose Pong must come within
+   ``ping_timeout``, else the connection is taken as half-open and dropped.
+
+Any loss goes back to 1 after a capped, jittered backoff (:class:`cti.backoff.Backoff`,
+reset after a successful Login).
+
+Ordering and back-pressure: exactly one reader task per connection feeds the parser and
+never waits for the sink; events go to one queue drained by one consumer task that calls
+the sink strictly in arrival order. Asterisk drops a client whose socket stops draining
+(``writetimeout``), so a slow sink must not stall the reader. The queue is bounded by
+``max_backlog``: dropping events would silently corrupt the call state, so an overflow
+throws the backlog away and forces a reconnect, whose resync rebuilds the state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import itertools
+import os
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+import structlog
+
+from cti.ami.protocol import (
+    ActionIdGenerator,
+    AmiParser,
+    FieldValue,
+    Message,
+    MessageKind,
+    encode_action,
+)
+from cti.backoff import Backoff
+
+if TYPE_CHECKING:  # cti.calls imports cti.ami.protocol: import it lazily, no cycle
+    from cti.calls.effects import Effect
+    from cti.calls.model import CallModel
+
+log = structlog.get_logger(__name__)
+
+READ_CHUNK = 64 * 1024
+
+# The events the call model and the queue-member view use (cti.calls.model). Used to
+# build the default filter; an operator may pass other filters.
+CALL_CENTRE_EVENTS: tuple[str, ...] = (
+    "FullyBooted",
+    "Shutdown",
+    "Reload",
+    "Newchannel",
+    "Newstate",
+    "NewCallerid",
+    "NewConnectedLine",
+    "Rename",
+    "Hangup",
+    "VarSet",
+    "DialBegin",
+    "DialState",
+    "DialEnd",
+    "AgentCalled",
+    "AgentRingNoAnswer",
+    "AgentConnect",
+    "AgentComplete",
+    "QueueCallerJoin",
+    "QueueCallerLeave",
+    "QueueCallerAbandon",
+    "QueueMemberStatus",
+    "QueueMemberAdded",
+    "QueueMemberRemoved",
+    "QueueMemberPause",
+    "BridgeEnter",
+    "BridgeLeave",
+    "BridgeMerge",
+    "BridgeDestroy",
+    "LocalBridge",
+    "Hold",
+    "Unhold",
+    "MusicOnHoldStart",
+    "MusicOnHoldStop",
+    "BlindTransfer",
+    "AttendedTransfer",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class AmiFilter:
+    """One ``Action: Filter`` / ``Operation: Add``. ``filter`` is a legacy regex over the
+    whole event (``!`` in front excludes) unless ``match_criteria`` is given (advanced
+    filters, Asterisk >= 22.1), in which case it is the expression the criteria test."""
+
+    filter: str
+    match_criteria: str | None = None
+
+    def fields(self) -> dict[str, FieldValue]:
+        fields: dict[str, FieldValue] = {"Operation": "Add", "Filter": self.filter}
+        if self.match_criteria is not None:
+            fields["MatchCriteria"] = self.match_criteria
+        return fields
+
+
+def event_filter(names: Iterable[str]) -> AmiFilter:
+    """One include filter passing the named events. A legacy regex (every Asterisk has
+    it); it may let through an event whose name merely starts with one of ``names``
+    (``Hangup`` also passes ``HangupRequest``), which costs bandwidth, not correctness."""
+    return AmiFilter("Event: (" + "|".join(names) + ")")
+
+
+DEFAULT_FILTERS: tuple[AmiFilter, ...] = (event_filter(CALL_CENTRE_EVENTS),)
+
+
+# -- errors ------------------------------------------------------------------------------
+class AmiError(Exception):
+    """Base of every error this module raises."""
+
+
+class AmiNotConnected(AmiError):
+    """No logged-in connection (yet, or any more): the action was not sent or lost."""
+
+
+class AmiTimeout(AmiError):
+    """No answer to an action within its timeout."""
+
+
+class AmiActionError(AmiError):
+    """Asterisk answered ``Response: Error``; the answer is in :attr:`message`."""
+
+    def __init__(self, action: str, message: Message) -> None:
+        self.action = action
+        self.message = message
+        super().__init__(f"{action} failed: {message.get('Message', '(no message)')}")
+
+
+class AmiAuthError(AmiActionError):
+    """The Login was rejected: a configuration error, retried only with backoff."""
+
+
+class AmiConnectionLost(AmiNotConnected):
+    """The connection ended (closed by Asterisk, no Pong, too slow a consumer)."""
+
+
+class _Overflow(AmiConnectionLost):
+    pass
+
+
+# -- the sink ----------------------------------------------------------------------------
+class EventSink(Protocol):
+    """Where events go, always from one task and in arrival order.
+
+    ``reset()`` starts every resync (the state built so far can no longer be trusted);
+    ``apply(msg)`` takes each snapshot and live event; ``connected(True)`` comes after the
+    snapshot was applied, ``connected(False)`` when the connection is lost. ``apply`` may
+    be a coroutine function: it is awaited, and the reader keeps reading meanwhile."""
+
+    def reset(self) -> None: ...
+
+    def apply(self, msg: Message) -> object: ...
+
+    def connected(self, up: bool) -> None: ...
+
+
+class CallModelSink:
+    """Feeds a :class:`CallModel`; its effects go to ``on_effects`` or, without one, to
+    :attr:`effects` (tests, tools)."""
+
+    def __init__(
+        self,
+        model: CallModel | None = None,
+        on_effects: Callable[[list[Effect]], None] | None = None,
+    ) -> None:
+        if model is None:
+            from cti.calls.model import CallModel
+
+            model = CallModel()
+        self.model = model
+        self.effects: list[Effect] = []
+        self.up = False
+        self._on_effects = on_effects if on_effects is not None else self.effects.extend
+
+    def reset(self) -> None:
+        self.model.reset()
+
+    def apply(self, msg: Message) -> None:
+        effects = self.model.apply(msg)
+        if effects:
+            self._on_effects(effects)
+
+    def connected(self, up: bool) -> None:
+        self.up = up
+
+
+@dataclass(slots=True)
+class _Reset:
+    """Queue item: a completed resync (snapshot events in order)."""
+
+    snapshot: list[Message]
+
+
+@dataclass(slots=True)
+class _Connected:
+    up: bool
+
+
+_QueueItem = Message | _Reset | _Connected
+
+
+@dataclass(slots=True)
+class AmiClientStats:
+    connects: int = 0  # TCP connections opened
+    logins: int = 0
+    login_failures: int = 0
+    resyncs: int = 0
+    ping_timeouts: int = 0
+    overflows: int = 0
+    events: int = 0  # live events read
+    sink_errors: int = 0
+    last_error: str | None = None
+
+
+# -- one connection ----------------------------------------------------------------------
+@dataclass(slots=True)
+class _Pending:
+    future: asyncio.Future[Message | list[Message]]
+    is_list: bool
+    events: list[Message] = field(default_factory=list)
+
+
+class _Connection:
+    """One TCP session: the parser, the actions in flight, and where live events go."""
+
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        ids: ActionIdGenerator,
+        on_event: Callable[[Message], None],
+        log: structlog.typing.FilteringBoundLogger,
+    ) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.parser = AmiParser()
+        self.ids = ids
+        self.on_event = on_event
+        self.log = log
+        self.greeting: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self.pending: dict[str, _Pending] = {}
+        self.closed = False
+        self.closed_event = asyncio.Event()
+        self.reason = ""
+        self.resynced = False  # its snapshot was queued for the sink
+
+    async def _task_read(self) -> None:
+        """The only reader of the socket; never waits for anything but the socket. Its end
+        closes the connection, which fails every wait of the session task: so the session
+        task alone reports why a connection ended."""
+        reason = "reader stopped"
+        try:
+            while True:
+                data = await self.reader.read(READ_CHUNK)
+                if not data:
+                    reason = "closed by Asterisk"
+                    return
+                for msg in self.parser.feed(data):
+                    self._dispatch(msg)
+        except OSError as exc:
+            reason = f"read failed: {exc}"
+        finally:
+            self.close(reason)
+
+    def _dispatch(self, msg: Message) -> None:
+        kind = msg.kind
+        if kind is MessageKind.EVENT:
+            action_id = msg.fields.get("actionid")
+            pending = self.pending.get(action_id) if action_id is not None else None
+            if pending is None or not pending.is_list:
+                self.on_event(msg)
+                return
+            pending.events.append(msg)
+            if msg.fields.get("eventlist", "").lower() == "complete" or msg.name.endswith(
+                "Complete"
+            ):
+                _resolve(pending.future, pending.events)
+        elif kind is MessageKind.RESPONSE:
+            pending = self.pending.get(msg.fields.get("actionid", ""))
+            if pending is None:
+                self.log.debug("ami response to no pending action", action_id=msg.action_id)
+            elif msg.name.lower() != "success":
+                _resolve(pending.future, msg)
+            elif not pending.is_list or msg.fields.get("eventlist", "").lower() != "start":
+                _resolve(pending.future, pending.events if pending.is_list else msg)
+        elif kind is MessageKind.GREETING:
+            if not self.greeting.done():
+                self.greeting.set_result(msg.name)
+        else:
+            self.log.debug("ami message that is neither event nor response", msg=repr(msg))
+
+    async def action(
+        self, name: str, fields: dict[str, FieldValue], timeout_s: float, is_list: bool = False
+    ) -> Message | list[Message]:
+        if self.closed:
+            raise AmiNotConnected(f"{name}: not connected")
+        action_id = self.ids()
+        data = encode_action(name, fields, action_id)
+        future: asyncio.Future[Message | list[Message]] = asyncio.get_running_loop().create_future()
+        self.pending[action_id] = _Pending(future, is_list)
+        try:
+            async with asyncio.timeout(timeout_s):
+                self.writer.write(data)
+                await self.writer.drain()
+                result = await future
+        except TimeoutError:
+            raise AmiTimeout(f"{name}: no answer within {timeout_s:g} s") from None
+        except OSError as exc:
+            raise AmiConnectionLost(f"{name}: connection lost ({exc})") from exc
+        finally:
+            self.pending.pop(action_id, None)
+        if isinstance(result, Message) and result.name.lower() != "success":
+            raise AmiActionError(name, result)
+        return result
+
+    def close(self, reason: str) -> None:
+        """Abort the socket and fail every wait on this connection (idempotent)."""
+        if self.closed:
+            return
+        self.closed = True
+        self.reason = reason
+        self.closed_event.set()
+        self.writer.transport.abort()
+        lost = AmiConnectionLost(reason)
+        for pending in self.pending.values():
+            if not pending.future.done():
+                pending.future.set_exception(lost)
+                pending.future.exception()  # retrieved: no "never retrieved" warning
+        if not self.greeting.done():
+            self.greeting.set_exception(lost)
+            self.greeting.exception()
+
+
+def _resolve(future: asyncio.Future[Message | list[Message]], value: Message | list[Message]):
+    if not future.done():
+        future.set_result(value)
+
+
+# -- the client --------------------------------------------------------------------------
+class AmiClient:
+    """A long-lived, self-healing AMI connection feeding one :class:`EventSink`.
+
+    ``run(stop)`` owns every task it starts and returns once ``stop`` is set (after a
+    Logoff); it only raises for programming errors. ``action()`` / ``list_action()`` may
+    be called by anyone once a connection is logged in and resynced
+    (:attr:`is_connected`); otherwise they raise :class:`AmiNotConnected`.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        username: str,
+        secret: str,
+        *,
+        events_sink: EventSink,
+        ping_interval: float = 10.0,
+        ping_timeout: float = 5.0,
+        backoff: Backoff | None = None,
+        filters: Sequence[AmiFilter] = DEFAULT_FILTERS,
+        connect_timeout: float = 5.0,
+        action_timeout: float = 10.0,
+        resync_timeout: float = 30.0,
+        max_backlog: int = 100_000,
+        id_prefix: str | None = None,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.username = username
+        self._secret = secret
+        self._sink = events_sink
+        self._sink_is_async = inspect.iscoroutinefunction(events_sink.apply)
+        self.ping_interval = ping_interval
+        self.ping_timeout = ping_timeout
+        self._backoff = backoff if backoff is not None else Backoff()
+        self.filters = tuple(filters)
+        self.connect_timeout = connect_timeout
+        self.action_timeout = action_timeout
+        self.resync_timeout = resync_timeout
+        self.max_backlog = max_backlog
+        self._id_prefix = id_prefix if id_prefix is not None else f"cti.{os.getpid()}"
+        self._conn_numbers = itertools.count(1)
+        self._conn: _Connection | None = None  # set once logged in
+        self._queue: asyncio.Queue[_QueueItem] = asyncio.Queue()
+        self._held: list[Message] | None = None  # live events held during a resync
+        self._overflowed: asyncio.Event = asyncio.Event()
+        self.stats = AmiClientStats()
+
+    @property
+    def is_connected(self) -> bool:
+        """Logged in and the connection not known to be lost."""
+        return self._conn is not None and not self._conn.closed
+
+    @property
+    def backlog(self) -> int:
+        """Events read but not yet applied by the sink."""
+        return self._queue.qsize()
+
+    # -- public actions ------------------------------------------------------------------
+    async def action(
+        self, name: str, timeout_s: float | None = None, **fields: FieldValue
+    ) -> Message:
+        """Send one action, return its ``Response: Success`` message.
+
+        Raises :class:`AmiActionError` on ``Response: Error``, :class:`AmiTimeout` and
+        :class:`AmiNotConnected` (never sent, or the connection was lost meanwhile)."""
+        result = await self._live_conn(name).action(
+            name, dict(fields), timeout_s if timeout_s is not None else self.action_timeout
+        )
+        assert isinstance(result, Message)
+        return result
+
+    async def list_action(
+        self, name: str, timeout_s: float | None = None, **fields: FieldValue
+    ) -> list[Message]:
+        """Send a list action (``EventList: start`` ... ``...Complete``), return its events
+        including the ``...Complete`` one. Errors as for :meth:`action`."""
+        result = await self._live_conn(name).action(
+            name, dict(fields), timeout_s if timeout_s is not None else self.action_timeout, True
+        )
+        assert isinstance(result, list)
+        return result
+
+    def _live_conn(self, name: str) -> _Connection:
+        conn = self._conn
+        if conn is None or conn.closed:
+            raise AmiNotConnected(f"{name}: not connected to AMI")
+        return conn
+
+    # -- the connect loop ----------------------------------------------------------------
+    async def run(self, stop: asyncio.Event) -> None:
+        """Connect, resync, stream, reconnect with backoff; until ``stop`` is set."""
+        consumer = asyncio.create_task(self._task_consume(), name="ami-consume")
+        try:
+            while not stop.is_set():
+                number = next(self._conn_numbers)
+                conn_log = log.bind(ami_conn=number, ami=f"{self.host}:{self.port}")
+                try:
+                    await self._session(stop, number, conn_log)
+                except AmiAuthError as exc:
+                    self.stats.login_failures += 1
+                    self.stats.last_error = (
+                        f"AMI rejected user {self.username}: check CTI_AMI_SECRET ({exc})"
+                    )
+                    conn_log.error(
+                        f"AMI rejected user {self.username}: check CTI_AMI_SECRET",
+                        response=exc.message.get("Message"),
+                    )
+                except (OSError, AmiError, TimeoutError, EOFError) as exc:
+                    self.stats.last_error = f"{type(exc).__name__}: {exc}"
+                    conn_log.warning("ami connection lost", error=self.stats.last_error)
+                if stop.is_set() or not await self._backoff.wait(stop):
+                    break
+        finally:
+            consumer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await consumer
+            self._call(self._sink.connected, False)  # events still queued are not applied
+
+    async def _session(
+        self, stop: asyncio.Event, number: int, conn_log: structlog.typing.FilteringBoundLogger
+    ) -> None:
+        """One connection, from TCP connect to its loss (raised) or ``stop`` (returned)."""
+        self.stats.connects += 1
+        async with asyncio.timeout(self.connect_timeout):
+            reader, writer = await asyncio.open_connection(self.host, self.port)
+        ids = ActionIdGenerator(f"{self._id_prefix}.{number}")
+        conn = _Connection(reader, writer, ids, self._on_live_event, conn_log)
+        self._overflowed.clear()
+        self._held = []  # live events wait for the snapshot, from the first one on
+        read_task = asyncio.create_task(conn._task_read(), name="ami-read")
+        session = asyncio.create_task(self._task_session(conn, conn_log), name="ami-session")
+        waiters = {
+            session,
+            asyncio.create_task(self._overflowed.wait(), name="ami-overflow"),
+            asyncio.create_task(stop.wait(), name="ami-stop"),
+        }
+        try:
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            if stop.is_set() and self._conn is conn:
+                with contextlib.suppress(AmiError):
+                    await conn.action("Logoff", {}, timeout_s=1.0)
+        finally:
+            for task in (*waiters, read_task):
+                task.cancel()
+            await asyncio.gather(*waiters, read_task, return_exceptions=True)
+            conn.close("closed by us")
+            if self._conn is conn:
+                self._conn = None
+            self._held = None
+            if conn.resynced:
+                self._queue.put_nowait(_Connected(False))
+        if stop.is_set():
+            return
+        if self._overflowed.is_set():
+            raise _Overflow(f"sink backlog exceeded {self.max_backlog} events; resyncing")
+        if not session.cancelled() and (error := session.exception()) is not None:
+            raise error
+        raise AmiConnectionLost(conn.reason or "connection ended")
+
+    async def _task_session(
+        self, conn: _Connection, conn_log: structlog.typing.FilteringBoundLogger
+    ) -> None:
+        """Greeting, Login, filters, resync, then Ping forever (raises when it fails)."""
+        async with asyncio.timeout(self.connect_timeout):
+            version = await conn.greeting
+        try:
+            await conn.action(
+                "Login",
+                {"Username": self.username, "Secret": self._secret, "Events": "on"},
+                self.action_timeout,
+            )
+        except AmiActionError as exc:
+            raise AmiAuthError("Login", exc.message) from None
+        self.stats.logins += 1
+        self._backoff.reset()
+        conn_log.info("ami logged in", user=self.username, version=version)
+        for flt in self.filters:
+            try:
+                await conn.action("Filter", flt.fields(), self.action_timeout)
+            except AmiActionError as exc:
+                conn_log.warning(
+                    "ami filter refused; receiving unfiltered events",
+                    filter=flt.filter,
+                    response=exc.message.get("Message"),
+                )
+        await self._resync(conn, conn_log)
+        self._conn = conn
+        await self._ping_loop(conn, conn_log)
+
+    async def _resync(self, conn: _Connection, conn_log: structlog.typing.FilteringBoundLogger):
+        """Snapshot before live events: hold live events until both lists are in, then
+        queue reset + snapshot + held events, in that order, in one step."""
+        async with asyncio.timeout(self.resync_timeout):
+            channels = await conn.action("CoreShowChannels", {}, self.resync_timeout, True)
+            try:
+                queues = await conn.action("QueueStatus", {}, self.resync_timeout, True)
+            except AmiActionError as exc:
+                # No app_queue (or no right to ask): calls are still followed; only the
+                # queue positions and member names are missing until their next events.
+                conn_log.warning("ami QueueStatus refused", response=exc.message.get("Message"))
+                queues = []
+        assert isinstance(channels, list) and isinstance(queues, list)
+        held, self._held = self._held or [], None
+        self._queue.put_nowait(_Reset(channels + queues))
+        conn.resynced = True
+        for msg in held:
+            self._queue.put_nowait(msg)
+        self.stats.resyncs += 1
+        conn_log.info(
+            "ami resynced", channels=len(channels) - 1, queue_items=len(queues), held=len(held)
+        )
+
+    async def _ping_loop(self, conn: _Connection, conn_log: structlog.typing.FilteringBoundLogger):
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(conn.closed_event.wait(), self.ping_interval)
+            if conn.closed:
+                raise AmiConnectionLost(conn.reason)
+            try:
+                await conn.action("Ping", {}, self.ping_timeout)
+            except AmiTimeout:
+                self.stats.ping_timeouts += 1
+                raise AmiConnectionLost(
+                    f"no Pong within {self.ping_timeout:g} s: connection half-open"
+                ) from None
+
+    def _on_live_event(self, msg: Message) -> None:
+        """Called by the reader for every event not answering a list action."""
+        self.stats.events += 1
+        if self._overflowed.is_set():
+            return  # the connection is being dropped; its resync replaces these
+        held = self._held
+        if held is not None:
+            if len(held) < self.max_backlog:
+                held.append(msg)
+                return
+            held.clear()
+        elif self._queue.qsize() < self.max_backlog:
+            self._queue.put_nowait(msg)
+            return
+        self.stats.overflows += 1
+        log.error(
+            "ami event backlog full: the sink is too slow; reconnecting to resync",
+            max_backlog=self.max_backlog,
+        )
+        self._drop_backlog()
+        self._overflowed.set()
+
+    def _drop_backlog(self) -> None:
+        """Throw the whole backlog away: the sink next hears ``connected(False)``, then the
+        ``reset()`` and snapshot of the reconnect, which rebuild what was dropped."""
+        queue = self._queue
+        while not queue.empty():
+            queue.get_nowait()
+
+    # -- the consumer ----------------------------------------------------------------------
+    async def _task_consume(self) -> None:
+        """The one task that calls the sink, in queue (= arrival) order."""
+        queue = self._queue
+        sink = self._sink
+        since_yield = 0
+        while True:
+            item = await queue.get()
+            since_yield += 1
+            if since_yield >= 256:
+                # get() does not yield while the queue has items: let the reader read.
+                since_yield = 0
+                await asyncio.sleep(0)
+            if isinstance(item, Message):
+                await self._apply(item)
+            elif isinstance(item, _Reset):
+                self._call(sink.reset)
+                for msg in item.snapshot:
+                    await self._apply(msg)
+                self._call(sink.connected, True)
+            else:
+                self._call(sink.connected, item.up)
+
+    async def _apply(self, msg: Message) -> None:
+        try:
+            result = self._sink.apply(msg)
+            if self._sink_is_async:
+                await result  # type: ignore[misc]
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            self.stats.sink_errors += 1
+            log.exception("ami sink failed on an event; continuing", event=msg.name)
+
+    def _call(self, method: Callable[..., object], *args: object) -> None:
+        try:
+            method(*args)
+        except Exception:
+            self.stats.sink_errors += 1
+            log.exception("ami sink failed", method=getattr(method, "__name__", "?"))
+
+
+__all__ = [
+    "CALL_CENTRE_EVENTS",
+    "DEFAULT_FILTERS",
+    "AmiActionError",
+    "AmiAuthError",
+    "AmiClient",
+    "AmiClientStats",
+    "AmiConnectionLost",
+    "AmiError",
+    "AmiFilter",
+    "AmiNotConnected",
+    "AmiTimeout",
+    "CallModelSink",
+    "EventSink",
+    "event_filter",
+]
