@@ -78,6 +78,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CommandError as exc:
         print(f"cti: {exc}", file=sys.stderr)
         return 1
+    except TimeoutError:  # an OSError too, but not the database's: say what it is
+        print("cti: timed out", file=sys.stderr)
+        return 1
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         print(f"cti: database: {exc}", file=sys.stderr)
         return 1

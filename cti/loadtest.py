@@ -183,18 +183,18 @@ def _udp_port_bound(port: int) -> bool:
         return False
 
 
-async def _stop(proc: asyncio.subprocess.Process, grace_s: float = 5) -> None:
-    """SIGTERM by pid, SIGKILL after ``grace_s``."""
-    if proc.returncode is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(proc.pid, signal.SIGTERM)
-    try:
-        await asyncio.wait_for(proc.wait(), grace_s)
-    except TimeoutError:
+async def stop_process(proc: asyncio.subprocess.Process, grace_s: float = 5) -> int | None:
+    """SIGTERM the process (by its pid), SIGKILL after ``grace_s``; return its exit code."""
+    if proc.returncode is None:
         with contextlib.suppress(ProcessLookupError):
-            os.kill(proc.pid, signal.SIGKILL)
-        await proc.wait()
+            os.kill(proc.pid, signal.SIGTERM)
+        try:
+            await asyncio.wait_for(proc.wait(), grace_s)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, signal.SIGKILL)
+            await asyncio.wait_for(proc.wait(), 5)
+    return proc.returncode
 
 
 async def start_agents(options: Options, workdir: Path) -> list[asyncio.subprocess.Process]:
@@ -225,7 +225,7 @@ async def start_agents(options: Options, workdir: Path) -> list[asyncio.subproce
                     raise LoadTestError(f"SIPp agent {agent} did not start")
                 await asyncio.sleep(0.05)
     except BaseException:
-        await asyncio.gather(*(_stop(p) for p in procs))
+        await asyncio.gather(*(stop_process(p) for p in procs))
         raise
     return procs
 
@@ -258,10 +258,19 @@ async def run_callers(options: Options, workdir: Path, calls: int, csv_path: Pat
         cwd=workdir,
         start_new_session=True,
     )
+    err = b""
     try:
         _out, err = await asyncio.wait_for(proc.communicate(), deadline_s + 30)
+    except TimeoutError:
+        # SIPp overran its own -timeout: an overloaded Asterisk leaves calls hanging.
+        # Stop it and report what it counted rather than nothing.
+        print(
+            f"loadtest: SIPp still running after {deadline_s + 30:.0f} s; stopping it",
+            file=sys.stderr,
+        )
+        await stop_process(proc)
     except BaseException:
-        await _stop(proc)
+        await stop_process(proc)
         raise
     code = proc.returncode if proc.returncode is not None else -1
     if not (workdir / "stat.csv").exists():
@@ -445,7 +454,7 @@ async def run_loadtest(options: Options, database_url: str) -> Report:
                 started = datetime.now(UTC) - timedelta(milliseconds=500)
                 sipp = await run_callers(options, workdir, calls, injection)
             finally:
-                await asyncio.gather(*(_stop(p) for p in agents))
+                await asyncio.gather(*(stop_process(p) for p in agents))
             await wait_for_records(conn, started, sipp.attempted)
             ended = datetime.now(UTC)
             routing = await routing_results(conn, started, ended)

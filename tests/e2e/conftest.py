@@ -33,6 +33,7 @@ import pytest
 import redis.asyncio as redis
 
 from cti.db.demo import seed_demo
+from cti.loadtest import stop_process
 from tests.conftest import PG_SERVER
 from tests.e2e.ami import Ami
 from tests.e2e.stack import (
@@ -41,7 +42,6 @@ from tests.e2e.stack import (
     CallBatch,
     Daemon,
     free_port,
-    stop_process,
 )
 from tests.waiting import until
 

@@ -10,12 +10,13 @@ import asyncio
 import contextlib
 import os
 import re
-import signal
 import socket
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from cti.loadtest import stop_process
 
 REPO = Path(__file__).resolve().parents[2]
 SANDBOX = REPO / "scripts" / "asterisk-sandbox"
@@ -60,20 +61,6 @@ async def tcp_listening(host: str, port: int) -> bool:
     with contextlib.suppress(OSError):
         await writer.wait_closed()
     return True
-
-
-async def stop_process(proc: asyncio.subprocess.Process, grace_s: float = 5) -> int | None:
-    """SIGTERM the process (by its pid), SIGKILL after ``grace_s``; return its exit code."""
-    if proc.returncode is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(proc.pid, signal.SIGTERM)
-        try:
-            await asyncio.wait_for(proc.wait(), grace_s)
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(proc.pid, signal.SIGKILL)
-            await asyncio.wait_for(proc.wait(), 5)
-    return proc.returncode
 
 
 def tail(path: Path, lines: int = 30) -> str:
