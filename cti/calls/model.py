@@ -915,11 +915,20 @@ class CallModel:
         self._mark(call)
 
     # -- handlers: dialling and queues -------------------------------------------------
-    def _on_dial_begin(self, msg: Message) -> None:
+    def _legs(self, msg: Message) -> tuple[Channel | None, Channel | None]:
+        """The caller and the dialled leg of a dial or queue event; both are touched.
+
+        An event without a known dialled leg is reported as unattributed.
+        """
         caller = self._touch(msg, _SNAP)
         dest = self._touch(msg, _DEST)
         if dest is None:
             self._unattributed(msg)
+        return caller, dest
+
+    def _on_dial_begin(self, msg: Message) -> None:
+        caller, dest = self._legs(msg)
+        if dest is None:
             return
         if dest.ringing or dest.answered or dest.connected or dest.agent is None:
             return
@@ -939,10 +948,8 @@ class CallModel:
         self._mark(call)
 
     def _on_dial_end(self, msg: Message) -> None:
-        self._touch(msg, _SNAP)
-        dest = self._touch(msg, _DEST)
+        _caller, dest = self._legs(msg)
         if dest is None:
-            self._unattributed(msg)
             return
         status = msg.fields.get("dialstatus", "")
         if status == "ANSWER":
@@ -978,10 +985,8 @@ class CallModel:
         return state_interface or interface, member_name or known_name
 
     def _on_agent_called(self, msg: Message) -> None:
-        self._touch(msg, _SNAP)
-        dest = self._touch(msg, _DEST)
+        _caller, dest = self._legs(msg)
         if dest is None:
-            self._unattributed(msg)
             return
         agent, member_name = self._member(msg)
         queue = msg.fields.get("queue")
@@ -1002,10 +1007,8 @@ class CallModel:
         self._mark(call)
 
     def _on_agent_ring_no_answer(self, msg: Message) -> None:
-        self._touch(msg, _SNAP)
-        dest = self._touch(msg, _DEST)
+        _caller, dest = self._legs(msg)
         if dest is None:
-            self._unattributed(msg)
             return
         if not dest.ringing:
             return
@@ -1024,10 +1027,8 @@ class CallModel:
         self._mark(call)
 
     def _on_agent_connect(self, msg: Message) -> None:
-        caller = self._touch(msg, _SNAP)
-        dest = self._touch(msg, _DEST)
+        caller, dest = self._legs(msg)
         if dest is None:
-            self._unattributed(msg)
             return
         dest.answered = True
         dest.queue = msg.fields.get("queue") or dest.queue
