@@ -868,9 +868,8 @@ class CallModel:
         channel.name = msg.fields.get("newname") or channel.name
 
     def _on_hangup(self, msg: Message) -> None:
-        channel = self._touch(msg, _SNAP)
+        channel = self._channel(msg)
         if channel is None:
-            self._unattributed(msg)
             return
         call = channel.call
         uniqueid = channel.uniqueid
@@ -915,6 +914,13 @@ class CallModel:
         self._mark(call)
 
     # -- handlers: dialling and queues -------------------------------------------------
+    def _channel(self, msg: Message) -> Channel | None:
+        """The channel an event is about; an unknown one is reported as unattributed."""
+        channel = self._touch(msg, _SNAP)
+        if channel is None:
+            self._unattributed(msg)
+        return channel
+
     def _legs(self, msg: Message) -> tuple[Channel | None, Channel | None]:
         """The caller and the dialled leg of a dial or queue event; both are touched.
 
@@ -1036,9 +1042,8 @@ class CallModel:
             caller.call.in_queue = False
 
     def _on_queue_caller_join(self, msg: Message) -> None:
-        channel = self._touch(msg, _SNAP)
+        channel = self._channel(msg)
         if channel is None:
-            self._unattributed(msg)
             return
         call = channel.call
         fields = msg.fields
@@ -1055,9 +1060,8 @@ class CallModel:
         self._mark(call)
 
     def _on_queue_caller_leave(self, msg: Message) -> None:
-        channel = self._touch(msg, _SNAP)
+        channel = self._channel(msg)
         if channel is None:
-            self._unattributed(msg)
             return
         call = channel.call
         if call.queue == msg.fields.get("queue"):
@@ -1065,9 +1069,8 @@ class CallModel:
             self._mark(call)
 
     def _on_queue_caller_abandon(self, msg: Message) -> None:
-        channel = self._touch(msg, _SNAP)
+        channel = self._channel(msg)
         if channel is None:
-            self._unattributed(msg)
             return
         call = channel.call
         fields = msg.fields
@@ -1091,9 +1094,8 @@ class CallModel:
         channel.bridge = None
 
     def _on_bridge_enter(self, msg: Message) -> None:
-        channel = self._touch(msg, _SNAP)
+        channel = self._channel(msg)
         if channel is None:
-            self._unattributed(msg)
             return
         bridge = msg.fields.get("bridgeuniqueid")
         if not bridge or channel.bridge == bridge:
@@ -1112,9 +1114,8 @@ class CallModel:
         self._mark(channel.call)
 
     def _on_bridge_leave(self, msg: Message) -> None:
-        channel = self._touch(msg, _SNAP)
+        channel = self._channel(msg)
         if channel is None:
-            self._unattributed(msg)
             return
         if channel.bridge != msg.fields.get("bridgeuniqueid"):
             return
@@ -1163,9 +1164,8 @@ class CallModel:
 
     # -- handlers: hold and transfers --------------------------------------------------
     def _on_hold(self, msg: Message) -> None:
-        channel = self._touch(msg, _SNAP)
+        channel = self._channel(msg)
         if channel is None:
-            self._unattributed(msg)
             return
         call = channel.call
         if channel.uniqueid not in call.held:
@@ -1176,9 +1176,8 @@ class CallModel:
             self._mark(call)
 
     def _on_unhold(self, msg: Message) -> None:
-        channel = self._touch(msg, _SNAP)
+        channel = self._channel(msg)
         if channel is None:
-            self._unattributed(msg)
             return
         call = channel.call
         if channel.uniqueid in call.held:
