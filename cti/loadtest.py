@@ -45,7 +45,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -174,13 +174,49 @@ async def demo_customer_count(conn: asyncpg.Connection) -> int:
 
 
 # ------------------------------------------------------------------ processes
-def _udp_port_bound(port: int) -> bool:
+def udp_port_bound(port: int) -> bool:
+    """Whether some socket is bound to UDP ``port`` (IPv4), from /proc/net/udp."""
     wanted = f":{port:04X}"
     try:
         with open("/proc/net/udp") as table:
             return any(line.split()[1].endswith(wanted) for line in list(table)[1:])
     except OSError:
         return False
+
+
+def agent_port(agent: int) -> int:
+    """Agent 200N's phone listens on 507N (asterisk/etc/pjsip.conf)."""
+    return 5070 + agent - 2000
+
+
+async def spawn_agent_phone(
+    agent: int, *, sipp: str, scenario: Path, host: str, ring_ms: int, workdir: Path
+) -> asyncio.subprocess.Process:
+    """Start one SIPp agent phone (``sipp/agent.xml``); its own RTP ports, by agent number."""
+    port = agent_port(agent)
+    if udp_port_bound(port):
+        raise LoadTestError(f"UDP port {port} (agent {agent}) is already in use")
+    return await asyncio.create_subprocess_exec(
+        sipp, "-sf", str(scenario), "-i", host, "-p", str(port), "-mp", f"160{agent - 2000}0",
+        "-d", str(ring_ms), "-nostdin",
+        "-trace_err", "-error_file", str(workdir / f"agent-{agent}-errors.log"),
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL, cwd=workdir, start_new_session=True,
+    )  # fmt: skip
+
+
+async def wait_until_bound(
+    phones: Mapping[int, asyncio.subprocess.Process], within_s: float = 5
+) -> None:
+    """Wait until every phone has bound its SIP port; fail if one exits or is too slow."""
+    deadline = time.monotonic() + within_s
+    for agent, proc in phones.items():
+        while not udp_port_bound(agent_port(agent)):
+            if proc.returncode is not None:
+                raise LoadTestError(f"SIPp agent {agent} exited with {proc.returncode}")
+            if time.monotonic() > deadline:
+                raise LoadTestError(f"SIPp agent {agent} did not bind its port within {within_s} s")
+            await asyncio.sleep(0.05)
 
 
 async def stop_process(proc: asyncio.subprocess.Process, grace_s: float = 5) -> int | None:
@@ -198,41 +234,30 @@ async def stop_process(proc: asyncio.subprocess.Process, grace_s: float = 5) -> 
 
 
 async def start_agents(options: Options, workdir: Path) -> list[asyncio.subprocess.Process]:
-    procs: list[asyncio.subprocess.Process] = []
+    phones: dict[int, asyncio.subprocess.Process] = {}
     try:
         for agent in AGENTS:
-            n = agent - 2000
-            port = 5070 + n
-            if _udp_port_bound(port):
-                raise LoadTestError(
-                    f"UDP port {port} (agent {agent}) is in use: agents already running?"
-                    " Then run without --agents"
-                )
-            procs.append(
-                await asyncio.create_subprocess_exec(
-                    options.sipp, "-sf", str(options.scenario_dir / "agent.xml"),
-                    "-i", options.agent_host, "-p", str(port), "-mp", f"160{n}0",
-                    "-d", str(options.agent_ring_ms), "-nostdin",
-                    "-trace_err", "-error_file", str(workdir / f"agent-{agent}-errors.log"),
-                    stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-                    stderr=asyncio.subprocess.DEVNULL, cwd=workdir, start_new_session=True,
-                )
-            )  # fmt: skip
-        deadline = time.monotonic() + 5
-        for agent, proc in zip(AGENTS, procs, strict=True):
-            while not _udp_port_bound(5070 + agent - 2000):
-                if proc.returncode is not None or time.monotonic() > deadline:
-                    raise LoadTestError(f"SIPp agent {agent} did not start")
-                await asyncio.sleep(0.05)
+            phones[agent] = await spawn_agent_phone(
+                agent,
+                sipp=options.sipp,
+                scenario=options.scenario_dir / "agent.xml",
+                host=options.agent_host,
+                ring_ms=options.agent_ring_ms,
+                workdir=workdir,
+            )
+        await wait_until_bound(phones)
+    except LoadTestError as exc:
+        await asyncio.gather(*(stop_process(p) for p in phones.values()))
+        raise LoadTestError(f"{exc}; if agents are already up, run without --agents") from None
     except BaseException:
-        await asyncio.gather(*(stop_process(p) for p in procs))
+        await asyncio.gather(*(stop_process(p) for p in phones.values()))
         raise
-    return procs
+    return list(phones.values())
 
 
 async def run_callers(options: Options, workdir: Path, calls: int, csv_path: Path) -> SippResult:
     """One SIPp caller for the whole run; returns its parsed results once every call ended."""
-    if _udp_port_bound(options.local_port):
+    if udp_port_bound(options.local_port):
         raise LoadTestError(
             f"UDP port {options.local_port} (the trunk's source port) is in use:"
             " another SIPp caller running?"

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cti.loadtest import stop_process
+from cti.loadtest import spawn_agent_phone, stop_process, udp_port_bound, wait_until_bound
 
 REPO = Path(__file__).resolve().parents[2]
 SANDBOX = REPO / "scripts" / "asterisk-sandbox"
@@ -43,13 +43,6 @@ def free_port(preferred: int | None = None) -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def udp_port_bound(port: int) -> bool:
-    """Whether some socket is bound to UDP ``port`` (IPv4), from /proc/net/udp."""
-    wanted = f":{port:04X}"
-    with open("/proc/net/udp") as table:
-        return any(line.split()[1].endswith(wanted) for line in list(table)[1:])
 
 
 async def tcp_listening(host: str, port: int) -> bool:
@@ -155,43 +148,16 @@ class Agents:
 
     async def start(self, *agents: int, ring_ms: int = 300) -> None:
         for agent in agents:
-            if agent in self.running:
-                continue
-            n = agent - 2000
-            port = 5070 + n
-            if udp_port_bound(port):
-                raise RuntimeError(f"UDP port {port} (agent {agent}) is already in use")
-            self.running[agent] = await asyncio.create_subprocess_exec(
-                "sipp",
-                "-sf",
-                str(AGENT_XML),
-                "-i",
-                "127.0.0.1",
-                "-p",
-                str(port),
-                "-mp",
-                f"160{n}0",
-                "-d",
-                str(ring_ms),
-                "-nostdin",
-                "-trace_err",
-                "-error_file",
-                str(self.workdir / f"agent-{agent}-errors.log"),
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.DEVNULL,
-                cwd=self.workdir,
-                start_new_session=True,
-            )
-        deadline = time.monotonic() + 5
-        for agent in agents:
-            while not udp_port_bound(5070 + agent - 2000):
-                proc = self.running[agent]
-                if proc.returncode is not None:
-                    raise RuntimeError(f"SIPp agent {agent} exited with {proc.returncode}")
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"SIPp agent {agent} did not bind its port within 5 s")
-                await asyncio.sleep(0.05)
+            if agent not in self.running:
+                self.running[agent] = await spawn_agent_phone(
+                    agent,
+                    sipp="sipp",
+                    scenario=AGENT_XML,
+                    host="127.0.0.1",
+                    ring_ms=ring_ms,
+                    workdir=self.workdir,
+                )
+        await wait_until_bound({agent: self.running[agent] for agent in agents})
 
     async def stop_all(self) -> None:
         procs, self.running = list(self.running.values()), {}
