@@ -1,9 +1,8 @@
 """The interactions table: one row per routed call, written in batches off the call path.
 
-Batches go in with COPY, several times cheaper per row than INSERT. COPY has no
-``ON CONFLICT``, so when a batch is retried after a failure that in fact committed
-(the connection died before the acknowledgement), the unique violation sends that
-batch through the INSERT ... ON CONFLICT DO NOTHING path instead.
+Batches go in with COPY, several times cheaper per row than INSERT; a batch retried
+after a failure that in fact committed goes through INSERT ... ON CONFLICT DO NOTHING
+instead (:func:`cti.db.bulk.copy_or_insert`).
 """
 
 from __future__ import annotations
@@ -13,6 +12,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import asyncpg
 
+from cti.db.bulk import copy_or_insert
 from cti.router import RouteOutcome
 
 INSERT_SQL = """
@@ -61,11 +61,6 @@ def interaction_batch_writer(
 
     async def write_batch(outcomes: Sequence[RouteOutcome]) -> None:
         rows = [interaction_row(o) for o in outcomes]
-        try:
-            await pool.copy_records_to_table(
-                "interactions", records=rows, columns=COLUMNS, timeout=10
-            )
-        except asyncpg.UniqueViolationError:
-            await pool.executemany(INSERT_SQL, rows, timeout=10)
+        await copy_or_insert(pool, "interactions", COLUMNS, rows, INSERT_SQL)
 
     return write_batch

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 import structlog
 
+from cti.calldata.history import HistorySink, history_record
 from cti.routing.engine import decide, fail_open
 from cti.routing.model import ACCOUNT_NUMBER, CallFacts, Customer, Decision
 from cti.routing.phone import CallerNumber, normalize
@@ -66,6 +67,7 @@ class Router:
         lookup_budget_s: float,
         interactions: Sink,
         call_data: Sink,
+        history: HistorySink | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         new_call_id: Callable[[], str] = lambda: str(uuid.uuid4()),
     ) -> None:
@@ -76,6 +78,7 @@ class Router:
         self._lookup_budget_s = lookup_budget_s
         self._interactions = interactions
         self._call_data = call_data
+        self._history = history
         self._clock = clock
         self._new_call_id = new_call_id
         self.routed = 0
@@ -106,7 +109,10 @@ class Router:
         )
         self.routed += 1
         self._interactions.submit(outcome)
-        self._call_data.submit(call_document(outcome))
+        document = call_document(outcome)
+        self._call_data.submit(document)
+        if self._history is not None:  # version 1 in PostgreSQL too, off the call path
+            self._history.submit(history_record(document, "route", now))
         log.info(
             "call routed",
             call_id=call_id,
@@ -179,4 +185,5 @@ def call_document(outcome: RouteOutcome) -> dict[str, Any]:
         "notes": [],
         "disposition": None,
         "tags": [],
+        "attributes": {},
     }
