@@ -50,6 +50,17 @@ class Config:
     default_queue: str = "default"
     default_region: str = "US"
     call_data_ttl_s: int = 86_400
+    #: How long a call's data stays in Redis after the call ended (PostgreSQL keeps it).
+    call_data_after_end_s: int = 3_600
+    #: Follow calls over AMI. Off when no AMI secret is configured (routing only).
+    ami_enabled: bool = False
+    #: This instance's name in the AMI lease (default: host:pid:random).
+    instance_id: str = ""
+    #: The AMI lease expires this long after its holder stopped renewing it: the time a
+    #: standby instance waits before it takes over from a dead leader.
+    ami_lease_ttl_s: int = 5
+    #: A Ping every this many seconds; no Pong within the same time = half-open socket.
+    ami_ping_s: int = 5
     #: Last routing plan read from PostgreSQL, so that a daemon (re)started while the
     #: database is down still knows each number's default queue. Empty: no cache.
     plan_cache: str = DEFAULT_PLAN_CACHE
@@ -140,6 +151,18 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         fields["ami_username"] = raw
     if (raw := get("CTI_AMI_SECRET")) is not None:
         fields["ami_secret"] = raw
+    if (raw := get("CTI_AMI_ENABLED")) is not None:
+        fields["ami_enabled"] = _choice("CTI_AMI_ENABLED", raw, ("yes", "no")) == "yes"
+    else:
+        fields["ami_enabled"] = bool(fields.get("ami_secret"))
+    if fields["ami_enabled"] and not fields.get("ami_secret"):
+        raise ConfigError("CTI_AMI_ENABLED=yes needs CTI_AMI_SECRET (the AMI user's secret)")
+    if (raw := get("CTI_INSTANCE_ID")) is not None:
+        fields["instance_id"] = raw[:64]
+    if (raw := get("CTI_AMI_PING_S")) is not None:
+        fields["ami_ping_s"] = _int("CTI_AMI_PING_S", raw, minimum=1, maximum=300)
+    if (raw := get("CTI_AMI_LEASE_TTL_S")) is not None:
+        fields["ami_lease_ttl_s"] = _int("CTI_AMI_LEASE_TTL_S", raw, minimum=2, maximum=60)
     if (raw := get("CTI_ROUTE_BUDGET_MS")) is not None:
         fields["route_budget_ms"] = _int("CTI_ROUTE_BUDGET_MS", raw, minimum=10, maximum=10_000)
     if (raw := get("CTI_LOG_FORMAT")) is not None:
@@ -152,6 +175,8 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         fields["default_region"] = _region("CTI_DEFAULT_REGION", raw)
     if (raw := get("CTI_CALL_DATA_TTL_S")) is not None:
         fields["call_data_ttl_s"] = _int("CTI_CALL_DATA_TTL_S", raw, minimum=60)
+    if (raw := get("CTI_CALL_DATA_AFTER_END_S")) is not None:
+        fields["call_data_after_end_s"] = _int("CTI_CALL_DATA_AFTER_END_S", raw, minimum=0)
 
     if (raw := env.get("CTI_PLAN_CACHE")) is not None:
         fields["plan_cache"] = raw

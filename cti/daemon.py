@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+from collections.abc import Sequence
 from pathlib import Path
 
 import asyncpg
@@ -20,11 +21,20 @@ import structlog
 
 from cti.agi.route import route_script
 from cti.agi.server import AgiLimits, AgiServer
+from cti.ami.client import AmiClient
 from cti.batch_writer import BatchWriter
+from cti.calldata.history import history_batch_writer
+from cti.calldata.service import CallDataService
 from cti.calldata.store import CallDataStore
+from cti.calls.control import CallControl
+from cti.calls.lease import Lease, instance_id
+from cti.calls.model import CallModel
+from cti.calls.publisher import EventPublisher, Outbox
+from cti.calls.tracker import CallTracker
 from cti.config import Config
 from cti.db.customers import find_customer
 from cti.db.plan_watcher import PlanWatcher
+from cti.db.timeline import timeline_batch_writer
 from cti.interactions import interaction_batch_writer
 from cti.router import Router
 
@@ -101,10 +111,15 @@ class Daemon:
             config.database_url,
             cache_path=Path(config.plan_cache) if config.plan_cache else None,
         )
+        self.instance_id = config.instance_id or instance_id()
         self.interactions = BatchWriter("interactions", interaction_batch_writer(self.pool))
-        self.call_data = BatchWriter(
-            "call-data", CallDataStore(self.redis, config.call_data_ttl_s).create_many
+        self.history = BatchWriter("call-data-history", history_batch_writer(self.pool))
+        self.call_store = CallDataStore(
+            self.redis, config.call_data_ttl_s, pool=self.pool, history=self.history
         )
+        self.call_data = BatchWriter("call-data", self.call_store.create_many)
+        self.events = EventPublisher(self.redis, ttl_s=config.call_data_ttl_s)
+        self.call_data_service = CallDataService(self.call_store, self.events)
         self.router = Router(
             table=lambda: self.plan.table,
             find_customer=lambda e164, account: find_customer(self.pool, e164, account),
@@ -113,8 +128,10 @@ class Daemon:
             lookup_budget_s=config.route_budget_s * LOOKUP_SHARE,
             interactions=self.interactions,
             call_data=self.call_data,
+            history=self.history,
         )
         self.agi = AgiServer({"route": route_script(self.router)}, agi_limits)
+        self.calls = CallFollowing(self) if config.ami_enabled else None
         self._background: list[asyncio.Task[None]] = []
         self._writers: list[asyncio.Task[None]] = []
 
@@ -130,7 +147,12 @@ class Daemon:
         self._writers = [
             asyncio.create_task(self.interactions.run(self.stop), name="interactions-writer"),
             asyncio.create_task(self.call_data.run(self.stop), name="call-data-writer"),
+            asyncio.create_task(self.history.run(self.stop), name="call-data-history-writer"),
         ]
+        if self.calls is not None:
+            background, writers = self.calls.start(self.stop)
+            self._background += background
+            self._writers += writers
 
     async def shutdown(self, writer_grace_s: float = 10) -> None:
         """Stop accepting calls, finish those in flight, flush the writers, close the pools."""
@@ -138,16 +160,18 @@ class Daemon:
         await self.agi.close()
         self.stop.set()
         _done, pending = await asyncio.wait(self._writers, timeout=writer_grace_s)
-        for task in [*pending, *self._background]:
+        # Background tasks end by themselves on ``stop`` (the AMI Logoff, the lease's
+        # release); give them a moment before cutting them off.
+        _done, lingering = await asyncio.wait(self._background, timeout=2)
+        for task in [*pending, *lingering]:
             task.cancel()
         await asyncio.gather(*self._background, *pending, return_exceptions=True)
         await close_pool(self.pool)
         await self.redis.aclose()
-        log.info(
-            "cti stopped",
-            routed=self.router.routed,
-            unwritten=self.interactions.backlog + self.call_data.backlog,
-        )
+        unwritten = self.interactions.backlog + self.call_data.backlog + self.history.backlog
+        if self.calls is not None:
+            unwritten += self.calls.backlog
+        log.info("cti stopped", routed=self.router.routed, unwritten=unwritten)
 
     async def run(self) -> None:
         await self.start()
@@ -155,6 +179,73 @@ class Daemon:
             await self.stop.wait()
         finally:
             await self.shutdown()
+
+
+Task = asyncio.Task[None]
+
+
+class CallFollowing:
+    """Following calls over AMI (issue 4): the AMI client feeding the call model, the
+    lease that makes one instance the publisher, and the writers of what it publishes
+    (Redis Streams, the PostgreSQL timeline, the expiry of ended calls' data)."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        config = daemon.config
+        owner = daemon.instance_id
+        store = daemon.call_store
+        after_end_s = config.call_data_after_end_s
+        self.model = CallModel()
+        self.timeline = BatchWriter("timeline", timeline_batch_writer(daemon.pool))
+
+        async def expire_batch(call_ids: Sequence[str]) -> None:
+            for call_id in call_ids:
+                await store.expire_after_end(call_id, after_end_s)
+
+        self.expiry = BatchWriter("call-data-expiry", expire_batch)
+        self.publisher = daemon.events
+        self.tracker = CallTracker(
+            self.model,
+            publish=lambda events: self.outbox.submit(events),
+            record=self.timeline.submit,
+            call_ended=self.expiry.submit,
+        )
+        self.outbox = Outbox(self.publisher, owner, on_not_leader=self.tracker.keep_unpublished)
+        self.lease = Lease(
+            daemon.redis,
+            owner,
+            ttl_s=config.ami_lease_ttl_s,
+            renew_s=config.ami_lease_ttl_s / 5,
+            on_change=self.tracker.set_leader,
+            eligible=lambda: self.tracker.ami_up,
+        )
+        self.ami = AmiClient(
+            config.ami_host,
+            config.ami_port,
+            config.ami_username,
+            config.ami_secret,
+            events_sink=self.tracker,
+            ping_interval=config.ami_ping_s,
+            ping_timeout=config.ami_ping_s,
+            id_prefix=f"cti.{owner}",
+        )
+        self.control = CallControl(self.ami, self.model)
+
+    def start(self, stop: asyncio.Event) -> tuple[list[Task], list[Task]]:
+        """(background tasks, writer tasks): writers get a grace period to flush."""
+        background = [
+            asyncio.create_task(self.ami.run(stop), name="ami"),
+            asyncio.create_task(self.lease.run(stop), name="ami-lease"),
+        ]
+        writers = [
+            asyncio.create_task(self.outbox.run(stop), name="call-events-outbox"),
+            asyncio.create_task(self.timeline.run(stop), name="timeline-writer"),
+            asyncio.create_task(self.expiry.run(stop), name="call-data-expiry"),
+        ]
+        return background, writers
+
+    @property
+    def backlog(self) -> int:
+        return self.outbox.backlog + self.timeline.backlog + self.expiry.backlog
 
 
 async def serve(config: Config) -> None:

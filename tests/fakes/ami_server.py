@@ -67,6 +67,8 @@ class FakeAmi:
         self.queue_status_error: str | None = None  # answer QueueStatus with this Error
         self.login_failure_delay_s = 0.0
         self.during_resync = b""  # live bytes sent inside the CoreShowChannels answer
+        #: Canned answers to other actions: name -> response fields (``Response`` included)
+        self.responses: dict[str, dict[str, str]] = {}
         self.sessions: list[Session] = []
         self.login_failures = 0
         self.unknown: list[Message] = []
@@ -194,6 +196,9 @@ class FakeAmi:
                     ]
                 )
             )
+        elif name in self.responses:
+            fields = dict(self.responses[name])
+            write(response(fields.pop("Response", "Success"), **fields))
         elif name == "Logoff":
             write(response("Goodbye", Message="Thanks for all the fish."))
             await session.writer.drain()

@@ -109,7 +109,10 @@ def test_the_process_environment_is_the_default(monkeypatch: pytest.MonkeyPatch)
         pytest.param("CTI_DEFAULT_QUEUE", "overflow", "default_queue", "overflow", id="queue"),
         pytest.param("CTI_DEFAULT_REGION", "gb", "default_region", "GB", id="region-case"),
         pytest.param("CTI_CALL_DATA_TTL_S", "60", "call_data_ttl_s", 60, id="ttl-min"),
-        pytest.param("CTI_AMI_SECRET", "s3cret", "ami_secret", "s3cret", id="ami-secret"),
+        pytest.param("CTI_AMI_PING_S", "1", "ami_ping_s", 1, id="ami-ping"),
+        pytest.param("CTI_AMI_LEASE_TTL_S", "60", "ami_lease_ttl_s", 60, id="lease-max"),
+        pytest.param("CTI_CALL_DATA_AFTER_END_S", "0", "call_data_after_end_s", 0, id="after-end"),
+        pytest.param("CTI_INSTANCE_ID", "cti-a", "instance_id", "cti-a", id="instance"),
     ],
 )
 def test_good_values(name: str, raw: str, field: str, value: object) -> None:
@@ -117,6 +120,15 @@ def test_good_values(name: str, raw: str, field: str, value: object) -> None:
     assert getattr(config, field) == value
     others = {f.name for f in dataclasses.fields(Config)} - {field}
     assert all(getattr(config, f) == getattr(Config(), f) for f in others)
+
+
+def test_an_ami_secret_turns_call_following_on() -> None:
+    assert not load_config({}).ami_enabled
+    config = load_config({"CTI_AMI_SECRET": "s3cret"})
+    assert config.ami_secret == "s3cret" and config.ami_enabled
+    assert not load_config({"CTI_AMI_SECRET": "s3cret", "CTI_AMI_ENABLED": "no"}).ami_enabled
+    with pytest.raises(ConfigError, match="CTI_AMI_SECRET"):
+        load_config({"CTI_AMI_ENABLED": "yes"})
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,50 @@
+"""Reading and editing a call's data, as agents do: the store plus the news of it.
+
+Every accepted edit is announced as a ``data_changed`` event to everyone who has had
+the call (cti.calls.publisher), so the other sidebars on the call refresh. Any daemon
+instance may do this (no AMI lease needed): the event's fingerprint is its version, so
+it is published once however often it is retried.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import structlog
+from redis.exceptions import RedisError
+
+from cti.calldata.store import CallDataStore
+from cti.calls.events import data_changed
+from cti.calls.publisher import EventPublisher
+
+log = structlog.get_logger(__name__)
+
+
+class CallDataService:
+    def __init__(self, store: CallDataStore, publisher: EventPublisher) -> None:
+        self.store = store
+        self._publisher = publisher
+
+    async def get(self, call_id: str) -> dict[str, Any] | None:
+        return await self.store.get(call_id)
+
+    async def update(
+        self, call_id: str, if_version: int, change: Mapping[str, Any], by: str
+    ) -> dict[str, Any]:
+        """Store the edit (errors as :meth:`CallDataStore.update`), then announce it.
+
+        The edit is saved before it is announced; if the announcement fails the edit
+        still stands (the other sidebars see it on their next read)."""
+        document = await self.store.update(call_id, if_version, change, by)
+        event = data_changed(
+            document["call_id"], document.get("uniqueid", ""), document["version"], by, time.time()
+        )
+        try:
+            await self._publisher.publish_many([event], owner="")
+        except (RedisError, OSError) as exc:
+            log.warning(
+                "call data saved but its change not announced", call_id=call_id, error=repr(exc)
+            )
+        return document

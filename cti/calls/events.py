@@ -1,0 +1,247 @@
+"""Call events: what the rest of the system hears about a call, made from model effects.
+
+:class:`~cti.calls.model.CallModel` says what changed (:mod:`cti.calls.effects`); this
+module decides what of that is news for agents, supervisors and reports, and names each
+piece of news with a **fingerprint** that is the same on every daemon instance that sees
+the same AMI traffic. The publisher (:mod:`cti.calls.publisher`) and the timeline writer
+store an event at most once per fingerprint, so an event published again after a
+handover between instances (or a retried write) is dropped, never doubled.
+
+Fingerprints use what is stable across instances: channel names (Asterisk numbers every
+leg), the event's own ``Timestamp`` (identical on every AMI connection), the queue. An
+event with no AMI timestamp (rebuilt from a snapshot) is stamped with ``now`` but its
+fingerprint does not use it.
+
+Pure: no I/O, no clock (``now`` is passed in).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from cti.calls.effects import (
+    AgentConnected,
+    AgentLeft,
+    AgentRingCancelled,
+    AgentRinging,
+    AgentRingNoAnswer,
+    CallAbandoned,
+    CallEnded,
+    CallHeld,
+    CallQueued,
+    CallTransferred,
+    CallUnheld,
+    ConsultStarted,
+    Effect,
+)
+
+#: ``call_key`` prefix of a call that has no ``CTI_CALL_ID`` (it never went through the
+#: route): its Linkedid, namespaced so that it can never equal a call id.
+LINKEDID_PREFIX = "L:"
+
+
+def call_key(call_id: str | None, linkedid: str) -> str:
+    return call_id if call_id else LINKEDID_PREFIX + linkedid
+
+
+@dataclass(frozen=True, slots=True)
+class CallEvent:
+    """One piece of news about a call.
+
+    ``recipients`` are the agents (devices, ``PJSIP/2001``) whose streams get it, on top of
+    the supervisors' stream that gets every event. ``to_call_agents``: also every agent who
+    ever rang or talked on this call (the publisher keeps that set per call), for news that
+    concerns all of them (a transfer, the end, a data change). ``agent`` is the agent the
+    event is about, if any."""
+
+    kind: str
+    call_key: str
+    call_id: str | None
+    linkedid: str
+    fingerprint: str
+    at: float
+    agent: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+    recipients: tuple[str, ...] = ()
+    to_call_agents: bool = False
+
+    def as_json(self) -> dict[str, Any]:
+        """The wire form (stream entries, the sidebar's WebSocket, the timeline's detail)."""
+        return {
+            "event": self.kind,
+            "call_key": self.call_key,
+            "call_id": self.call_id,
+            "linkedid": self.linkedid,
+            "at": self.at,
+            "agent": self.agent,
+            **self.data,
+        }
+
+
+def _agents(*names: str | None) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(n for n in names if n))
+
+
+def to_events(effect: Effect, now: float) -> list[CallEvent]:
+    """The events one effect makes (most make one; bookkeeping effects make none)."""
+    at = effect.at if effect.at is not None else now
+    stamp = f"{effect.at:.6f}" if effect.at is not None else "snapshot"
+
+    def event(kind: str, fingerprint: str, **kw: Any) -> list[CallEvent]:
+        return [
+            CallEvent(
+                kind=kind,
+                call_key=call_key(effect.call_id, effect.linkedid),
+                call_id=effect.call_id,
+                linkedid=effect.linkedid,
+                fingerprint=fingerprint,
+                at=at,
+                **kw,
+            )
+        ]
+
+    match effect:
+        case CallQueued():
+            return event(
+                "queued",
+                f"queued|{effect.queue}|{stamp}",
+                data={
+                    "queue": effect.queue,
+                    "position": effect.position,
+                    "priority": effect.priority,
+                },
+            )
+        case AgentRinging():
+            return event(
+                "ringing",
+                f"ringing|{effect.channel}",
+                agent=effect.agent,
+                data={
+                    "queue": effect.queue,
+                    "member_name": effect.member_name,
+                    "channel": effect.channel,
+                },
+                recipients=(effect.agent,),
+            )
+        case AgentRingNoAnswer():
+            return event(
+                "ring_stopped",
+                f"ring_stopped|{effect.channel}",
+                agent=effect.agent,
+                data={
+                    "reason": "NOANSWER",
+                    "queue": effect.queue,
+                    "ring_time_ms": effect.ring_time_ms,
+                    "channel": effect.channel,
+                },
+                recipients=(effect.agent,),
+            )
+        case AgentRingCancelled():
+            return event(
+                "ring_stopped",
+                f"ring_stopped|{effect.channel}",
+                agent=effect.agent,
+                data={"reason": effect.reason, "channel": effect.channel},
+                recipients=(effect.agent,),
+            )
+        case AgentConnected():
+            return event(
+                "connected",
+                f"connected|{effect.channel}",
+                agent=effect.agent,
+                data={
+                    "queue": effect.queue,
+                    "member_name": effect.member_name,
+                    "channel": effect.channel,
+                    "via": list(effect.via),
+                },
+                recipients=(effect.agent,),
+            )
+        case AgentLeft():
+            return event(
+                "left",
+                f"left|{effect.channel}",
+                agent=effect.agent,
+                data={"channel": effect.channel},
+                recipients=(effect.agent,),
+            )
+        case CallHeld():
+            return event(
+                "held",
+                f"held|{effect.channel}|{stamp}",
+                agent=effect.by,
+                data={"by": effect.by, "channel": effect.channel},
+                to_call_agents=True,
+            )
+        case CallUnheld():
+            return event(
+                "unheld",
+                f"unheld|{effect.channel}|{stamp}",
+                agent=effect.by,
+                data={"by": effect.by, "channel": effect.channel},
+                to_call_agents=True,
+            )
+        case ConsultStarted():
+            return event(
+                "consult",
+                f"consult|{effect.channel}",
+                agent=effect.from_agent,
+                data={"channel": effect.channel, "to": effect.to},
+                recipients=_agents(effect.from_agent),
+            )
+        case CallTransferred():
+            return event(
+                "transferred",
+                f"transferred|{effect.kind.value}|{effect.from_agent}|{stamp}",
+                agent=effect.from_agent,
+                data={
+                    "kind": effect.kind.value,
+                    "from": effect.from_agent,
+                    "to": effect.to,
+                    "context": effect.context,
+                    "to_channel": effect.to_channel,
+                },
+                to_call_agents=True,
+            )
+        case CallAbandoned():
+            return event(
+                "abandoned",
+                f"abandoned|{effect.queue}",
+                data={
+                    "queue": effect.queue,
+                    "position": effect.position,
+                    "original_position": effect.original_position,
+                    "hold_time_s": effect.hold_time_s,
+                },
+            )
+        case CallEnded():
+            return event(
+                "ended",
+                "ended",
+                data={
+                    "cause": effect.cause,
+                    "cause_txt": effect.cause_txt,
+                    "abandoned": effect.abandoned,
+                    "agents": list(effect.agents),
+                },
+                to_call_agents=True,
+            )
+    # CallStarted, CallIdentified, CallMerged, CallStateChanged, CallRestored: model
+    # bookkeeping; the state they carry reaches agents through the events above.
+    return []
+
+
+def data_changed(call_id: str, linkedid: str, version: int, by: str, at: float) -> CallEvent:
+    """The event an accepted edit of the call's data makes (cti.calldata)."""
+    return CallEvent(
+        kind="data_changed",
+        call_key=call_id,
+        call_id=call_id,
+        linkedid=linkedid,
+        fingerprint=f"data|{version}",
+        at=at,
+        agent=by,
+        data={"version": version, "by": by},
+        to_call_agents=True,
+    )

@@ -1,0 +1,144 @@
+"""Which daemon instance follows AMI for everyone: a lease in Redis.
+
+Every instance connects to AMI and keeps its own call model (so a standby knows every
+call the moment it takes over); only the lease holder *publishes*. The lease is one key
+``SET NX PX``; the holder renews it every ``renew_s``; when the holder dies the key
+expires after ``ttl_s`` and the next instance to try gets it. Renewal and release are
+compare-and-set scripts, so an instance never extends or deletes a lease it lost, and
+the publisher's script checks the owner again on every write (a fencing check), so a
+paused ex-leader that wakes up cannot publish after someone else took over.
+
+If Redis cannot be reached the holder keeps the lease only until it would have expired
+in Redis anyway (``ttl_s`` after the last successful renewal, less a margin), then gives
+it up: two instances never both believe they hold it for longer than clock drift.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable
+
+import redis.asyncio as redis
+import structlog
+from redis.exceptions import RedisError
+
+log = structlog.get_logger(__name__)
+
+LEASE_KEY = "cti:ami:leader"
+
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+    return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+    return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
+def instance_id() -> str:
+    """Unique per process, readable in logs and in the lease key's value."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class Lease:
+    def __init__(
+        self,
+        client: redis.Redis,
+        owner: str,
+        *,
+        key: str = LEASE_KEY,
+        ttl_s: float = 5.0,
+        renew_s: float = 1.0,
+        on_change: Callable[[bool], None] | None = None,
+        eligible: Callable[[], bool] = lambda: True,
+    ) -> None:
+        if renew_s * 2 >= ttl_s:
+            raise ValueError("renew_s must be well under half of ttl_s")
+        self._redis = client
+        self.owner = owner
+        self.key = key
+        self.ttl_s = ttl_s
+        self.renew_s = renew_s
+        self._on_change = on_change
+        self._eligible = eligible
+        self._ineligible_since: float | None = None
+        self._renew = client.register_script(_RENEW)
+        self._release = client.register_script(_RELEASE)
+        self.held = False
+        self._valid_until = 0.0  # monotonic: when the lease surely expired in Redis
+        self.changes = 0
+
+    def _set(self, held: bool) -> None:
+        if held == self.held:
+            return
+        self.held = held
+        self.changes += 1
+        log.info("ami leadership " + ("acquired" if held else "lost"), owner=self.owner)
+        if self._on_change is not None:
+            self._on_change(held)
+
+    async def try_once(self) -> bool:
+        """Acquire or renew; return whether we hold the lease now."""
+        ttl_ms = int(self.ttl_s * 1000)
+        started = time.monotonic()
+        try:
+            if self.held:
+                ok = bool(await self._renew(keys=[self.key], args=[self.owner, ttl_ms]))
+            else:
+                ok = bool(await self._redis.set(self.key, self.owner, nx=True, px=ttl_ms))
+        except (RedisError, OSError) as exc:
+            if self.held and time.monotonic() >= self._valid_until:
+                log.warning("ami lease not renewed in time; giving it up", error=repr(exc))
+                self._set(False)
+            return self.held
+        if ok:
+            # Counted from before the round trip: Redis set its expiry after we sent.
+            self._valid_until = started + self.ttl_s * 0.8
+        self._set(ok)
+        return ok
+
+    async def step(self) -> None:
+        """One turn of :meth:`run`. Only an eligible instance (one whose AMI connection is
+        up and resynced) takes the lease; a holder that stays ineligible for a whole TTL
+        hands it over, so an instance that lost Asterisk does not keep everyone blind."""
+        now = time.monotonic()
+        if self._eligible():
+            self._ineligible_since = None
+        elif self._ineligible_since is None:
+            self._ineligible_since = now
+        ineligible_for = 0.0 if self._ineligible_since is None else now - self._ineligible_since
+        if self._ineligible_since is None or (self.held and ineligible_for < self.ttl_s):
+            await self.try_once()
+        elif self.held:
+            log.warning("ami down on the leader; handing the lease over")
+            await self.release()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Keep trying (standby) or renewing (leader) until ``stop``; then release."""
+        try:
+            while not stop.is_set():
+                await self.step()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self.renew_s)
+        finally:
+            await self.release()
+
+    async def release(self) -> None:
+        """Give the lease up at once (clean shutdown), so a standby need not wait out the
+        TTL."""
+        if not self.held:
+            return
+        self._set(False)
+        with contextlib.suppress(RedisError, OSError):
+            await self._release(keys=[self.key], args=[self.owner])

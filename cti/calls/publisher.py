@@ -1,0 +1,219 @@
+"""Call events into Redis Streams: one stream per agent, one for supervisors.
+
+Why streams: a sidebar that reconnects asks for everything after the last entry id it
+saw (``XRANGE``/``XREAD`` from that id) and misses nothing; any daemon instance can serve
+any agent, whoever follows AMI. Streams are capped (``MAXLEN ~``), so a day's history
+per agent stays in memory and older news is in PostgreSQL (the timeline).
+
+Keys:
+
+* ``cti:events`` — every event (supervisors, reports, tools);
+* ``cti:events:agent:<agent>`` — the events for that agent's device (``PJSIP/2001``);
+* ``cti:callev:<call_key>:agents`` — every agent who rang or talked on the call, so that
+  news for "everyone on the call" (a transfer, a data change, the end) reaches them;
+* ``cti:callev:<call_key>:seen`` — the fingerprints already published for the call.
+
+Each event goes in with one Lua script, atomically: check the lease owner (a fencing
+token: a leader that lost its lease cannot publish), skip the event if its fingerprint
+was seen, else add it to every stream it belongs to. That makes publishing idempotent:
+a retry after a Redis error, or a new leader re-publishing the events it buffered while
+standing by, never doubles an event. The script builds the agent stream keys itself,
+which a Redis Cluster would refuse: we run one Redis (or a replicated pair).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable, Sequence
+
+import redis.asyncio as redis
+import structlog
+from redis.exceptions import RedisError
+
+from cti.backoff import Backoff
+from cti.calls.events import CallEvent
+from cti.calls.lease import LEASE_KEY
+
+log = structlog.get_logger(__name__)
+
+ALL_EVENTS_STREAM = "cti:events"
+AGENT_STREAM_PREFIX = "cti:events:agent:"
+STREAM_MAXLEN = 10_000
+
+
+def agent_stream(agent: str) -> str:
+    return AGENT_STREAM_PREFIX + agent
+
+
+def call_agents_key(call_key: str) -> str:
+    return f"cti:callev:{call_key}:agents"
+
+
+def call_seen_key(call_key: str) -> str:
+    return f"cti:callev:{call_key}:seen"
+
+
+# KEYS: lease, seen, agents, all-stream
+# ARGV: owner ('' = unfenced), fingerprint, payload, ttl_s, maxlen, to_call_agents,
+#       agent stream prefix, recipients...
+_PUBLISH = """
+if ARGV[1] ~= '' and redis.call('GET', KEYS[1]) ~= ARGV[1] then
+    return -1
+end
+if redis.call('SADD', KEYS[2], ARGV[2]) == 0 then
+    return 0
+end
+local ttl = tonumber(ARGV[4])
+redis.call('EXPIRE', KEYS[2], ttl)
+local to = {}
+for i = 8, #ARGV do
+    to[ARGV[i]] = true
+    redis.call('SADD', KEYS[3], ARGV[i])
+end
+if #ARGV >= 8 then
+    redis.call('EXPIRE', KEYS[3], ttl)
+end
+if ARGV[6] == '1' then
+    for _, agent in ipairs(redis.call('SMEMBERS', KEYS[3])) do
+        to[agent] = true
+    end
+end
+redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[5], '*', 'e', ARGV[3])
+for agent, _ in pairs(to) do
+    redis.call('XADD', ARGV[7] .. agent, 'MAXLEN', '~', ARGV[5], '*', 'e', ARGV[3])
+end
+return 1
+"""
+
+
+class NotLeader(Exception):
+    """The lease is someone else's: this instance must not publish."""
+
+
+class EventPublisher:
+    """Publishes :class:`CallEvent`\\ s in the order given, each at most once.
+
+    ``publish_many`` raises :class:`NotLeader` (nothing after the refused event was
+    written) or a Redis error (retry the same events: already published ones are
+    skipped by their fingerprints)."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        ttl_s: int,
+        lease_key: str = LEASE_KEY,
+        maxlen: int = STREAM_MAXLEN,
+    ) -> None:
+        self._redis = client
+        self._script = client.register_script(_PUBLISH)
+        self._ttl_s = ttl_s
+        self._lease_key = lease_key
+        self._maxlen = maxlen
+        self.published = 0
+        self.duplicates = 0
+
+    def _args(self, event: CallEvent, owner: str) -> tuple[list[str], list[str]]:
+        keys = [
+            self._lease_key,
+            call_seen_key(event.call_key),
+            call_agents_key(event.call_key),
+            ALL_EVENTS_STREAM,
+        ]
+        args = [
+            owner,
+            event.fingerprint,
+            json.dumps(event.as_json(), separators=(",", ":")),
+            str(self._ttl_s),
+            str(self._maxlen),
+            "1" if event.to_call_agents else "0",
+            AGENT_STREAM_PREFIX,
+            *event.recipients,
+        ]
+        return keys, args
+
+    async def publish_many(self, events: Sequence[CallEvent], owner: str) -> None:
+        """One round trip for the batch. ``owner=''`` publishes without the lease check
+        (edits of call data, which any instance may make)."""
+        if not events:
+            return
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for event in events:
+                keys, args = self._args(event, owner)
+                await self._script(keys=keys, args=args, client=pipe)
+            results = await pipe.execute()
+        for result in results:
+            if result == -1:
+                raise NotLeader("the AMI lease belongs to another instance")
+            if result == 1:
+                self.published += 1
+            else:
+                self.duplicates += 1
+
+
+class Outbox:
+    """The leader's queue of events to publish, drained by one task in order.
+
+    A failed batch is retried (with backoff) until it goes in: Redis being away delays
+    events, it does not lose them. ``on_not_leader`` gets the unpublished events back
+    when the lease turns out to be lost, so the caller can keep them for later."""
+
+    def __init__(
+        self,
+        publisher: EventPublisher,
+        owner: str,
+        on_not_leader: Callable[[list[CallEvent]], None],
+        *,
+        max_batch: int = 256,
+        backoff: Backoff | None = None,
+    ) -> None:
+        self._publisher = publisher
+        self._owner = owner
+        self._on_not_leader = on_not_leader
+        self._max_batch = max_batch
+        self._backoff = backoff or Backoff(initial=0.05, cap=2.0)
+        self._pending: list[CallEvent] = []
+        self._wake = asyncio.Event()
+        self.failures = 0
+
+    @property
+    def backlog(self) -> int:
+        return len(self._pending)
+
+    def submit(self, events: Sequence[CallEvent]) -> None:
+        self._pending.extend(events)
+        self._wake.set()
+
+    def take_all(self) -> list[CallEvent]:
+        """Remove and return everything not yet published (leadership lost)."""
+        pending, self._pending = self._pending, []
+        return pending
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while True:
+            if not self._pending:
+                if stop.is_set():
+                    return
+                self._wake.clear()
+                waiter = asyncio.ensure_future(self._wake.wait())
+                stopper = asyncio.ensure_future(stop.wait())
+                await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                waiter.cancel()
+                stopper.cancel()
+                continue
+            batch = self._pending[: self._max_batch]
+            try:
+                await self._publisher.publish_many(batch, self._owner)
+            except NotLeader:
+                log.warning("not the AMI leader any more; events kept for later")
+                self._on_not_leader(self.take_all())
+                continue
+            except (RedisError, OSError) as exc:
+                self.failures += 1
+                log.warning("publishing call events failed; retrying", error=repr(exc))
+                if not await self._backoff.wait(stop):
+                    return
+                continue
+            self._backoff.reset()
+            del self._pending[: len(batch)]

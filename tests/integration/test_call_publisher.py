@@ -1,0 +1,187 @@
+"""Call events into Redis Streams (cti.calls.publisher) and the AMI lease
+(cti.calls.lease), against the real Redis.
+
+What must hold: each event reaches the supervisors' stream and the streams of the
+agents it concerns, at most once whoever publishes it; only the lease holder may
+publish; a standby takes the lease when the holder stops renewing it, and not before;
+an outage delays events, it does not lose them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import redis.asyncio as redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from cti.backoff import Backoff
+from cti.calls.events import CallEvent, data_changed
+from cti.calls.lease import LEASE_KEY, Lease
+from cti.calls.publisher import (
+    ALL_EVENTS_STREAM,
+    EventPublisher,
+    NotLeader,
+    Outbox,
+    agent_stream,
+    call_agents_key,
+)
+from tests.waiting import until
+
+CALL = "6f1c1d1e-0000-4000-8000-000000000001"
+
+
+def event(kind: str, fingerprint: str, *, agent: str | None = None, **kw: object) -> CallEvent:
+    return CallEvent(
+        kind=kind,
+        call_key=CALL,
+        call_id=CALL,
+        linkedid="1795410950.10",
+        fingerprint=fingerprint,
+        at=1795410950.5,
+        agent=agent,
+        recipients=(agent,) if agent else (),
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+async def stream(client: redis.Redis, key: str) -> list[dict[str, object]]:
+    return [json.loads(fields[b"e"]) for _id, fields in await client.xrange(key)]
+
+
+async def test_events_reach_their_agents_once(redis_client: redis.Redis) -> None:
+    await redis_client.set(LEASE_KEY, "me")
+    publisher = EventPublisher(redis_client, ttl_s=600)
+    ringing_a = event("ringing", "ringing|PJSIP/2001-1", agent="PJSIP/2001")
+    connected_a = event("connected", "connected|PJSIP/2001-1", agent="PJSIP/2001")
+    ringing_b = event("ringing", "ringing|PJSIP/2002-2", agent="PJSIP/2002")
+    transferred = event("transferred", "transferred|blind|x", to_call_agents=True)
+    await publisher.publish_many([ringing_a, connected_a, ringing_b, transferred], "me")
+    # A new leader publishing the same events again (its stand-by window) adds nothing.
+    await publisher.publish_many([ringing_a, connected_a, ringing_b, transferred], "me")
+
+    assert publisher.published == 4 and publisher.duplicates == 4
+    kinds = [e["event"] for e in await stream(redis_client, ALL_EVENTS_STREAM)]
+    assert kinds == ["ringing", "connected", "ringing", "transferred"]
+    a = [e["event"] for e in await stream(redis_client, agent_stream("PJSIP/2001"))]
+    b = [e["event"] for e in await stream(redis_client, agent_stream("PJSIP/2002"))]
+    assert a == ["ringing", "connected", "transferred"]
+    assert b == ["ringing", "transferred"]
+    assert await redis_client.smembers(call_agents_key(CALL)) == {b"PJSIP/2001", b"PJSIP/2002"}
+    assert 0 < await redis_client.ttl(call_agents_key(CALL)) <= 600
+
+
+async def test_data_changes_may_be_published_by_any_instance(redis_client: redis.Redis) -> None:
+    """Edits come from whichever instance serves the agent: no lease needed."""
+    await redis_client.set(LEASE_KEY, "someone-else")
+    publisher = EventPublisher(redis_client, ttl_s=600)
+    await redis_client.sadd(call_agents_key(CALL), "PJSIP/2001")
+    await publisher.publish_many([data_changed(CALL, "1.1", 2, "PJSIP/2001", 1.0)], "")
+    assert [e["version"] for e in await stream(redis_client, agent_stream("PJSIP/2001"))] == [2]
+
+
+async def test_only_the_lease_holder_publishes(redis_client: redis.Redis) -> None:
+    await redis_client.set(LEASE_KEY, "new-leader")
+    publisher = EventPublisher(redis_client, ttl_s=600)
+    first = event("ringing", "ringing|PJSIP/2001-1", agent="PJSIP/2001")
+    try:
+        await publisher.publish_many([first], "old-leader")
+    except NotLeader:
+        pass
+    else:
+        raise AssertionError("a leader that lost its lease published")
+    assert await redis_client.exists(ALL_EVENTS_STREAM, agent_stream("PJSIP/2001")) == 0
+    # ... and the refused event is not marked as seen: the new leader still publishes it.
+    await publisher.publish_many([first], "new-leader")
+    assert len(await stream(redis_client, ALL_EVENTS_STREAM)) == 1
+
+
+async def test_outbox_hands_back_what_the_lease_refused(redis_client: redis.Redis) -> None:
+    await redis_client.set(LEASE_KEY, "other")
+    returned: list[CallEvent] = []
+    outbox = Outbox(EventPublisher(redis_client, ttl_s=600), "me", returned.extend)
+    stop = asyncio.Event()
+    task = asyncio.create_task(outbox.run(stop))
+    events = [event("queued", "queued|support|1"), event("ringing", "ringing|x", agent="A/1")]
+    outbox.submit(events)
+    await until(lambda: returned == events)
+    assert outbox.backlog == 0
+    stop.set()
+    await asyncio.wait_for(task, 2)
+
+
+async def test_outbox_retries_through_a_redis_outage(redis_client: redis.Redis) -> None:
+    """Publishing against a Redis that refuses connections: the events wait and go out,
+    in order, once it is back (here: the client is pointed back at the real server)."""
+    down = redis.Redis(
+        host="127.0.0.1", port=1, socket_connect_timeout=0.2, retry=Retry(NoBackoff(), 0)
+    )
+    await redis_client.set(LEASE_KEY, "me")
+    publisher = EventPublisher(down, ttl_s=600)
+    outbox = Outbox(publisher, "me", lambda _: None, backoff=Backoff(initial=0.02, cap=0.05))
+    stop = asyncio.Event()
+    task = asyncio.create_task(outbox.run(stop))
+    outbox.submit([event("queued", "queued|support|1"), event("ringing", "r|1", agent="A/1")])
+    await until(lambda: outbox.failures >= 2)
+    assert outbox.backlog == 2
+    # Redis "comes back": same publisher object, now with a working connection.
+    publisher._redis = redis_client
+    publisher._script = redis_client.register_script(publisher._script.script)
+    await until(lambda: outbox.backlog == 0)
+    assert [e["event"] for e in await stream(redis_client, ALL_EVENTS_STREAM)] == [
+        "queued",
+        "ringing",
+    ]
+    stop.set()
+    await asyncio.wait_for(task, 2)
+    await down.aclose()
+
+
+async def test_lease_goes_to_one_instance_and_over_to_another(redis_client: redis.Redis) -> None:
+    changes: list[tuple[str, bool]] = []
+    a = Lease(
+        redis_client, "a", ttl_s=0.6, renew_s=0.1, on_change=lambda h: changes.append(("a", h))
+    )
+    b = Lease(
+        redis_client, "b", ttl_s=0.6, renew_s=0.1, on_change=lambda h: changes.append(("b", h))
+    )
+    assert await a.try_once() and not await b.try_once()
+    for _ in range(8):  # a renews for longer than the TTL: b never gets it
+        await asyncio.sleep(0.1)
+        assert await a.try_once() and not await b.try_once()
+    # a dies (stops renewing): b takes over once the key expired, not before.
+    assert not await b.try_once()
+    took_over = await until(b.try_once, within_s=2)
+    assert took_over and await redis_client.get(LEASE_KEY) == b"b"
+    # a wakes up: its renewal fails, it knows it lost the lease.
+    assert not await a.try_once() and not a.held
+    assert changes == [("a", True), ("b", True), ("a", False)]
+
+
+async def test_lease_waits_for_ami_and_hands_over_when_ami_is_lost(
+    redis_client: redis.Redis,
+) -> None:
+    ami_up = False
+    lease = Lease(redis_client, "a", ttl_s=0.5, renew_s=0.1, eligible=lambda: ami_up)
+    await lease.step()
+    assert not lease.held and await redis_client.get(LEASE_KEY) is None
+    ami_up = True
+    await lease.step()
+    assert lease.held
+    ami_up = False
+    await lease.step()  # a short AMI reconnect keeps the lease ...
+    assert lease.held
+    await asyncio.sleep(0.55)
+    await lease.step()  # ... a long one hands it over
+    assert not lease.held and await redis_client.get(LEASE_KEY) is None
+
+
+async def test_clean_shutdown_releases_at_once(redis_client: redis.Redis) -> None:
+    lease = Lease(redis_client, "a", ttl_s=30, renew_s=1)
+    stop = asyncio.Event()
+    task = asyncio.create_task(lease.run(stop))
+    await until(lambda: lease.held)
+    stop.set()
+    await asyncio.wait_for(task, 2)
+    assert await redis_client.get(LEASE_KEY) is None

@@ -1,0 +1,182 @@
+"""Call events from recorded AMI traffic (cti.calls.events), and the tracker's leader /
+standby hand-over (cti.calls.tracker), without sockets.
+
+The fingerprints are what make a hand-over between daemon instances lose nothing and
+double nothing, so they are pinned here: two models fed the same capture give the same
+fingerprints, and every distinct piece of news in a call has its own.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from cti.calls.events import LINKEDID_PREFIX, CallEvent, call_key, data_changed, to_events
+from cti.calls.model import CallModel
+from cti.calls.tracker import CallTracker
+from tests.unit.ami_replay import fixture_names, load, parse, replay_fixture
+
+NOW = 1_800_000_000.0
+
+
+def events_of(name: str) -> list[CallEvent]:
+    return [event for effect in replay_fixture(name).effects for event in to_events(effect, NOW)]
+
+
+@pytest.mark.parametrize("name", fixture_names())
+def test_fingerprints_are_the_same_on_every_instance_and_unique_per_call(name: str) -> None:
+    first, second = events_of(name), events_of(name)
+    assert [e.fingerprint for e in first] == [e.fingerprint for e in second]
+    per_call = Counter((e.call_key, e.fingerprint) for e in first)
+    assert max(per_call.values()) == 1, per_call.most_common(3)
+    assert all(e.at != NOW for e in first), "live events carry Asterisk's own timestamp"
+
+
+def test_answered_call_news_in_order() -> None:
+    events = events_of("answered_call")
+    kinds = [e.kind for e in events]
+    assert kinds == ["queued", "ringing", "connected", "left", "ended"] or kinds == [
+        "queued",
+        "ringing",
+        "connected",
+        "ended",
+        "left",
+    ], kinds
+    ringing = next(e for e in events if e.kind == "ringing")
+    assert ringing.agent == "PJSIP/2001" and ringing.recipients == ("PJSIP/2001",)
+    assert ringing.data["queue"] == "support"
+    assert ringing.call_id and ringing.call_key == ringing.call_id
+    ended = next(e for e in events if e.kind == "ended")
+    assert ended.to_call_agents and ended.data["agents"] == ["PJSIP/2001"]
+    assert ended.as_json()["event"] == "ended"
+
+
+def test_blind_transfer_reaches_everyone_on_the_call() -> None:
+    events = events_of("blind_transfer_ami")
+    transfer = next(e for e in events if e.kind == "transferred")
+    assert transfer.to_call_agents
+    assert transfer.data["kind"] == "blind" and transfer.data["from"] == "PJSIP/2001"
+    assert transfer.data["to"] == "2002"
+    assert [e.agent for e in events if e.kind == "connected"] == ["PJSIP/2001", "PJSIP/2002"]
+
+
+def test_call_without_call_id_is_keyed_by_namespaced_linkedid() -> None:
+    assert call_key(None, "1795410950.10") == LINKEDID_PREFIX + "1795410950.10"
+    assert call_key("", "1.2") == "L:1.2"
+    assert call_key("c0ffee", "1.2") == "c0ffee"
+
+
+def test_data_changed_is_one_event_per_version() -> None:
+    a = data_changed("c1", "1.1", 3, "PJSIP/2001", NOW)
+    assert a.fingerprint == data_changed("c1", "1.1", 3, "PJSIP/2002", NOW + 1).fingerprint
+    assert a.fingerprint != data_changed("c1", "1.1", 4, "PJSIP/2001", NOW).fingerprint
+    assert a.to_call_agents and a.as_json()["version"] == 3
+
+
+# -- the tracker: leader / standby ------------------------------------------------------
+class Clock:
+    def __init__(self) -> None:
+        self.now = NOW
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def tracker(clock: Clock, **kw: object) -> tuple[CallTracker, list[CallEvent], list[str]]:
+    published: list[CallEvent] = []
+    ended: list[str] = []
+    return (
+        CallTracker(
+            CallModel(),
+            publish=published.extend,
+            call_ended=ended.append,
+            clock=clock,
+            **kw,  # type: ignore[arg-type]
+        ),
+        published,
+        ended,
+    )
+
+
+def test_leader_publishes_at_once_and_standby_holds_back() -> None:
+    clock = Clock()
+    leader, published, ended = tracker(clock)
+    standby, standby_published, _ = tracker(clock)
+    leader.set_leader(True)
+    for msg in parse(load("answered_call")):
+        leader.apply(msg)
+        standby.apply(msg)
+    assert [e.kind for e in published][-1] in ("ended", "left")
+    assert ended == [published[0].call_id]
+    assert standby_published == [] and standby.standby_backlog == len(published)
+
+
+def test_takeover_replays_the_window_so_nothing_is_lost() -> None:
+    """The leader died halfway through the call: the standby takes over and publishes
+    its window, which holds everything (the publisher skips what was already out)."""
+    clock = Clock()
+    standby, published, _ = tracker(clock)
+    messages = parse(load("blind_transfer_ami"))
+    half = len(messages) // 2
+    for msg in messages[:half]:
+        standby.apply(msg)
+    standby.set_leader(True)
+    for msg in messages[half:]:
+        standby.apply(msg)
+    reference = events_of("blind_transfer_ami")
+    assert [e.fingerprint for e in published] == [e.fingerprint for e in reference]
+
+
+def test_window_drops_old_events_only() -> None:
+    clock = Clock()
+    standby, published, _ = tracker(clock, standby_window_s=60)
+    messages = parse(load("answered_call"))
+    for msg in messages[: len(messages) // 2]:
+        standby.apply(msg)
+    old = standby.standby_backlog
+    clock.now += 61
+    for msg in messages[len(messages) // 2 :]:
+        standby.apply(msg)
+    recent = standby.standby_backlog - old
+    standby.set_leader(True)
+    assert old > 0 and recent > 0
+    assert len(published) == recent and standby.standby_backlog == 0
+
+
+def test_events_refused_by_the_lease_are_kept_for_the_next_leader() -> None:
+    clock = Clock()
+    node, published, _ = tracker(clock)
+    node.set_leader(True)
+    messages = parse(load("answered_call"))
+    for msg in messages:
+        node.apply(msg)
+    refused = published[-2:]
+    node.keep_unpublished(refused)
+    assert not node.leader and node.standby_backlog == 2
+    published.clear()
+    node.set_leader(True)
+    assert published == refused
+
+
+def test_a_call_gone_after_an_ami_reconnect_is_reported_ended() -> None:
+    """Asterisk restarted while the agent talked: its snapshot has no channels. The call
+    ends for everyone on it, once, instead of staying up on their screens forever."""
+    clock = Clock()
+    node, published, ended = tracker(clock)
+    node.set_leader(True)
+    for msg in parse(load("answered_call")):
+        node.apply(msg)
+        if any(e.kind == "connected" for e in published):
+            break
+    call_id = published[-1].call_id
+    node.reset()
+    node.reset()  # a second reconnect before the first snapshot: still one catch-up
+    node.connected(True)  # the (empty) snapshot has been applied
+    (gone,) = [e for e in published if e.kind == "ended"]
+    assert gone.call_id == call_id and gone.to_call_agents
+    assert gone.data["agents"] == ["PJSIP/2001"] and "AMI" in gone.data["cause_txt"]
+    assert ended == [call_id]
+    node.connected(False)
+    node.connected(True)  # reconnect without a reset: nothing made up
+    assert [e.kind for e in published].count("ended") == 1
