@@ -16,7 +16,9 @@ What one connection does (shared/asterisk-brief.md §2):
    the sink is told ``reset()``, then gets the snapshot, then the live events that arrived
    while the snapshot was being taken (held back until then), then everything else;
 4. stream live events, with a Ping every ``ping_interval`` whose Pong must come within
-   ``ping_timeout``, else the connection is taken as half-open and dropped.
+   ``ping_timeout``, else the connection is taken as half-open and dropped. Bytes that
+   are not AMI (the parser skips them) may have swallowed an event: the same connection
+   resyncs (step 3 again) so the state matches Asterisk's.
 
 Any loss goes back to 1 after a capped, jittered backoff (:class:`cti.backoff.Backoff`,
 reset after a successful Login).
@@ -232,6 +234,7 @@ class AmiClientStats:
     overflows: int = 0
     events: int = 0  # live events read
     sink_errors: int = 0
+    damaged_resyncs: int = 0  # resyncs because the parser dropped non-AMI bytes
     last_error: str | None = None
 
 
@@ -266,6 +269,10 @@ class _Connection:
         self.closed_event = asyncio.Event()
         self.reason = ""
         self.resynced = False  # its snapshot was queued for the sink
+        #: Set when the parser dropped bytes that were not AMI: an event may have been
+        #: lost with them, so the state is rebuilt from a fresh snapshot.
+        self.damaged = asyncio.Event()
+        self._damage_seen = 0
 
     async def _task_read(self) -> None:
         """The only reader of the socket; never waits for anything but the socket. Its end
@@ -280,6 +287,11 @@ class _Connection:
                     return
                 for msg in self.parser.feed(data):
                     self._dispatch(msg)
+                stats = self.parser.stats
+                damage = stats.garbage_lines + stats.oversized
+                if damage != self._damage_seen:
+                    self._damage_seen = damage
+                    self.damaged.set()
         except OSError as exc:
             reason = f"read failed: {exc}"
         finally:
@@ -576,10 +588,22 @@ class AmiClient:
 
     async def _ping_loop(self, conn: _Connection, conn_log: structlog.typing.FilteringBoundLogger):
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(conn.closed_event.wait(), self.ping_interval)
+            closed = asyncio.ensure_future(conn.closed_event.wait())
+            damaged = asyncio.ensure_future(conn.damaged.wait())
+            try:
+                await asyncio.wait({closed, damaged}, timeout=self.ping_interval)
+            finally:
+                closed.cancel()
+                damaged.cancel()
             if conn.closed:
                 raise AmiConnectionLost(conn.reason)
+            if conn.damaged.is_set():
+                conn.damaged.clear()
+                self.stats.damaged_resyncs += 1
+                conn_log.warning("bytes that are not AMI on the stream; resyncing")
+                self._held = []
+                await self._resync(conn, conn_log)
+                continue
             try:
                 await conn.action("Ping", {}, self.ping_timeout)
             except AmiTimeout:
