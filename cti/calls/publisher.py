@@ -29,7 +29,7 @@ from collections.abc import Callable, Sequence
 
 import redis.asyncio as redis
 import structlog
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from cti.backoff import Backoff
 from cti.calls.events import CallEvent
@@ -107,7 +107,7 @@ class EventPublisher:
         maxlen: int = STREAM_MAXLEN,
     ) -> None:
         self._redis = client
-        self._script = client.register_script(_PUBLISH)
+        self._sha: str | None = None  # the script's SHA once loaded into Redis
         self._ttl_s = ttl_s
         self._lease_key = lease_key
         self._maxlen = maxlen
@@ -138,11 +138,11 @@ class EventPublisher:
         (edits of call data, which any instance may make)."""
         if not events:
             return
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for event in events:
-                keys, args = self._args(event, owner)
-                await self._script(keys=keys, args=args, client=pipe)
-            results = await pipe.execute()
+        try:
+            results = await self._run(events, owner)
+        except NoScriptError:  # Redis restarted (or SCRIPT FLUSH) since we loaded it
+            self._sha = None
+            results = await self._run(events, owner)
         for result in results:
             if result == -1:
                 raise NotLeader("the AMI lease belongs to another instance")
@@ -150,6 +150,17 @@ class EventPublisher:
                 self.published += 1
             else:
                 self.duplicates += 1
+
+    async def _run(self, events: Sequence[CallEvent], owner: str) -> list[object]:
+        """EVALSHA in one pipeline. Not redis-py's Script object: with a pipeline it sends
+        SCRIPT EXISTS first, a second round trip for every batch."""
+        if self._sha is None:
+            self._sha = await self._redis.script_load(_PUBLISH)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for event in events:
+                keys, args = self._args(event, owner)
+                pipe.evalsha(self._sha, len(keys), *keys, *args)
+            return await pipe.execute()
 
 
 class Outbox:

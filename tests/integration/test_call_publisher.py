@@ -72,6 +72,15 @@ async def test_events_reach_their_agents_once(redis_client: redis.Redis) -> None
     assert 0 < await redis_client.ttl(call_agents_key(CALL)) <= 600
 
 
+async def test_the_script_is_loaded_again_after_a_redis_restart(redis_client: redis.Redis) -> None:
+    await redis_client.set(LEASE_KEY, "me")
+    publisher = EventPublisher(redis_client, ttl_s=600)
+    await publisher.publish_many([event("queued", "q|1")], "me")
+    await redis_client.script_flush()  # what a restart does to loaded scripts
+    await publisher.publish_many([event("queued", "q|2")], "me")
+    assert publisher.published == 2
+
+
 async def test_data_changes_may_be_published_by_any_instance(redis_client: redis.Redis) -> None:
     """Edits come from whichever instance serves the agent: no lease needed."""
     await redis_client.set(LEASE_KEY, "someone-else")
@@ -127,7 +136,6 @@ async def test_outbox_retries_through_a_redis_outage(redis_client: redis.Redis) 
     assert outbox.backlog == 2
     # Redis "comes back": same publisher object, now with a working connection.
     publisher._redis = redis_client
-    publisher._script = redis_client.register_script(publisher._script.script)
     await until(lambda: outbox.backlog == 0)
     assert [e["event"] for e in await stream(redis_client, ALL_EVENTS_STREAM)] == [
         "queued",
