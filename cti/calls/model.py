@@ -21,10 +21,15 @@ call", §7):
   reachable from the origin through bridges and Local pairs is *connected*; that is how
   the customer is known to talk to agent 2003 through ``Local/2003@agents-…;1/;2`` after
   an attended transfer. Queue events (``AgentCalled``, ``AgentConnect``) only name the
-  queue and the member.
+  queue and the member. A member is named by its state interface once a
+  ``QueueMemberStatus`` / ``QueueMember`` told it; until then a Local member
+  (``Local/2006@agents/n``) is the phone its ;2 dials, and its ``AgentRinging`` waits
+  for that dial (tests/fixtures/ami/local_member.txt).
 * **Transfers**: ``BlindTransfer`` (SIP REFER or AMI action; the caller's channel runs
   the new extension and keeps its ids), ``AttendedTransfer`` (the target may be a Local
-  ;1, or a leg of the agent's own consult call, which then moves into this call). A new
+  ;1, or a leg of the agent's own consult call, which then moves into this call; the
+  snapshots of a transfer event may predate events already seen, so their Linkedid
+  never moves a channel: tests/fixtures/ami/attended_transfer_phone.txt). A new
   channel that appears in a call while an agent talks to the caller (AMI/DTMF
   ``Atxfer``), or a new call from the phone of an agent who holds the caller, is
   reported as :class:`~cti.calls.effects.ConsultStarted`.
@@ -396,7 +401,8 @@ class CallModel:
         self._by_call_id: dict[str, Call] = {}
         self._bridges: dict[str, set[Channel]] = {}
         self._local_halves: dict[str, Channel] = {}  # Local base name → a half
-        self._holding: dict[str, set[Channel]] = {}  # agent → its legs holding a call
+        # agent → its legs holding a call, oldest hold first (a dict as an ordered set)
+        self._holding: dict[str, dict[Channel, None]] = {}
         self._members: dict[str, tuple[str | None, str | None]] = {}
         self._dead: dict[str, None] = {}  # recently hung-up Uniqueids (FIFO)
         self._ended: dict[str, None] = {}  # recently forgotten Linkedids (FIFO)
@@ -526,7 +532,7 @@ class CallModel:
             return CallState.TALKING, talking[-1].agent
         ringing = None
         for channel in call.channels.values():
-            if channel.ringing and not channel.ring_silent:
+            if channel.ringing and not channel.ring_silent and channel.agent is not None:
                 ringing = channel
         if ringing is not None:
             return CallState.RINGING, ringing.agent
@@ -543,8 +549,16 @@ class CallModel:
             self.stats.unattributed += 1
 
     # -- channels and calls ------------------------------------------------------------
-    def _touch(self, msg: Message, snap: _Snap, create: bool = False) -> Channel | None:
-        """The channel of one snapshot in ``msg``, created if new, updated otherwise."""
+    def _touch(
+        self, msg: Message, snap: _Snap, create: bool = False, relink: bool = True
+    ) -> Channel | None:
+        """The channel of one snapshot in ``msg``, created if new, updated otherwise.
+
+        ``relink=False`` for snapshots that may be older than events already seen: a
+        transfer event describes the parties as they were when the transfer started
+        (observed, tests/fixtures/ami/attended_transfer_phone.txt: ``AttendedTransfer``
+        comes after the target's ``BridgeEnter`` with the caller's Linkedid, yet shows
+        the target's old Linkedid). Their Linkedid must not move a channel back."""
         fields = msg.fields
         uniqueid = fields.get(snap.uniqueid)
         if not uniqueid:
@@ -561,7 +575,7 @@ class CallModel:
             if not create and not self._restoring:
                 self.stats.late_channels += 1
             channel = self._new_channel(msg, snap, uniqueid, linkedid, create)
-        else:
+        elif relink:
             linkedid = fields.get(snap.linkedid)
             if linkedid and linkedid != channel.linkedid:
                 self._relink(channel, linkedid)
@@ -648,11 +662,15 @@ class CallModel:
         self._mark(call)
 
     def _maybe_phone_consult(self, channel: Channel, msg: Message, snap: _Snap) -> None:
-        """A new call from an agent's phone while that agent holds a caller: a consult."""
+        """A new call from an agent's phone while that agent holds a caller: a consult.
+
+        If the agent holds several calls, the consult is for the one held last (a phone
+        puts the caller on hold, then dials; observed when two captures of agent 2001's
+        attended transfers are interleaved)."""
         legs = self._holding.get(channel.agent or "")
         if not legs:
             return
-        for leg in legs:
+        for leg in reversed(legs):
             parent = leg.call
             if leg is channel or parent is channel.call or parent.ended:
                 continue
@@ -676,7 +694,7 @@ class CallModel:
         channel.call.held.discard(channel.uniqueid)
         legs = self._holding.get(channel.agent or "")
         if legs is not None:
-            legs.discard(channel)
+            legs.pop(channel, None)
             if not legs:
                 del self._holding[channel.agent or ""]
 
@@ -945,6 +963,17 @@ class CallModel:
                 # A Local queue member's ;2 dials the real phone: the ring is the member's.
                 dest.ringing = dest.ring_silent = True
                 dest.queue, dest.member_name = half.queue, half.member_name
+                if half.agent is None:  # the member's agent was not known: now it is
+                    half.agent = dest.agent
+                    self._emit(
+                        AgentRinging,
+                        call,
+                        agent=dest.agent,
+                        member_name=half.member_name,
+                        channel=half.name,
+                        queue=half.queue,
+                    )
+                    self._mark(call)
                 return
         dest.ringing = True
         call.blind_pending = False
@@ -996,12 +1025,20 @@ class CallModel:
             return
         agent, member_name = self._member(msg)
         queue = msg.fields.get("queue")
+        if dest.is_local and agent and self._agent_of(agent) is None:
+            # A Local member (Local/2006@agents/n) whose state interface is not known yet
+            # (no QueueMemberStatus / QueueMember seen for it since start-up): the agent
+            # is the phone its ;2 dials; AgentRinging waits for that (_on_dial_begin).
+            agent = None
         dest.agent = agent or dest.agent
         dest.member_name = member_name
         dest.queue = queue
         dest.ringing = True
         dest.ring_silent = False
         call = dest.call
+        self._mark(call)
+        if dest.agent is None:
+            return
         self._emit(
             AgentRinging,
             call,
@@ -1010,7 +1047,6 @@ class CallModel:
             channel=dest.name,
             queue=queue,
         )
-        self._mark(call)
 
     def _on_agent_ring_no_answer(self, msg: Message) -> None:
         _caller, dest = self._legs(msg)
@@ -1171,7 +1207,7 @@ class CallModel:
         if channel.uniqueid not in call.held:
             call.held.add(channel.uniqueid)
             if channel.agent is not None:
-                self._holding.setdefault(channel.agent, set()).add(channel)
+                self._holding.setdefault(channel.agent, {})[channel] = None
             self._emit(CallHeld, call, by=channel.agent or channel.name, channel=channel.name)
             self._mark(call)
 
@@ -1186,8 +1222,8 @@ class CallModel:
             self._mark(call)
 
     def _on_blind_transfer(self, msg: Message) -> None:
-        transferer = self._touch(msg, _TRANSFERER)
-        transferee = self._touch(msg, _TRANSFEREE)
+        transferer = self._touch(msg, _TRANSFERER, relink=False)
+        transferee = self._touch(msg, _TRANSFEREE, relink=False)
         party = transferee or transferer
         if party is None:
             self._unattributed(msg)
@@ -1216,12 +1252,12 @@ class CallModel:
         self._mark(call)
 
     def _on_attended_transfer(self, msg: Message) -> None:
-        orig = self._touch(msg, _ORIG_TRANSFERER)
-        second = self._touch(msg, _SECOND_TRANSFERER)
-        transferee = self._touch(msg, _TRANSFEREE)
-        target = self._touch(msg, _TRANSFER_TARGET)
-        self._touch(msg, _LOCAL_ONE)
-        self._touch(msg, _LOCAL_TWO)
+        orig = self._touch(msg, _ORIG_TRANSFERER, relink=False)
+        second = self._touch(msg, _SECOND_TRANSFERER, relink=False)
+        transferee = self._touch(msg, _TRANSFEREE, relink=False)
+        target = self._touch(msg, _TRANSFER_TARGET, relink=False)
+        self._touch(msg, _LOCAL_ONE, relink=False)
+        self._touch(msg, _LOCAL_TWO, relink=False)
         party = transferee or orig
         if party is None:
             self._unattributed(msg)
@@ -1232,6 +1268,15 @@ class CallModel:
         if target is not None and target.call is not call:
             self._move(target, call)  # the target was a leg of the agent's consult call
         leg = self._party_behind(target) if target is not None else None
+        if leg is None:
+            # No TransferTarget* in the event (observed: an AMI Atxfer whose transferer
+            # left the consult bridge before the merge, tests/fixtures/ami/
+            # attended_transfer_ami_no_target.txt): the agent the caller talks to now.
+            self._topology(call)
+            for channel in reversed(call.talking):
+                if channel is not orig and channel is not second and channel.agent:
+                    leg = channel
+                    break
         from_agent = orig.agent if orig is not None else None
         to = leg.agent if leg is not None else None
         for transferer in (orig, second):
