@@ -117,6 +117,9 @@ def daemon_env(testbed: E2ESetup, **overrides: str) -> dict[str, str]:
         "CTI_REDIS_URL": E2E_REDIS,
         "CTI_PLAN_CACHE": str(testbed.plan_cache),
         "CTI_LOG_LEVEL": "info",
+        # Follow calls over AMI (issue 4); Asterisk may come up after the daemon.
+        "CTI_AMI_SECRET": testbed.ami_secret,
+        "CTI_AMI_PING_S": "2",
     } | overrides
 
 

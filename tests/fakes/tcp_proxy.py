@@ -3,8 +3,11 @@
 Modes: ``forward`` (transparent), ``blackhole`` (accept and hold connections, never
 answer: a server that is up but hung, or a network that drops packets) and ``refuse``
 (close at once: a server that is down). ``cut()`` severs every connection in flight,
-as a server restart does. Nothing here fakes the protocol: the bytes are the real
-server's.
+as a server restart does. ``freeze()`` makes the connections in flight go silent both
+ways while their sockets stay open (a half-open connection: a NAT that forgot it, a
+cable pulled); new connections are not affected. ``inject(data)`` writes extra bytes
+to every client (garbage on the wire). Apart from what a test injects, the bytes are
+the real server's.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ class TcpProxy:
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._clients: dict[asyncio.StreamWriter, asyncio.Event] = {}  # -> flowing
         self.port = 0
 
     async def start(self) -> TcpProxy:
@@ -43,6 +47,17 @@ class TcpProxy:
             with contextlib.suppress(Exception):
                 writer.transport.abort()
         self._writers.clear()
+
+    def freeze(self) -> None:
+        for flowing in self._clients.values():
+            flowing.clear()
+
+    async def inject(self, data: bytes) -> None:
+        for writer, flowing in list(self._clients.items()):
+            if flowing.is_set():
+                writer.write(data)
+                with contextlib.suppress(ConnectionError):
+                    await writer.drain()
 
     async def close(self) -> None:
         self.cut()
@@ -65,18 +80,26 @@ class TcpProxy:
                 await asyncio.Event().wait()  # hold it open until cut or closed
             up_reader, up_writer = await asyncio.open_connection(*self.target)
             self._writers.add(up_writer)
-            await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+            flowing = self._clients[writer] = asyncio.Event()
+            flowing.set()
+            await asyncio.gather(
+                _pipe(reader, up_writer, flowing), _pipe(up_reader, writer, flowing)
+            )
         except OSError:
             pass
         finally:
             self._tasks.discard(task)
             self._writers.discard(writer)
+            self._clients.pop(writer, None)
             writer.transport.abort()
 
 
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def _pipe(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, flowing: asyncio.Event
+) -> None:
     try:
         while data := await reader.read(65536):
+            await flowing.wait()  # frozen: hold the bytes, for ever
             writer.write(data)
             await writer.drain()
     finally:
