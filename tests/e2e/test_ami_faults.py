@@ -32,6 +32,8 @@ from pathlib import Path
 import pytest
 import redis.asyncio as redis
 
+from cti.ami import AmiClient
+from cti.ami.client import CALL_CENTRE_EVENTS
 from cti.calls.lease import LEASE_KEY
 from tests.e2e.conftest import AMI_PORT, E2ESetup, _sandbox, daemon_env
 from tests.e2e.stack import Daemon, free_port, tail
@@ -225,3 +227,41 @@ async def test_asterisk_crash_mid_call_ends_the_call_and_following_resumes(
             await calls.wait(timeout_s=30)
     finally:
         await client.aclose()
+
+
+async def test_the_event_filter_passes_only_what_the_model_uses(
+    sandbox: E2ESetup, agents, place_calls
+):
+    """The client's default filter (``Action: Filter``, a legacy regex) is accepted by
+    Asterisk 22 and really filters: over a whole call, every event that reaches the
+    client is one the call model uses."""
+    names: list[str] = []
+
+    class Names:
+        def reset(self) -> None: ...
+
+        def apply(self, msg) -> None:
+            if msg.is_event and not msg.fields.get("actionid"):
+                names.append(msg.name)
+
+        def connected(self, up: bool) -> None: ...
+
+    client = AmiClient("127.0.0.1", AMI_PORT, "cti", sandbox.ami_secret, events_sink=Names())
+    stop = asyncio.Event()
+    task = asyncio.create_task(client.run(stop))
+    try:
+        await until(lambda: client.is_connected, within_s=10)
+        await agents.start(2001)
+        calls = await place_calls([CALLER], hold_ms=2_000)
+        await calls.wait(timeout_s=30)
+        await until(lambda: "Hangup" in names and names.count("Hangup") >= 2, within_s=10)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+    assert client.stats.last_error is None
+    allowed = set(CALL_CENTRE_EVENTS)
+    # The legacy regex matches on the name's start: "Hangup" also lets "HangupRequest" in.
+    passed = {n for n in names if not any(n.startswith(a) for a in allowed)}
+    assert not passed, passed
+    assert {"Newchannel", "AgentCalled", "AgentConnect", "BridgeEnter"} <= set(names)
+    assert "DeviceStateChange" not in names and "Newexten" not in names
