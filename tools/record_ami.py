@@ -83,7 +83,7 @@ from cti.loadtest import (  # noqa: E402
 )
 from cti.routing import plan as routing_plan  # noqa: E402
 from tests.e2e.ami import Ami  # noqa: E402
-from tests.e2e.stack import SANDBOX, CallBatch, Daemon, free_port  # noqa: E402
+from tests.e2e.stack import CallBatch, Daemon, free_port, run_sandbox  # noqa: E402
 
 FIXTURES = REPO / "tests" / "fixtures" / "ami"
 SIPP_DIR = REPO / "sipp"
@@ -458,23 +458,6 @@ def recording_plan() -> routing_plan.RoutingPlan:
     return routing_plan.loads(text)
 
 
-async def _sandbox(command: str, env: dict[str, str], timeout_s: float) -> tuple[int, str]:
-    proc = await asyncio.create_subprocess_exec(
-        str(SANDBOX),
-        command,
-        env=os.environ | env,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    try:
-        out, _ = await asyncio.wait_for(proc.communicate(), timeout_s)
-    except TimeoutError:
-        await stop_process(proc, 5)
-        return -1, f"scripts/asterisk-sandbox {command}: no answer within {timeout_s}s"
-    return proc.returncode or 0, out.decode(errors="replace")
-
-
 @contextlib.asynccontextmanager
 async def testbed(workdir: Path, use_running: bool) -> AsyncIterator[Testbed]:
     async with contextlib.AsyncExitStack() as stack:
@@ -517,11 +500,11 @@ async def testbed(workdir: Path, use_running: bool) -> AsyncIterator[Testbed]:
         agi_addr = f"127.0.0.1:{agi_port}"
 
         # 3. Asterisk
-        code, _ = await _sandbox("status", {}, 30)
+        code, _ = await run_sandbox("status", {}, 30)
         if code == 0 and not use_running:
             raise RuntimeError("Asterisk already runs: stop it, or pass --use-running")
         if code == 0:
-            _, out = await _sandbox("env", {}, 30)
+            _, out = await run_sandbox("env", {}, 30)
             found = re.search(r"^CTI_AMI_SECRET=(.*)$", out, re.M)
             secret = found[1].strip("'\"") if found else ""
         else:
@@ -529,12 +512,12 @@ async def testbed(workdir: Path, use_running: bool) -> AsyncIterator[Testbed]:
             sandbox_env = {"CTI_AMI_SECRET": secret, "CTI_AGI_ADDR": agi_addr}
 
             async def down() -> None:
-                code, out = await _sandbox("down", sandbox_env, 60)
+                code, out = await run_sandbox("down", sandbox_env, 60)
                 if code != 0:
                     print(f"scripts/asterisk-sandbox down failed ({code}):\n{out}")
 
             stack.push_async_callback(down)
-            code, out = await _sandbox("up", sandbox_env, 300)
+            code, out = await run_sandbox("up", sandbox_env, 300)
             if code != 0:
                 raise RuntimeError(f"scripts/asterisk-sandbox up failed ({code}):\n{out}")
         ami = await Ami.connect(AMI_HOST, AMI_PORT, AMI_USER, secret)

@@ -19,7 +19,6 @@ caller batches; all stopped by pid at the end of the test.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import secrets
 import shutil
@@ -33,15 +32,14 @@ import pytest
 import redis.asyncio as redis
 
 from cti.db.demo import seed_demo
-from cti.loadtest import stop_process
 from tests.conftest import PG_SERVER
 from tests.e2e.ami import Ami
 from tests.e2e.stack import (
-    SANDBOX,
     Agents,
     CallBatch,
     Daemon,
     free_port,
+    run_sandbox,
 )
 from tests.waiting import until
 
@@ -140,24 +138,11 @@ async def daemon(testbed: E2ESetup, e2e_redis) -> AsyncIterator[Daemon]:
 
 
 async def _sandbox(command: str, testbed: E2ESetup, timeout_s: float) -> tuple[int, str]:
-    env = os.environ | {
+    env = {
         "CTI_AMI_SECRET": testbed.ami_secret,
         "CTI_AGI_ADDR": f"127.0.0.1:{testbed.agi_port}",
     }
-    proc = await asyncio.create_subprocess_exec(
-        str(SANDBOX),
-        command,
-        env=env,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    try:
-        out, _ = await asyncio.wait_for(proc.communicate(), timeout_s)
-    except TimeoutError:
-        await stop_process(proc, 5)
-        return -1, f"scripts/asterisk-sandbox {command} did not finish within {timeout_s}s"
-    return proc.returncode or 0, out.decode(errors="replace")
+    return await run_sandbox(command, env, timeout_s)
 
 
 @pytest.fixture(scope="session")

@@ -78,6 +78,25 @@ def queue_members(conf: Path = QUEUES_CONF) -> dict[str, set[str]]:
     return members
 
 
+# ------------------------------------------------------------------ Asterisk
+async def run_sandbox(command: str, env: dict[str, str], timeout_s: float) -> tuple[int, str]:
+    """``scripts/asterisk-sandbox COMMAND`` with ``env`` added: (exit code, output)."""
+    proc = await asyncio.create_subprocess_exec(
+        str(SANDBOX),
+        command,
+        env=os.environ | env,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), timeout_s)
+    except TimeoutError:
+        await stop_process(proc, 5)
+        return -1, f"scripts/asterisk-sandbox {command} did not finish within {timeout_s}s"
+    return proc.returncode or 0, out.decode(errors="replace")
+
+
 # ------------------------------------------------------------------ the daemon
 @dataclass
 class Daemon:
