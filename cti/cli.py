@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import secrets
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -24,6 +26,24 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     commands.add_parser("serve", help="run the daemon (FastAGI router)")
+    commands.add_parser(
+        "screenpop", help="run the sidebar's HTTP API alone (no FastAGI; needs CTI_SESSION_SECRET)"
+    )
+
+    agents = commands.add_parser("agents", help="the sidebar's users").add_subparsers(
+        dest="agents", required=True
+    )
+    agents_add = agents.add_parser(
+        "add", help="add an agent; the password is read from stdin (or --password-env)"
+    )
+    agents_add.add_argument("username", help="1 to 64 of a-z 0-9 . _ -")
+    agents_add.add_argument("--endpoint", required=True, help="the device their calls ring")
+    agents_add.add_argument("--name", default=None, help="display name (default: username)")
+    agents_add.add_argument("--role", choices=("agent", "supervisor"), default="agent")
+    agents_add.add_argument(
+        "--password-env", metavar="VAR", default=None, help="read the password from $VAR"
+    )
+    agents.add_parser("list", help="list the agents")
 
     db = commands.add_parser("db", help="database tasks").add_subparsers(dest="db", required=True)
     migrate = db.add_parser("migrate", help="create the database if needed and apply sql/")
@@ -105,6 +125,16 @@ async def _dispatch(args: argparse.Namespace, config: Config) -> int:
 
         await serve(config)
         return 0
+    if args.command == "screenpop":
+        if not config.session_secret:
+            raise CommandError(
+                "cti screenpop needs CTI_SESSION_SECRET (at least 32 random bytes,"
+                " e.g. `openssl rand -base64 48`)"
+            )
+        from cti.screenpop.service import serve_screenpop
+
+        await serve_screenpop(config)
+        return 0
     if args.command == "db" and args.db == "migrate":
         from cti.db.migrate import SQL_DIR, MigrationError, migrate
 
@@ -151,9 +181,12 @@ async def _with_connection(args: argparse.Namespace, config: Config, conn) -> in
         except ValueError as exc:
             raise CommandError(str(exc)) from None
         print(f"demo data loaded: {total} customers")
+        await _seed_demo_agents(conn)
         return 0
     if args.command == "customers":
         return await _import_customers(args.file, config, conn)
+    if args.command == "agents":
+        return await _agents(args, conn)
     if args.command == "rules" and args.rules == "load":
         from cti.db.plan_store import write_plan
         from cti.routing.plan import PlanError
@@ -181,6 +214,75 @@ async def _with_connection(args: argparse.Namespace, config: Config, conn) -> in
     if args.command == "route":
         return await _route(args, config, conn)
     raise CommandError(f"unknown command {args.command}")
+
+
+async def _seed_demo_agents(conn) -> None:
+    """The demo agents' password comes from ``CTI_DEMO_PASSWORD`` (read here, like
+    ``--password-env``: a command's input, not the daemon's configuration) or is
+    generated and printed this once."""
+    from cti.db.demo import seed_demo_agents
+
+    password = os.environ.get("CTI_DEMO_PASSWORD") or None
+    generated = password is None
+    if password is None:
+        password = secrets.token_urlsafe(12)
+    try:
+        written, skipped = await seed_demo_agents(conn, password, reset=not generated)
+    except ValueError as exc:
+        raise CommandError(f"demo agents: {exc}") from None
+    for reason in skipped:
+        print(f"demo agent {reason}: skipped")
+    if not written:
+        if not skipped:
+            print("demo agents: already there (set CTI_DEMO_PASSWORD to reset their password)")
+    elif generated:
+        print(f"demo agents {', '.join(written)}: password {password}")
+        print("  (generated and shown only this once; set CTI_DEMO_PASSWORD to choose it)")
+    else:
+        print(f"demo agents {', '.join(written)}: password from CTI_DEMO_PASSWORD")
+
+
+def _read_password(variable: str | None) -> str:
+    if variable is not None:
+        password = os.environ.get(variable)
+        if not password:
+            raise CommandError(f"--password-env {variable}: that variable is not set")
+        return password
+    if sys.stdin.isatty():
+        import getpass
+
+        password = getpass.getpass("password: ")
+        if getpass.getpass("again: ") != password:
+            raise CommandError("the passwords differ")
+        return password
+    line = sys.stdin.readline()
+    password = line[:-1] if line.endswith("\n") else line
+    if not password:
+        raise CommandError("no password on stdin (or use --password-env VAR)")
+    return password
+
+
+async def _agents(args: argparse.Namespace, conn) -> int:
+    from cti.screenpop.agents import AgentError, add_agent, list_agents
+
+    if args.agents == "list":
+        for agent in await list_agents(conn):
+            print(f"{agent.username}\t{agent.endpoint}\t{agent.role}\t{agent.display_name}")
+        return 0
+    password = _read_password(args.password_env)
+    try:
+        agent = await add_agent(
+            conn,
+            args.username,
+            args.endpoint,
+            password,
+            display_name=args.name,
+            role=args.role,
+        )
+    except AgentError as exc:
+        raise CommandError(str(exc)) from None
+    print(f"added {agent.role} {agent.username} on {agent.endpoint}")
+    return 0
 
 
 async def _import_customers(path: Path, config: Config, conn) -> int:

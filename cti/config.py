@@ -9,8 +9,8 @@ configuration misroutes calls quietly.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -19,6 +19,7 @@ import phonenumbers
 from cti.routing.plan import NAME
 
 DEFAULT_PLAN_CACHE = str(Path.home() / ".cache" / "cti" / "routing-plan.toml")
+MIN_SESSION_SECRET_BYTES = 32
 
 
 class ConfigError(ValueError):
@@ -64,6 +65,12 @@ class Config:
     #: Last routing plan read from PostgreSQL, so that a daemon (re)started while the
     #: database is down still knows each number's default queue. Empty: no cache.
     plan_cache: str = DEFAULT_PLAN_CACHE
+    #: Serve the sidebar's HTTP API on ``http_bind`` (cti.screenpop). Needs the secret.
+    http_enabled: bool = False
+    #: Signs the sidebar's session tokens; from the environment only, never logged.
+    session_secret: str = field(default="", repr=False)
+    #: A session token expires this long after login.
+    session_ttl_s: int = 43_200
 
     @property
     def route_budget_s(self) -> float:
@@ -126,6 +133,29 @@ def _region(name: str, raw: str) -> str:
     return value
 
 
+def _session(get: Callable[[str], str | None], fields: dict[str, object]) -> None:
+    """The sidebar's API: on by default when a session secret is given."""
+    if (raw := get("CTI_SESSION_SECRET")) is not None:
+        size = len(raw.encode())
+        if size < MIN_SESSION_SECRET_BYTES:
+            raise ConfigError(
+                f"CTI_SESSION_SECRET=(hidden, {size} bytes): must be at least "
+                f"{MIN_SESSION_SECRET_BYTES} bytes; make one with `openssl rand -base64 48`"
+            )
+        fields["session_secret"] = raw
+    if (raw := get("CTI_SESSION_TTL_S")) is not None:
+        fields["session_ttl_s"] = _int("CTI_SESSION_TTL_S", raw, minimum=60, maximum=30 * 86_400)
+    if (raw := get("CTI_HTTP_ENABLED")) is not None:
+        fields["http_enabled"] = _choice("CTI_HTTP_ENABLED", raw, ("yes", "no")) == "yes"
+    else:
+        fields["http_enabled"] = bool(fields.get("session_secret"))
+    if fields["http_enabled"] and not fields.get("session_secret"):
+        raise ConfigError(
+            "CTI_HTTP_ENABLED=yes needs CTI_SESSION_SECRET (at least "
+            f"{MIN_SESSION_SECRET_BYTES} random bytes, e.g. `openssl rand -base64 48`)"
+        )
+
+
 def load_config(env: Mapping[str, str] | None = None) -> Config:
     """Build the configuration from ``env`` (default: the process environment)."""
     env = os.environ if env is None else env
@@ -177,6 +207,7 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         fields["call_data_ttl_s"] = _int("CTI_CALL_DATA_TTL_S", raw, minimum=60)
     if (raw := get("CTI_CALL_DATA_AFTER_END_S")) is not None:
         fields["call_data_after_end_s"] = _int("CTI_CALL_DATA_AFTER_END_S", raw, minimum=0)
+    _session(get, fields)
 
     if (raw := env.get("CTI_PLAN_CACHE")) is not None:
         fields["plan_cache"] = raw

@@ -1,10 +1,11 @@
 """``cti serve``: the composition root of the daemon.
 
 Builds every client from the configuration, wires them together, runs the service
-tasks until SIGTERM/SIGINT, then shuts down in order: stop accepting AGI, let calls in
-flight finish, flush the record writers, close the pools. Neither PostgreSQL nor Redis
-needs to be up for the daemon to start: calls route on the fail-open path until they
-are, and the records wait in the writers' queues.
+tasks until SIGTERM/SIGINT, then shuts down in order: stop the sidebar's HTTP API (its
+clients reconnect elsewhere), stop accepting AGI, let calls in flight finish, flush the
+record writers, close the pools. Neither PostgreSQL nor Redis needs to be up for the
+daemon to start: calls route on the fail-open path until they are, and the records
+wait in the writers' queues.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 import asyncpg
 import redis.asyncio as redis
 import structlog
+from aiohttp import web
 
 from cti.agi.route import route_script
 from cti.agi.server import AgiLimits, AgiServer
@@ -37,6 +39,9 @@ from cti.db.plan_watcher import PlanWatcher
 from cti.db.timeline import timeline_batch_writer
 from cti.interactions import interaction_batch_writer
 from cti.router import Router
+from cti.screenpop.app import HttpServer, build_app
+from cti.screenpop.auth import Sessions
+from cti.screenpop.metrics import AmiSource, Metrics
 
 log = structlog.get_logger(__name__)
 
@@ -120,6 +125,7 @@ class Daemon:
         self.call_data = BatchWriter("call-data", self.call_store.create_many)
         self.events = EventPublisher(self.redis, ttl_s=config.call_data_ttl_s)
         self.call_data_service = CallDataService(self.call_store, self.events)
+        self.metrics = Metrics()
         self.router = Router(
             table=lambda: self.plan.table,
             find_customer=lambda e164, account: find_customer(self.pool, e164, account),
@@ -129,17 +135,43 @@ class Daemon:
             interactions=self.interactions,
             call_data=self.call_data,
             history=self.history,
+            on_routed=self.metrics.observe_route,
         )
         self.agi = AgiServer({"route": route_script(self.router)}, agi_limits)
         self.calls = CallFollowing(self) if config.ami_enabled else None
+        if self.calls is not None:
+            calls = self.calls
+            self.metrics.watch_ami(
+                AmiSource(
+                    connected=lambda: calls.ami.is_connected,
+                    events=lambda: calls.ami.stats.events,
+                    leader=lambda: calls.tracker.leader,
+                )
+            )
+        self.http = HttpServer(self._http_app()) if config.http_enabled else None
         self._background: list[asyncio.Task[None]] = []
         self._writers: list[asyncio.Task[None]] = []
 
+    def _http_app(self) -> web.Application:
+        """The sidebar's API (cti.screenpop) on the daemon's own clients. Without AMI
+        following there is no call control: those routes answer 503 ami_unavailable."""
+        return build_app(
+            pool=self.pool,
+            redis_client=self.redis,
+            call_data=self.call_data_service,
+            sessions=Sessions(self.config.session_secret.encode(), self.config.session_ttl_s),
+            metrics=self.metrics,
+            control=self.calls.control if self.calls is not None else None,
+            ami=self.calls.ami if self.calls is not None else None,
+        )
+
     async def start(self) -> None:
-        """Listen for FastAGI and start the background tasks; return at once."""
+        """Listen for FastAGI (and HTTP) and start the background tasks; return at once."""
         await self.pool  # with min_size=0 this opens nothing
         await self.agi.start(self.config.agi_bind.host, self.config.agi_bind.port)
         log.info("cti serving", agi=f"{self.config.agi_bind.host}:{self.agi.port}")
+        if self.http is not None:
+            await self.http.start(self.config.http_bind.host, self.config.http_bind.port)
         self._background = [
             asyncio.create_task(self.plan.run(self.stop), name="plan-watcher"),
             asyncio.create_task(warm_pool(self.pool, self.stop), name="pool-warmer"),
@@ -157,6 +189,8 @@ class Daemon:
     async def shutdown(self, writer_grace_s: float = 10) -> None:
         """Stop accepting calls, finish those in flight, flush the writers, close the pools."""
         log.info("cti stopping")
+        if self.http is not None:  # first: sidebars reconnect to another instance
+            await self.http.stop()
         await self.agi.close()
         self.stop.set()
         _done, pending = await asyncio.wait(self._writers, timeout=writer_grace_s)

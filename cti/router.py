@@ -70,6 +70,7 @@ class Router:
         history: HistorySink | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         new_call_id: Callable[[], str] = lambda: str(uuid.uuid4()),
+        on_routed: Callable[[RouteOutcome], None] | None = None,
     ) -> None:
         self._table = table
         self._find_customer = find_customer
@@ -81,6 +82,7 @@ class Router:
         self._history = history
         self._clock = clock
         self._new_call_id = new_call_id
+        self._on_routed = on_routed  # metrics: must be quick and must not raise
         self.routed = 0
         self.failed_open = 0
 
@@ -108,6 +110,8 @@ class Router:
             call_id, request, caller, customer, decision, now, elapsed_us, reason
         )
         self.routed += 1
+        if self._on_routed is not None:
+            self._on_routed(outcome)
         self._interactions.submit(outcome)
         document = call_document(outcome)
         self._call_data.submit(document)

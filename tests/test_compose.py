@@ -309,6 +309,7 @@ def test_agi_port():
     assert port_of(env("asterisk")["CTI_AGI_ADDR"]) == AGI_PORT
     assert (AGI_PORT, "tcp") in exposed("cti")
     assert f"'127.0.0.1', {AGI_PORT})" in " ".join(healthcheck("cti")), "healthcheck: AGI port"
+    assert f"127.0.0.1:{HTTP_PORT}/healthz" in " ".join(healthcheck("cti")), "healthcheck: HTTP"
 
 
 def test_http_port():
@@ -377,11 +378,13 @@ def test_names_in_the_asterisk_config_are_compose_services():
 
 
 def test_cti_service_variables_are_known():
-    known = set(re.findall(r'"(CTI_[A-Z_]+)"', read("cti/config.py")))
+    known = set(re.findall(r'"(CTI_[A-Z_]+)"', read("cti/config.py") + read("cti/cli.py")))
     assert {"CTI_DATABASE_URL", "CTI_AGI_BIND"} <= known, "cti/config.py reads no CTI_* names?"
     start_script = set(re.findall(r"\$\{?(CTI_[A-Z_]+)", read("docker/cti-start.sh")))
     unknown = set(env("cti")) - known - start_script
-    assert not unknown, f"not read by cti/config.py nor docker/cti-start.sh: {sorted(unknown)}"
+    assert not unknown, (
+        f"read by neither cti/config.py, cti/cli.py nor docker/cti-start.sh: {sorted(unknown)}"
+    )
     assert env("cti")["CTI_LOG_FORMAT"] == "json"
     assert env("cti")["CTI_PLAN_CACHE"].startswith("/var/lib/cti/")
     assert any(v.endswith(":/var/lib/cti") for v in service("cti")["volumes"]), "plan cache volume"

@@ -4,6 +4,9 @@ Generated customers follow a fixed pattern (account ``A`` + 7 digits, phone ``+1
 the same digits; tier, status and language derived from the number) so that SIPp
 injection files and benchmarks can hit known customers without querying first.
 Running it again updates rather than duplicates.
+
+The demo agents (``agent2001`` … ``agent2006`` on ``PJSIP/2001`` … ``PJSIP/2006``, the
+test bed's phones) get a password from the caller: no password is in the repository.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ NAMED_CUSTOMERS = (
     ("A0000006", "Carmen Herrera", "gold", "active", "es"),
 )
 MAX_GENERATED = 9_999_999
+DEMO_AGENTS = tuple((f"agent200{n}", f"PJSIP/200{n}", f"Agent 200{n}") for n in range(1, 7))
 
 
 def demo_plan() -> routing_plan.RoutingPlan:
@@ -72,3 +76,36 @@ async def seed_demo(conn: asyncpg.Connection, customers: int = 100_000) -> int:
                ON CONFLICT (e164) DO NOTHING"""
         )
         return await conn.fetchval("SELECT count(*) FROM customers")
+
+
+async def seed_demo_agents(
+    conn: asyncpg.Connection, password: str, *, reset: bool
+) -> tuple[list[str], list[str]]:
+    """Create the demo agents with ``password``: (user names written, why others were not).
+
+    ``reset``: also give existing demo agents this password (and their demo endpoint
+    and name); otherwise existing ones are left as they are, so that running the seed
+    again with a generated password does not lock anyone out. A demo agent whose phone
+    is already another agent's is skipped (and said so), not forced."""
+    from cti.screenpop.agents import AgentError, add_agent
+
+    existing = set(
+        await conn.fetchval(
+            "SELECT coalesce(array_agg(username), '{}') FROM agents WHERE username = ANY($1)",
+            [username for username, _endpoint, _name in DEMO_AGENTS],
+        )
+    )
+    written: list[str] = []
+    skipped: list[str] = []
+    for username, endpoint, name in DEMO_AGENTS:
+        if username in existing and not reset:
+            continue
+        try:
+            await add_agent(conn, username, endpoint, password, display_name=name, replace=True)
+        except AgentError as exc:
+            if "password" in str(exc):
+                raise  # the same for every agent: say it once, as an error
+            skipped.append(f"{username}: {exc}")
+            continue
+        written.append(username)
+    return written, skipped

@@ -25,6 +25,9 @@ def test_defaults_are_the_documented_ones() -> None:
     assert config.ami_port == 5038
     assert config.log_format == "console"
     assert config.log_level == "info"
+    assert config.session_ttl_s == 43_200
+    assert not config.http_enabled
+    assert config.session_secret == ""
 
 
 def test_no_variables_gives_the_dataclass_defaults() -> None:
@@ -113,6 +116,8 @@ def test_the_process_environment_is_the_default(monkeypatch: pytest.MonkeyPatch)
         pytest.param("CTI_AMI_LEASE_TTL_S", "60", "ami_lease_ttl_s", 60, id="lease-max"),
         pytest.param("CTI_CALL_DATA_AFTER_END_S", "0", "call_data_after_end_s", 0, id="after-end"),
         pytest.param("CTI_INSTANCE_ID", "cti-a", "instance_id", "cti-a", id="instance"),
+        pytest.param("CTI_SESSION_TTL_S", "60", "session_ttl_s", 60, id="session-ttl-min"),
+        pytest.param("CTI_HTTP_ENABLED", "no", "http_enabled", False, id="http-off"),
     ],
 )
 def test_good_values(name: str, raw: str, field: str, value: object) -> None:
@@ -129,6 +134,33 @@ def test_an_ami_secret_turns_call_following_on() -> None:
     assert not load_config({"CTI_AMI_SECRET": "s3cret", "CTI_AMI_ENABLED": "no"}).ami_enabled
     with pytest.raises(ConfigError, match="CTI_AMI_SECRET"):
         load_config({"CTI_AMI_ENABLED": "yes"})
+
+
+SESSION_SECRET = "a-test-value-of-thirty-two-bytes-or-more"  # not a real secret
+
+
+def test_a_session_secret_turns_the_http_api_on() -> None:
+    config = load_config({"CTI_SESSION_SECRET": SESSION_SECRET})
+    assert config.http_enabled and config.session_secret == SESSION_SECRET
+    assert SESSION_SECRET not in repr(config)
+    off = load_config({"CTI_SESSION_SECRET": SESSION_SECRET, "CTI_HTTP_ENABLED": "no"})
+    assert not off.http_enabled
+    assert load_config({"CTI_SESSION_SECRET": "é" * 16}).session_secret == "é" * 16  # 32 bytes
+
+
+def test_the_http_api_needs_a_session_secret() -> None:
+    with pytest.raises(ConfigError, match="CTI_SESSION_SECRET") as caught:
+        load_config({"CTI_HTTP_ENABLED": "yes"})
+    assert str(caught.value).startswith("CTI_HTTP_ENABLED=yes")
+    assert load_config({"CTI_HTTP_ENABLED": "no"}) == Config()
+
+
+def test_a_short_session_secret_is_refused_without_being_shown() -> None:
+    short = "tiny-secret-value"
+    with pytest.raises(ConfigError) as caught:
+        load_config({"CTI_SESSION_SECRET": short})
+    assert short not in str(caught.value)
+    assert "32 bytes" in str(caught.value)
 
 
 @pytest.mark.parametrize(
@@ -178,6 +210,13 @@ def test_an_ami_secret_turns_call_following_on() -> None:
         pytest.param("CTI_DEFAULT_QUEUE", "de\tfault", id="queue-tab"),
         pytest.param("CTI_CALL_DATA_TTL_S", "59", id="ttl-too-small"),
         pytest.param("CTI_CALL_DATA_TTL_S", "1d", id="ttl-unit"),
+        # the sidebar's sessions
+        pytest.param("CTI_SESSION_SECRET", "s" * 31, id="session-secret-short"),
+        pytest.param("CTI_SESSION_SECRET", "é" * 15, id="session-secret-short-bytes"),
+        pytest.param("CTI_SESSION_TTL_S", "59", id="session-ttl-too-small"),
+        pytest.param("CTI_SESSION_TTL_S", "12h", id="session-ttl-unit"),
+        pytest.param("CTI_SESSION_TTL_S", "2592001", id="session-ttl-too-big"),
+        pytest.param("CTI_HTTP_ENABLED", "maybe", id="http-enabled-word"),
     ],
 )
 def test_bad_values_name_the_variable(name: str, raw: str) -> None:

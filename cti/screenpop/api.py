@@ -1,0 +1,313 @@
+"""The sidebar's JSON routes (docs/screenpop-api.md): parse, check, call a service, answer.
+
+Thin on purpose: what a call's data may hold is cti.calldata's business, what a call
+control action does is cti.calls.control's, who may see a call is
+:mod:`cti.screenpop.access`'s. Each handler checks who is asking before it reads the
+body, and refuses a malformed body before it touches any store, so a refused request
+changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import Awaitable
+from typing import Any
+
+import asyncpg
+import structlog
+from aiohttp import web
+from redis.exceptions import RedisError
+
+from cti.ami.client import AmiActionError, AmiNotConnected, AmiTimeout
+from cti.calldata.document import CallDataError, StaleVersion
+from cti.calls.control import CallControl, CallControlError
+from cti.calls.publisher import call_agents_key
+from cti.screenpop import callview, presence
+from cti.screenpop.access import Forbidden, is_call_id, parse_call_key
+from cti.screenpop.agents import find_agent, list_agents
+from cti.screenpop.auth import MAX_PASSWORD_CHARS, Claims, dummy_hash, verify_password
+from cti.screenpop.context import Context, authenticate, context
+from cti.screenpop.errors import ApiError, invalid, only_fields, read_json_object
+
+log = structlog.get_logger(__name__)
+
+MAX_USERNAME_CHARS = 64
+MAX_PAUSE_REASON_CHARS = 64
+
+_CALL_DATA_STATUS = {"invalid": 400, "too_large": 413, "unknown_call": 404}
+_CONTROL_STATUS = {
+    "invalid": 400,
+    "not_on_call": 409,
+    "unknown_call": 404,
+    "ami_unavailable": 503,
+    "refused": 502,
+}
+
+
+def _forbidden() -> ApiError:
+    return ApiError(403, "forbidden", "this call is not yours")
+
+
+def _unknown_call(who: Claims) -> ApiError:
+    """An agent is not told whether a call exists, so that call ids cannot be probed."""
+    if who.is_supervisor:
+        return ApiError(404, "unknown_call", "no such call")
+    return _forbidden()
+
+
+def _call_key(request: web.Request, who: Claims) -> str:
+    key = parse_call_key(request.match_info["call_id"])
+    if key is None:
+        raise _unknown_call(who)
+    return key
+
+
+async def _readable_call(request: web.Request, who: Claims) -> str:
+    key = _call_key(request, who)
+    try:
+        await context(request).access.check_read(who, key)
+    except Forbidden:
+        raise _forbidden() from None
+    return key
+
+
+async def _writable_call(request: web.Request, who: Claims) -> str:
+    """Writing needs the call to be the caller's own, supervisor or not; a supervisor
+    (who may know that calls exist) hears 404 for an unknown one."""
+    ctx = context(request)
+    key = _call_key(request, who)
+    try:
+        await ctx.access.check_write(who, key)
+    except Forbidden:
+        if who.is_supervisor and not await _known(ctx, key):
+            raise _unknown_call(who) from None
+        raise _forbidden() from None
+    return key
+
+
+async def _known(ctx: Context, key: str) -> bool:
+    if await ctx.redis.exists(call_agents_key(key)):
+        return True
+    return is_call_id(key) and await ctx.call_data.get(key) is not None
+
+
+def _string(body: dict[str, Any], name: str, max_chars: int) -> str:
+    value = body.get(name)
+    if not isinstance(value, str):
+        raise invalid(name, "required, a string")
+    if len(value) > max_chars:
+        raise invalid(name, f"at most {max_chars} characters")
+    return value
+
+
+# -- who is asking ---------------------------------------------------------------------
+async def login(request: web.Request) -> web.Response:
+    ctx = context(request)
+    body = await read_json_object(request)
+    only_fields(body, {"username", "password"})
+    username = _string(body, "username", MAX_USERNAME_CHARS)
+    password = _string(body, "password", MAX_PASSWORD_CHARS)
+    found = await find_agent(ctx.pool, username)
+    stored = found[1] if found is not None else dummy_hash()
+    async with ctx.login_slots:
+        ok = await asyncio.to_thread(verify_password, password, stored)
+    if found is None or not ok:
+        log.info("login refused", username=username[:64])
+        raise ApiError(401, "bad_credentials", "wrong user name or password")
+    agent = found[0]
+    token, claims = ctx.sessions.issue(
+        username=agent.username,
+        display_name=agent.display_name,
+        endpoint=agent.endpoint,
+        role=agent.role,
+    )
+    log.info("login", username=agent.username, endpoint=agent.endpoint)
+    expires_at = dt.datetime.fromtimestamp(claims.expires_at, dt.UTC).isoformat()
+    return web.json_response({"token": token, "expires_at": expires_at, "agent": agent.as_json()})
+
+
+async def me(request: web.Request) -> web.Response:
+    who = authenticate(request)
+    answer: dict[str, Any] = {"agent": who.agent_json()}
+    try:
+        answer["calls"] = list(
+            await presence.read_current_calls(context(request).redis, who.endpoint)
+        )
+    except (RedisError, OSError) as exc:
+        log.warning("current calls unreadable", error=repr(exc))
+        answer["calls"], answer["partial"] = [], True
+    return web.json_response(answer)
+
+
+# -- calls -----------------------------------------------------------------------------
+async def get_call(request: web.Request) -> web.Response:
+    ctx = context(request)
+    who = authenticate(request)
+    key = await _readable_call(request, who)
+    call_id = key if is_call_id(key) else None
+    document = await ctx.call_data.get(call_id) if call_id else None
+    answer: dict[str, Any] = {"call": document, "recent": [], "timeline": []}
+    try:
+        answer["timeline"] = await callview.timeline(ctx.pool, key, call_id)
+        customer_id = callview.customer_id_of(document)
+        if customer_id is not None and call_id is not None:
+            answer["recent"] = await callview.recent_interactions(ctx.pool, customer_id, call_id)
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+        # Context only: the call itself (from Redis) still shows.
+        log.warning("call context unreadable", call_key=key, error=repr(exc))
+        answer["partial"] = True
+    if (
+        document is None
+        and not answer["timeline"]
+        and not await ctx.redis.exists(call_agents_key(key))
+    ):
+        raise _unknown_call(who)
+    return web.json_response(answer)
+
+
+async def patch_call(request: web.Request) -> web.Response:
+    ctx = context(request)
+    who = authenticate(request)
+    key = await _writable_call(request, who)
+    body = await read_json_object(request)
+    only_fields(body, {"version", "change"})
+    version = body.get("version")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise invalid("version", "required, a whole number from 1 (the version you read)")
+    change = body.get("change")
+    if not isinstance(change, dict):
+        raise invalid("change", "required, an object")
+    if not is_call_id(key):
+        raise ApiError(404, "unknown_call", "this call has no call data")
+    try:
+        document = await ctx.call_data.update(key, version, change, by=who.username)
+    except StaleVersion as exc:
+        raise ApiError(409, "stale_version", exc.message, current=exc.current) from None
+    except CallDataError as exc:
+        status = _CALL_DATA_STATUS.get(exc.code, 400)
+        raise ApiError(status, exc.code, exc.message, field=exc.field) from None
+    return web.json_response({"call": document})
+
+
+def _control(ctx: Context) -> CallControl:
+    if ctx.control is None:
+        raise ApiError(
+            503, "ami_unavailable", "call control needs the AMI connection, which is off here"
+        )
+    return ctx.control
+
+
+async def _act(action: Awaitable[None]) -> web.Response:
+    try:
+        await action
+    except CallControlError as exc:
+        raise ApiError(_CONTROL_STATUS.get(exc.code, 502), exc.code, exc.message) from None
+    return web.json_response({}, status=202)
+
+
+async def transfer(request: web.Request) -> web.Response:
+    ctx = context(request)
+    who = authenticate(request)
+    key = await _writable_call(request, who)
+    body = await read_json_object(request)
+    only_fields(body, {"kind", "target"})
+    kind = body.get("kind")
+    if kind not in ("blind", "attended"):
+        raise invalid("kind", "required, 'blind' or 'attended'")
+    target = _string(body, "target", 64)
+    control = _control(ctx)
+    if kind == "blind":
+        return await _act(control.blind_transfer(key, who.endpoint, target))
+    return await _act(control.attended_transfer(key, who.endpoint, target))
+
+
+async def complete_transfer(request: web.Request) -> web.Response:
+    who = authenticate(request)
+    key = await _writable_call(request, who)
+    return await _act(_control(context(request)).complete_transfer(key, who.endpoint))
+
+
+async def cancel_transfer(request: web.Request) -> web.Response:
+    who = authenticate(request)
+    key = await _writable_call(request, who)
+    return await _act(_control(context(request)).cancel_transfer(key, who.endpoint))
+
+
+async def hangup(request: web.Request) -> web.Response:
+    who = authenticate(request)
+    key = await _writable_call(request, who)
+    return await _act(_control(context(request)).hangup(key, who.endpoint))
+
+
+# -- the agent -------------------------------------------------------------------------
+async def pause(request: web.Request) -> web.Response:
+    """QueuePause without a queue: Asterisk pauses the member in every queue."""
+    ctx = context(request)
+    who = authenticate(request)
+    body = await read_json_object(request)
+    only_fields(body, {"paused", "reason"})
+    paused = body.get("paused")
+    if not isinstance(paused, bool):
+        raise invalid("paused", "required, true or false")
+    fields = {"Interface": who.endpoint, "Paused": "true" if paused else "false"}
+    if body.get("reason") is not None:
+        reason = _string(body, "reason", MAX_PAUSE_REASON_CHARS)
+        if not reason.isprintable():
+            raise invalid("reason", "printable characters only")
+        if reason:
+            fields["Reason"] = reason
+    if ctx.ami is None:
+        raise ApiError(
+            503, "ami_unavailable", "pausing needs the AMI connection, which is off here"
+        )
+    try:
+        await ctx.ami.action("QueuePause", **fields)
+    except (AmiNotConnected, AmiTimeout) as exc:
+        raise ApiError(503, "ami_unavailable", f"QueuePause: {exc}; try again") from None
+    except AmiActionError as exc:
+        message = exc.message.get("Message", "?")
+        raise ApiError(502, "refused", f"QueuePause refused by Asterisk: {message}") from None
+    log.info("agent pause", username=who.username, endpoint=who.endpoint, paused=paused)
+    return web.json_response({"paused": paused})
+
+
+# -- supervisors -----------------------------------------------------------------------
+async def supervisor_agents(request: web.Request) -> web.Response:
+    ctx = context(request)
+    who = authenticate(request)
+    if not who.is_supervisor:
+        raise ApiError(403, "forbidden", "for supervisors only")
+    agents = await list_agents(ctx.pool)
+    try:
+        calls = await presence.read_many(ctx.redis, [a.endpoint for a in agents])
+    except (RedisError, OSError) as exc:
+        log.warning("agent states unreadable", error=repr(exc))
+        calls = None
+    out = []
+    for index, agent in enumerate(agents):
+        entry: dict[str, Any] = {
+            "username": agent.username,
+            "display_name": agent.display_name,
+            "endpoint": agent.endpoint,
+            "state": "unknown",
+        }
+        if calls is not None:
+            entry["state"], call_key = presence.state_of(calls[index])
+            if call_key is not None:
+                entry["call_key"] = call_key
+        out.append(entry)
+    return web.json_response({"agents": out})
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/api/login", login)
+    app.router.add_get("/api/me", me)
+    app.router.add_get("/api/calls/{call_id}", get_call)
+    app.router.add_patch("/api/calls/{call_id}", patch_call)
+    app.router.add_post("/api/calls/{call_id}/transfer", transfer)
+    app.router.add_post("/api/calls/{call_id}/transfer/complete", complete_transfer)
+    app.router.add_post("/api/calls/{call_id}/transfer/cancel", cancel_transfer)
+    app.router.add_post("/api/calls/{call_id}/hangup", hangup)
+    app.router.add_post("/api/agent/pause", pause)
+    app.router.add_get("/api/supervisor/agents", supervisor_agents)

@@ -1,0 +1,119 @@
+"""The sidebar's HTTP application, built from explicit dependencies, and its runner.
+
+``cti serve`` builds it from the daemon's own clients (cti.daemon); ``cti screenpop``
+from its own (cti.screenpop.service); tests from whatever they need. Nothing here reads
+the configuration or opens a connection by itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import asyncpg
+import redis.asyncio as redis
+import structlog
+from aiohttp import web
+
+from cti.ami.client import AmiClient
+from cti.calldata.service import CallDataService
+from cti.calls.control import CallControl
+from cti.screenpop import api, health, ws
+from cti.screenpop.access import Access
+from cti.screenpop.auth import Sessions
+from cti.screenpop.context import CONTEXT, Context, WsLimits
+from cti.screenpop.errors import MAX_BODY_BYTES, error_middleware
+from cti.screenpop.metrics import Metrics
+
+log = structlog.get_logger(__name__)
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+#: How long a stopping server waits for requests in flight (sockets are closed first).
+SHUTDOWN_GRACE_S = 5.0
+
+
+def build_app(
+    *,
+    pool: asyncpg.Pool,
+    redis_client: redis.Redis,
+    call_data: CallDataService,
+    sessions: Sessions,
+    metrics: Metrics | None = None,
+    control: CallControl | None = None,
+    ami: AmiClient | None = None,
+    ws_limits: WsLimits | None = None,
+    open_reader: Callable[[], redis.Redis] | None = None,
+    static_dir: Path = STATIC_DIR,
+) -> web.Application:
+    """The application. ``control``/``ami`` None: call control and pausing answer 503
+    ``ami_unavailable`` and /readyz reports ``"ami": null``. ``open_reader`` makes the
+    Redis client of one WebSocket (default: a dedicated connection to ``redis_client``'s
+    server)."""
+    limits = ws_limits or WsLimits()
+    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[error_middleware])
+    app[CONTEXT] = Context(
+        pool=pool,
+        redis=redis_client,
+        call_data=call_data,
+        sessions=sessions,
+        metrics=metrics or Metrics(),
+        access=Access(pool, redis_client),
+        open_reader=open_reader or ws.reader_factory(redis_client, limits.block_ms),
+        control=control,
+        ami=ami,
+        ws_limits=limits,
+    )
+    app[ws.SOCKETS] = ws.Sockets(limits.per_agent)
+    api.add_routes(app)
+    health.add_routes(app)
+    app.router.add_get("/ws", ws.websocket)
+    _add_page(app, static_dir)
+    app.on_response_prepare.append(_headers)
+    app.on_shutdown.append(_close_sockets)
+    return app
+
+
+def _add_page(app: web.Application, static_dir: Path) -> None:
+    async def index(_request: web.Request) -> web.StreamResponse:
+        page = static_dir / "index.html"
+        if not page.is_file():
+            raise web.HTTPNotFound(reason="the sidebar page is not installed")
+        return web.FileResponse(page, headers={"Cache-Control": "no-cache"})
+
+    app.router.add_get("/", index)
+    if static_dir.is_dir():
+        app.router.add_static("/static/", static_dir, follow_symlinks=False)
+
+
+async def _headers(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("Referrer-Policy", "no-referrer")
+    if request.path.startswith("/api/"):
+        response.headers.setdefault("Cache-Control", "no-store")
+
+
+async def _close_sockets(app: web.Application) -> None:
+    await app[ws.SOCKETS].close_all()
+
+
+class HttpServer:
+    """Runs an application on one TCP address until stopped."""
+
+    def __init__(self, app: web.Application) -> None:
+        self.app = app
+        # No access log: WebSocket URLs carry the token, and the daemon logs what matters.
+        self._runner = web.AppRunner(
+            app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_GRACE_S
+        )
+        self.port: int | None = None
+
+    async def start(self, host: str, port: int) -> None:
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port)
+        await site.start()
+        self.port = self._runner.addresses[0][1]
+        log.info("http serving", http=f"{host}:{self.port}")
+
+    async def stop(self) -> None:
+        """Close the sockets (clients reconnect elsewhere), finish requests, stop."""
+        await self._runner.cleanup()

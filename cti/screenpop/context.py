@@ -1,0 +1,77 @@
+"""What every handler needs, in one object stored on the application.
+
+Built by :func:`cti.screenpop.app.build_app` from explicit dependencies, so that tests
+(and ``cti screenpop``) assemble exactly what they want without the whole daemon.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import asyncpg
+import redis.asyncio as redis
+from aiohttp import web
+
+from cti.ami.client import AmiClient
+from cti.calldata.service import CallDataService
+from cti.calls.control import CallControl
+from cti.screenpop.access import Access
+from cti.screenpop.auth import Claims, Sessions, TokenError
+from cti.screenpop.errors import ApiError
+from cti.screenpop.metrics import Metrics
+
+#: Password hashes computed at once (scrypt takes 16 MiB and ~50 ms of a thread each):
+#: a burst of logins queues instead of exhausting memory.
+LOGIN_CONCURRENCY = 4
+
+
+@dataclass(frozen=True, slots=True)
+class WsLimits:
+    per_agent: int = 3  # open sockets per agent in this process; the next is closed 4429
+    heartbeat_s: float = 15.0  # WebSocket ping interval (and pong deadline)
+    max_frame_bytes: int = 4096  # a bigger client frame closes the socket (1009)
+    block_ms: int = 5000  # one blocking XREAD waits at most this
+    batch: int = 500  # entries per XREAD
+
+
+@dataclass(slots=True)
+class Context:
+    pool: asyncpg.Pool
+    redis: redis.Redis
+    call_data: CallDataService
+    sessions: Sessions
+    metrics: Metrics
+    access: Access
+    #: A new Redis client for one WebSocket's blocking reads (see cti.screenpop.ws).
+    open_reader: Callable[[], redis.Redis]
+    control: CallControl | None = None  # None: no AMI, call control answers 503
+    ami: AmiClient | None = None  # for QueuePause and /readyz
+    ws_limits: WsLimits = field(default_factory=WsLimits)
+    login_slots: asyncio.Semaphore = field(
+        default_factory=lambda: asyncio.Semaphore(LOGIN_CONCURRENCY)
+    )
+
+
+CONTEXT = web.AppKey("cti.screenpop.context", Context)
+
+
+def context(request: web.Request) -> Context:
+    return request.app[CONTEXT]
+
+
+def authenticate(request: web.Request) -> Claims:
+    """The caller's claims from ``Authorization: Bearer <token>``, or 401 ``unauthorized``."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer":
+        token = ""
+    return verify_token(request, token.strip())
+
+
+def verify_token(request: web.Request, token: str | None) -> Claims:
+    try:
+        return context(request).sessions.verify(token)
+    except TokenError as exc:
+        raise ApiError(401, "unauthorized", f"{exc}: log in again (POST /api/login)") from None
