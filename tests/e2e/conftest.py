@@ -56,6 +56,8 @@ class E2ESetup:
     ami_secret: str
     database_url: str
     plan_cache: Path
+    http_port: int  # the session daemon's sidebar (HTTP) port
+    session_secret: str
 
 
 @pytest.fixture(scope="session")
@@ -106,6 +108,8 @@ def testbed(e2e_database: str, tmp_path_factory) -> E2ESetup:
         ami_secret=secrets.token_hex(16),
         database_url=e2e_database,
         plan_cache=workdir / "routing-plan.toml",
+        http_port=free_port(),
+        session_secret=secrets.token_hex(32),
     )
 
 
@@ -127,7 +131,12 @@ async def daemon(testbed: E2ESetup, e2e_redis) -> AsyncIterator[Daemon]:
     try:
         running = await Daemon.start(
             port=testbed.agi_port,
-            env=daemon_env(testbed),
+            # Only this daemon serves the sidebar (the others tests start have no HTTP).
+            env=daemon_env(testbed)
+            | {
+                "CTI_SESSION_SECRET": testbed.session_secret,
+                "CTI_HTTP_BIND": f"127.0.0.1:{testbed.http_port}",
+            },
             log=testbed.workdir / "daemon.log",
             ready_file=testbed.plan_cache,
         )
