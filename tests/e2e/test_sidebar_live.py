@@ -9,6 +9,12 @@ session daemon's sidebar. Chromium is Debian's (tests/browser/conftest.py).
 
 from __future__ import annotations
 
+import asyncio
+import os
+import secrets
+import sys
+import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import asyncpg
@@ -65,9 +71,13 @@ async def test_a_real_call_pops_and_its_note_follows_a_blind_transfer(
 
         # The pop: on 2001's page (its phone rang), with the routed customer; not on 2004's.
         card_a = page_a.get_by_test_id("call-card")
-        await expect(card_a.get_by_test_id("customer-name")).to_have_text(
-            "Alan Turing", timeout=15_000
-        )
+        try:
+            await expect(card_a.get_by_test_id("customer-name")).to_have_text(
+                "Alan Turing", timeout=15_000
+            )
+        except AssertionError:
+            state = await card_a.get_by_test_id("load-state").all_text_contents()
+            raise AssertionError(f"no customer on the pop; the card says {state}") from None
         await expect(card_a.get_by_test_id("customer-tier")).to_contain_text("Gold")
         await expect(card_a.get_by_test_id("routing-rule")).to_contain_text("gold")
         await expect(page_b.get_by_test_id("call-card")).to_have_count(0)
@@ -95,3 +105,67 @@ async def test_a_real_call_pops_and_its_note_follows_a_blind_transfer(
     finally:
         for context in contexts:
             await context.close()
+
+
+async def test_a_pop_reaches_an_agent_connected_to_another_process(
+    sandbox: E2ESetup, agents, place_calls, tmp_path
+):
+    """Two processes: ``cti serve`` (the session's daemon) follows AMI and publishes;
+    ``cti screenpop`` (HTTP only, same PostgreSQL and Redis) holds the agent's WebSocket.
+    The pop of a real call crosses Redis from one to the other."""
+    import aiohttp
+
+    from cti.loadtest import stop_process
+    from tests.e2e.conftest import E2E_REDIS
+    from tests.e2e.stack import free_port, tail, tcp_listening
+    from tests.waiting import until
+
+    db = await asyncpg.connect(sandbox.database_url)
+    try:
+        await add_agent(db, "agent2001", "PJSIP/2001", PASSWORD, replace=True)
+    finally:
+        await db.close()
+    port = free_port()
+    cti = Path(sys.executable).with_name("cti")
+    log = tmp_path / "screenpop.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CTI_")} | {
+        "CTI_DATABASE_URL": sandbox.database_url,
+        "CTI_REDIS_URL": E2E_REDIS,
+        "CTI_HTTP_BIND": f"127.0.0.1:{port}",
+        "CTI_SESSION_SECRET": secrets.token_hex(32),
+        "CTI_LOG_FORMAT": "json",
+    }
+    with log.open("wb") as out:
+        proc = await asyncio.create_subprocess_exec(
+            str(cti), "screenpop", env=env, stdout=out, stderr=out, start_new_session=True
+        )
+    try:
+        await until(lambda: tcp_listening("127.0.0.1", port), within_s=15)
+        async with aiohttp.ClientSession(f"http://127.0.0.1:{port}") as http:
+            login = await http.post(
+                "/api/login", json={"username": "agent2001", "password": PASSWORD}
+            )
+            assert login.status == 200, await login.text()
+            token = (await login.json())["token"]
+            last = await http.get("/api/me", headers={"Authorization": f"Bearer {token}"})
+            assert last.status == 200
+            # Only what comes after now (stream ids are milliseconds): the stream keeps
+            # earlier tests' events.
+            now = f"{int(time.time() * 1000)}-0"
+            async with http.ws_connect(f"/ws?token={token}&after={now}") as ws:
+                hello = await ws.receive_json(timeout=5)
+                assert hello["type"] == "hello", hello
+                await agents.start(2001)
+                calls = await place_calls([GOLD], hold_ms=3_000)
+                async with asyncio.timeout(30):
+                    while True:
+                        frame = await ws.receive_json()
+                        if frame.get("type") == "event" and frame["event"]["event"] == "ringing":
+                            break
+                assert frame["event"]["agent"] == "PJSIP/2001"
+                assert frame["event"]["queue"] == "support"
+                await calls.wait(timeout_s=30)
+    finally:
+        await stop_process(proc, 5)
+        if proc.returncode not in (0, -15):
+            print(tail(log))
