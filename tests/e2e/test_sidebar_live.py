@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import asyncpg
 import pytest
 
+from cti.calls.publisher import agent_stream
 from cti.screenpop.agents import add_agent
 from tests.browser.conftest import browser  # noqa: F401  # the fixture, shared
 from tests.e2e.conftest import E2ESetup
@@ -49,10 +50,16 @@ async def signed_in(browser_: Browser, url: str, username: str) -> tuple[Browser
 async def test_a_real_call_pops_and_its_note_follows_a_blind_transfer(
     browser,  # noqa: F811
     sandbox: E2ESetup,
+    ami,  # waits until Asterisk has no call left from an earlier test
+    e2e_redis,
     agents,
     place_calls,
 ):
     from playwright.async_api import expect
+
+    # Two agents with no history: earlier tests' calls rang these phones too, and a
+    # sidebar shows every ended call of its agent until it has a disposition.
+    await e2e_redis.delete(agent_stream("PJSIP/2001"), agent_stream("PJSIP/2004"))
 
     db = await asyncpg.connect(sandbox.database_url)
     try:
@@ -108,7 +115,11 @@ async def test_a_real_call_pops_and_its_note_follows_a_blind_transfer(
 
 
 async def test_a_pop_reaches_an_agent_connected_to_another_process(
-    sandbox: E2ESetup, agents, place_calls, tmp_path
+    sandbox: E2ESetup,
+    ami,  # waits until Asterisk has no call left from an earlier test
+    agents,
+    place_calls,
+    tmp_path,
 ):
     """Two processes: ``cti serve`` (the session's daemon) follows AMI and publishes;
     ``cti screenpop`` (HTTP only, same PostgreSQL and Redis) holds the agent's WebSocket.
