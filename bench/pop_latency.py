@@ -62,6 +62,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import gc
 import json
 import os
@@ -101,11 +102,11 @@ from bench.ringing_latency import (
     load_captures,
     loop_factory,
     now,
-    play,
     poll_until,
     progress,
     redis_client,
     redis_cpu_s,
+    run_sender,
     summary_ms,
 )
 from cti.ami.client import AmiClient
@@ -120,7 +121,6 @@ from cti.screenpop.app import HttpServer, build_app
 from cti.screenpop.auth import Sessions, hash_password
 from cti.screenpop.context import WsLimits
 from cti.screenpop.metrics import Metrics
-from tests.fakes.ami_server import FakeAmi
 from tests.unit import ami_replay
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -316,36 +316,8 @@ def build_schedule(calls: AgentCalls, spec: PopSpec) -> Schedule:
 
 
 def sender_main(conn: Connection, max_gap_s: float) -> None:
-    """The fake Asterisk's process: prepare / go commands over ``conn``."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C: the parent stops us
-    with asyncio.Runner(loop_factory=loop_factory()) as runner:
-        runner.run(_sender(conn, max_gap_s))
-
-
-async def _sender(conn: Connection, max_gap_s: float) -> None:
-    calls = AgentCalls(max_gap_s)
-    fake = await FakeAmi(username=AMI_USER, secret=AMI_SECRET).start()
-    conn.send(("ready", fake.port))
-    schedule: Schedule | None = None
-    try:
-        while True:
-            try:
-                command, arg = await asyncio.to_thread(conn.recv)
-            except EOFError:
-                return
-            if command == "prepare":
-                schedule = build_schedule(calls, arg)
-                conn.send(("prepared", {"events": len(schedule.dues), "calls": schedule.calls}))
-            elif command == "go" and schedule is not None:
-                try:
-                    conn.send(("done", await play(fake, schedule)))
-                except (RuntimeError, OSError) as exc:
-                    conn.send(("error", f"{type(exc).__name__}: {exc}"))
-                schedule = None
-            else:
-                return
-    finally:
-        await fake.close()
+    """The fake Asterisk's process (bench.ringing_latency's, with these calls)."""
+    run_sender(conn, lambda: functools.partial(build_schedule, AgentCalls(max_gap_s)))
 
 
 # -- the servers (A: pipeline [+ HTTP]; B: HTTP) --------------------------------------------

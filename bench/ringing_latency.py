@@ -59,6 +59,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import gc
 import json
 import math
@@ -382,15 +383,20 @@ async def play(fake: FakeAmi, schedule: Schedule) -> dict[str, Any]:
     }
 
 
-def sender_main(conn: Connection, max_gap_s: float) -> None:
-    """The fake Asterisk's process: prepare / go / stop commands over ``conn``."""
+def run_sender(conn: Connection, make_build: Callable[[], Callable[[Any], Schedule]]) -> None:
+    """The fake Asterisk's process: prepare / go / stop commands over ``conn``.
+    ``make_build()`` (called in this process) gives the function that turns a
+    ``prepare`` argument into a :class:`Schedule`; every benchmark shares the rest."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C: the parent stops us
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
-        runner.run(_sender(conn, max_gap_s))
+        runner.run(_serve_schedules(conn, make_build()))
 
 
-async def _sender(conn: Connection, max_gap_s: float) -> None:
-    captures = load_captures(max_gap_s)
+def sender_main(conn: Connection, max_gap_s: float) -> None:
+    run_sender(conn, lambda: functools.partial(build_schedule, load_captures(max_gap_s)))
+
+
+async def _serve_schedules(conn: Connection, build: Callable[[Any], Schedule]) -> None:
     fake = await FakeAmi(username=AMI_USER, secret=AMI_SECRET).start()
     conn.send(("ready", fake.port))
     schedule: Schedule | None = None
@@ -401,7 +407,7 @@ async def _sender(conn: Connection, max_gap_s: float) -> None:
             except EOFError:
                 return
             if command == "prepare":
-                schedule = build_schedule(captures, arg)
+                schedule = build(arg)
                 conn.send(("prepared", {"events": len(schedule.dues), "calls": schedule.calls}))
             elif command == "go" and schedule is not None:
                 try:
