@@ -148,19 +148,25 @@ async def test_outbox_retries_through_a_redis_outage(redis_client: redis.Redis) 
 
 async def test_lease_goes_to_one_instance_and_over_to_another(redis_client: redis.Redis) -> None:
     changes: list[tuple[str, bool]] = []
-    a = Lease(
-        redis_client, "a", ttl_s=0.6, renew_s=0.1, on_change=lambda h: changes.append(("a", h))
-    )
-    b = Lease(
-        redis_client, "b", ttl_s=0.6, renew_s=0.1, on_change=lambda h: changes.append(("b", h))
-    )
+
+    def lease(owner: str) -> Lease:
+        # A TTL well above any pause a loaded test machine makes between renewals.
+        return Lease(
+            redis_client,
+            owner,
+            ttl_s=2.0,
+            renew_s=0.25,
+            on_change=lambda h: changes.append((owner, h)),
+        )
+
+    a, b = lease("a"), lease("b")
     assert await a.try_once() and not await b.try_once()
-    for _ in range(8):  # a renews for longer than the TTL: b never gets it
-        await asyncio.sleep(0.1)
+    for _ in range(12):  # a renews for longer than the TTL: b never gets it
+        await asyncio.sleep(0.25)
         assert await a.try_once() and not await b.try_once()
     # a dies (stops renewing): b takes over once the key expired, not before.
     assert not await b.try_once()
-    took_over = await until(b.try_once, within_s=2)
+    took_over = await until(b.try_once, within_s=5)
     assert took_over and await redis_client.get(LEASE_KEY) == b"b"
     # a wakes up: its renewal fails, it knows it lost the lease.
     assert not await a.try_once() and not a.held
