@@ -546,6 +546,9 @@ class AmiClient:
                 self.action_timeout,
             )
         except AmiActionError as exc:
+            reason = str(exc.message.get("Message", ""))
+            if "shutting down" in reason.lower():  # not our secret: Asterisk is stopping
+                raise AmiConnectionLost(f"Login refused: {reason}") from None
             raise AmiAuthError("Login", exc.message) from None
         self.stats.logins += 1
         self._backoff.reset()

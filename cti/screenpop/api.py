@@ -141,12 +141,28 @@ async def me(request: web.Request) -> web.Response:
 
 
 # -- calls -----------------------------------------------------------------------------
+#: The pop can beat the route's call data to Redis: the ringing event travels AMI ->
+#: daemon -> Redis -> WebSocket -> browser in a few ms, while the route's writer batches
+#: for 20 ms. A read of a call the agent is on waits this long for its data.
+DOCUMENT_WAIT_S = 1.0
+DOCUMENT_POLL_S = 0.05
+
+
+async def _document_soon(ctx: Context, call_id: str) -> dict[str, Any] | None:
+    """Polling, not an event: the data is written by another process (the route's)."""
+    for _ in range(int(DOCUMENT_WAIT_S / DOCUMENT_POLL_S)):
+        if (document := await ctx.call_data.get(call_id)) is not None:
+            return document
+        await asyncio.sleep(DOCUMENT_POLL_S)
+    return await ctx.call_data.get(call_id)
+
+
 async def get_call(request: web.Request) -> web.Response:
     ctx = context(request)
     who = authenticate(request)
     key = await _readable_call(request, who)
     call_id = key if is_call_id(key) else None
-    document = await ctx.call_data.get(call_id) if call_id else None
+    document = await _document_soon(ctx, call_id) if call_id else None
     answer: dict[str, Any] = {"call": document, "recent": [], "timeline": []}
     try:
         answer["timeline"] = await callview.timeline(ctx.pool, key, call_id)

@@ -321,6 +321,22 @@ async def test_an_agent_reads_their_own_call(stack: Stack) -> None:
     assert status == 200
 
 
+async def test_a_pop_that_beats_the_routes_data_still_gets_it(stack: Stack) -> None:
+    """The ringing event can reach the page before the route's writer stored the call's
+    data (seen on the real test bed): the read waits a moment for it."""
+    call_id = str(uuid.uuid4())
+    await stack.ring(call_id, ALICE)
+
+    async def route_writes_late() -> None:
+        await asyncio.sleep(0.3)
+        await stack.store.create_many([document(call_id, 42)])
+
+    writer = asyncio.create_task(route_writes_late())
+    status, body = await stack.request("GET", f"/api/calls/{call_id}", "alice")
+    await writer
+    assert status == 200 and body["call"] == document(call_id, 42), body
+
+
 async def test_the_call_shows_the_customers_recent_calls_and_its_timeline(
     stack: Stack, db: asyncpg.Connection
 ) -> None:

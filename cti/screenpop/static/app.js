@@ -997,6 +997,13 @@ async function loadDoc(call) {
     if (!calls.has(call.key)) return;
     call.recent = Array.isArray(data.recent) ? data.recent : [];
     call.timeline = Array.isArray(data.timeline) ? data.timeline : [];
+    if (!data.call) {
+      // Known call, no data stored (yet): the server already waited a moment for the
+      // route's data; keep trying a few times rather than show an empty card for good.
+      const err = new Error("the caller's data is not stored yet");
+      err.status = (call.noDataTries = (call.noDataTries ?? 0) + 1) <= 5 ? 503 : 404;
+      throw err;
+    }
     if (!call.doc) {
       call.doc = data.call;
       call.base = { note: myNote(data.call), disposition: data.call.disposition ?? "" };
