@@ -94,6 +94,7 @@ from bench.ringing_latency import (
     BenchError,
     Child,
     CtiPipeline,
+    FloorSink,
     Pipeline,
     Schedule,
     Stamps,
@@ -110,10 +111,9 @@ from bench.ringing_latency import (
     summary_ms,
 )
 from cti.ami.client import AmiClient
-from cti.ami.protocol import Message
 from cti.calldata.service import CallDataService
 from cti.calldata.store import CallDataStore
-from cti.calls.publisher import STREAM_MAXLEN, EventPublisher, agent_stream
+from cti.calls.publisher import AGENT_STREAM_PREFIX, EventPublisher
 from cti.db.migrate import migrate
 from cti.logs import configure_logging
 from cti.screenpop.agents import check_agent
@@ -321,42 +321,10 @@ def sender_main(conn: Connection, max_gap_s: float) -> None:
 
 
 # -- the servers (A: pipeline [+ HTTP]; B: HTTP) --------------------------------------------
-class AgentFloorSink:
-    """The floor: each AgentCalled straight into its agent's stream, awaited in ``apply``."""
-
-    def __init__(self, client: aioredis.Redis, stamps: Stamps) -> None:
-        self._redis = client
-        self._stamps = stamps
-        self.up = False
-
-    def reset(self) -> None:
-        pass
-
-    async def apply(self, msg: Message) -> None:
-        if msg.name != "AgentCalled":
-            return
-        fields = msg.fields
-        channel = fields.get("destchannel", "")
-        agent = fields.get("interface", "")
-        payload = json.dumps(
-            {"event": "ringing", "agent": agent, "channel": channel, "queue": fields.get("queue")},
-            separators=(",", ":"),
-        )
-        start = now()
-        await self._redis.xadd(
-            agent_stream(agent), {"e": payload}, maxlen=STREAM_MAXLEN, approximate=True
-        )
-        self._stamps.apply[channel] = start
-        self._stamps.publish[channel] = (start, now())
-
-    def connected(self, up: bool) -> None:
-        self.up = up
-
-
 class AgentFloorPipeline(Pipeline):
     def __init__(self, client: aioredis.Redis, port: int, stamps: Stamps) -> None:
         super().__init__()
-        self.sink = AgentFloorSink(client, stamps)
+        self.sink = FloorSink(client, stamps, stream_prefix=AGENT_STREAM_PREFIX)
         self.ami = AmiClient(
             "127.0.0.1", port, AMI_USER, AMI_SECRET, events_sink=self.sink, id_prefix="floor"
         )

@@ -500,11 +500,16 @@ class StampedPublisher(EventPublisher):
 
 
 class FloorSink:
-    """The floor: every AgentCalled straight into a stream, awaited inside ``apply``."""
+    """The floor: every AgentCalled straight into a stream (``stream_prefix`` + the
+    member's interface), awaited inside ``apply``. bench.pop_latency uses it with the
+    agents' own stream prefix, so that its WebSockets carry the floor's pops."""
 
-    def __init__(self, client: aioredis.Redis, stamps: Stamps) -> None:
+    def __init__(
+        self, client: aioredis.Redis, stamps: Stamps, stream_prefix: str = FLOOR_PREFIX
+    ) -> None:
         self._redis = client
         self._stamps = stamps
+        self._prefix = stream_prefix
         self.up = False
 
     def reset(self) -> None:
@@ -515,13 +520,14 @@ class FloorSink:
             return
         fields = msg.fields
         channel = fields.get("destchannel", "")
-        payload = json.dumps({"event": "ringing", "channel": channel}, separators=(",", ":"))
+        agent = fields.get("interface", "")
+        payload = json.dumps(
+            {"event": "ringing", "agent": agent, "channel": channel, "queue": fields.get("queue")},
+            separators=(",", ":"),
+        )
         start = now()
         await self._redis.xadd(
-            FLOOR_PREFIX + fields.get("interface", ""),
-            {"e": payload},
-            maxlen=STREAM_MAXLEN,
-            approximate=True,
+            self._prefix + agent, {"e": payload}, maxlen=STREAM_MAXLEN, approximate=True
         )
         self._stamps.apply[channel] = start
         self._stamps.publish[channel] = (start, now())
