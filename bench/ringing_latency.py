@@ -89,6 +89,8 @@ from cti.calls.lease import Lease, instance_id
 from cti.calls.model import CallModel
 from cti.calls.publisher import STREAM_MAXLEN, EventPublisher, Outbox, agent_stream
 from cti.calls.tracker import CallTracker
+from cti.config import Config
+from cti.daemon import create_redis
 from cti.logs import configure_logging
 from tests.fakes.ami_server import FakeAmi
 from tests.unit import ami_replay
@@ -538,9 +540,7 @@ class FloorSink:
 
 def redis_client(url: str) -> aioredis.Redis:
     """As cti/daemon.py's Daemon makes it."""
-    return aioredis.from_url(
-        url, socket_connect_timeout=0.5, socket_timeout=2, health_check_interval=15
-    )
+    return create_redis(Config(redis_url=url))
 
 
 class Pipeline:

@@ -15,6 +15,7 @@ import contextlib
 import signal
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Protocol
 
 import asyncpg
 import redis.asyncio as redis
@@ -23,7 +24,7 @@ from aiohttp import web
 
 from cti.agi.route import route_script
 from cti.agi.server import AgiLimits, AgiServer
-from cti.ami.client import AmiClient
+from cti.ami.client import AmiClient, EventSink
 from cti.batch_writer import BatchWriter
 from cti.calldata.history import history_batch_writer
 from cti.calldata.service import CallDataService
@@ -73,6 +74,30 @@ def create_pool(config: Config) -> asyncpg.Pool:
     )
 
 
+def create_redis(config: Config) -> redis.Redis:
+    """Short connect timeout: a Redis that is away must not hold up a call or a page."""
+    return redis.from_url(
+        config.redis_url,
+        socket_connect_timeout=0.5,
+        socket_timeout=2,
+        health_check_interval=15,
+    )
+
+
+def create_ami_client(config: Config, sink: EventSink, id_prefix: str) -> AmiClient:
+    """The AMI connection as configured; ``sink`` gets its events in arrival order."""
+    return AmiClient(
+        config.ami_host,
+        config.ami_port,
+        config.ami_username,
+        config.ami_secret,
+        events_sink=sink,
+        ping_interval=config.ami_ping_s,
+        ping_timeout=config.ami_ping_s,
+        id_prefix=id_prefix,
+    )
+
+
 async def warm_pool(pool: asyncpg.Pool, stop: asyncio.Event, size: int = POOL_SIZE) -> None:
     """Open the pool's connections ahead of the first call, retrying until it works.
 
@@ -106,12 +131,7 @@ class Daemon:
         self.config = config
         self.stop = asyncio.Event()
         self.pool = create_pool(config)
-        self.redis = redis.from_url(
-            config.redis_url,
-            socket_connect_timeout=0.5,
-            socket_timeout=2,
-            health_check_interval=15,
-        )
+        self.redis = create_redis(config)
         self.plan = PlanWatcher(
             config.database_url,
             cache_path=Path(config.plan_cache) if config.plan_cache else None,
@@ -252,16 +272,7 @@ class CallFollowing:
             on_change=self.tracker.set_leader,
             eligible=lambda: self.tracker.ami_up,
         )
-        self.ami = AmiClient(
-            config.ami_host,
-            config.ami_port,
-            config.ami_username,
-            config.ami_secret,
-            events_sink=self.tracker,
-            ping_interval=config.ami_ping_s,
-            ping_timeout=config.ami_ping_s,
-            id_prefix=f"cti.{owner}",
-        )
+        self.ami = create_ami_client(config, self.tracker, id_prefix=f"cti.{owner}")
         self.control = CallControl(self.ami, self.model)
 
     def start(self, stop: asyncio.Event) -> tuple[list[Task], list[Task]]:
@@ -282,9 +293,19 @@ class CallFollowing:
         return self.outbox.backlog + self.timeline.backlog + self.expiry.backlog
 
 
-async def serve(config: Config) -> None:
-    daemon = Daemon(config)
+class Service(Protocol):
+    stop: asyncio.Event
+
+    async def run(self) -> None: ...
+
+
+async def run_until_signalled(service: Service) -> None:
+    """Run until SIGTERM or SIGINT, which set ``service.stop`` (a clean shutdown)."""
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, daemon.stop.set)
-    await daemon.run()
+        loop.add_signal_handler(sig, service.stop.set)
+    await service.run()
+
+
+async def serve(config: Config) -> None:
+    await run_until_signalled(Daemon(config))

@@ -38,7 +38,8 @@ from cti.calldata.document import (
 from cti.calldata.history import HistoryRecord, HistorySink, latest_version
 
 KEY_PREFIX = "cti:call:"
-_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z", re.I)
+#: A call id: a UUID in its usual spelling (the route makes them; clients send them back).
+CALL_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z", re.I)
 
 #: Compare-and-set. KEYS[1]: the call's key; ARGV[1]: the version the edit was made
 #: against; ARGV[2]: the new document. Returns 1 (stored, TTL kept), 0 (no such key)
@@ -65,7 +66,7 @@ def call_key(call_id: str) -> str:
 
 def check_call_id(call_id: object) -> str:
     """The canonical (lower-case) form of a call id, which is a UUID in its usual spelling."""
-    if not isinstance(call_id, str) or not _UUID.match(call_id):
+    if not isinstance(call_id, str) or not CALL_ID.match(call_id):
         raise CallDataError("invalid", "call_id: must be a UUID", "call_id")
     return call_id.lower()
 
@@ -156,6 +157,6 @@ class CallDataStore:
         variable; raising would make the caller's batch writer retry it for ever)."""
         if isinstance(seconds, bool) or not isinstance(seconds, int) or seconds < 0:
             raise ValueError(f"seconds must be a whole number from 0, not {seconds!r}")
-        if not isinstance(call_id, str) or not _UUID.match(call_id):
+        if not isinstance(call_id, str) or not CALL_ID.match(call_id):
             return False
         return bool(await self._redis.expire(call_key(call_id.lower()), seconds, lt=True))

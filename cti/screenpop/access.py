@@ -19,13 +19,13 @@ import redis.asyncio as redis
 import structlog
 from redis.exceptions import RedisError
 
+from cti.calldata.store import CALL_ID
 from cti.calls.events import LINKEDID_PREFIX
 from cti.calls.publisher import call_agents_key
 from cti.screenpop.auth import Claims
 
 log = structlog.get_logger(__name__)
 
-_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.I)
 _LINKEDID = re.compile(r"[0-9A-Za-z._-]{1,64}")
 QUERY_TIMEOUT_S = 5
 
@@ -43,7 +43,7 @@ class Forbidden(Exception):
 
 def parse_call_key(raw: str) -> str | None:
     """The canonical call key (a lower-case UUID, or ``L:<linkedid>``); None if neither."""
-    if _UUID.fullmatch(raw):
+    if CALL_ID.match(raw):
         return raw.lower()
     if raw.startswith(LINKEDID_PREFIX) and _LINKEDID.fullmatch(raw[len(LINKEDID_PREFIX) :]):
         return raw

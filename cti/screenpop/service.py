@@ -11,9 +11,7 @@ reads what it published.
 from __future__ import annotations
 
 import asyncio
-import signal
 
-import redis.asyncio as redis
 import structlog
 
 from cti.ami.client import AmiClient, CallModelSink
@@ -26,7 +24,13 @@ from cti.calls.lease import instance_id
 from cti.calls.model import CallModel
 from cti.calls.publisher import EventPublisher
 from cti.config import Config, ConfigError
-from cti.daemon import close_pool, create_pool
+from cti.daemon import (
+    close_pool,
+    create_ami_client,
+    create_pool,
+    create_redis,
+    run_until_signalled,
+)
 from cti.screenpop.app import HttpServer, build_app
 from cti.screenpop.auth import Sessions
 from cti.screenpop.metrics import AmiSource, Metrics
@@ -43,9 +47,7 @@ class ScreenpopService:
         self.config = config
         self.stop = asyncio.Event()
         self.pool = create_pool(config)
-        self.redis = redis.from_url(
-            config.redis_url, socket_connect_timeout=0.5, socket_timeout=2, health_check_interval=15
-        )
+        self.redis = create_redis(config)
         self.history = BatchWriter("call-data-history", history_batch_writer(self.pool))
         store = CallDataStore(
             self.redis, config.call_data_ttl_s, pool=self.pool, history=self.history
@@ -56,14 +58,9 @@ class ScreenpopService:
         control = None
         if config.ami_enabled:
             model = CallModel()
-            self.ami = AmiClient(
-                config.ami_host,
-                config.ami_port,
-                config.ami_username,
-                config.ami_secret,
-                events_sink=CallModelSink(model, on_effects=lambda _effects: None),
-                ping_interval=config.ami_ping_s,
-                ping_timeout=config.ami_ping_s,
+            self.ami = create_ami_client(
+                config,
+                CallModelSink(model, on_effects=lambda _effects: None),
                 id_prefix=f"cti-screenpop.{config.instance_id or instance_id()}",
             )
             control = CallControl(self.ami, model)
@@ -110,8 +107,4 @@ class ScreenpopService:
 
 
 async def serve_screenpop(config: Config) -> None:
-    service = ScreenpopService(config)
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, service.stop.set)
-    await service.run()
+    await run_until_signalled(ScreenpopService(config))

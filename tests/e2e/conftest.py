@@ -38,6 +38,7 @@ from tests.e2e.stack import (
     Agents,
     CallBatch,
     Daemon,
+    RedisServer,
     free_port,
     run_sandbox,
 )
@@ -191,6 +192,15 @@ async def agents(sandbox, tmp_path: Path) -> AsyncIterator[Agents]:
     phones = Agents(tmp_path)
     yield phones
     await phones.stop_all()
+
+
+@pytest.fixture
+async def private_redis(tmp_path: Path) -> AsyncIterator[RedisServer]:
+    """A redis-server of the test's own, which it may restart (the shared one is not ours)."""
+    server = RedisServer(free_port(), tmp_path)
+    await server.start()
+    yield server
+    await server.stop()
 
 
 PlaceCalls = Callable[..., Awaitable[CallBatch]]

@@ -13,10 +13,14 @@ import re
 import socket
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import redis.asyncio as redis
+
 from cti.loadtest import spawn_agent_phone, stop_process, udp_port_bound, wait_until_bound
+from tests.waiting import until
 
 REPO = Path(__file__).resolve().parents[2]
 SANDBOX = REPO / "scripts" / "asterisk-sandbox"
@@ -95,6 +99,52 @@ async def run_sandbox(command: str, env: dict[str, str], timeout_s: float) -> tu
         await stop_process(proc, 5)
         return -1, f"scripts/asterisk-sandbox {command} did not finish within {timeout_s}s"
     return proc.returncode or 0, out.decode(errors="replace")
+
+
+# ------------------------------------------------------------------ Redis
+@dataclass
+class RedisServer:
+    """A private redis-server, so that a test may restart it (the shared one is not ours)."""
+
+    port: int
+    workdir: Path
+    proc: asyncio.subprocess.Process | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    async def start(self) -> None:
+        self.proc = await asyncio.create_subprocess_exec(
+            "redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+            "--save", "", "--appendonly", "no", "--dir", str(self.workdir),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+            start_new_session=True,
+        )  # fmt: skip
+        probe = redis.Redis(port=self.port)
+        try:
+            await until(self.answers(probe), within_s=10)
+        finally:
+            await probe.aclose()
+
+    @staticmethod
+    def answers(probe: redis.Redis) -> Callable[[], Awaitable[bool]]:
+        """A condition for :func:`until`: ``probe`` gets an answer (it reconnects)."""
+
+        async def ping() -> bool:
+            try:
+                return bool(await probe.ping())
+            except (redis.ConnectionError, OSError):
+                return False
+
+        return ping
+
+    async def stop(self) -> None:
+        if self.proc is not None:
+            await stop_process(self.proc, 5)
+            self.proc = None
 
 
 # ------------------------------------------------------------------ the daemon

@@ -36,22 +36,14 @@ from cti.ami import AmiClient
 from cti.ami.client import CALL_CENTRE_EVENTS
 from cti.calls.lease import LEASE_KEY
 from tests.e2e.conftest import AMI_PORT, E2ESetup, _sandbox, daemon_env
-from tests.e2e.stack import Daemon, free_port, tail
-from tests.e2e.test_call_tracking import A, B, RedisServer, Streams, call_on, sidebar
+from tests.e2e.stack import Daemon, RedisServer, free_port, tail
+from tests.e2e.test_call_tracking import A, B, Streams, call_on, sidebar
 from tests.fakes.tcp_proxy import TcpProxy
 from tests.waiting import until
 
 pytestmark = pytest.mark.e2e
 
 CALLER = ("2120000001", "5550100", "", "")  # gold -> support
-
-
-@pytest.fixture
-async def private_redis(tmp_path: Path) -> AsyncIterator[RedisServer]:
-    server = RedisServer(free_port(), tmp_path)
-    await server.start()
-    yield server
-    await server.stop()
 
 
 @contextlib.asynccontextmanager

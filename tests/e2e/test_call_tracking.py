@@ -23,7 +23,6 @@ import json
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import asyncpg
 import pytest
@@ -36,10 +35,9 @@ from cti.calldata.service import CallDataService
 from cti.calldata.store import CallDataStore
 from cti.calls.control import CallControl
 from cti.calls.publisher import EventPublisher, agent_stream
-from cti.loadtest import stop_process
 from tests.e2e.ami import Ami
 from tests.e2e.conftest import AMI_PORT, AMI_USER, E2ESetup, daemon_env
-from tests.e2e.stack import Daemon, free_port
+from tests.e2e.stack import Daemon, RedisServer, free_port
 from tests.waiting import until
 
 pytestmark = pytest.mark.e2e
@@ -128,57 +126,6 @@ async def call_on(sb: Sidebar, call_id: str, agent: str) -> None:
             return False
 
     await until(talking, within_s=15)
-
-
-@dataclass
-class RedisServer:
-    """A private redis-server, so that a test may restart it (the shared one is not ours)."""
-
-    port: int
-    workdir: Path
-    proc: asyncio.subprocess.Process | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    async def start(self) -> None:
-        self.proc = await asyncio.create_subprocess_exec(
-            "redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-            "--save", "", "--appendonly", "no", "--dir", str(self.workdir),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL,
-            start_new_session=True,
-        )  # fmt: skip
-        probe = redis.Redis(port=self.port)
-        try:
-            await until(self._ping(probe), within_s=10)
-        finally:
-            await probe.aclose()
-
-    @staticmethod
-    def _ping(probe: redis.Redis):
-        async def ping() -> bool:
-            try:
-                return bool(await probe.ping())
-            except (redis.ConnectionError, OSError):
-                return False
-
-        return ping
-
-    async def stop(self) -> None:
-        if self.proc is not None:
-            await stop_process(self.proc, 5)
-            self.proc = None
-
-
-@pytest.fixture
-async def private_redis(tmp_path: Path) -> AsyncIterator[RedisServer]:
-    server = RedisServer(free_port(), tmp_path)
-    await server.start()
-    yield server
-    await server.stop()
 
 
 # -- the story ---------------------------------------------------------------------------
@@ -328,7 +275,7 @@ async def test_nothing_lost_when_redis_restarts_mid_call(
             )
             await private_redis.stop()
             await private_redis.start()
-            await until(RedisServer._ping(client), within_s=5)  # its old connection broke
+            await until(RedisServer.answers(client), within_s=5)  # its old connection broke
             assert await client.get(f"cti:call:{call_id}") is None  # really gone
 
         try:
