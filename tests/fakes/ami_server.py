@@ -66,6 +66,7 @@ class FakeAmi:
         self.filter_permitted = filter_permitted
         self.queue_status_error: str | None = None  # answer QueueStatus with this Error
         self.login_failure_delay_s = 0.0
+        self.login_failure_message = "Authentication failed"
         self.during_resync = b""  # live bytes sent inside the CoreShowChannels answer
         #: Canned answers to other actions: name -> response fields (``Response`` included)
         self.responses: dict[str, dict[str, str]] = {}
@@ -151,7 +152,7 @@ class FakeAmi:
                 return True
             self.login_failures += 1
             await asyncio.sleep(self.login_failure_delay_s)
-            write(response("Error", Message="Authentication failed"))
+            write(response("Error", Message=self.login_failure_message))
             await session.writer.drain()
             return False
         if not session.logged_in:

@@ -174,6 +174,19 @@ async def test_wrong_secret_is_logged_clearly_and_retried_with_backoff(server):
     assert errors and errors[0]["event"] == "AMI rejected user cti: check CTI_AMI_SECRET"
 
 
+async def test_a_login_refused_while_asterisk_shuts_down_is_not_a_wrong_secret(server):
+    """Asterisk refuses every Login while it stops: that is a lost connection, retried,
+    not the configuration error "check CTI_AMI_SECRET"."""
+    server.login_failure_message = "Asterisk is shutting down"
+    client = client_for(server, RecordingSink(), secret="wrong")
+    with capture_logs() as logs:
+        async with running(client):
+            await until(lambda: server.login_failures >= 2)
+    assert client.stats.login_failures == 0
+    assert "shutting down" in (client.stats.last_error or "")
+    assert not [line for line in logs if "CTI_AMI_SECRET" in line["event"]]
+
+
 async def test_a_rejected_login_is_not_a_tight_loop(server):
     server.login_failure_delay_s = 0.0
     client = client_for(server, RecordingSink(), secret="wrong", backoff=Backoff(0.2, cap=1))
