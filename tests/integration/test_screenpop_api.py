@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -73,7 +74,7 @@ class Stack:
             except ValueError:
                 return response.status, text
 
-    async def ring(self, call_id: str, endpoint: str, at: float = 1_795_410_950.5) -> None:
+    async def ring(self, call_id: str, endpoint: str, at: float | None = None) -> None:
         """Make the call ``endpoint``'s, as the AMI leader does when it rings them."""
         await self.publish(ringing(call_id, endpoint, at))
 
@@ -88,7 +89,9 @@ class Stack:
         return call_id
 
 
-def ringing(call_id: str, endpoint: str, at: float = 1_795_410_950.5) -> CallEvent:
+def ringing(call_id: str, endpoint: str, at: float | None = None) -> CallEvent:
+    """Stamped now by default: what an agent is doing is read from recent events only."""
+    at = time.time() if at is None else at
     channel = f"{endpoint}-{uuid.uuid4().hex[:8]}"
     return CallEvent(
         kind="ringing",

@@ -32,6 +32,10 @@ from tests.waiting import until
 QUIET_S = 0.3  # how long "nothing more arrives" is watched for
 
 
+#: Events are stamped from the test run's start: readers skip events hours old.
+STARTED = time.time()
+
+
 @pytest.fixture
 async def stack(database_url: str, redis_client: redis.Redis) -> AsyncIterator[Stack]:
     async with running_stack(database_url, redis_client) as stack:
@@ -46,7 +50,7 @@ def event(call_id: str, endpoint: str, n: int, at: float | None = None) -> CallE
         call_id=call_id,
         linkedid="1795410950.10",
         fingerprint=f"test|{n}|{uuid.uuid4().hex}",
-        at=at if at is not None else 1_795_410_950.0 + n,
+        at=at if at is not None else STARTED + n,
         agent=endpoint,
         data={"n": n},
         recipients=(endpoint,),
