@@ -38,6 +38,7 @@ import contextlib
 import inspect
 import itertools
 import os
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
@@ -273,6 +274,7 @@ class _Connection:
         #: lost with them, so the state is rebuilt from a fresh snapshot.
         self.damaged = asyncio.Event()
         self._damage_seen = 0
+        self.last_read = time.monotonic()  # when bytes last came in (half-open checks)
 
     async def _task_read(self) -> None:
         """The only reader of the socket; never waits for anything but the socket. Its end
@@ -285,6 +287,7 @@ class _Connection:
                 if not data:
                     reason = "closed by Asterisk"
                     return
+                self.last_read = time.monotonic()
                 for msg in self.parser.feed(data):
                     self._dispatch(msg)
                 stats = self.parser.stats
@@ -570,9 +573,9 @@ class AmiClient:
         """Snapshot before live events: hold live events until both lists are in, then
         queue reset + snapshot + held events, in that order, in one step."""
         async with asyncio.timeout(self.resync_timeout):
-            channels = await conn.action("CoreShowChannels", {}, self.resync_timeout, True)
+            channels = await self._list_while_alive(conn, "CoreShowChannels")
             try:
-                queues = await conn.action("QueueStatus", {}, self.resync_timeout, True)
+                queues = await self._list_while_alive(conn, "QueueStatus")
             except AmiActionError as exc:
                 # No app_queue (or no right to ask): calls are still followed; only the
                 # queue positions and member names are missing until their next events.
@@ -588,6 +591,27 @@ class AmiClient:
         conn_log.info(
             "ami resynced", channels=len(channels) - 1, queue_items=len(queues), held=len(held)
         )
+
+    async def _list_while_alive(self, conn: _Connection, name: str) -> list[Message]:
+        """A list action of a resync. No Pings go out meanwhile, so silence is the check:
+        nothing at all from Asterisk for a ping interval plus timeout means the socket is
+        half-open, found as fast as the Ping would find it (not after resync_timeout)."""
+        silence_s = self.ping_interval + self.ping_timeout
+        answer = asyncio.ensure_future(conn.action(name, {}, self.resync_timeout, True))
+        try:
+            while not answer.done():
+                await asyncio.wait({answer}, timeout=min(silence_s, 1.0))
+                if not answer.done() and time.monotonic() - conn.last_read > silence_s:
+                    self.stats.ping_timeouts += 1
+                    raise AmiConnectionLost(
+                        f"nothing from Asterisk for {silence_s:g} s during a resync:"
+                        " connection half-open"
+                    )
+        finally:
+            answer.cancel()
+        result = answer.result()
+        assert isinstance(result, list)
+        return result
 
     async def _ping_loop(self, conn: _Connection, conn_log: structlog.typing.FilteringBoundLogger):
         while True:

@@ -67,6 +67,8 @@ class FakeAmi:
         self.queue_status_error: str | None = None  # answer QueueStatus with this Error
         self.login_failure_delay_s = 0.0
         self.login_failure_message = "Authentication failed"
+        #: Actions left unanswered (the socket stays open): a hang half-way
+        self.unanswered: set[str] = set()
         self.during_resync = b""  # live bytes sent inside the CoreShowChannels answer
         #: Canned answers to other actions: name -> response fields (``Response`` included)
         self.responses: dict[str, dict[str, str]] = {}
@@ -157,6 +159,8 @@ class FakeAmi:
             return False
         if not session.logged_in:
             write(response("Error", Message="Permission denied"))
+            return True
+        if name in self.unanswered:
             return True
         if name == "Ping":
             session.pongs += 1

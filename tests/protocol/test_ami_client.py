@@ -273,6 +273,22 @@ async def test_garbage_on_the_wire_is_skipped_and_the_connection_kept(server):
         assert len(server.actions("CoreShowChannels")) >= 2 and client.stats.connects == 1
 
 
+async def test_a_connection_that_hangs_during_a_resync_is_dropped_as_fast_as_by_ping(server):
+    """No Pings go out while the snapshot is read: silence is the check, not the 30 s
+    resync timeout (an e2e run froze the AMI socket right as a resync started)."""
+    server.unanswered = {"CoreShowChannels"}
+    sink = RecordingSink()
+    client = client_for(server, sink)
+    async with running(client):
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await until(lambda: client.stats.connects >= 2, within_s=3)
+        assert loop.time() - started <= FAST["ping_interval"] + FAST["ping_timeout"] + 1.5
+        assert "during a resync" in (client.stats.last_error or "")
+        server.unanswered = set()
+        await until(lambda: sink.count("connected", True))
+
+
 async def test_a_slow_sink_does_not_delay_pings(server):
     sink = RecordingSink()
     sink.delay_s = 0.05
