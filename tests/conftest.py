@@ -19,7 +19,8 @@ from cti.db.migrate import migrate
 
 PG_SERVER = os.environ.get("CTI_TEST_PG", "postgresql://postgres@127.0.0.1:5432")
 REDIS_URL = os.environ.get("CTI_TEST_REDIS", "redis://127.0.0.1:6379/14")
-TEMPLATE = "cti_test_template"
+# Two test runs on one machine (two checkouts) each set their own template and Redis db.
+TEMPLATE = os.environ.get("CTI_TEST_TEMPLATE", "cti_test_template")
 
 
 async def _admin() -> asyncpg.Connection:

@@ -6,6 +6,7 @@ import asyncio
 import os
 import sys
 import tomllib
+import uuid
 from pathlib import Path
 
 import asyncpg
@@ -28,7 +29,7 @@ async def cti(*args: str, database_url: str, stdin: bytes | None = None, **env: 
 
 @pytest.fixture
 async def empty_database_url():
-    name = "cti_test_cli_empty"
+    name = f"cti_test_cli_empty_{uuid.uuid4().hex[:8]}"
     admin = await asyncpg.connect(f"{PG_SERVER}/postgres")
     await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     yield f"{PG_SERVER}/{name}"
