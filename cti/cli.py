@@ -46,8 +46,10 @@ def _parser() -> argparse.ArgumentParser:
     agents.add_parser("list", help="list the agents")
 
     db = commands.add_parser("db", help="database tasks").add_subparsers(dest="db", required=True)
-    migrate = db.add_parser("migrate", help="create the database if needed and apply sql/")
-    migrate.add_argument("--sql-dir", type=Path, default=None)
+    migrate = db.add_parser("migrate", help="create the database if needed, apply migrations")
+    migrate.add_argument(
+        "--sql-dir", type=Path, default=None, help="a folder of NNN_*.sql (default: the package's)"
+    )
     seed = db.add_parser("seed-demo", help="load the demo routing plan and customers")
     seed.add_argument("--customers", type=int, default=100_000)
 

@@ -1,7 +1,7 @@
 #!/bin/sh
 # docker/cti-start.sh — the cti container's command: migrate, seed, serve.
 #
-#   1. cti db migrate     creates the database if needed and applies sql/ (idempotent;
+#   1. cti db migrate     creates the database if needed and applies the migrations (idempotent;
 #                         an advisory lock makes concurrent starts safe)
 #   2. cti db seed-demo   only when CTI_SEED_DEMO=1 (the default, for the demo):
 #                         loads the demo routing plan and CTI_SEED_CUSTOMERS customers

@@ -1,9 +1,15 @@
 # docker/cti.Dockerfile — the cti daemon for docker-compose.yml.
 #
-# The package is installed in editable mode from /app, so that cti.db.migrate finds
-# the migrations where it looks for them, Path(__file__).parents[2] / "sql" =
-# /app/sql, and `cti db migrate` works without --sql-dir.
+# The image installs the wheel built from this checkout, as an operator would: the
+# migrations, the demo plan and the sidebar's page are package data, found through
+# importlib.resources, so no source tree is needed at run time.
 # Build from the repository root: docker build -f docker/cti.Dockerfile .
+FROM python:3.11-slim-bookworm AS wheel
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY cti/ cti/
+RUN pip wheel --no-cache-dir --no-deps --wheel-dir /dist .
+
 FROM python:3.11-slim-bookworm
 
 ENV PYTHONUNBUFFERED=1 \
@@ -24,13 +30,11 @@ RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml
     && pip install -r /tmp/requirements.txt \
     && rm /tmp/requirements.txt
 
-COPY README.md ./
-COPY cti/ cti/
-COPY sql/ sql/
+COPY --from=wheel /dist/ /tmp/dist/
 COPY docker/cti-start.sh docker/cti-start.sh
 RUN chmod 0755 docker/cti-start.sh \
-    && pip install --no-deps -e . \
-    && python -m compileall -q cti \
+    && pip install --no-deps /tmp/dist/cti-*.whl \
+    && rm -rf /tmp/dist \
     && cti --help >/dev/null
 
 USER 10001

@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import subprocess
+import tomllib
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path, PurePosixPath
@@ -258,22 +259,36 @@ def test_sipp_image_copies_the_scenarios_the_services_use():
 
 
 def test_cti_image_finds_the_migrations():
-    """cti.db.migrate looks in Path(__file__).parents[2] / "sql": the package must be
-    an editable install from the directory that sql/ is copied into."""
+    """The image installs the wheel built from the checkout (no editable install, no
+    source tree): the migrations are package data that cti.db.migrate finds through
+    importlib.resources (tests/integration/test_wheel.py runs such a wheel)."""
     image = dockerfile_of("cti")
-    workdir = str(PurePosixPath("/", *[PurePosixPath(w) for w in image.args("WORKDIR")]))
-    assert image.destination_of("cti/") == f"{workdir}/cti"
-    assert image.destination_of("sql/") == f"{workdir}/sql"
+    assert image.destination_of("cti/").endswith("/cti")
+    assert image.destination_of("pyproject.toml")
     run = " ".join(image.args("RUN"))
-    assert re.search(r"pip install (--[\w-]+ )*-e \.", run), "pip install -e . from WORKDIR"
+    assert re.search(r"pip wheel (--[\w-]+ )*(--wheel-dir \S+ )?\.", run), (
+        "the image builds the wheel"
+    )
+    assert re.search(r"pip install (--[\w-]+ )*\S*cti-\*\.whl", run), "and installs it"
+    assert not re.search(r"pip install (--[\w-]+ )*-e ", run), "no editable install"
+    with pytest.raises(AssertionError):
+        image.destination_of("sql/")
     migrate = read("cti/db/migrate.py")
-    assert 'Path(__file__).resolve().parents[2] / "sql"' in migrate
+    assert 'resources.files("cti.db").joinpath("migrations")' in migrate
+    package_data = tomllib.loads(read("pyproject.toml"))["tool"]["setuptools"]["package-data"]
+    assert "db/migrations/*.sql" in package_data["cti"]
     command = service("cti")["command"]
     start = repo_path_in_image(image, command[-1]).read_text(encoding="utf-8")
     assert re.search(r"^cti db migrate$", start, re.MULTILINE)
     assert re.search(r"^exec cti serve$", start, re.MULTILINE)
     assert "CTI_SEED_DEMO" in start and "cti db seed-demo" in start
-    for copied in ("cti/db/migrate.py", "sql/001_routing.sql", "docker/cti-start.sh"):
+    for copied in (
+        "cti/db/migrate.py",
+        "cti/db/migrations/001_routing.sql",
+        "pyproject.toml",
+        "README.md",
+        "docker/cti-start.sh",
+    ):
         assert not dockerignore_excludes(copied), f".dockerignore leaves out {copied}"
 
 

@@ -1,4 +1,8 @@
-"""Schema migrations: ``sql/NNN_name.sql`` files applied once each, in order.
+"""Schema migrations: ``NNN_name.sql`` files applied once each, in order.
+
+The files ship inside the package (``cti/db/migrations/``) and are found through
+``importlib.resources``, so an installed wheel migrates as a checkout does; a folder
+given on the command line (``--sql-dir``) replaces them.
 
 The database is created when missing. Each file runs in its own transaction and is
 recorded in ``schema_migrations`` with a checksum, so running again is a no-op and an
@@ -11,7 +15,8 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
-from pathlib import Path
+from importlib import resources
+from importlib.resources.abc import Traversable
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -19,7 +24,8 @@ import structlog
 
 log = structlog.get_logger(__name__)
 
-SQL_DIR = Path(__file__).resolve().parents[2] / "sql"
+#: The package's own migrations (a folder of ``cti.db``, shipped as package data).
+SQL_DIR: Traversable = resources.files("cti.db").joinpath("migrations")
 _FILE = re.compile(r"^(\d{3,})_[a-z0-9_]+\.sql$")
 _LOCK_KEY = 0x637469  # "cti"
 
@@ -39,15 +45,16 @@ class Migration:
         return hashlib.sha256(self.sql.encode()).hexdigest()
 
 
-def discover(sql_dir: Path = SQL_DIR) -> list[Migration]:
+def discover(sql_dir: Traversable = SQL_DIR) -> list[Migration]:
     if not sql_dir.is_dir():
         raise MigrationError(f"no migrations folder at {sql_dir}")
     migrations = []
-    for path in sorted(sql_dir.glob("*.sql")):
-        match = _FILE.match(path.name)
+    files = sorted((f for f in sql_dir.iterdir() if f.name.endswith(".sql")), key=lambda f: f.name)
+    for file in files:
+        match = _FILE.match(file.name)
         if not match:
-            raise MigrationError(f"{path.name}: migration files are named NNN_words.sql")
-        migrations.append(Migration(match.group(1), path.name, path.read_text()))
+            raise MigrationError(f"{file.name}: migration files are named NNN_words.sql")
+        migrations.append(Migration(match.group(1), file.name, file.read_text(encoding="utf-8")))
     versions = [m.version for m in migrations]
     if len(set(versions)) != len(versions):
         raise MigrationError(f"two migrations share a version number in {sql_dir}")
@@ -77,7 +84,7 @@ async def ensure_database(dsn: str) -> bool:
     return True
 
 
-async def migrate(dsn: str, sql_dir: Path = SQL_DIR) -> list[str]:
+async def migrate(dsn: str, sql_dir: Traversable = SQL_DIR) -> list[str]:
     """Apply pending migrations; return the names applied."""
     migrations = discover(sql_dir)
     await ensure_database(dsn)

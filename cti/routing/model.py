@@ -19,7 +19,7 @@ from cti.routing.phone import CallerNumber
 TIERS = ("platinum", "gold", "silver", "bronze")
 STATUSES = ("active", "delinquent", "suspended", "closed")
 UNKNOWN_TIER = "unknown"
-#: A customer's account number, as stored (sql/001_routing.sql checks the same).
+#: A customer's account number, as stored (cti/db/migrations/001_routing.sql checks the same).
 ACCOUNT_NUMBER = re.compile(r"^[A-Za-z0-9-]{1,32}\Z")
 
 

@@ -40,7 +40,7 @@ from cti.routing.hours import DAYS, HoursError, OpeningHours, TimeWindow, zone
 from cti.routing.model import STATUSES, TIERS, UNKNOWN_TIER, DialledNumber, Match, RouteKind, Rule
 from cti.routing.phone import normalize_dnis
 
-#: Queue, rule and service names (sql/001_routing.sql checks the same).
+#: Queue, rule and service names (cti/db/migrations/001_routing.sql checks the same).
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}\Z")  # \Z: no trailing newline
 _WORD = re.compile(r"^[A-Za-z0-9_.\-]{1,64}\Z")
 MAX_PRIORITY = 1000

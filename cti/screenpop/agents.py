@@ -1,4 +1,4 @@
-"""The ``agents`` table (sql/003_agents.sql): who may use the sidebar.
+"""The ``agents`` table (cti/db/migrations/003_agents.sql): who may use the sidebar.
 
 An agent is known by a ``username`` (what they type at login) and reached at an
 ``endpoint``, the device their calls ring (``PJSIP/2001``), which is the name the call
