@@ -1,7 +1,9 @@
 """The ``cti`` command: the daemon and the operators' tools.
 
 Exit codes: 0 done, 1 failed (message on stderr), 2 done with rejected input (for
-``customers import``: the good rows were loaded, the bad ones are listed), 64 usage.
+``customers import``: the good rows were loaded, the bad ones are listed), 64 usage,
+141 the reader of our output went away (``cti rules export | head``), quietly, as a
+command killed by SIGPIPE.
 """
 
 from __future__ import annotations
@@ -10,10 +12,12 @@ import argparse
 import asyncio
 import os
 import secrets
+import signal
 import sys
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import asyncpg
 
@@ -94,18 +98,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(config.log_format, level)
     try:
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-            return runner.run(_dispatch(args, config))
+            code = runner.run(_dispatch(args, config))
+        sys.stdout.flush()  # here, so that a reader gone away is handled below
+        return code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        return _output_closed()
     except CommandError as exc:
         print(f"cti: {exc}", file=sys.stderr)
         return 1
-    except TimeoutError:  # an OSError too, but not the database's: say what it is
-        print("cti: timed out", file=sys.stderr)
-        return 1
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+    except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         print(f"cti: database: {exc}", file=sys.stderr)
         return 1
+    except TimeoutError:  # an OSError too: say what it is
+        print("cti: timed out", file=sys.stderr)
+        return 1
+    except OSError as exc:  # not the database's: those are DatabaseError by now
+        print(f"cti: {exc}", file=sys.stderr)
+        return 1
+
+
+def _output_closed() -> int:
+    """The reader of stdout went away (``| head``): stop quietly, as ``cat`` or ``seq``
+    do (killed by SIGPIPE, status 141). Stdout now points at /dev/null, so the
+    interpreter's last flush at exit cannot fail again and print a traceback."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return 128 + signal.SIGPIPE
 
 
 def _loop_factory():
@@ -119,6 +140,25 @@ def _loop_factory():
 
 class CommandError(RuntimeError):
     """A command could not do its job; the message says why."""
+
+
+class DatabaseError(CommandError):
+    """PostgreSQL could not be reached (refused, unknown host, no answer in time)."""
+
+    def __init__(self, exc: BaseException) -> None:
+        detail = str(exc) or type(exc).__name__
+        if isinstance(exc, TimeoutError):
+            detail = "no answer in time"
+        super().__init__(f"database: {detail}")
+
+
+async def connect(database_url: str) -> asyncpg.Connection:
+    """A connection for one command. Failing to connect is reported as the database's
+    problem; any other OSError later (a closed pipe, a file) is not."""
+    try:
+        return await asyncpg.connect(database_url, timeout=10)
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        raise DatabaseError(exc) from None
 
 
 async def _dispatch(args: argparse.Namespace, config: Config) -> int:
@@ -144,6 +184,8 @@ async def _dispatch(args: argparse.Namespace, config: Config) -> int:
             applied = await migrate(config.database_url, args.sql_dir or SQL_DIR)
         except MigrationError as exc:
             raise CommandError(str(exc)) from None
+        except OSError as exc:  # the files are read first, as MigrationError: the server
+            raise DatabaseError(exc) from None
         print(
             f"applied {len(applied)} migration(s)" + (": " + ", ".join(applied) if applied else "")
         )
@@ -156,7 +198,7 @@ async def _dispatch(args: argparse.Namespace, config: Config) -> int:
         _read_plan_file(args.file)
         print(f"{args.file}: ok")
         return 0
-    conn = await asyncpg.connect(config.database_url, timeout=10)
+    conn = await connect(config.database_url)
     try:
         return await _with_connection(args, config, conn)
     finally:
@@ -209,7 +251,10 @@ async def _with_connection(args: argparse.Namespace, config: Config, conn) -> in
 
         text = dumps(await read_plan(conn))
         if args.output:
-            args.output.write_text(text)
+            try:
+                args.output.write_text(text)
+            except OSError as exc:
+                raise CommandError(f"{args.output}: {exc.strerror}") from None
         else:
             sys.stdout.write(text)
         return 0
@@ -312,7 +357,10 @@ async def _route(args: argparse.Namespace, config: Config, conn) -> int:
 
     table = RoutingTable.from_plan(await read_plan(conn))
     number = table.number(args.dnis)
-    at = _parse_time(args.at, number.timezone if number else UTC)
+    # Opening hours and time rules are the number's local time: shown in it, with its
+    # zone, whether the moment was given or is now.
+    zone: tzinfo = number.timezone if number else UTC
+    at = _parse_time(args.at, zone).astimezone(zone)
 
     class Discard:
         def submit(self, item: object) -> bool:
@@ -348,13 +396,17 @@ async def _route(args: argparse.Namespace, config: Config, conn) -> int:
     print(
         f"number    {number.dnis + ' ' + number.service if number else 'unknown (default queue)'}"
     )
-    print(f"at        {at.isoformat()}")
+    print(f"at        {at.isoformat(timespec='seconds')} ({_zone_name(zone)})")
     return 0
 
 
-def _parse_time(text: str | None, zone) -> datetime:
+def _zone_name(zone: tzinfo) -> str:
+    return zone.key if isinstance(zone, ZoneInfo) else "UTC"
+
+
+def _parse_time(text: str | None, zone: tzinfo) -> datetime:
     if text is None:
-        return datetime.now(UTC)
+        return datetime.now(zone)
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:

@@ -46,6 +46,8 @@ class Migration:
 
 
 def discover(sql_dir: Traversable = SQL_DIR) -> list[Migration]:
+    """The migrations in ``sql_dir``, in order. A file that cannot be read is a
+    MigrationError, so an OSError out of :func:`migrate` is always the server's."""
     if not sql_dir.is_dir():
         raise MigrationError(f"no migrations folder at {sql_dir}")
     migrations = []
@@ -54,7 +56,11 @@ def discover(sql_dir: Traversable = SQL_DIR) -> list[Migration]:
         match = _FILE.match(file.name)
         if not match:
             raise MigrationError(f"{file.name}: migration files are named NNN_words.sql")
-        migrations.append(Migration(match.group(1), file.name, file.read_text(encoding="utf-8")))
+        try:
+            sql = file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise MigrationError(f"{sql_dir}/{file.name}: {exc}") from None
+        migrations.append(Migration(match.group(1), file.name, sql))
     versions = [m.version for m in migrations]
     if len(set(versions)) != len(versions):
         raise MigrationError(f"two migrations share a version number in {sql_dir}")

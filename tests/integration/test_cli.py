@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import sys
 import tomllib
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import asyncpg
 import pytest
@@ -195,6 +198,68 @@ async def test_route_explains_the_decision(seeded, args, expected):
     assert code == 0, err
     for line in expected:
         assert line in out
+
+
+@pytest.mark.parametrize(
+    ("at", "shown"),
+    [
+        ("2026-11-23T10:00", "2026-11-23T10:00:00-05:00 (America/New_York)"),  # local
+        ("2026-11-23T15:00:00+00:00", "2026-11-23T10:00:00-05:00 (America/New_York)"),
+        ("2026-07-01T23:30Z", "2026-07-01T19:30:00-04:00 (America/New_York)"),  # summer
+    ],
+)
+async def test_route_shows_the_moment_in_the_numbers_local_time(seeded, at, shown):
+    code, out, err = await cti(
+        "route", "--ani", "2120000002", "--dnis", "5550200", "--at", at, database_url=seeded
+    )
+    assert code == 0, err
+    assert f"at        {shown}\n" in out
+
+
+async def test_route_without_a_time_shows_now_in_the_numbers_local_time(seeded):
+    code, out, err = await cti("route", "--ani", "2120000002", "--dnis", "5550200",
+                               database_url=seeded)  # fmt: skip
+    assert code == 0, err
+    shown = next(line for line in out.splitlines() if line.startswith("at "))
+    stamp, zone = shown.removeprefix("at").split()
+    assert zone == "(America/New_York)"
+    moment = datetime.fromisoformat(stamp)
+    assert moment.utcoffset() == moment.astimezone(ZoneInfo("America/New_York")).utcoffset()
+    assert abs(moment - datetime.now(UTC)) < timedelta(minutes=5)
+    # A number not in the plan has no zone of its own: UTC, said so.
+    code, out, _ = await cti("route", "--ani", "1", "--dnis", "5559999", database_url=seeded)
+    assert re.search(r"^at        \S+\+00:00 \(UTC\)$", out, re.MULTILINE)
+
+
+async def test_a_reader_that_goes_away_ends_the_command_quietly(seeded):
+    """``cti rules export | head -1``: the rest of the output has nowhere to go. Like
+    seq or cat, cti stops without a word (status 141, as if killed by SIGPIPE)."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before the first byte
+    try:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "cti", "rules", "export",
+            stdout=write_end, stderr=asyncio.subprocess.PIPE,
+            env={**os.environ, "CTI_DATABASE_URL": seeded},
+        )  # fmt: skip
+    finally:
+        os.close(write_end)
+    _, err = await asyncio.wait_for(process.communicate(), 60)
+    assert (process.returncode, err.decode()) == (141, "")
+
+
+async def test_a_file_error_is_not_called_a_database_error(seeded, tmp_path):
+    target = tmp_path / "missing" / "plan.toml"
+    code, _, err = await cti("rules", "export", "-o", str(target), database_url=seeded)
+    assert code == 1
+    assert err.strip() == f"cti: {target}: No such file or directory"
+
+
+@pytest.mark.parametrize("command", [["route", "--ani", "1", "--dnis", "1"], ["rules", "export"]])
+async def test_a_database_that_cannot_be_reached_is_named(command):
+    code, _, err = await cti(*command, database_url="postgresql://postgres@127.0.0.1:1/x")
+    assert code == 1
+    assert err.startswith("cti: database:") and "Traceback" not in err
 
 
 async def test_route_with_a_bad_time_says_so(seeded):
