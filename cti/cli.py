@@ -79,7 +79,11 @@ def _parser() -> argparse.ArgumentParser:
     route.add_argument("--ivr", action="append", default=[], metavar="KEY=VALUE")
 
     from cti import loadtest
+    from cti.demo import calls as demo_calls
 
+    demo_calls.add_arguments(
+        commands.add_parser("demo", help="place calls on the demo stack (scripts/demo), show how")
+    )
     loadtest.add_arguments(
         commands.add_parser("loadtest", help="SIPp callers against the running stack, summarised")
     )
@@ -190,6 +194,10 @@ async def _dispatch(args: argparse.Namespace, config: Config) -> int:
             f"applied {len(applied)} migration(s)" + (": " + ", ".join(applied) if applied else "")
         )
         return 0
+    if args.command == "demo":
+        from cti.demo import calls as demo_calls
+
+        return await demo_calls.command(args, config.database_url)
     if args.command == "loadtest":
         from cti import loadtest
 
