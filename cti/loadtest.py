@@ -457,6 +457,11 @@ async def run_loadtest(options: Options, database_url: str) -> Report:
     """Place ``rate x duration`` calls, wait for them to end, and report. Raises LoadTestError."""
     if shutil.which(options.sipp) is None:
         raise LoadTestError(f"{options.sipp} not found: install Debian's sip-tester package")
+    if not (options.scenario_dir / "caller.xml").is_file():  # e.g. cti installed from a wheel
+        raise LoadTestError(
+            f"no caller.xml in {options.scenario_dir}: give --scenarios, the sipp/ folder"
+            " of a checkout"
+        )
     if options.rate <= 0 or options.duration_s <= 0 or options.hold_s < 0:
         raise LoadTestError("--rate and --duration must be positive, --hold not negative")
     calls = max(1, round(options.rate * options.duration_s))

@@ -10,6 +10,8 @@ import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from cti.demo.calls import finished_calls
 from cti.demo.report import outcome
 from tests.integration.test_cli import cti
@@ -70,12 +72,13 @@ async def test_calls_that_never_end_are_shown_as_they_are(seeded, db):
     assert [outcome(c) for c in calls] == ["still on the line"]
 
 
-async def test_demo_without_the_scenarios_says_where_to_find_them(seeded, tmp_path):
-    code, _, err = await cti(
-        "demo", "call", "2120000002", "5550100", "--scenarios", str(tmp_path),
-        database_url=seeded,
-    )  # fmt: skip
+@pytest.mark.parametrize(
+    "command", [["demo", "call", "2120000002", "5550100"], ["demo", "calls"], ["loadtest"]]
+)
+async def test_without_the_scenarios_it_says_where_to_find_them(seeded, tmp_path, command):
+    """An installed wheel has no sipp/ next to it: SIPp's scenarios are a checkout's."""
+    code, _, err = await cti(*command, "--scenarios", str(tmp_path), database_url=seeded)
     assert code == 1
-    assert err.strip() == (
-        f"cti demo: no caller.xml in {tmp_path}: give --scenarios, the sipp/ folder of a checkout"
+    assert err.strip().endswith(
+        f"no caller.xml in {tmp_path}: give --scenarios, the sipp/ folder of a checkout"
     )
