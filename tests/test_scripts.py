@@ -127,8 +127,12 @@ def test_the_asterisk_root_is_cached_once_per_machine():
 
 def test_bootstraps_pip_filter_drops_warnings_whatever_their_case():
     bootstrap = read("scripts/bootstrap")
-    line = next(line for line in bootstrap.splitlines() if 'pip" install -q -e' in line)
-    grep = line[line.index("| grep") + 2 : line.index(" >&2")]
+    function = re.search(r"^quiet_pip\(\) \{\n(.*?)\n\}", bootstrap, re.MULTILINE | re.DOTALL)
+    assert function, "scripts/bootstrap: no quiet_pip function"
+    grep = function[1][function[1].index("| grep") + 2 : function[1].index(" >&2")]
+    # Every pip call of bootstrap goes through it.
+    assert len(re.findall(r"^\s+quiet_pip install", bootstrap, re.MULTILINE)) == 2
+    assert not re.search(r"^\s+\"\$VENV/bin/pip\" install", bootstrap, re.MULTILINE)
     pip_output = (
         "WARNING: Location 'file:///opt/pypi/simple/pip/' is ignored: it is neither a file\n"
         "  warning: no files found matching '*.txt'\n"
