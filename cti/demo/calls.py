@@ -146,7 +146,10 @@ async def _command(args: argparse.Namespace, database_url: str) -> int:
         else:
             print("how the daemon routed them, and who answered (from the interactions table):")
             print("\n".join(table(found)))
-        for note in closed_lines(await _numbers(database_url), datetime.now(UTC), found):
+        numbers = await _numbers(database_url)
+        if args.demo == "call":  # one call: only its own line's hours are news
+            numbers = [n for n in numbers if n.dnis == found[-1].dnis]
+        for note in closed_lines(numbers, datetime.now(UTC), found):
             print(note)
         if not placed:
             print(f"some calls failed (SIPp): {_tail(errors)}", file=sys.stderr)
