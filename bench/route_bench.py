@@ -950,7 +950,7 @@ def _git_commit() -> str | None:
         if head.returncode != 0:
             return None
         status = subprocess.run(
-            ["git", "status", "--porcelain", "--", "cti", "sql", "pyproject.toml"],
+            ["git", "status", "--porcelain", "--", "cti", "pyproject.toml"],
             cwd=REPO_DIR,
             capture_output=True,
             text=True,
