@@ -5,6 +5,16 @@ Asterisk hands us whatever the trunk sent: ``+12125550001``, ``2125550001``,
 libphonenumber (the ``phonenumbers`` port) knows every country's national and
 international prefixes, so we lean on it rather than on our own tables. We only parse,
 never validate: a number that parses is a number a customer may have given us.
+
+One exception to "the region decides": ``00`` followed by a country code is read as an
+international number whatever the region, because ``00`` is the international prefix of
+most of the world and CRM exports and trunks write foreign numbers that way even where
+the local prefix is ``011`` (US, Canada), ``010`` (Japan) or ``810`` (Russia). In
+libphonenumber's metadata no region's fixed-line numbers start with ``00``, but a few
+regions have numbers that do: freephone in Japan (``0037``, ``0066``, ``0077``, ``0088``),
+Korea (``00308``, ``00368``, ``00798``), Indonesia (``001803``, ``007803``), India
+(``000800``) and Uruguay (``0004``), and Tajik mobiles (``00`` + 7 digits). So when the
+region's own reading is a *valid* number, that reading wins.
 """
 
 from __future__ import annotations
@@ -21,6 +31,7 @@ WITHHELD_MARKERS = frozenset(
 _PUNCTUATION = re.compile(r"[\s().\-/]")
 _MAX_RAW_LENGTH = 64
 _E164 = re.compile(r"^\+[1-9]\d{1,14}\Z")  # E.164: at most 15 digits
+_INTERNATIONAL_00 = re.compile(r"^00[1-9]")  # country codes never start with 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,14 +63,29 @@ def normalize(raw: str | None, region: str = "US") -> CallerNumber:
         compact = compact[4:]
     if not compact.lstrip("+").isdigit():
         return CallerNumber(text, None)
-    try:
-        parsed = phonenumbers.parse(compact, region)
-    except phonenumbers.NumberParseException:
-        return CallerNumber(text, None)
-    if not phonenumbers.is_possible_number(parsed):
+    parsed = _parse(compact, region)
+    if parsed is None:
         return CallerNumber(text, None)
     e164 = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
     return CallerNumber(text, e164 if _E164.match(e164) else None)
+
+
+def _parse(compact: str, region: str) -> phonenumbers.PhoneNumber | None:
+    """The possible number ``compact`` denotes in ``region``, or None."""
+    local = _possible(compact, region)
+    if _INTERNATIONAL_00.match(compact) and not (local and phonenumbers.is_valid_number(local)):
+        international = _possible("+" + compact[2:], region)
+        if international is not None:
+            return international
+    return local
+
+
+def _possible(digits: str, region: str) -> phonenumbers.PhoneNumber | None:
+    try:
+        parsed = phonenumbers.parse(digits, region)
+    except phonenumbers.NumberParseException:
+        return None
+    return parsed if phonenumbers.is_possible_number(parsed) else None
 
 
 def normalize_dnis(raw: str | None) -> str:

@@ -241,3 +241,67 @@ def test_normalize_dnis_is_a_digit_key_or_empty(raw: str | None) -> None:
     assert key == "" or key.lstrip("+").isdigit()
     assert key.count("+") <= 1 and "+" not in key[1:]
     assert normalize_dnis(key) == key
+
+
+# --- the 00 international prefix, whatever the region --------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "region", "e164"),
+    [
+        pytest.param("0012125550022", "US", "+12125550022", id="us-00-to-us"),
+        pytest.param("00 1 212 555 0022", "US", "+12125550022", id="us-00-spaced"),
+        pytest.param("0044 20 7946 0000", "US", "+442079460000", id="us-00-to-gb"),
+        pytest.param("0033.1.23.45.67.89", "US", "+33123456789", id="us-00-dotted-to-fr"),
+        pytest.param("(0049) 30 1234567", "CA", "+49301234567", id="ca-00-to-de"),
+        pytest.param("00442079460000", "JP", "+442079460000", id="jp-00-to-gb"),
+        pytest.param("0012125550022", "RU", "+12125550022", id="ru-00-to-us"),
+        pytest.param("00442079460000", "AU", "+442079460000", id="au-00-to-gb"),
+        # Brazil's international prefix is 00 + a carrier code: 0012... would be carrier 12.
+        pytest.param("0012125550022", "BR", "+12125550022", id="br-00-to-us"),
+        pytest.param("0015 44 20 7946 0000", "BR", "+442079460000", id="br-carrier-15-kept"),
+        pytest.param("tel:0012125550022", "US", "+12125550022", id="tel-uri-00"),
+        pytest.param("011442079460000", "US", "+442079460000", id="us-011-still"),
+    ],
+)
+def test_00_prefix_is_international_whatever_the_region(raw: str, region: str, e164: str) -> None:
+    assert normalize(raw, region).e164 == e164
+
+
+@pytest.mark.parametrize(
+    ("raw", "region", "e164"),
+    [
+        # Japanese freephone: a valid Japanese number, not Thailand (+66) or Lithuania (+370).
+        pytest.param("0066 12 345678", "JP", "+81006612345678", id="jp-freephone-0066"),
+        pytest.param("0037 123456", "JP", "+810037123456", id="jp-freephone-0037"),
+        # Tajik mobiles may start with 00; 00 + 1234567 would be too short for +1 anyway.
+        pytest.param("001234567", "TJ", "+992001234567", id="tj-mobile-00"),
+    ],
+)
+def test_a_valid_national_number_that_starts_with_00_stays_national(
+    raw: str, region: str, e164: str
+) -> None:
+    assert normalize(raw, region).e164 == e164
+
+
+@pytest.mark.parametrize("raw", ["00", "000", "0000 1234 5678", "00 28 1234"])
+def test_00_without_a_country_code_is_not_made_international(raw: str) -> None:
+    e164 = normalize(raw, "GB").e164
+    assert e164 is None or e164.startswith("+44")
+
+
+#: Regions where libphonenumber (9.0.x) has valid numbers starting with 00: freephone in
+#: ID, IN, JP, KR, UY and Tajik mobiles. Everywhere else 00 + country code is international.
+NATIONAL_00_REGIONS = frozenset({"ID", "IN", "JP", "KR", "TJ", "UY"})
+
+
+@given(
+    st.sampled_from(_EXAMPLE_NUMBERS),
+    st.sampled_from(sorted(phonenumbers.SUPPORTED_REGIONS)),
+)
+def test_00_reaches_every_country_from_every_region(e164: str, region: str) -> None:
+    got = normalize("00" + e164[1:], region).e164
+    if got != e164:
+        assert region in NATIONAL_00_REGIONS
+        calling_code = phonenumbers.country_code_for_region(region)
+        assert got is not None and got.startswith(f"+{calling_code}")
