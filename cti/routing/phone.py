@@ -14,7 +14,7 @@ libphonenumber's metadata no region's fixed-line numbers start with ``00``, but 
 regions have numbers that do: freephone in Japan (``0037``, ``0066``, ``0077``, ``0088``),
 Korea (``00308``, ``00368``, ``00798``), Indonesia (``001803``, ``007803``), India
 (``000800``) and Uruguay (``0004``), and Tajik mobiles (``00`` + 7 digits). So when the
-region's own reading is a *valid* number, that reading wins.
+region reads the digits as a *valid* national number, that reading wins.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import re
 from dataclasses import dataclass
 
 import phonenumbers
+from phonenumbers import CountryCodeSource
 
 #: What trunks and Asterisk send when the caller withheld or has no number.
 WITHHELD_MARKERS = frozenset(
@@ -73,16 +74,25 @@ def normalize(raw: str | None, region: str = "US") -> CallerNumber:
 def _parse(compact: str, region: str) -> phonenumbers.PhoneNumber | None:
     """The possible number ``compact`` denotes in ``region``, or None."""
     local = _possible(compact, region)
-    if _INTERNATIONAL_00.match(compact) and not (local and phonenumbers.is_valid_number(local)):
-        international = _possible("+" + compact[2:], region)
-        if international is not None:
-            return international
-    return local
+    if not _INTERNATIONAL_00.match(compact):
+        return local
+    international = _possible("+" + compact[2:], region)
+    if international is None:
+        return local
+    if local is None or not phonenumbers.is_valid_number(local):
+        return international
+    # Both readings are numbers and the region's is valid. A national number of the
+    # region (Japanese freephone 0066...) stays national. Where the region's own
+    # international prefix is 00 plus a digit or a carrier code (Thailand 001, Brazil
+    # 0012, Singapore 008...), 00 + country code wins if that is valid too.
+    if local.country_code_source == CountryCodeSource.FROM_DEFAULT_COUNTRY:
+        return local
+    return international if phonenumbers.is_valid_number(international) else local
 
 
 def _possible(digits: str, region: str) -> phonenumbers.PhoneNumber | None:
     try:
-        parsed = phonenumbers.parse(digits, region)
+        parsed = phonenumbers.parse(digits, region, keep_raw_input=True)
     except phonenumbers.NumberParseException:
         return None
     return parsed if phonenumbers.is_possible_number(parsed) else None

@@ -260,6 +260,9 @@ def test_normalize_dnis_is_a_digit_key_or_empty(raw: str | None) -> None:
         # Brazil's international prefix is 00 + a carrier code: 0012... would be carrier 12.
         pytest.param("0012125550022", "BR", "+12125550022", id="br-00-to-us"),
         pytest.param("0015 44 20 7946 0000", "BR", "+442079460000", id="br-carrier-15-kept"),
+        # Thailand dials out with 001-009: 00 1 201... is the US, 001 44... still the UK.
+        pytest.param("0012015550123", "TH", "+12015550123", id="th-00-to-us"),
+        pytest.param("001 44 20 7946 0000", "TH", "+442079460000", id="th-idd-001-kept"),
         pytest.param("tel:0012125550022", "US", "+12125550022", id="tel-uri-00"),
         pytest.param("011442079460000", "US", "+442079460000", id="us-011-still"),
     ],
@@ -290,8 +293,9 @@ def test_00_without_a_country_code_is_not_made_international(raw: str) -> None:
     assert e164 is None or e164.startswith("+44")
 
 
-#: Regions where libphonenumber (9.0.x) has valid numbers starting with 00: freephone in
-#: ID, IN, JP, KR, UY and Tajik mobiles. Everywhere else 00 + country code is international.
+#: Regions where libphonenumber (9.0.x) has valid national numbers starting with 00:
+#: freephone in ID, IN, JP, KR, UY and Tajik mobiles. Everywhere else, and in these
+#: regions when the digits are no valid national number, 00 + country code is international.
 NATIONAL_00_REGIONS = frozenset({"ID", "IN", "JP", "KR", "TJ", "UY"})
 
 
