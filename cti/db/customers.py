@@ -2,6 +2,11 @@
 
 The lookup is one indexed query: by the account number an IVR collected when there
 is one, else by the caller's E.164 number (the primary key of ``customer_phones``).
+
+The import is for an operator's first hour as much as for a nightly job: every row is
+checked on its own and a bad row never stops the good ones (each refusal names its
+line, its column and why); a second import of the same file changes nothing and says
+so; ``dry_run`` reports what would change and stores nothing.
 """
 
 from __future__ import annotations
@@ -9,13 +14,14 @@ from __future__ import annotations
 import csv
 import io
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 import asyncpg
 
 from cti.routing.model import ACCOUNT_NUMBER, STATUSES, TIERS, Customer
 from cti.routing.phone import normalize
+from cti.text import ControlCharacterError, refuse_control_characters
 
 FIND_CUSTOMER_SQL = """
 SELECT id, account_number, name, tier, status, language FROM (
@@ -38,20 +44,45 @@ async def find_customer(
 
 # --- CSV import --------------------------------------------------------------------------
 
-_LANGUAGE = re.compile(r"^[a-z]{2,3}$")
+#: The columns a CRM export may have, what each means, and the other names it may go by.
+#: ``--help`` and the README are written from this table. Names are compared in lower
+#: case with spaces and dashes read as ``_``.
+COLUMNS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("account_number", "required: letters, digits and -, 1 to 32", ("account", "account_no")),
+    ("name", "required: 1 to 200 characters", ("customer_name",)),
+    ("tier", f"required: {', '.join(TIERS)} (any case)", ("value_tier",)),
+    ("status", f"{', '.join(STATUSES)}; default active", ("account_status",)),
+    ("language", "a 2- or 3-letter code such as en; default en", ("preferred_language", "lang")),
+    ("phones", "several numbers separated by ; or |", ()),
+)
+PHONE_COLUMN_PREFIXES = ("phone", "mobile")
+_ALIASES = {alias: column for column, _, aliases in COLUMNS for alias in aliases}
+_KNOWN = {column for column, _, _ in COLUMNS}
+REQUIRED_COLUMNS = ("account_number", "name", "tier")
+_LANGUAGE = re.compile(r"^[a-z]{2,3}\Z")
 _PHONE_SPLIT = re.compile(r"[;|]")
+_UNDECODABLE = re.compile("[\udc80-\udcff]")  # bytes that were not UTF-8 (surrogateescape)
+MAX_NAME = 200
 MAX_FIELD = 1024
 MAX_PHONES = 20
-REQUIRED_COLUMNS = ("account_number", "name", "tier")
-_ALIASES = {
-    "account": "account_number",
-    "account_no": "account_number",
-    "customer_name": "name",
-    "value_tier": "tier",
-    "account_status": "status",
-    "preferred_language": "language",
-    "lang": "language",
-}
+#: csv's own limit, far above any column's: over it the row is refused without a column.
+MAX_CSV_FIELD = 64 * 1024
+
+
+def columns_help() -> str:
+    """The import's columns as ``--help`` and the README show them."""
+    lines = ["columns (a header row is required; other columns are ignored):"]
+    for column, meaning, aliases in COLUMNS:
+        lines.append(f"  {column:<16} {meaning}")
+        if aliases:
+            lines.append(f"  {'':<16} also named: {', '.join(aliases)}")
+    lines += [
+        f"  {'phone*, mobile*':<16} any column whose name starts with phone or mobile:",
+        f"  {'':<16} one or more numbers, as for phones",
+        "numbers: +E.164, 00 + country code, or national numbers of --region;",
+        "spaces, dots, dashes and parentheses are ignored.",
+    ]
+    return "\n".join(lines)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,14 +96,35 @@ class ImportRow:
     phones: tuple[str, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """What is wrong (or worth a warning) on one line of the file, in which column."""
+
+    line: int
+    column: str | None  # the column's name as the file's header writes it
+    message: str
+
+    def __str__(self) -> str:
+        return f"column {self.column}: {self.message}" if self.column else self.message
+
+
 @dataclass(slots=True)
 class ImportReport:
-    loaded: int = 0
-    bad: list[tuple[int, str]] = field(default_factory=list)
+    new: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    refused: list[Problem] = field(default_factory=list)
+    warnings: list[Problem] = field(default_factory=list)
 
 
 class ImportFileError(ValueError):
     """The file as a whole cannot be read (no header, missing required columns)."""
+
+
+class _Refused(ValueError):
+    def __init__(self, column: str | None, message: str) -> None:
+        super().__init__(message)
+        self.column = column
 
 
 def _column(name: str) -> str:
@@ -80,154 +132,326 @@ def _column(name: str) -> str:
     return _ALIASES.get(key, key)
 
 
-def parse_rows(text: Iterable[str], region: str, report: ImportReport) -> Iterator[ImportRow]:
-    """Validate each row; yield the good ones and record the bad ones with line numbers.
+def _shown(value: str, limit: int = 40) -> str:
+    """A value from the file, quoted and escaped for a terminal, cut when long."""
+    return repr(value[:limit]) + ("..." if len(value) > limit else "")
 
-    Phone columns are ``phones`` (several numbers separated by ``;`` or ``|``) and any
-    column whose name starts with ``phone`` or ``mobile``.
-    """
-    csv.field_size_limit(MAX_FIELD * 8)
-    reader = csv.reader(text)
+
+@dataclass(frozen=True, slots=True)
+class _Header:
+    written: list[str]  # as the file writes them, for messages
+    index: dict[str, int]  # our column name -> position
+    phones: list[int]
+
+    def name(self, position: int) -> str:
+        return self.written[position] or f"#{position + 1}"
+
+
+def _read_header(reader: Iterator[list[str]]) -> _Header:
     try:
-        header = [_column(h) for h in next(reader)]
+        written = [h.strip() for h in next(reader)]
     except StopIteration:
         raise ImportFileError("the file is empty; expected a header row") from None
     except csv.Error as exc:
         raise ImportFileError(f"line 1: {exc}") from None
-    missing = [c for c in REQUIRED_COLUMNS if c not in header]
+    for h in written:
+        if _UNDECODABLE.search(h):
+            raise ImportFileError("line 1: the header is not UTF-8; save the file as UTF-8")
+        try:
+            refuse_control_characters(h)
+        except ControlCharacterError as exc:
+            raise ImportFileError(f"line 1: column {_shown(h)}: {exc}") from None
+    names = [_column(h) for h in written]
+    missing = [c for c in REQUIRED_COLUMNS if c not in names]
     if missing:
         raise ImportFileError(f"line 1: missing column(s) {', '.join(missing)}")
-    phone_columns = [
-        i for i, h in enumerate(header) if h.startswith("phone") or h.startswith("mobile")
+    index: dict[str, int] = {}
+    for i, name in enumerate(names):
+        if name in _KNOWN and name in index:
+            first = written[index[name]]
+            raise ImportFileError(f"line 1: columns {first} and {written[i]} both mean {name}")
+        index.setdefault(name, i)
+    phones = [
+        i for i, n in enumerate(names) if n == "phones" or n.startswith(PHONE_COLUMN_PREFIXES)
     ]
-    index = {h: i for i, h in enumerate(header)}
+    return _Header(written, index, phones)
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedFile:
+    rows: list[ImportRow]
+    phone_column: str  # the file's phone column(s), for messages
+
+
+def parse_file(text: Iterable[str], region: str, report: ImportReport) -> ParsedFile:
+    """The good rows of a CSV export; the refused ones (and warnings) go to ``report``.
+
+    Raises :class:`ImportFileError` when the header is unusable: then nothing is loaded.
+    """
+    csv.field_size_limit(MAX_CSV_FIELD)
+    reader = csv.reader(text)
+    header = _read_header(reader)
+    rows = list(_rows(reader, header, region, report))
+    return ParsedFile(rows, _phone_column(header))
+
+
+def _rows(
+    reader: Iterator[list[str]], header: _Header, region: str, report: ImportReport
+) -> Iterator[ImportRow]:
+    ignored = [
+        header.written[i]
+        for i, name in enumerate(_column(h) for h in header.written)
+        if name not in _KNOWN and i not in header.phones
+    ]
+    if ignored:
+        report.warnings.append(Problem(1, None, f"column(s) ignored: {', '.join(ignored)}"))
+    if not header.phones:
+        report.warnings.append(
+            Problem(1, None, "no phone column: customers can be found by account number only")
+        )
     seen_accounts: dict[str, int] = {}
     seen_phones: dict[str, int] = {}
     while True:
-        line = reader.line_num + 1
+        line = reader.line_num + 1  # type: ignore[attr-defined]
         try:
             values = next(reader)
         except StopIteration:
             return
         except csv.Error as exc:
-            report.bad.append((line, str(exc)))
+            report.refused.append(Problem(line, None, str(exc)))
             continue
         if not any(v.strip() for v in values):
             continue
         try:
-            row = _validate(values, index, phone_columns, header, line, region)
+            row = _validate(values, header, line, region)
             first = seen_accounts.setdefault(row.account_number, line)
             if first != line:
-                raise ValueError(f"account {row.account_number} already on line {first}")
+                raise _Refused(
+                    header.name(header.index["account_number"]),
+                    f"account {row.account_number} already on line {first}",
+                )
             for phone in row.phones:
                 owner = seen_phones.setdefault(phone, line)
                 if owner != line:
-                    raise ValueError(f"phone {phone} already on line {owner}")
-        except ValueError as exc:
-            report.bad.append((line, str(exc)))
+                    raise _Refused(_phone_column(header), f"phone {phone} already on line {owner}")
+        except _Refused as exc:
+            report.refused.append(Problem(line, exc.column, str(exc)))
             continue
+        if header.phones and not row.phones:
+            report.warnings.append(
+                Problem(
+                    line,
+                    _phone_column(header),
+                    "no phone number: this customer can be found by account number only",
+                )
+            )
         yield row
 
 
-def _validate(
-    values: list[str],
-    index: dict[str, int],
-    phone_columns: list[int],
-    header: list[str],
-    line: int,
-    region: str,
-) -> ImportRow:
-    if len(values) != len(header):
-        raise ValueError(f"expected {len(header)} fields, found {len(values)}")
-    if any(len(v) > MAX_FIELD for v in values):
-        raise ValueError(f"a field is longer than {MAX_FIELD} characters")
+def _phone_column(header: _Header) -> str:
+    return "/".join(header.name(i) for i in header.phones)
 
-    def get(column: str, default: str = "") -> str:
-        i = index.get(column)
-        return values[i].strip() if i is not None else default
 
-    account = get("account_number")
+def _validate(values: list[str], header: _Header, line: int, region: str) -> ImportRow:
+    if len(values) != len(header.written):
+        raise _Refused(None, f"expected {len(header.written)} fields, found {len(values)}")
+
+    def text(position: int, limit: int = MAX_FIELD) -> str:
+        column = header.name(position)
+        value = values[position].strip()
+        undecodable = _UNDECODABLE.search(value)
+        if undecodable:
+            byte = ord(undecodable.group()) - 0xDC00
+            raise _Refused(column, f"not UTF-8 (byte 0x{byte:02X}); save the file as UTF-8")
+        try:
+            refuse_control_characters(value)
+        except ControlCharacterError as exc:
+            raise _Refused(column, str(exc)) from None
+        if len(value) > limit:
+            raise _Refused(column, f"{len(value)} characters, at most {limit}")
+        return value
+
+    def get(column: str, limit: int = MAX_FIELD) -> tuple[str, str]:
+        position = header.index.get(column)
+        if position is None:
+            return "", column
+        return text(position, limit), header.name(position)
+
+    account, column = get("account_number")
     if not ACCOUNT_NUMBER.match(account):
-        raise ValueError(f"account_number {account!r}: letters, digits and - only, 1-32")
-    name = get("name")
-    if not 1 <= len(name) <= 200:
-        raise ValueError("name: required, at most 200 characters")
-    tier = get("tier").lower()
+        raise _Refused(
+            column, f"account_number {_shown(account)}: letters, digits and - only, 1-32"
+        )
+    name, column = get("name", MAX_NAME)
+    if not name:
+        raise _Refused(column, "name: required")
+    tier, column = get("tier")
+    tier = tier.lower()
     if tier not in TIERS:
-        raise ValueError(f"tier {tier!r}: expected one of {', '.join(TIERS)}")
-    status = (get("status") or "active").lower()
+        raise _Refused(column, f"tier {_shown(tier)}: expected one of {', '.join(TIERS)}")
+    status, column = get("status")
+    status = status.lower() or "active"
     if status not in STATUSES:
-        raise ValueError(f"status {status!r}: expected one of {', '.join(STATUSES)}")
-    language = (get("language") or "en").lower()
+        raise _Refused(column, f"status {_shown(status)}: expected one of {', '.join(STATUSES)}")
+    language, column = get("language")
+    language = language.lower() or "en"
     if not _LANGUAGE.match(language):
-        raise ValueError(f"language {language!r}: expected a 2- or 3-letter code such as en")
-    raw_phones = [p for i in phone_columns for p in _PHONE_SPLIT.split(values[i]) if p.strip()]
-    if len(raw_phones) > MAX_PHONES:
-        raise ValueError(f"at most {MAX_PHONES} phone numbers per customer")
-    phones = []
-    for raw in raw_phones:
-        number = normalize(raw, region)
-        if number.e164 is None:
-            raise ValueError(f"phone {raw.strip()!r} is not a phone number")
-        if number.e164 not in phones:
-            phones.append(number.e164)
+        raise _Refused(
+            column, f"language {_shown(language)}: expected a 2- or 3-letter code such as en"
+        )
+    phones: list[str] = []
+    count = 0
+    for position in header.phones:
+        for raw in _PHONE_SPLIT.split(text(position)):
+            if not raw.strip():
+                continue
+            count += 1
+            if count > MAX_PHONES:
+                raise _Refused(header.name(position), f"at most {MAX_PHONES} phone numbers")
+            number = normalize(raw, region)
+            if number.e164 is None:
+                raise _Refused(
+                    header.name(position),
+                    f"phone {_shown(raw.strip())} is not a phone number (region {region})",
+                )
+            if number.e164 not in phones:
+                phones.append(number.e164)
     return ImportRow(line, account, name, tier, status, language, tuple(phones))
 
 
-async def import_customers(
-    conn: asyncpg.Connection, text: Iterable[str] | str, region: str
-) -> ImportReport:
-    """Load the good rows of a CSV export; report the bad ones. One transaction.
+# --- what an import changes -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Stored:
+    id: int
+    fields: tuple[str, str, str, str]  # name, tier, status, language
+    phones: frozenset[str]
+
+
+@dataclass(slots=True)
+class _Changes:
+    new: list[ImportRow] = field(default_factory=list)
+    updated: list[tuple[int, ImportRow, frozenset[str]]] = field(default_factory=list)
+
+
+def _plan(
+    rows: list[ImportRow],
+    stored: Mapping[str, _Stored],
+    owners: Mapping[str, str],
+    phone_column: str,
+    report: ImportReport,
+) -> _Changes:
+    """Sort the file's rows into new, updated and unchanged customers.
 
     A customer's phones become exactly those in the file. A phone that already belongs
-    to another customer in the database makes its row bad: we never move a number
+    to another customer in the database refuses its row: we never move a number
     between customers behind an operator's back.
+    """
+    changes = _Changes()
+    for row in rows:
+        taken = next(
+            (p for p in row.phones if owners.get(p, row.account_number) != row.account_number),
+            None,
+        )
+        if taken is not None:
+            report.refused.append(
+                Problem(row.line, phone_column, f"phone {taken} belongs to account {owners[taken]}")
+            )
+            continue
+        before = stored.get(row.account_number)
+        if before is None:
+            changes.new.append(row)
+        elif before.fields == (row.name, row.tier, row.status, row.language) and (
+            before.phones == frozenset(row.phones)
+        ):
+            report.unchanged += 1
+        else:
+            changes.updated.append((before.id, row, before.phones))
+    report.new, report.updated = len(changes.new), len(changes.updated)
+    report.refused.sort(key=lambda p: p.line)
+    return changes
+
+
+async def import_customers(
+    conn: asyncpg.Connection,
+    text: Iterable[str] | str,
+    region: str,
+    *,
+    dry_run: bool = False,
+) -> ImportReport:
+    """Load the good rows of a CSV export in one transaction; report the others.
+
+    Unchanged customers are not written at all (their ``updated_at`` and row version
+    stay), so a nightly import of the same export costs reads only.
     """
     report = ImportReport()
     lines = io.StringIO(text) if isinstance(text, str) else text
-    rows = list(parse_rows(lines, region, report))
+    parsed = parse_file(lines, region, report)
+    rows = parsed.rows
     async with conn.transaction():
-        await conn.execute(
-            "CREATE TEMP TABLE import_phones (account_number text, e164 text, line int)"
-            " ON COMMIT DROP"
-        )
-        await conn.copy_records_to_table(
-            "import_phones",
-            records=[(r.account_number, p, r.line) for r in rows for p in r.phones],
-        )
-        conflicts = await conn.fetch(
-            """SELECT i.line, i.e164, c.account_number AS owner
-               FROM import_phones i
-               JOIN customer_phones p ON p.e164 = i.e164
-               JOIN customers c ON c.id = p.customer_id
-               WHERE c.account_number <> i.account_number"""
-        )
-        bad_lines = {}
-        for conflict in conflicts:
-            bad_lines.setdefault(
-                conflict["line"],
-                f"phone {conflict['e164']} belongs to account {conflict['owner']}",
+        if not dry_run:  # other imports wait; the router's reads do not
+            await conn.execute("LOCK TABLE customers, customer_phones IN SHARE ROW EXCLUSIVE MODE")
+        stored = await _stored(conn, [r.account_number for r in rows])
+        owners = {
+            r["e164"]: r["account_number"]
+            for r in await conn.fetch(
+                """SELECT p.e164, c.account_number FROM customer_phones p
+                   JOIN customers c ON c.id = p.customer_id WHERE p.e164 = ANY($1::text[])""",
+                [p for r in rows for p in r.phones],
             )
-        good = [r for r in rows if r.line not in bad_lines]
-        report.bad.extend(bad_lines.items())
-        report.bad.sort()
-        await conn.executemany(
-            """INSERT INTO customers (account_number, name, tier, status, language)
-               VALUES ($1, $2, $3, $4, $5)
-               ON CONFLICT (account_number) DO UPDATE SET
-                   name = EXCLUDED.name, tier = EXCLUDED.tier, status = EXCLUDED.status,
-                   language = EXCLUDED.language, updated_at = now()""",
-            [(r.account_number, r.name, r.tier, r.status, r.language) for r in good],
-        )
-        await conn.execute(
-            """DELETE FROM customer_phones p USING customers c
-               WHERE c.id = p.customer_id AND c.account_number = ANY($1::text[])""",
-            [r.account_number for r in good],
-        )
-        await conn.executemany(
-            """INSERT INTO customer_phones (e164, customer_id)
-               SELECT $2, id FROM customers WHERE account_number = $1""",
-            [(r.account_number, p) for r in good for p in r.phones],
-        )
-        report.loaded = len(good)
+        }
+        changes = _plan(rows, stored, owners, parsed.phone_column, report)
+        if not dry_run:
+            await _write(conn, changes)
     return report
+
+
+async def _stored(conn: asyncpg.Connection, accounts: list[str]) -> dict[str, _Stored]:
+    rows = await conn.fetch(
+        """SELECT c.id, c.account_number, c.name, c.tier, c.status, c.language,
+                  array_remove(array_agg(p.e164), NULL) AS phones
+           FROM customers c LEFT JOIN customer_phones p ON p.customer_id = c.id
+           WHERE c.account_number = ANY($1::text[]) GROUP BY c.id""",
+        accounts,
+    )
+    return {
+        r["account_number"]: _Stored(
+            r["id"], (r["name"], r["tier"], r["status"], r["language"]), frozenset(r["phones"])
+        )
+        for r in rows
+    }
+
+
+async def _write(conn: asyncpg.Connection, changes: _Changes) -> None:
+    """Insert the new customers, update the changed ones; touch nothing else."""
+    await conn.executemany(
+        """INSERT INTO customers (account_number, name, tier, status, language)
+           VALUES ($1, $2, $3, $4, $5)""",
+        [(r.account_number, r.name, r.tier, r.status, r.language) for r in changes.new],
+    )
+    await conn.executemany(
+        """UPDATE customers SET name = $2, tier = $3, status = $4, language = $5,
+               updated_at = now()
+           WHERE id = $1""",
+        [(id_, r.name, r.tier, r.status, r.language) for id_, r, _ in changes.updated],
+    )
+    await conn.executemany(
+        "DELETE FROM customer_phones WHERE customer_id = $1 AND e164 = ANY($2::text[])",
+        [
+            (id_, sorted(before - set(r.phones)))
+            for id_, r, before in changes.updated
+            if before - set(r.phones)
+        ],
+    )
+    await conn.executemany(
+        """INSERT INTO customer_phones (e164, customer_id)
+           SELECT $2, id FROM customers WHERE account_number = $1""",
+        [(r.account_number, p) for r in changes.new for p in r.phones]
+        + [
+            (r.account_number, p)
+            for _, r, before in changes.updated
+            for p in r.phones
+            if p not in before
+        ],
+    )

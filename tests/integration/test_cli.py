@@ -92,7 +92,7 @@ async def test_import_loads_good_rows_and_reports_bad_ones_by_line(seeded, tmp_p
     path.write_text(CSV)
     code, out, err = await cti("customers", "import", str(path), database_url=seeded)
     assert code == 2  # done, with rejected rows
-    assert out.strip() == "loaded 2 customer(s), rejected 7 row(s)"
+    assert out.strip() == "2 new, 0 updated, 0 unchanged, 7 refused"
     problems = [line for line in err.splitlines() if line.startswith(str(path))]
     assert [p.split(":")[1] for p in problems] == ["4", "5", "6", "7", "8", "9", "10"]
     assert "tier 'diamond'" in problems[0]
@@ -115,7 +115,7 @@ async def test_import_loads_good_rows_and_reports_bad_ones_by_line(seeded, tmp_p
     # Importing again replaces the customer's phones with the file's.
     path.write_text("account_number,name,tier,phones\nA1000001,Good One,platinum,2125550199\n")
     code, out, _ = await cti("customers", "import", str(path), database_url=seeded)
-    assert (code, out.strip()) == (0, "loaded 1 customer(s), rejected 0 row(s)")
+    assert (code, out.strip()) == (0, "0 new, 1 updated, 0 unchanged, 0 refused")
     phones = await db.fetch(
         "SELECT e164 FROM customer_phones p JOIN customers c ON c.id = p.customer_id"
         " WHERE account_number = 'A1000001'"
