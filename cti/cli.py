@@ -60,7 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     customers = commands.add_parser("customers", help="customer data").add_subparsers(
         dest="customers", required=True
     )
-    from cti.db.customers import columns_help
+    from cti.customer_csv import columns_help
 
     load = customers.add_parser(
         "import",
@@ -366,7 +366,8 @@ async def _agents(args: argparse.Namespace, conn) -> int:
 async def _import_customers(args: argparse.Namespace, config: Config, conn) -> int:
     import phonenumbers
 
-    from cti.db.customers import ImportFileError, import_customers
+    from cti.customer_csv import ImportFileError
+    from cti.db.customers import import_customers
 
     path: Path = args.file
     region = (args.region or config.default_region).strip().upper()
