@@ -370,7 +370,7 @@ async def _import_customers(args: argparse.Namespace, config: Config, conn) -> i
     from cti.db.customers import import_customers
 
     path: Path = args.file
-    region = (args.region or config.default_region).strip().upper()
+    region = (config.default_region if args.region is None else args.region).strip().upper()
     if region not in phonenumbers.SUPPORTED_REGIONS:
         raise CommandError(
             f"--region {args.region!r}: expected a two-letter region such as US or GB"

@@ -68,6 +68,10 @@ class ImportRow:
     status: str
     language: str
     phones: tuple[str, ...]
+    phone_columns: tuple[str, ...] = ()  # the column each phone came from, for messages
+
+    def phone_column(self, e164: str) -> str:
+        return self.phone_columns[self.phones.index(e164)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,13 +155,7 @@ def _read_header(reader: Iterator[list[str]]) -> _Header:
     return _Header(written, index, phones)
 
 
-@dataclass(frozen=True, slots=True)
-class ParsedFile:
-    rows: list[ImportRow]
-    phone_column: str  # the file's phone column(s), for messages
-
-
-def parse_file(text: Iterable[str], region: str, report: ImportReport) -> ParsedFile:
+def parse_file(text: Iterable[str], region: str, report: ImportReport) -> list[ImportRow]:
     """The good rows of a CSV export; the refused ones (and warnings) go to ``report``.
 
     Raises :class:`ImportFileError` when the header is unusable: then nothing is loaded.
@@ -165,8 +163,7 @@ def parse_file(text: Iterable[str], region: str, report: ImportReport) -> Parsed
     csv.field_size_limit(MAX_CSV_FIELD)
     reader = csv.reader(text)
     header = _read_header(reader)
-    rows = list(_rows(reader, header, region, report))
-    return ParsedFile(rows, _phone_column(header))
+    return list(_rows(reader, header, region, report))
 
 
 def _rows(
@@ -207,7 +204,9 @@ def _rows(
             for phone in row.phones:
                 owner = seen_phones.setdefault(phone, line)
                 if owner != line:
-                    raise _Refused(_phone_column(header), f"phone {phone} already on line {owner}")
+                    raise _Refused(
+                        row.phone_column(phone), f"phone {phone} already on line {owner}"
+                    )
         except _Refused as exc:
             report.refused.append(Problem(line, exc.column, str(exc)))
             continue
@@ -274,6 +273,7 @@ def _validate(values: list[str], header: _Header, line: int, region: str) -> Imp
             column, f"language {_shown(language)}: expected a 2- or 3-letter code such as en"
         )
     phones: list[str] = []
+    sources: list[str] = []
     count = 0
     for position in header.phones:
         for raw in _PHONE_SPLIT.split(text(position)):
@@ -290,4 +290,5 @@ def _validate(values: list[str], header: _Header, line: int, region: str) -> Imp
                 )
             if number.e164 not in phones:
                 phones.append(number.e164)
-    return ImportRow(line, account, name, tier, status, language, tuple(phones))
+                sources.append(header.name(position))
+    return ImportRow(line, account, name, tier, status, language, tuple(phones), tuple(sources))

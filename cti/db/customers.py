@@ -59,7 +59,6 @@ def _plan(
     rows: list[ImportRow],
     stored: Mapping[str, _Stored],
     owners: Mapping[str, str],
-    phone_column: str,
     report: ImportReport,
 ) -> _Changes:
     """Sort the file's rows into new, updated and unchanged customers.
@@ -76,7 +75,11 @@ def _plan(
         )
         if taken is not None:
             report.refused.append(
-                Problem(row.line, phone_column, f"phone {taken} belongs to account {owners[taken]}")
+                Problem(
+                    row.line,
+                    row.phone_column(taken),
+                    f"phone {taken} belongs to account {owners[taken]}",
+                )
             )
             continue
         before = stored.get(row.account_number)
@@ -107,8 +110,7 @@ async def import_customers(
     """
     report = ImportReport()
     lines = io.StringIO(text) if isinstance(text, str) else text
-    parsed = parse_file(lines, region, report)
-    rows = parsed.rows
+    rows = parse_file(lines, region, report)
     async with conn.transaction():
         if not dry_run:  # other imports wait; the router's reads do not
             await conn.execute("LOCK TABLE customers, customer_phones IN SHARE ROW EXCLUSIVE MODE")
@@ -121,7 +123,7 @@ async def import_customers(
                 [p for r in rows for p in r.phones],
             )
         }
-        changes = _plan(rows, stored, owners, parsed.phone_column, report)
+        changes = _plan(rows, stored, owners, report)
         if not dry_run:
             await _write(conn, changes)
     return report
