@@ -69,6 +69,9 @@ class ImportRow:
     language: str
     phones: tuple[str, ...]
     phone_columns: tuple[str, ...] = ()  # the column each phone came from, for messages
+    #: False when the file has no phone column: then it says nothing about phones, and a
+    #: customer already stored keeps theirs (a tier-only export must not wipe numbers).
+    has_phones: bool = True
 
     def phone_column(self, e164: str) -> str:
         return self.phone_columns[self.phones.index(e164)]
@@ -178,7 +181,12 @@ def _rows(
         report.warnings.append(Problem(1, None, f"column(s) ignored: {', '.join(ignored)}"))
     if not header.phones:
         report.warnings.append(
-            Problem(1, None, "no phone column: customers can be found by account number only")
+            Problem(
+                1,
+                None,
+                "no phone column: new customers can be found by account number only,"
+                " stored ones keep their phones",
+            )
         )
     seen_accounts: dict[str, int] = {}
     seen_phones: dict[str, int] = {}
@@ -291,4 +299,7 @@ def _validate(values: list[str], header: _Header, line: int, region: str) -> Imp
             if number.e164 not in phones:
                 phones.append(number.e164)
                 sources.append(header.name(position))
-    return ImportRow(line, account, name, tier, status, language, tuple(phones), tuple(sources))
+    return ImportRow(
+        line, account, name, tier, status, language, tuple(phones), tuple(sources),
+        has_phones=bool(header.phones),
+    )  # fmt: skip

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import asyncpg
 
@@ -63,9 +63,9 @@ def _plan(
 ) -> _Changes:
     """Sort the file's rows into new, updated and unchanged customers.
 
-    A customer's phones become exactly those in the file. A phone that already belongs
-    to another customer in the database refuses its row: we never move a number
-    between customers behind an operator's back.
+    A customer's phones become exactly those in the file (if it has a phone column). A
+    phone that already belongs to another customer in the database refuses its row: we
+    never move a number between customers behind an operator's back.
     """
     changes = _Changes()
     for row in rows:
@@ -83,6 +83,8 @@ def _plan(
             )
             continue
         before = stored.get(row.account_number)
+        if before is not None and not row.has_phones:
+            row = replace(row, phones=tuple(sorted(before.phones)))
         if before is None:
             changes.new.append(row)
         elif before.fields == (row.name, row.tier, row.status, row.language) and (

@@ -159,3 +159,19 @@ async def test_an_unknown_region_is_refused(seeded, tmp_path, region):
         "customers", "import", "--region", region, str(path), database_url=seeded
     )
     assert code == 1 and "--region" in err
+
+
+async def test_a_file_without_phone_columns_keeps_stored_phones(seeded, db, tmp_path):
+    """A tier-only export updates tiers; it does not wipe the customers' numbers."""
+    path = tmp_path / "tiers.csv"
+    path.write_text("account,name,tier\nA0000002,Alan Turing,platinum\nN-1,New One,gold\n")
+    code, out, err = await cti("customers", "import", str(path), database_url=seeded)
+    assert (code, out.strip()) == (0, "1 new, 1 updated, 0 unchanged, 0 refused (1 warning(s))")
+    assert "1: warning: no phone column" in err
+    phones = await db.fetch(
+        "SELECT p.e164 FROM customer_phones p JOIN customers c ON c.id = p.customer_id"
+        " WHERE c.account_number = 'A0000002'"
+    )
+    assert [p["e164"] for p in phones] == ["+12120000002"]
+    code, out, _ = await cti("customers", "import", str(path), database_url=seeded)
+    assert out.strip() == "0 new, 0 updated, 2 unchanged, 0 refused (1 warning(s))"
