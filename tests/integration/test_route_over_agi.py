@@ -15,6 +15,8 @@ CALLERS = [
     ("2120000001", "5550100", [], ("queue", "support", "20", "platinum", "platinum", "A0000001")),
     ("+12120000002", "5550100", [], ("queue", "support", "10", "gold", "gold", "A0000002")),
     ("12120000003", "5550300", [], ("queue", "billing", "5", "silver", "silver", "A0000003")),
+    # A European trunk's international form: 00 + country code, though the region is US.
+    ("0012120000002", "5550100", [], ("queue", "support", "10", "gold", "gold", "A0000002")),
     ("2120000004", "5550100", [], ("queue", "support", "1", "bronze", "bronze", "A0000004")),
     ("2120000005", "5550100", [], ("queue", "collections", "5", "gold", "collections", "A0000005")),
     ("2120000006", "5550100", [], ("queue", "spanish", "5", "gold", "spanish", "A0000006")),
