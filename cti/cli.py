@@ -23,6 +23,7 @@ import asyncpg
 
 from cti.config import Config, ConfigError, load_config
 from cti.logs import configure_logging
+from cti.text import strip_control_characters
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -436,7 +437,10 @@ async def _route(args: argparse.Namespace, config: Config, conn) -> int:
     print(f"caller    {outcome.caller.e164 or '(' + (outcome.caller.raw or 'withheld') + ')'}")
     if customer:
         print(
-            f"customer  {customer.account_number} {customer.name} ({customer.tier},"
+            # Names stored before imports refused control characters may still hold an
+            # escape sequence: it must not run on the operator's terminal.
+            f"customer  {strip_control_characters(customer.account_number)}"
+            f" {strip_control_characters(customer.name)} ({customer.tier},"
             f" {customer.status}, {customer.language})"
         )
     else:

@@ -200,6 +200,22 @@ async def test_route_explains_the_decision(seeded, args, expected):
         assert line in out
 
 
+async def test_route_never_prints_a_stored_names_control_characters(seeded):
+    conn = await asyncpg.connect(seeded)
+    try:  # stored before imports refused them
+        await conn.execute(
+            "UPDATE customers SET name = $1 WHERE account_number = 'A0000002'",
+            "Alan\x1b[2J\x1b]0;owned\x07 Turing\x9b",
+        )
+    finally:
+        await conn.close()
+    code, out, err = await cti("route", "--ani", "2120000002", "--dnis", "5550100",
+                               database_url=seeded)  # fmt: skip
+    assert code == 0, err
+    assert "customer  A0000002 Alan[2J]0;owned Turing (gold," in out
+    assert not any(ch in out for ch in "\x1b\x07\x9b")
+
+
 @pytest.mark.parametrize(
     ("at", "shown"),
     [
