@@ -16,9 +16,11 @@ with a withheld number (``anonymous``), to ``5550100`` and ``5550300``.
 
 Agents: the queues only connect a caller when an agent's phone answers. With
 ``--agents`` the load test starts SIPp agent phones 2001-2006 (``sipp/agent.xml``,
-``--agent-ring`` ms ring) for the run and stops them afterwards; leave it out when
-agents are already up. Callers hang up after ``--hold`` seconds whether or not an
-agent took the call, so a call counts as successful when its SIP dialogue completed.
+``--agent-ring`` ms ring), which register with their passwords (``cti.agent_phones``:
+``CTI_AGENT_200N_PASSWORD`` or the sandbox's file), for the run and stops them
+afterwards; leave it out when agents are already up. Callers hang up after ``--hold``
+seconds whether or not an agent took the call, so a call counts as successful when its
+SIP dialogue completed.
 
 Run: ``python -m cti.loadtest --rate 10 --duration 60 --hold 10 --agents`` (the
 database from ``CTI_DATABASE_URL``, like every ``cti`` command). Exit status 0 when
@@ -52,6 +54,8 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+
+from cti.agent_phones import PhoneError, password_of, registration_argv, wait_until_registered
 
 REPO = Path(__file__).resolve().parents[1]
 SIPP_DIR = REPO / "sipp"
@@ -190,15 +194,34 @@ def agent_port(agent: int) -> int:
 
 
 async def spawn_agent_phone(
-    agent: int, *, sipp: str, scenario: Path, host: str, ring_ms: int, workdir: Path
+    agent: int,
+    *,
+    sipp: str,
+    scenario: Path,
+    host: str,
+    ring_ms: int,
+    workdir: Path,
+    asterisk: str = "127.0.0.1:5060",
+    password: str | None = None,
 ) -> asyncio.subprocess.Process:
-    """Start one SIPp agent phone (``sipp/agent.xml``); its own RTP ports, by agent number."""
+    """Start one SIPp agent phone: it registers as ``agent`` (``password``, default from
+    :func:`cti.agent_phones.agent_passwords`) and answers calls with ``scenario``
+    (``sipp/agent.xml``); its own RTP ports, by agent number. Registered once
+    :func:`cti.agent_phones.wait_until_registered` returns."""
     port = agent_port(agent)
     if udp_port_bound(port):
         raise LoadTestError(f"UDP port {port} (agent {agent}) is already in use")
+    try:
+        password = password or password_of(agent)
+    except PhoneError as exc:
+        raise LoadTestError(str(exc)) from None
+    register = registration_argv(
+        agent, sipp=sipp, host=host, port=port, asterisk=asterisk, password=password,
+        workdir=workdir,
+    )  # fmt: skip
     return await asyncio.create_subprocess_exec(
-        sipp, "-sf", str(scenario), "-i", host, "-p", str(port), "-mp", f"160{agent - 2000}0",
-        "-d", str(ring_ms), "-nostdin",
+        *register, "-oocsf", str(scenario), "-mp", f"160{agent - 2000}0",
+        "-d", str(ring_ms),
         "-trace_err", "-error_file", str(workdir / f"agent-{agent}-errors.log"),
         stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL, cwd=workdir, start_new_session=True,
@@ -244,9 +267,11 @@ async def start_agents(options: Options, workdir: Path) -> list[asyncio.subproce
                 host=options.agent_host,
                 ring_ms=options.agent_ring_ms,
                 workdir=workdir,
+                asterisk=options.asterisk,
             )
         await wait_until_bound(phones)
-    except LoadTestError as exc:
+        await wait_until_registered(phones, workdir)
+    except (LoadTestError, PhoneError) as exc:
         await asyncio.gather(*(stop_process(p) for p in phones.values()))
         raise LoadTestError(f"{exc}; if agents are already up, run without --agents") from None
     except BaseException:

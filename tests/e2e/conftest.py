@@ -31,6 +31,7 @@ import asyncpg
 import pytest
 import redis.asyncio as redis
 
+from cti.agent_phones import AGENTS, password_variable
 from cti.db.demo import seed_demo
 from tests.conftest import PG_SERVER
 from tests.e2e.ami import Ami
@@ -59,6 +60,7 @@ class E2ESetup:
     plan_cache: Path
     http_port: int  # the session daemon's sidebar (HTTP) port
     session_secret: str
+    agent_passwords: dict[int, str]  # SIP passwords of agents 2001-2006, per run
 
 
 @pytest.fixture(scope="session")
@@ -111,6 +113,7 @@ def testbed(e2e_database: str, tmp_path_factory) -> E2ESetup:
         plan_cache=workdir / "routing-plan.toml",
         http_port=free_port(),
         session_secret=secrets.token_hex(32),
+        agent_passwords={agent: secrets.token_hex(12) for agent in AGENTS},
     )
 
 
@@ -151,7 +154,7 @@ async def _sandbox(command: str, testbed: E2ESetup, timeout_s: float) -> tuple[i
     env = {
         "CTI_AMI_SECRET": testbed.ami_secret,
         "CTI_AGI_ADDR": f"127.0.0.1:{testbed.agi_port}",
-    }
+    } | {password_variable(agent): pw for agent, pw in testbed.agent_passwords.items()}
     return await run_sandbox(command, env, timeout_s)
 
 
@@ -189,7 +192,7 @@ async def ami(sandbox: E2ESetup) -> AsyncIterator[Ami]:
 
 @pytest.fixture
 async def agents(sandbox, tmp_path: Path) -> AsyncIterator[Agents]:
-    phones = Agents(tmp_path)
+    phones = Agents(tmp_path, sandbox.agent_passwords)
     yield phones
     await phones.stop_all()
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import redis.asyncio as redis
 
+from cti.agent_phones import wait_until_registered
 from cti.loadtest import spawn_agent_phone, stop_process, udp_port_bound, wait_until_bound
 from tests.waiting import until
 
@@ -210,9 +211,11 @@ class Daemon:
 # ------------------------------------------------------------------ SIPp
 @dataclass
 class Agents:
-    """SIPp agent phones (sipp/agent.xml): agent 200N on 127.0.0.1:507N."""
+    """SIPp agent phones (sipp/agent.xml): agent 200N on 127.0.0.1:507N, registered
+    with Asterisk with its password (sipp/agent-register.xml)."""
 
     workdir: Path
+    passwords: dict[int, str]
     running: dict[int, asyncio.subprocess.Process] = field(default_factory=dict)
 
     async def start(self, *agents: int, ring_ms: int = 300) -> None:
@@ -225,8 +228,12 @@ class Agents:
                     host="127.0.0.1",
                     ring_ms=ring_ms,
                     workdir=self.workdir,
+                    asterisk=ASTERISK,
+                    password=self.passwords[agent],
                 )
-        await wait_until_bound({agent: self.running[agent] for agent in agents})
+        started = {agent: self.running[agent] for agent in agents}
+        await wait_until_bound(started)
+        await wait_until_registered(started, self.workdir)
 
     async def stop_all(self) -> None:
         procs, self.running = list(self.running.values()), {}
