@@ -296,7 +296,7 @@ async def _with_connection(args: argparse.Namespace, config: Config, conn) -> in
 
 
 async def _seed_demo_agents(conn) -> None:
-    """The demo agents' password comes from ``CTI_DEMO_PASSWORD`` (read here, like
+    """The demo agents' and supervisor's password comes from ``CTI_DEMO_PASSWORD`` (read here, like
     ``--password-env``: a command's input, not the daemon's configuration) or is
     generated and printed this once."""
     from cti.db.demo import seed_demo_agents
@@ -313,12 +313,12 @@ async def _seed_demo_agents(conn) -> None:
         print(f"demo agent {reason}: skipped")
     if not written:
         if not skipped:
-            print("demo agents: already there (set CTI_DEMO_PASSWORD to reset their password)")
+            print("demo users: already there (set CTI_DEMO_PASSWORD to reset their password)")
     elif generated:
-        print(f"demo agents {', '.join(written)}: password {password}")
+        print(f"demo users {', '.join(written)}: password {password}")
         print("  (generated and shown only this once; set CTI_DEMO_PASSWORD to choose it)")
     else:
-        print(f"demo agents {', '.join(written)}: password from CTI_DEMO_PASSWORD")
+        print(f"demo users {', '.join(written)}: password from CTI_DEMO_PASSWORD")
 
 
 def _read_password(variable: str | None) -> str:

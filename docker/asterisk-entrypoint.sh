@@ -7,11 +7,11 @@
 # like the sandbox does, then replaces itself with Asterisk in the foreground, as
 # user asterisk. Arguments are passed on to asterisk (the image's CMD is -vvv).
 #
-# Asterisk resolves the host names in pjsip.conf's identify sections (agents, trunk)
-# once, when it loads the file; a name that does not resolve then drops that
-# identify with only an ERROR in the log, and calls from there go unrecognised.
-# So wait until CTI_AGENT_HOST and CTI_TRUNK_HOST resolve (on a compose network:
-# until their containers run) and fail, to be restarted, if they never do.
+# Asterisk resolves the host name in pjsip.conf's trunk identify section once, when
+# it loads the file; a name that does not resolve then drops that identify with only
+# an ERROR in the log, and calls from there go unrecognised. So wait until
+# CTI_TRUNK_HOST resolves (on a compose network: until its container runs) and fail,
+# to be restarted, if it never does. (Agents register: no address to resolve.)
 set -eu
 
 if [ -z "${CTI_AMI_SECRET:-}" ]; then
@@ -39,7 +39,6 @@ wait_for_host() {   # name value
         waited=$((waited + 1))
     done
 }
-wait_for_host CTI_AGENT_HOST "${CTI_AGENT_HOST:-127.0.0.1}"
 wait_for_host CTI_TRUNK_HOST "${CTI_TRUNK_HOST:-127.0.0.1}"
 
 /opt/cti/asterisk/render-config /etc/asterisk >/dev/null

@@ -200,7 +200,7 @@ def sandbox_setting(name: str) -> str:
 def render_config_defaults() -> dict[str, str]:
     """CTI_* variables asterisk/render-config reads, with their defaults."""
     text = read("asterisk/render-config")
-    found = re.findall(r"^(CTI_[A-Z_]+)=\$\{\1:?-([^}]*)\}", text, re.MULTILINE)
+    found = re.findall(r"^(CTI_[A-Z0-9_]+)=\$\{\1:?-([^}]*)\}", text, re.MULTILINE)
     assert found, "asterisk/render-config: no NAME=${NAME:-default} lines found"
     return dict(found)
 
@@ -334,11 +334,12 @@ def test_http_port():
 
 
 def test_agent_ports():
+    # Agents register (pjsip.conf: auth + AOR per agent, no fixed contact or identify),
+    # so their ports are only the phones' own: SIPp's -p in docker/agents.sh.
     pjsip = read("asterisk/etc/pjsip.conf")
-    contacts = dict(re.findall(r"^contact\s*=\s*sip:(\d+)@@CTI_AGENT_HOST@:(\d+)", pjsip, re.M))
-    assert {agent: int(port) for agent, port in contacts.items()} == AGENT_PORTS
-    matches = re.findall(r"^match\s*=\s*@CTI_AGENT_HOST@:(\d+)", pjsip, re.MULTILINE)
-    assert sorted(map(int, matches)) == sorted(AGENT_PORTS.values())
+    passwords = re.findall(r"^password\s*=\s*@CTI_AGENT_(\d+)_PASSWORD@", pjsip, re.MULTILINE)
+    assert sorted(passwords) == sorted(AGENT_PORTS)
+    assert "@CTI_AGENT_HOST@" not in pjsip
     readme = read("sipp/README.md")
     assert "Agent `200N` is `127.0.0.1:507N`" in readme
     agents_sh = read("docker/agents.sh")
@@ -376,10 +377,12 @@ def test_names_in_the_asterisk_config_are_compose_services():
     asterisk = env("asterisk")
     host, _, _ = asterisk["CTI_AGI_ADDR"].rpartition(":")
     assert host == "cti" and "cti" in services
-    assert asterisk["CTI_AGENT_HOST"] in services
     # Asterisk resolves identify hosts once, at start: the trunk must be running then,
     # so the callers share the network namespace of the (always running) agents.
-    assert asterisk["CTI_TRUNK_HOST"] == asterisk["CTI_AGENT_HOST"]
+    assert asterisk["CTI_TRUNK_HOST"] == "agents" and "agents" in services
+    for agent in AGENT_PORTS:  # the phones register with the passwords Asterisk has
+        variable = f"CTI_AGENT_{agent}_PASSWORD"
+        assert env("agents")[variable] == asterisk[variable]
     assert service("callers")["network_mode"] == f"service:{asterisk['CTI_TRUNK_HOST']}"
     assert "agents" in service("asterisk")["depends_on"], "agents must run before Asterisk"
     assert env("callers")["SIPP_LOCAL_HOST"] == asterisk["CTI_TRUNK_HOST"]

@@ -6,7 +6,9 @@ injection files and benchmarks can hit known customers without querying first.
 Running it again updates rather than duplicates.
 
 The demo agents (``agent2001`` … ``agent2006`` on ``PJSIP/2001`` … ``PJSIP/2006``, the
-test bed's phones) get a password from the caller: no password is in the repository.
+test bed's phones) and the demo supervisor (``supervisor``, role supervisor: the team
+view, every call readable) get a password from the caller: no password is in the
+repository.
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ NAMED_CUSTOMERS = (
 )
 MAX_GENERATED = 9_999_999
 DEMO_AGENTS = tuple((f"agent200{n}", f"PJSIP/200{n}", f"Agent 200{n}") for n in range(1, 7))
+#: The supervisor takes no queue calls; the endpoint column is required and unique, so
+#: it names a device of its own that no queue rings.
+DEMO_SUPERVISOR = ("supervisor", "PJSIP/supervisor", "Demo supervisor")
 
 
 def demo_plan() -> routing_plan.RoutingPlan:
@@ -81,7 +86,8 @@ async def seed_demo(conn: asyncpg.Connection, customers: int = 100_000) -> int:
 async def seed_demo_agents(
     conn: asyncpg.Connection, password: str, *, reset: bool
 ) -> tuple[list[str], list[str]]:
-    """Create the demo agents with ``password``: (user names written, why others were not).
+    """Create the demo agents and the demo supervisor with ``password``: (user names
+    written, why others were not).
 
     ``reset``: also give existing demo agents this password (and their demo endpoint
     and name); otherwise existing ones are left as they are, so that running the seed
@@ -92,16 +98,19 @@ async def seed_demo_agents(
     existing = set(
         await conn.fetchval(
             "SELECT coalesce(array_agg(username), '{}') FROM agents WHERE username = ANY($1)",
-            [username for username, _endpoint, _name in DEMO_AGENTS],
+            [username for username, _endpoint, _name in (*DEMO_AGENTS, DEMO_SUPERVISOR)],
         )
     )
     written: list[str] = []
     skipped: list[str] = []
-    for username, endpoint, name in DEMO_AGENTS:
+    people = [(*agent, "agent") for agent in DEMO_AGENTS] + [(*DEMO_SUPERVISOR, "supervisor")]
+    for username, endpoint, name, role in people:
         if username in existing and not reset:
             continue
         try:
-            await add_agent(conn, username, endpoint, password, display_name=name, replace=True)
+            await add_agent(
+                conn, username, endpoint, password, display_name=name, role=role, replace=True
+            )
         except AgentError as exc:
             if "password" in str(exc):
                 raise  # the same for every agent: say it once, as an error

@@ -295,3 +295,32 @@ async def test_a_bad_setting_stops_start_up_naming_the_variable(variable, value)
     )
     assert code == 1
     assert err.startswith(f"cti: configuration: {variable}=")
+
+
+async def test_seed_demo_creates_the_demo_agents_and_a_supervisor(empty_database_url):
+    """The demo's sidebar users: agent2001-2006 on the phones, and a supervisor for the
+    team view; all with CTI_DEMO_PASSWORD, named in the output."""
+    from cti.screenpop.auth import verify_password
+
+    code, _, err = await cti("db", "migrate", database_url=empty_database_url)
+    assert code == 0, err
+    password = "demo password for the test"
+    code, out, err = await cti(
+        "db", "seed-demo", "--customers", "10",
+        database_url=empty_database_url, CTI_DEMO_PASSWORD=password,
+    )  # fmt: skip
+    assert code == 0, err
+    assert "supervisor" in out and "agent2001" in out
+    conn = await asyncpg.connect(empty_database_url)
+    try:
+        rows = await conn.fetch("SELECT username, endpoint, role, password_hash FROM agents")
+    finally:
+        await conn.close()
+    users = {row["username"]: row for row in rows}
+    assert set(users) == {f"agent200{n}" for n in range(1, 7)} | {"supervisor"}
+    assert users["supervisor"]["role"] == "supervisor"
+    assert {users[f"agent200{n}"]["role"] for n in range(1, 7)} == {"agent"}
+    assert users["agent2004"]["endpoint"] == "PJSIP/2004"
+    # No queue rings the supervisor's endpoint.
+    assert not users["supervisor"]["endpoint"].startswith("PJSIP/200")
+    assert verify_password(password, users["supervisor"]["password_hash"])
