@@ -25,7 +25,8 @@ What one run does, and undoes at the end (also on failure):
    that daemon (``--use-running``: an Asterisk already up is used and left up; its
    global CTI_AGI_ADDR is pointed at our daemon);
 4. for every scenario: wait until Asterisk has no channel, start the SIPp agent phones
-   it needs (sipp/agent*.xml, agent 200N on 127.0.0.1:507N), log in, start the SIPp
+   it needs (sipp/agent*.xml, agent 200N on 127.0.0.1:507N, registered with the
+   sandbox's agent passwords: cti.agent_phones), log in, start the SIPp
    caller(s) (sipp/caller.xml from the trunk port 5080), send the scenario's AMI actions
    when their moment comes (e.g. 2 s after AgentConnect), wait until every caller
    ended, every channel hung up and AMI was quiet for a moment, log off, check the
@@ -70,6 +71,7 @@ if str(REPO) not in sys.path:  # run as a script: make cti and tests importable
 import asyncpg  # noqa: E402
 import redis.asyncio as redis  # noqa: E402
 
+from cti.agent_phones import password_of, register_once, wait_until_registered  # noqa: E402
 from cti.ami.protocol import AmiParser, Message, encode_action  # noqa: E402
 from cti.db.demo import seed_demo  # noqa: E402
 from cti.db.migrate import migrate  # noqa: E402
@@ -404,8 +406,14 @@ SCENARIOS: dict[str, Scenario] = {
 
 
 # ------------------------------------------------------------------ phones
+def uses_standard_phone(phone: Phone) -> bool:
+    """sipp/agent.xml answering every call: the phone of cti.loadtest, which registers
+    and refreshes by itself; the others register once before their scenario starts."""
+    return phone.scenario == "agent.xml" and not phone.keys and not phone.one_call
+
+
 async def start_phone(phone: Phone, workdir: Path) -> asyncio.subprocess.Process:
-    if phone.scenario == "agent.xml" and not phone.keys and not phone.one_call:
+    if uses_standard_phone(phone):
         return await spawn_agent_phone(
             phone.agent,
             sipp="sipp",
@@ -417,8 +425,15 @@ async def start_phone(phone: Phone, workdir: Path) -> asyncio.subprocess.Process
     port = agent_port(phone.agent)
     if udp_port_bound(port):
         raise RuntimeError(f"UDP port {port} (agent {phone.agent}) is already in use")
+    # Asterisk rings agents at their registered contact: register this port once (the
+    # registration outlasts a recording), then run the scenario on it.
+    await register_once(
+        phone.agent, sipp="sipp", host="127.0.0.1", port=port, asterisk="127.0.0.1:5060",
+        password=password_of(phone.agent), workdir=workdir,
+    )  # fmt: skip
     name = f"agent-{phone.agent}"
     argv = ["sipp", "-sf", str(SIPP_DIR / phone.scenario), "-i", "127.0.0.1", "-p", str(port)]
+    argv += ["-s", str(phone.agent), "-au", str(phone.agent), "-ap", password_of(phone.agent)]
     argv += ["-mp", f"160{phone.agent - 2000}0", "-d", str(phone.ms), "-nostdin"]
     for key, value in phone.keys:
         argv += ["-key", key, value]
@@ -586,6 +601,8 @@ async def record(scenario: Scenario, bed: Testbed, out_dir: Path) -> Path:
         for phone in scenario.phones:
             phones[phone.agent] = await start_phone(phone, workdir)
         await wait_until_bound(phones)
+        standard = {p.agent for p in scenario.phones if uses_standard_phone(p)}
+        await wait_until_registered({a: phones[a] for a in standard}, workdir)
         rec = await Recording.open(AMI_HOST, AMI_PORT, AMI_USER, bed.secret)
         try:
             callers = await CallBatch.start(
