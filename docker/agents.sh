@@ -11,12 +11,15 @@
 # restarted as a whole.
 #
 #   agents.sh           run agents 2001-2006
-#   agents.sh --check   exit 0 when all six phones run or wait for Asterisk's name to
+#   agents.sh --check   exit 0 when all phones run or wait for Asterisk's name to
 #                       resolve (the compose healthcheck; Asterisk starts after it)
 #
 # Settings (environment):
 #   CTI_AGENT_200N_PASSWORD  agent 200N's SIP password, N = 1..6   [required]
 #   SIPP_ASTERISK    Asterisk's SIP address, host:port            [asterisk:5060]
+#   SKIP_AGENTS      agents that get no SIPp phone, e.g. "2006": your own softphone
+#                    registers as that agent (README "Connect your own softphone");
+#                    a SIPp phone would take the registration back at its refresh []
 #   AGENT_RING_MS    ring time before answering, ms               [1000]
 #   SIPP_LOCAL_IP    address to listen on and announce            [SIPP_LOCAL_HOST's address]
 #   SIPP_LOCAL_HOST  name to look that address up by              [this container's host name]
@@ -29,14 +32,18 @@ RING_MS=${AGENT_RING_MS:-1000}
 ASTERISK=${SIPP_ASTERISK:-asterisk:5060}
 PIDS=/tmp/cti-agents        # one pid file per phone: the --check reads them
 
+skipped() { [[ " ${SKIP_AGENTS:-} " == *" 200$1 "* ]]; }
+
 if [[ ${1:-} == --check ]]; then
-    running=0
+    running=0 wanted=0
     for n in "${AGENTS[@]}"; do
+        skipped "$n" && continue
+        wanted=$((wanted + 1))
         pid=$(cat "$PIDS/200$n.pid" 2>/dev/null) || continue
         state=$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null) || continue
         [[ -n $state && $state != Z ]] && running=$((running + 1))
     done
-    ((running >= ${#AGENTS[@]})) || { echo "agents: $running of ${#AGENTS[@]} phones running" >&2; exit 1; }
+    ((running >= wanted)) || { echo "agents: $running of $wanted phones running" >&2; exit 1; }
     exit 0
 fi
 
@@ -45,7 +52,7 @@ die() { printf 'agents: error: %s\n' "$*" >&2; exit 1; }
 [[ $RING_MS =~ ^[0-9]+$ ]] || die "AGENT_RING_MS='$RING_MS' is not a number of milliseconds"
 for n in "${AGENTS[@]}"; do
     var=CTI_AGENT_200${n}_PASSWORD
-    [[ -n ${!var:-} ]] || die "$var is not set (see .env.example)"
+    skipped "$n" || [[ -n ${!var:-} ]] || die "$var is not set (see .env.example)"
 done
 ip=${SIPP_LOCAL_IP:-$(getent hosts "${SIPP_LOCAL_HOST:-$HOSTNAME}" | awk '{ print $1; exit }')}
 [[ -n $ip ]] || die "cannot find this container's address (set SIPP_LOCAL_IP)"
@@ -62,6 +69,10 @@ trap 'stop; exit 0' TERM INT
 rm -rf "$PIDS"
 mkdir -p "$PIDS"
 for n in "${AGENTS[@]}"; do
+    if skipped "$n"; then
+        echo "agents: agent 200$n has no SIPp phone (SKIP_AGENTS): register your own"
+        continue
+    fi
     var=CTI_AGENT_200${n}_PASSWORD
     # A subshell that waits for Asterisk's name (its container starts after this one's
     # healthcheck), then becomes the SIPp phone: exec keeps the pid the --check reads.
@@ -77,6 +88,7 @@ for n in "${AGENTS[@]}"; do
     echo "agents: agent 200$n on $ip:507$n registers with $ASTERISK (pid $!, ring ${RING_MS} ms)"
 done
 
+((${#pids[@]})) || { echo "agents: every agent skipped; nothing to run" >&2; exec sleep infinity; }
 # The first SIPp to end ends the container.
 status=0
 wait -n || status=$?
