@@ -92,12 +92,14 @@ def registration_argv(
     password: str,
     workdir: Path,
     refresh_ms: int = REFRESH_MS,
+    scenario: Path = REGISTER_XML,
 ) -> list[str]:
     """SIPp registering agent ``agent`` from ``host:port`` (add ``-oocsf`` to take calls).
 
-    ``refresh_ms`` 0: register once and exit (status 0 when Asterisk accepted it)."""
+    ``refresh_ms`` 0: register once and exit (status 0 when Asterisk accepted it).
+    ``scenario``: ``sipp/agent-register.xml`` (another copy when cti runs from a wheel)."""
     return [
-        sipp, asterisk, "-sf", str(REGISTER_XML), "-i", host, "-p", str(port),
+        sipp, asterisk, "-sf", str(scenario), "-i", host, "-p", str(port),
         "-s", str(agent), "-au", str(agent), "-ap", password,
         "-key", "expires", str(EXPIRES_S), "-key", "refresh_ms", str(refresh_ms),
         "-m", "1", "-nostdin",

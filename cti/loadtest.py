@@ -217,7 +217,7 @@ async def spawn_agent_phone(
         raise LoadTestError(str(exc)) from None
     register = registration_argv(
         agent, sipp=sipp, host=host, port=port, asterisk=asterisk, password=password,
-        workdir=workdir,
+        workdir=workdir, scenario=scenario.with_name("agent-register.xml"),
     )  # fmt: skip
     return await asyncio.create_subprocess_exec(
         *register, "-oocsf", str(scenario), "-mp", f"160{agent - 2000}0",
