@@ -12,6 +12,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import phonenumbers
@@ -212,4 +213,6 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
     if (raw := env.get("CTI_PLAN_CACHE")) is not None:
         fields["plan_cache"] = raw
 
-    return replace(Config(), **fields)
+    # Each value was made by the parser for its own field above; mypy cannot follow a
+    # name-keyed dict into dataclasses.replace, so the dict is typed as Any at that one call.
+    return replace(Config(), **cast(dict[str, Any], fields))
