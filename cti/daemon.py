@@ -25,13 +25,14 @@ from aiohttp import web
 from cti.agi.route import route_script
 from cti.agi.server import AgiLimits, AgiServer
 from cti.ami.client import AmiClient, EventSink
+from cti.ami.filters import event_filter
 from cti.batch_writer import BatchWriter
 from cti.calldata.history import history_batch_writer
 from cti.calldata.service import CallDataService
 from cti.calldata.store import CallDataStore
 from cti.calls.control import CallControl
 from cti.calls.lease import Lease, instance_id
-from cti.calls.model import CallModel
+from cti.calls.model import CALL_CENTRE_EVENTS, CallModel
 from cti.calls.publisher import EventPublisher, Outbox
 from cti.calls.tracker import CallTracker
 from cti.config import Config
@@ -92,6 +93,7 @@ def create_ami_client(config: Config, sink: EventSink, id_prefix: str) -> AmiCli
         config.ami_username,
         config.ami_secret,
         events_sink=sink,
+        filters=(event_filter(CALL_CENTRE_EVENTS),),  # the call model's table
         ping_interval=config.ami_ping_s,
         ping_timeout=config.ami_ping_s,
         id_prefix=id_prefix,

@@ -1,9 +1,12 @@
 """Asterisk Manager Interface: the sans-I/O framer (:mod:`cti.ami.protocol`) and the
-asyncio client that keeps one connection alive (:mod:`cti.ami.client`)."""
+asyncio client that keeps one connection alive (:mod:`cti.ami.client`, one session in
+:mod:`cti.ami.connection`).
+
+A transport adapter: nothing here imports the call model or any other part of the core.
+What the core consumes and how (``CallModelSink``, the events to ask for) lives in
+:mod:`cti.calls`, and the composition root wires the two."""
 
 from cti.ami.client import (
-    CALL_CENTRE_EVENTS,
-    DEFAULT_FILTERS,
     AmiActionError,
     AmiAuthError,
     AmiClient,
@@ -13,7 +16,6 @@ from cti.ami.client import (
     AmiFilter,
     AmiNotConnected,
     AmiTimeout,
-    CallModelSink,
     EventSink,
     event_filter,
 )
@@ -28,8 +30,6 @@ from cti.ami.protocol import (
 )
 
 __all__ = [
-    "CALL_CENTRE_EVENTS",
-    "DEFAULT_FILTERS",
     "ActionEncodingError",
     "ActionIdGenerator",
     "AmiActionError",
@@ -42,7 +42,6 @@ __all__ = [
     "AmiNotConnected",
     "AmiParser",
     "AmiTimeout",
-    "CallModelSink",
     "EventSink",
     "Message",
     "MessageKind",

@@ -9,9 +9,9 @@ What one connection does (shared/asterisk-brief.md §2):
 
 1. open TCP, read the greeting, ``Login`` (plain, ``Events: on``). A rejected login is
    logged as a configuration error and retried with backoff, never in a tight loop;
-2. add the session's event filters (``Action: Filter``; they last for the session only).
-   A filter Asterisk refuses is skipped with a warning: filters save bandwidth, they are
-   not needed for correctness;
+2. add the session's event filters (``Action: Filter``, :mod:`cti.ami.filters`; they
+   last for the session only). A filter Asterisk refuses is skipped with a warning:
+   filters save bandwidth, they are not needed for correctness;
 3. resync: ``CoreShowChannels`` and ``QueueStatus``. AMI does not replay missed events, so
    the sink is told ``reset()``, then gets the snapshot, then the live events that arrived
    while the snapshot was being taken (held back until then), then everything else;
@@ -39,125 +39,26 @@ import inspect
 import itertools
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
 
 import structlog
 
-from cti.ami.protocol import (
-    ActionIdGenerator,
-    AmiParser,
-    FieldValue,
-    Message,
-    MessageKind,
-    encode_action,
+from cti.ami.connection import Connection
+from cti.ami.errors import (
+    AmiActionError,
+    AmiAuthError,
+    AmiConnectionLost,
+    AmiError,
+    AmiNotConnected,
+    AmiTimeout,
 )
+from cti.ami.filters import AmiFilter, event_filter
+from cti.ami.protocol import ActionIdGenerator, FieldValue, Message
 from cti.backoff import Backoff
 
-if TYPE_CHECKING:  # cti.calls imports cti.ami.protocol: import it lazily, no cycle
-    from cti.calls.effects import Effect
-    from cti.calls.model import CallModel
-
 log = structlog.get_logger(__name__)
-
-READ_CHUNK = 64 * 1024
-
-# The events the call model and the queue-member view use (cti.calls.model). Used to
-# build the default filter; an operator may pass other filters.
-CALL_CENTRE_EVENTS: tuple[str, ...] = (
-    "FullyBooted",
-    "Shutdown",
-    "Reload",
-    "Newchannel",
-    "Newstate",
-    "NewCallerid",
-    "NewConnectedLine",
-    "Rename",
-    "Hangup",
-    "VarSet",
-    "DialBegin",
-    "DialState",
-    "DialEnd",
-    "AgentCalled",
-    "AgentRingNoAnswer",
-    "AgentConnect",
-    "AgentComplete",
-    "QueueCallerJoin",
-    "QueueCallerLeave",
-    "QueueCallerAbandon",
-    "QueueMemberStatus",
-    "QueueMemberAdded",
-    "QueueMemberRemoved",
-    "QueueMemberPause",
-    "BridgeEnter",
-    "BridgeLeave",
-    "BridgeMerge",
-    "BridgeDestroy",
-    "LocalBridge",
-    "Hold",
-    "Unhold",
-    "MusicOnHoldStart",
-    "MusicOnHoldStop",
-    "BlindTransfer",
-    "AttendedTransfer",
-)
-
-
-@dataclass(frozen=True, slots=True)
-class AmiFilter:
-    """One ``Action: Filter`` / ``Operation: Add``. ``filter`` is a legacy regex over the
-    whole event (``!`` in front excludes) unless ``match_criteria`` is given (advanced
-    filters, Asterisk >= 22.1), in which case it is the expression the criteria test."""
-
-    filter: str
-    match_criteria: str | None = None
-
-    def fields(self) -> dict[str, FieldValue]:
-        fields: dict[str, FieldValue] = {"Operation": "Add", "Filter": self.filter}
-        if self.match_criteria is not None:
-            fields["MatchCriteria"] = self.match_criteria
-        return fields
-
-
-def event_filter(names: Iterable[str]) -> AmiFilter:
-    """One include filter passing the named events. A legacy regex (every Asterisk has
-    it); it may let through an event whose name merely starts with one of ``names``
-    (``Hangup`` also passes ``HangupRequest``), which costs bandwidth, not correctness."""
-    return AmiFilter("Event: (" + "|".join(names) + ")")
-
-
-DEFAULT_FILTERS: tuple[AmiFilter, ...] = (event_filter(CALL_CENTRE_EVENTS),)
-
-
-# -- errors ------------------------------------------------------------------------------
-class AmiError(Exception):
-    """Base of every error this module raises."""
-
-
-class AmiNotConnected(AmiError):
-    """No logged-in connection (yet, or any more): the action was not sent or lost."""
-
-
-class AmiTimeout(AmiError):
-    """No answer to an action within its timeout."""
-
-
-class AmiActionError(AmiError):
-    """Asterisk answered ``Response: Error``; the answer is in :attr:`message`."""
-
-    def __init__(self, action: str, message: Message) -> None:
-        self.action = action
-        self.message = message
-        super().__init__(f"{action} failed: {message.get('Message', '(no message)')}")
-
-
-class AmiAuthError(AmiActionError):
-    """The Login was rejected: a configuration error, retried only with backoff."""
-
-
-class AmiConnectionLost(AmiNotConnected):
-    """The connection ended (closed by Asterisk, no Pong, too slow a consumer)."""
 
 
 class _Overflow(AmiConnectionLost):
@@ -178,36 +79,6 @@ class EventSink(Protocol):
     def apply(self, msg: Message) -> object: ...
 
     def connected(self, up: bool) -> None: ...
-
-
-class CallModelSink:
-    """Feeds a :class:`CallModel`; its effects go to ``on_effects`` or, without one, to
-    :attr:`effects` (tests, tools)."""
-
-    def __init__(
-        self,
-        model: CallModel | None = None,
-        on_effects: Callable[[list[Effect]], None] | None = None,
-    ) -> None:
-        if model is None:
-            from cti.calls.model import CallModel
-
-            model = CallModel()
-        self.model = model
-        self.effects: list[Effect] = []
-        self.up = False
-        self._on_effects = on_effects if on_effects is not None else self.effects.extend
-
-    def reset(self) -> None:
-        self.model.reset()
-
-    def apply(self, msg: Message) -> None:
-        effects = self.model.apply(msg)
-        if effects:
-            self._on_effects(effects)
-
-    def connected(self, up: bool) -> None:
-        self.up = up
 
 
 @dataclass(slots=True)
@@ -239,141 +110,6 @@ class AmiClientStats:
     last_error: str | None = None
 
 
-# -- one connection ----------------------------------------------------------------------
-@dataclass(slots=True)
-class _Pending:
-    future: asyncio.Future[Message | list[Message]]
-    is_list: bool
-    events: list[Message] = field(default_factory=list)
-
-
-class _Connection:
-    """One TCP session: the parser, the actions in flight, and where live events go."""
-
-    def __init__(
-        self,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        ids: ActionIdGenerator,
-        on_event: Callable[[Message], None],
-        log: structlog.typing.FilteringBoundLogger,
-    ) -> None:
-        self.reader = reader
-        self.writer = writer
-        self.parser = AmiParser()
-        self.ids = ids
-        self.on_event = on_event
-        self.log = log
-        self.greeting: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        self.pending: dict[str, _Pending] = {}
-        self.closed = False
-        self.closed_event = asyncio.Event()
-        self.reason = ""
-        self.resynced = False  # its snapshot was queued for the sink
-        #: Set when the parser dropped bytes that were not AMI: an event may have been
-        #: lost with them, so the state is rebuilt from a fresh snapshot.
-        self.damaged = asyncio.Event()
-        self._damage_seen = 0
-        self.last_read = time.monotonic()  # when bytes last came in (half-open checks)
-
-    async def _task_read(self) -> None:
-        """The only reader of the socket; never waits for anything but the socket. Its end
-        closes the connection, which fails every wait of the session task: so the session
-        task alone reports why a connection ended."""
-        reason = "reader stopped"
-        try:
-            while True:
-                data = await self.reader.read(READ_CHUNK)
-                if not data:
-                    reason = "closed by Asterisk"
-                    return
-                self.last_read = time.monotonic()
-                for msg in self.parser.feed(data):
-                    self._dispatch(msg)
-                stats = self.parser.stats
-                damage = stats.garbage_lines + stats.oversized
-                if damage != self._damage_seen:
-                    self._damage_seen = damage
-                    self.damaged.set()
-        except OSError as exc:
-            reason = f"read failed: {exc}"
-        finally:
-            self.close(reason)
-
-    def _dispatch(self, msg: Message) -> None:
-        kind = msg.kind
-        if kind is MessageKind.EVENT:
-            action_id = msg.fields.get("actionid")
-            pending = self.pending.get(action_id) if action_id is not None else None
-            if pending is None or not pending.is_list:
-                self.on_event(msg)
-                return
-            pending.events.append(msg)
-            if msg.fields.get("eventlist", "").lower() == "complete" or msg.name.endswith(
-                "Complete"
-            ):
-                _resolve(pending.future, pending.events)
-        elif kind is MessageKind.RESPONSE:
-            pending = self.pending.get(msg.fields.get("actionid", ""))
-            if pending is None:
-                self.log.debug("ami response to no pending action", action_id=msg.action_id)
-            elif msg.name.lower() != "success":
-                _resolve(pending.future, msg)
-            elif not pending.is_list or msg.fields.get("eventlist", "").lower() != "start":
-                _resolve(pending.future, pending.events if pending.is_list else msg)
-        elif kind is MessageKind.GREETING:
-            if not self.greeting.done():
-                self.greeting.set_result(msg.name)
-        else:
-            self.log.debug("ami message that is neither event nor response", msg=repr(msg))
-
-    async def action(
-        self, name: str, fields: dict[str, FieldValue], timeout_s: float, is_list: bool = False
-    ) -> Message | list[Message]:
-        if self.closed:
-            raise AmiNotConnected(f"{name}: not connected")
-        action_id = self.ids()
-        data = encode_action(name, fields, action_id)
-        future: asyncio.Future[Message | list[Message]] = asyncio.get_running_loop().create_future()
-        self.pending[action_id] = _Pending(future, is_list)
-        try:
-            async with asyncio.timeout(timeout_s):
-                self.writer.write(data)
-                await self.writer.drain()
-                result = await future
-        except TimeoutError:
-            raise AmiTimeout(f"{name}: no answer within {timeout_s:g} s") from None
-        except OSError as exc:
-            raise AmiConnectionLost(f"{name}: connection lost ({exc})") from exc
-        finally:
-            self.pending.pop(action_id, None)
-        if isinstance(result, Message) and result.name.lower() != "success":
-            raise AmiActionError(name, result)
-        return result
-
-    def close(self, reason: str) -> None:
-        """Abort the socket and fail every wait on this connection (idempotent)."""
-        if self.closed:
-            return
-        self.closed = True
-        self.reason = reason
-        self.closed_event.set()
-        self.writer.transport.abort()
-        lost = AmiConnectionLost(reason)
-        for pending in self.pending.values():
-            if not pending.future.done():
-                pending.future.set_exception(lost)
-                pending.future.exception()  # retrieved: no "never retrieved" warning
-        if not self.greeting.done():
-            self.greeting.set_exception(lost)
-            self.greeting.exception()
-
-
-def _resolve(future: asyncio.Future[Message | list[Message]], value: Message | list[Message]):
-    if not future.done():
-        future.set_result(value)
-
-
 # -- the client --------------------------------------------------------------------------
 class AmiClient:
     """A long-lived, self-healing AMI connection feeding one :class:`EventSink`.
@@ -382,6 +118,11 @@ class AmiClient:
     Logoff); it only raises for programming errors. ``action()`` / ``list_action()`` may
     be called by anyone once a connection is logged in and resynced
     (:attr:`is_connected`); otherwise they raise :class:`AmiNotConnected`.
+
+    ``filters`` are sent after each Login; none by default, i.e. Asterisk sends every
+    event. Which events to ask for is the consumer's choice: the composition root
+    (cti/daemon.py) passes ``event_filter(CALL_CENTRE_EVENTS)`` from the call model's
+    table, so this adapter never imports the core.
     """
 
     def __init__(
@@ -395,7 +136,7 @@ class AmiClient:
         ping_interval: float = 10.0,
         ping_timeout: float = 5.0,
         backoff: Backoff | None = None,
-        filters: Sequence[AmiFilter] = DEFAULT_FILTERS,
+        filters: Sequence[AmiFilter] = (),
         connect_timeout: float = 5.0,
         action_timeout: float = 10.0,
         resync_timeout: float = 30.0,
@@ -418,7 +159,7 @@ class AmiClient:
         self.max_backlog = max_backlog
         self._id_prefix = id_prefix if id_prefix is not None else f"cti.{os.getpid()}"
         self._conn_numbers = itertools.count(1)
-        self._conn: _Connection | None = None  # set once logged in
+        self._conn: Connection | None = None  # set once logged in
         self._queue: asyncio.Queue[_QueueItem] = asyncio.Queue()
         self._held: list[Message] | None = None  # live events held during a resync
         self._overflowed: asyncio.Event = asyncio.Event()
@@ -459,7 +200,7 @@ class AmiClient:
         assert isinstance(result, list)
         return result
 
-    def _live_conn(self, name: str) -> _Connection:
+    def _live_conn(self, name: str) -> Connection:
         conn = self._conn
         if conn is None or conn.closed:
             raise AmiNotConnected(f"{name}: not connected to AMI")
@@ -503,7 +244,7 @@ class AmiClient:
         async with asyncio.timeout(self.connect_timeout):
             reader, writer = await asyncio.open_connection(self.host, self.port)
         ids = ActionIdGenerator(f"{self._id_prefix}.{number}")
-        conn = _Connection(reader, writer, ids, self._on_live_event, conn_log)
+        conn = Connection(reader, writer, ids, self._on_live_event, conn_log)
         self._overflowed.clear()
         self._held = []  # live events wait for the snapshot, from the first one on
         read_task = asyncio.create_task(conn._task_read(), name="ami-read")
@@ -537,7 +278,7 @@ class AmiClient:
         raise AmiConnectionLost(conn.reason or "connection ended")
 
     async def _task_session(
-        self, conn: _Connection, conn_log: structlog.typing.FilteringBoundLogger
+        self, conn: Connection, conn_log: structlog.typing.FilteringBoundLogger
     ) -> None:
         """Greeting, Login, filters, resync, then Ping forever (raises when it fails)."""
         async with asyncio.timeout(self.connect_timeout):
@@ -569,7 +310,9 @@ class AmiClient:
         self._conn = conn
         await self._ping_loop(conn, conn_log)
 
-    async def _resync(self, conn: _Connection, conn_log: structlog.typing.FilteringBoundLogger):
+    async def _resync(
+        self, conn: Connection, conn_log: structlog.typing.FilteringBoundLogger
+    ) -> None:
         """Snapshot before live events: hold live events until both lists are in, then
         queue reset + snapshot + held events, in that order, in one step."""
         async with asyncio.timeout(self.resync_timeout):
@@ -592,7 +335,7 @@ class AmiClient:
             "ami resynced", channels=len(channels) - 1, queue_items=len(queues), held=len(held)
         )
 
-    async def _list_while_alive(self, conn: _Connection, name: str) -> list[Message]:
+    async def _list_while_alive(self, conn: Connection, name: str) -> list[Message]:
         """A list action of a resync. No Pings go out meanwhile, so silence is the check:
         nothing at all from Asterisk for a ping interval plus timeout means the socket is
         half-open, found as fast as the Ping would find it (not after resync_timeout)."""
@@ -613,7 +356,9 @@ class AmiClient:
         assert isinstance(result, list)
         return result
 
-    async def _ping_loop(self, conn: _Connection, conn_log: structlog.typing.FilteringBoundLogger):
+    async def _ping_loop(
+        self, conn: Connection, conn_log: structlog.typing.FilteringBoundLogger
+    ) -> None:
         while True:
             closed = asyncio.ensure_future(conn.closed_event.wait())
             damaged = asyncio.ensure_future(conn.damaged.wait())
@@ -711,8 +456,6 @@ class AmiClient:
 
 
 __all__ = [
-    "CALL_CENTRE_EVENTS",
-    "DEFAULT_FILTERS",
     "AmiActionError",
     "AmiAuthError",
     "AmiClient",
@@ -722,7 +465,6 @@ __all__ = [
     "AmiFilter",
     "AmiNotConnected",
     "AmiTimeout",
-    "CallModelSink",
     "EventSink",
     "event_filter",
 ]

@@ -1,4 +1,5 @@
-"""Calls as plain Python fed by AMI events: :class:`CallModel` and its effects."""
+"""Calls as plain Python fed by AMI events: :class:`CallModel`, its effects, the AMI
+events it takes (:data:`AMI_EVENTS`) and the sink that feeds it (:class:`CallModelSink`)."""
 
 from cti.calls.effects import (
     AgentConnected,
@@ -22,9 +23,20 @@ from cti.calls.effects import (
     Effect,
     TransferKind,
 )
-from cti.calls.model import Call, CallModel, Channel, ModelStats, default_agent_of
+from cti.calls.model import (
+    AMI_EVENTS,
+    CALL_CENTRE_EVENTS,
+    Call,
+    CallModel,
+    Channel,
+    ModelStats,
+    default_agent_of,
+)
+from cti.calls.sink import CallModelSink
 
 __all__ = [
+    "AMI_EVENTS",
+    "CALL_CENTRE_EVENTS",
     "AgentConnected",
     "AgentLeft",
     "AgentRingCancelled",
@@ -37,6 +49,7 @@ __all__ = [
     "CallIdentified",
     "CallMerged",
     "CallModel",
+    "CallModelSink",
     "CallQueued",
     "CallRestored",
     "CallStarted",

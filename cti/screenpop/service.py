@@ -14,7 +14,7 @@ import asyncio
 
 import structlog
 
-from cti.ami.client import AmiClient, CallModelSink
+from cti.ami.client import AmiClient
 from cti.batch_writer import BatchWriter
 from cti.calldata.history import history_batch_writer
 from cti.calldata.service import CallDataService
@@ -23,6 +23,7 @@ from cti.calls.control import CallControl
 from cti.calls.lease import instance_id
 from cti.calls.model import CallModel
 from cti.calls.publisher import EventPublisher
+from cti.calls.sink import CallModelSink
 from cti.config import Config, ConfigError
 from cti.daemon import (
     close_pool,

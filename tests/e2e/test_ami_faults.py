@@ -32,9 +32,9 @@ from pathlib import Path
 import pytest
 import redis.asyncio as redis
 
-from cti.ami import AmiClient
-from cti.ami.client import CALL_CENTRE_EVENTS
+from cti.ami import AmiClient, event_filter
 from cti.calls.lease import LEASE_KEY
+from cti.calls.model import CALL_CENTRE_EVENTS
 from tests.e2e.conftest import AMI_PORT, E2ESetup, _sandbox, daemon_env
 from tests.e2e.stack import Daemon, RedisServer, free_port, tail
 from tests.e2e.test_call_tracking import A, B, Streams, call_on, sidebar
@@ -224,7 +224,8 @@ async def test_asterisk_crash_mid_call_ends_the_call_and_following_resumes(
 async def test_the_event_filter_passes_only_what_the_model_uses(
     sandbox: E2ESetup, agents, place_calls
 ):
-    """The client's default filter (``Action: Filter``, a legacy regex) is accepted by
+    """The daemon's filter (``Action: Filter``, a legacy regex built from the call model's
+    table, as cti/daemon.py passes it) is accepted by
     Asterisk 22 and really filters: over a whole call, every event that reaches the
     client is one the call model uses."""
     names: list[str] = []
@@ -238,7 +239,14 @@ async def test_the_event_filter_passes_only_what_the_model_uses(
 
         def connected(self, up: bool) -> None: ...
 
-    client = AmiClient("127.0.0.1", AMI_PORT, "cti", sandbox.ami_secret, events_sink=Names())
+    client = AmiClient(
+        "127.0.0.1",
+        AMI_PORT,
+        "cti",
+        sandbox.ami_secret,
+        events_sink=Names(),
+        filters=(event_filter(CALL_CENTRE_EVENTS),),
+    )
     stop = asyncio.Event()
     task = asyncio.create_task(client.run(stop))
     try:

@@ -28,13 +28,15 @@ import asyncpg
 import pytest
 import redis.asyncio as redis
 
-from cti.ami import AmiClient, CallModelSink
+from cti.ami import AmiClient, event_filter
 from cti.batch_writer import BatchWriter
 from cti.calldata.history import history_batch_writer
 from cti.calldata.service import CallDataService
 from cti.calldata.store import CallDataStore
 from cti.calls.control import CallControl
+from cti.calls.model import CALL_CENTRE_EVENTS
 from cti.calls.publisher import EventPublisher, agent_stream
+from cti.calls.sink import CallModelSink
 from tests.e2e.ami import Ami
 from tests.e2e.conftest import AMI_PORT, AMI_USER, E2ESetup, daemon_env
 from tests.e2e.stack import Daemon, RedisServer, free_port
@@ -100,7 +102,14 @@ async def sidebar(testbed: E2ESetup, client: redis.Redis) -> AsyncIterator[Sideb
     history = BatchWriter("history", history_batch_writer(pool))
     store = CallDataStore(client, 3600, pool=pool, history=history)
     sink = CallModelSink()
-    ami = AmiClient("127.0.0.1", AMI_PORT, AMI_USER, testbed.ami_secret, events_sink=sink)
+    ami = AmiClient(
+        "127.0.0.1",
+        AMI_PORT,
+        AMI_USER,
+        testbed.ami_secret,
+        events_sink=sink,
+        filters=(event_filter(CALL_CENTRE_EVENTS),),
+    )
     stop = asyncio.Event()
     tasks = [asyncio.create_task(ami.run(stop)), asyncio.create_task(history.run(stop))]
     try:

@@ -23,7 +23,7 @@ import pytest
 import redis.asyncio as redis
 from aiohttp.test_utils import TestClient, TestServer
 
-from cti.ami import AmiClient, CallModelSink
+from cti.ami import AmiClient
 from cti.calldata.service import CallDataService
 from cti.calldata.store import CallDataStore
 from cti.calldata.store import call_key as data_key
@@ -32,6 +32,7 @@ from cti.calls.effects import AgentConnected
 from cti.calls.events import CallEvent
 from cti.calls.lease import LEASE_KEY
 from cti.calls.publisher import ALL_EVENTS_STREAM, EventPublisher, agent_stream
+from cti.calls.sink import CallModelSink
 from cti.config import HostPort
 from cti.screenpop.agents import add_agent
 from cti.screenpop.app import build_app

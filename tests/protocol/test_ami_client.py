@@ -20,10 +20,12 @@ from cti.ami import (
     AmiClient,
     AmiNotConnected,
     AmiTimeout,
-    CallModelSink,
     Message,
+    event_filter,
 )
 from cti.backoff import Backoff
+from cti.calls.model import CALL_CENTRE_EVENTS
+from cti.calls.sink import CallModelSink
 from tests.fakes.ami_server import FakeAmi, event
 from tests.unit.ami_replay import (
     fixture_names,
@@ -95,7 +97,13 @@ async def server() -> AsyncIterator[FakeAmi]:
 
 
 def client_for(server: FakeAmi, sink, secret: str = "s3cret", **kw) -> AmiClient:
-    options = {**FAST, "backoff": Backoff(initial=0.05, cap=0.2), "id_prefix": "t", **kw}
+    options = {
+        **FAST,
+        "backoff": Backoff(initial=0.05, cap=0.2),
+        "id_prefix": "t",
+        "filters": (event_filter(CALL_CENTRE_EVENTS),),  # as cti/daemon.py passes them
+        **kw,
+    }
     return AmiClient("127.0.0.1", server.port, "cti", secret, events_sink=sink, **options)
 
 

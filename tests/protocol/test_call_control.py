@@ -12,9 +12,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from cti.ami import AmiClient, CallModelSink, Message
+from cti.ami import AmiClient, Message
 from cti.calls.control import CallControl, CallControlError
 from cti.calls.effects import AgentConnected
+from cti.calls.sink import CallModelSink
 from tests.fakes.ami_server import FakeAmi
 from tests.unit.ami_replay import load, parse
 from tests.waiting import until
