@@ -471,24 +471,190 @@ def test_env_example_documents_every_variable_without_values_for_secrets():
     assert dockerignore_excludes(".env"), ".env (secrets) must stay out of the build context"
 
 
+# ---------------------------------------------------------------- the compose docs
+REQUIRED_SECRETS = {
+    "CTI_DB_PASSWORD",
+    "CTI_REDIS_PASSWORD",
+    "CTI_AMI_SECRET",
+    "CTI_SESSION_SECRET",
+    "CTI_DEMO_PASSWORD",
+}
+NUMBER_WORDS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7}
+
+
+def required_variables() -> set[str]:
+    text = COMPOSE.read_text(encoding="utf-8")
+    return {variable for variable, modifier in INTERPOLATION.findall(text) if modifier[:2] == ":?"}
+
+
+def readme_compose_section() -> str:
+    readme = read("README.md")
+    start = readme.index("\n## Compose\n")
+    end = readme.find("\n## ", start + 1)
+    return readme[start : end if end != -1 else None]
+
+
+def test_the_docs_name_every_required_secret():
+    """Following the README must not end in `required variable X is missing a value`."""
+    assert required_variables() == REQUIRED_SECRETS
+    section = readme_compose_section()
+    for variable in sorted(REQUIRED_SECRETS):
+        assert variable in section, f"README's Compose section does not name {variable}"
+    required_block = read(".env.example").split("# ---- required", 1)[1].split("# ---- optional")[0]
+    listed = set(re.findall(r"^([A-Z][A-Z0-9_]*)=$", required_block, re.MULTILINE))
+    assert listed == REQUIRED_SECRETS, ".env.example's required block lists every secret, empty"
+    for where, text in (("README.md", section), ("docker-compose.yml", read("docker-compose.yml"))):
+        for word in re.findall(r"\bthe (\w+) secrets\b", text):
+            count = NUMBER_WORDS.get(word.lower())
+            assert count == len(REQUIRED_SECRETS), f"{where} says 'the {word} secrets'"
+
+
+def test_the_docs_start_the_stack_with_wait():
+    """`up -d` alone returns before cti is healthy: every documented `up` waits."""
+    for where, text in (
+        ("README.md", read("README.md")),
+        ("docker-compose.yml", read("docker-compose.yml")),
+    ):
+        ups = re.findall(r"docker compose up\b[^\n`]*", text)
+        assert ups, f"{where} shows no `docker compose up`"
+        for command in ups:
+            if " -d" in command:
+                assert "--wait" in command, f"{where}: {command!r} returns before cti is healthy"
+
+
+def test_ci_starts_the_stack():
+    """CI runs scripts/compose-check; a skip (exit 3) is said, a failure fails CI."""
+    ci = read(".ci/run")
+    assert re.search(r"^scripts/compose-check\b", ci, re.MULTILINE)
+    assert "SKIPPED" in ci and re.search(r"^\s*3\)", ci, re.MULTILINE)
+    check = read("scripts/compose-check")
+    assert re.search(r"^SKIP=3$", check, re.MULTILINE)
+    assert "--wait" in check and "--profile load run --rm" in check
+    section = readme_compose_section()
+    assert "not available where CI runs" not in section
+    assert "scripts/compose-check" in section
+
+
+# ---------------------------------------------------------------- a CA for the build
+def test_a_build_ca_reaches_every_pip_step_as_a_secret_only():
+    """Behind a TLS-intercepting proxy pip needs its CA; it must never be in the image."""
+    build = service("cti")["build"]
+    assert build.get("secrets") == ["build_ca"]
+    assert not build.get("args"), "no build arguments: they are kept in the image's history"
+    secret = compose()["secrets"]["build_ca"]
+    default = re.fullmatch(r"\$\{CTI_BUILD_CA:-([^}]+)\}", secret["file"])
+    assert default, "build_ca comes from CTI_BUILD_CA, with a default file"
+    placeholder = read(default[1])
+    assert "BEGIN CERTIFICATE" not in placeholder, f"{default[1]} must hold no certificate"
+    assert not dockerignore_excludes("docker/with-build-ca.sh")
+
+    image = dockerfile_of("cti")
+    pip_runs = [run for run in image.args("RUN") if "pip install" in run]
+    assert pip_runs, "docker/cti.Dockerfile runs no pip install?"
+    for run in pip_runs:
+        assert "--mount=type=secret,id=build_ca,required=false" in run, run
+        assert "--mount=type=bind,source=docker/with-build-ca.sh" in run, run
+        pip_commands = re.findall(r"(\S+) pip install", run)
+        assert pip_commands and all(c.endswith("with-build-ca.sh") for c in pip_commands), run
+    for name in ("ARG", "ENV", "COPY", "ADD"):
+        for args in image.args(name):
+            assert "build_ca" not in args.lower() and "BUILD_CA" not in args, f"{name} {args}"
+    wrapper = read("docker/with-build-ca.sh")
+    assert "/run/secrets/build_ca" in wrapper and "PIP_CERT" in wrapper
+    assert re.search(r'^"\$@"$', wrapper, re.MULTILINE), "the wrapper runs the command it is given"
+    assert "CTI_BUILD_CA" in readme_compose_section()
+
+
+# ---------------------------------------------------------------- the CI override
+class _ComposeLoader(yaml.SafeLoader):
+    """YAML with Compose's merge tags (``!override``, ``!reset``) read as plain values."""
+
+
+def _untagged(loader: yaml.SafeLoader, node: yaml.Node) -> object:
+    if isinstance(node, yaml.SequenceNode):
+        return loader.construct_sequence(node, deep=True)
+    if isinstance(node, yaml.MappingNode):
+        return loader.construct_mapping(node, deep=True)
+    return loader.construct_scalar(node)  # type: ignore[arg-type]
+
+
+for _tag in ("!override", "!reset"):
+    _ComposeLoader.add_constructor(_tag, _untagged)
+
+
+def override() -> dict:
+    return yaml.load(read("docker/compose-check/override.yml"), Loader=_ComposeLoader)
+
+
+def test_the_check_changes_only_images_and_host_ports():
+    """What scripts/compose-check changes in docker-compose.yml, and nothing else."""
+    changed = override()["services"]
+    assert set(changed) <= set(compose()["services"])
+    assert set(override()) == {"services"}
+    for name, svc in changed.items():
+        assert set(svc) <= {"image", "pull_policy", "ports"}, f"{name}: {sorted(svc)}"
+        if "image" in svc:
+            assert svc["image"].startswith("cti-check/"), "stand-ins are named as such"
+            assert svc["pull_policy"] == "never"
+    test_bed_ports = {SIP_PORT, AMI_PORT, AGI_PORT, HTTP_PORT, TRUNK_PORT, *AGENT_PORTS.values()}
+    defaults = dict(
+        re.findall(
+            r"^export (CHECK_\w+_PORT)=\$\{\1:-(\d+)\}$",
+            read("scripts/compose-check"),
+            re.MULTILINE,
+        )
+    )
+    assert len(defaults) == 3
+    for name, svc in changed.items():
+        if "ports" not in svc:
+            continue
+        mapped = []
+        for entry in svc["ports"]:
+            match = re.fullmatch(r"127\.0\.0\.1:\$\{(CHECK_\w+_PORT):\?\}:(\d+)(?:/(\w+))?", entry)
+            assert match, f"{name}: publish as 127.0.0.1:${{CHECK_..._PORT:?}}:PORT, got {entry!r}"
+            assert int(defaults[match[1]]) not in test_bed_ports, f"{name}: {entry} collides"
+            mapped.append((int(match[2]), match[3] or "tcp"))
+        original = [(p.container_port, p.protocol) for p in published(name)]
+        assert sorted(mapped) == sorted(original), f"{name}: same ports inside, other ones outside"
+
+
 # ---------------------------------------------------------------- the real parser
+def _compose_version(command: list[str]) -> str | None:
+    try:
+        probe = subprocess.run(
+            [*command, "version", "--short"], capture_output=True, text=True, timeout=30
+        )
+    except OSError:
+        return None
+    return probe.stdout.strip().lstrip("v") if probe.returncode == 0 else None
+
+
 def _compose_commands() -> list:
-    found = []
+    """Compose v2 wherever it is: the docker plugin, a docker-compose binary, or the one
+    scripts/compose-check unpacked into its cache. Compose 1.x is not one of them: the
+    file uses what it lacks (build secrets; the README's --wait)."""
+    candidates: dict[str, list[str]] = {}
     docker = shutil.which("docker")
     if docker:
-        probe = subprocess.run(
-            [docker, "compose", "version"], capture_output=True, text=True, timeout=30
-        )
-        if probe.returncode == 0:
-            found.append(pytest.param([docker, "compose"], id="docker-compose-plugin"))
+        candidates["docker-compose-plugin"] = [docker, "compose"]
     legacy = shutil.which("docker-compose")
     if legacy:
-        found.append(pytest.param([legacy], id="docker-compose"))
+        candidates["docker-compose"] = [legacy]
+    cache = Path(os.environ.get("CTI_SANDBOX_CACHE", "/var/cache/cti-ci"))
+    cached = cache / "compose-check" / "plugins" / "docker-compose"
+    if cached.is_file() and os.access(cached, os.X_OK):
+        candidates["compose-check-cache"] = [str(cached)]
+    found, seen = [], set()
+    for name, command in candidates.items():
+        version = _compose_version(command)
+        if version and version.split(".")[0] == "2" and version not in seen:
+            seen.add(version)
+            found.append(pytest.param(command, id=f"{name}-{version}"))
     return found or [
         pytest.param(
             None,
             id="none",
-            marks=pytest.mark.skip(reason="neither `docker compose` nor docker-compose installed"),
+            marks=pytest.mark.skip(reason="no Compose v2 (`docker compose`, docker-compose 2.x)"),
         )
     ]
 
@@ -500,9 +666,11 @@ def test_compose_config_is_valid(command: list[str] | None):
     required = {v for v, m in INTERPOLATION.findall(text) if m.startswith(":?")}
     environ = {k: v for k, v in os.environ.items() if not k.startswith(("CTI_", "COMPOSE_"))}
     environ |= {variable: "test-value-1" for variable in required}
-    for profile in ([], ["--profile", "load"]):
+    environ |= {"CHECK_SIP_PORT": "25060", "CHECK_AMI_PORT": "25038", "CHECK_HTTP_PORT": "28080"}
+    check = ["-f", str(REPO / "docker/compose-check/override.yml")]
+    for files, profile in (([], []), ([], ["--profile", "load"]), (check, ["--profile", "load"])):
         result = subprocess.run(
-            [*command, "-f", str(COMPOSE), *profile, "config", "-q"],
+            [*command, "-f", str(COMPOSE), *files, *profile, "config", "-q"],
             cwd=REPO,
             env=environ,
             capture_output=True,
