@@ -2,9 +2,11 @@
 
 No Docker needed: the compose file, the Dockerfiles and scripts in docker/, and the
 test bed's own files (scripts/asterisk-sandbox, asterisk/render-config,
-asterisk/etc, sipp/, cti/config.py) are read as text and compared. The last test
-also runs `docker compose config -q` / `docker-compose config -q` when one is
-installed, and is skipped otherwise.
+asterisk/etc, sipp/, cti/config.py) are read as text and compared, and so are the
+compose docs (README, .env.example), the build CA secret and the override that
+scripts/compose-check uses. The last test also runs Compose v2's `config -q` (with and
+without that override) when a Compose v2 is found, and is skipped otherwise. Starting
+the stack for real is scripts/compose-check's job (CI runs it).
 """
 
 from __future__ import annotations
