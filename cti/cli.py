@@ -1,7 +1,9 @@
 """The ``cti`` command: the daemon and the operators' tools.
 
-Exit codes: 0 done, 1 failed (message on stderr), 2 done with rejected input (for
-``customers import``: the good rows were loaded, the bad ones are listed), 64 usage,
+Exit codes: 0 done, 1 failed (message on stderr), 2 input refused: wholly (``rules
+load``: the file is not a usable plan and nothing was stored; fix the file, trying again
+will not help) or in part (``customers import``: the good rows were loaded, the bad ones
+are listed), 64 usage,
 141 the reader of our output went away (``cti rules export | head``), quietly, as a
 command killed by SIGPIPE.
 """
@@ -17,6 +19,7 @@ import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 import asyncpg
@@ -24,6 +27,9 @@ import asyncpg
 from cti.config import Config, ConfigError, load_config
 from cti.logs import configure_logging
 from cti.text import strip_control_characters
+
+if TYPE_CHECKING:
+    from cti.routing.plan import RoutingPlan
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -133,6 +139,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return _output_closed()
+    except InputRefused as exc:
+        print(f"cti: {exc}", file=sys.stderr)
+        return 2
     except CommandError as exc:
         print(f"cti: {exc}", file=sys.stderr)
         return 1
@@ -168,6 +177,10 @@ def _loop_factory():
 
 class CommandError(RuntimeError):
     """A command could not do its job; the message says why."""
+
+
+class InputRefused(CommandError):
+    """The operator's input cannot be used and nothing was changed (exit status 2)."""
 
 
 class DatabaseError(CommandError):
@@ -237,15 +250,20 @@ async def _dispatch(args: argparse.Namespace, config: Config) -> int:
         await conn.close()
 
 
-def _read_plan_file(path: Path):
-    from cti.routing.plan import PlanError, loads
+def _read_plan_file(path: Path) -> RoutingPlan:
+    """The plan in ``path``. Reads one byte past the limit, no more, so that a huge file
+    (or /dev/zero) is refused without being read whole."""
+    from cti.routing.plan import MAX_PLAN_BYTES, PlanError, load_bytes
 
     try:
-        return loads(path.read_text())
+        with path.open("rb") as file:
+            data = file.read(MAX_PLAN_BYTES + 1)
     except OSError as exc:
-        raise CommandError(f"{path}: {exc.strerror}") from None
+        raise CommandError(f"{path}: {exc.strerror or exc}") from None
+    try:
+        return load_bytes(data)
     except PlanError as exc:
-        raise CommandError(f"{path}: {exc}") from None
+        raise InputRefused(f"{path}: {exc}") from None
 
 
 async def _with_connection(args: argparse.Namespace, config: Config, conn) -> int:
@@ -270,8 +288,8 @@ async def _with_connection(args: argparse.Namespace, config: Config, conn) -> in
         plan = _read_plan_file(args.file)
         try:
             await write_plan(conn, plan)
-        except PlanError as exc:
-            raise CommandError(f"{args.file}: {exc}") from None
+        except PlanError as exc:  # a queue that is neither in the file nor stored
+            raise InputRefused(f"{args.file}: {exc}") from None
         print(
             f"{args.file}: stored {len(plan.queues)} queue(s), {len(plan.numbers)} number(s),"
             f" {len(plan.rules)} rule(s)"

@@ -12,6 +12,7 @@ DEL (U+007F) and C1 (U+0080-U+009F). Callers choose to refuse or to strip.
 from __future__ import annotations
 
 import re
+import reprlib
 import unicodedata
 
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
@@ -43,3 +44,16 @@ def refuse_control_characters(text: str) -> str:
 def strip_control_characters(text: str) -> str:
     """``text`` without its control characters: for output, where refusing is too late."""
     return _CONTROL.sub("", text)
+
+
+_BRIEF = reprlib.Repr()
+_BRIEF.maxstring = 80
+_BRIEF.maxother = 80
+_BRIEF.maxlevel = 3
+
+
+def brief(value: object) -> str:
+    """``repr(value)`` cut short, for an error message that quotes input back: a
+    megabyte-long name or an array nested a thousand deep must neither flood the
+    operator's terminal nor exhaust the stack while the message is being written."""
+    return _BRIEF.repr(value)

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from cti.text import brief
+
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _RANGE = re.compile(r"^\s*([0-2]\d):([0-5]\d)\s*-\s*([0-2]\d):([0-5]\d)\s*$")
 _MINUTES_PER_DAY = 24 * 60
@@ -33,11 +35,11 @@ class TimeWindow:
     def parse(cls, text: str) -> TimeWindow:
         match = _RANGE.match(text)
         if not match:
-            raise HoursError(f"{text!r}: expected HH:MM-HH:MM")
+            raise HoursError(f"{brief(text)}: expected HH:MM-HH:MM")
         sh, sm, eh, em = (int(g) for g in match.groups())
         start, end = sh * 60 + sm, eh * 60 + em
         if start >= _MINUTES_PER_DAY or end > _MINUTES_PER_DAY or start == end:
-            raise HoursError(f"{text!r}: times must be 00:00-24:00 and the window not empty")
+            raise HoursError(f"{brief(text)}: times must be 00:00-24:00 and the window not empty")
         return cls(start, end)
 
     @property
@@ -103,5 +105,5 @@ def zone(name: str) -> ZoneInfo:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
         raise HoursError(
-            f"{name!r}: unknown time zone; use an IANA name such as Europe/Paris"
+            f"{brief(name)}: unknown time zone; use an IANA name such as Europe/Paris"
         ) from None

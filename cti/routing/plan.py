@@ -29,22 +29,31 @@ The file looks like::
 from __future__ import annotations
 
 import re
+import sys
 import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, AnyStr
 
 import tomli_w
 
 from cti.routing.hours import DAYS, HoursError, OpeningHours, TimeWindow, zone
 from cti.routing.model import STATUSES, TIERS, UNKNOWN_TIER, DialledNumber, Match, RouteKind, Rule
 from cti.routing.phone import normalize_dnis
+from cti.text import brief
 
 #: Queue, rule and service names (cti/db/migrations/001_routing.sql checks the same).
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}\Z")  # \Z: no trailing newline
 _WORD = re.compile(r"^[A-Za-z0-9_.\-]{1,64}\Z")
 MAX_PRIORITY = 1000
 MAX_RULES = 10_000
+#: The largest plan file read: a plan of MAX_RULES rules of a few lines each is about
+#: 1.5 MB, and tomllib holds a whole file (and its document) in memory.
+MAX_PLAN_BYTES = 4 * 2**20
+#: Python refuses to convert an integer of more digits than this (sys.int_info).
+#: (The look-behind starts a match only where a run of digits starts: linear time.)
+_DIGITS_LIMIT = sys.get_int_max_str_digits() or 4300
+_LONG_NUMBER = re.compile(rf"(?<![0-9_])[0-9][0-9_]{{{_DIGITS_LIMIT},}}")
 
 _MATCH_LISTS = {
     "service": "services",
@@ -91,7 +100,7 @@ def _check_keys(raw: Any, allowed: set[str], where: str) -> Mapping[str, Any]:
 
 def _name(raw: Any, where: str) -> str:
     if not isinstance(raw, str) or not NAME.match(raw):
-        raise PlanError(f"{where}: {raw!r} is not a name (letters, digits, _ . -; up to 64)")
+        raise PlanError(f"{where}: {brief(raw)} is not a name (letters, digits, _ . -; up to 64)")
     return raw
 
 
@@ -102,7 +111,7 @@ def _words(raw: Any, where: str, allowed: Iterable[str] | None = None) -> frozen
     words = set()
     for item in items:
         if not isinstance(item, str) or not _WORD.match(item):
-            raise PlanError(f"{where}: {item!r} is not a word")
+            raise PlanError(f"{where}: {brief(item)} is not a word")
         words.add(item.lower())
     if allowed is not None:
         bad = words - set(allowed)
@@ -147,7 +156,7 @@ def parse_rule(raw: Any, where: str) -> Rule:
         route = RouteKind(raw.get("route", RouteKind.QUEUE))
     except ValueError:
         kinds = ", ".join(k.value for k in RouteKind)
-        raise PlanError(f"{where}.route: {raw.get('route')!r}; use {kinds}") from None
+        raise PlanError(f"{where}.route: {brief(raw.get('route'))}; use {kinds}") from None
     queue = raw.get("queue")
     if queue is not None:
         queue = _name(queue, f"{where}.queue")
@@ -170,7 +179,7 @@ def parse_number(raw: Any, where: str) -> DialledNumber:
     dnis = raw.get("dnis")
     key = normalize_dnis(dnis) if isinstance(dnis, str) else ""
     if not key:
-        raise PlanError(f"{where}.dnis: {dnis!r} is not a dialled number (digits, optional +)")
+        raise PlanError(f"{where}.dnis: {brief(dnis)} is not a dialled number (digits, optional +)")
     where = f'{where} "{key}"'
     service = _name(raw.get("service"), f"{where}.service")
     default_queue = _name(raw.get("default_queue"), f"{where}.default_queue")
@@ -236,12 +245,55 @@ def check_queues_exist(plan: RoutingPlan, known_queues: Iterable[str]) -> None:
             raise PlanError(f'rule "{rule.name}": unknown queue {rule.queue!r}')
 
 
+def load_bytes(data: bytes) -> RoutingPlan:
+    """The plan in a file's bytes, as ``cti rules load`` read them. Everything wrong with
+    a file (too big, not UTF-8, not TOML, not a plan) is a :class:`PlanError` saying
+    where, so that the command can answer with one line and never a traceback."""
+    if len(data) > MAX_PLAN_BYTES:
+        raise PlanError(_too_big(len(data)))
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line, column = _position(data, exc.start, b"\n")
+        raise PlanError(
+            f"not UTF-8 text: byte 0x{data[exc.start]:02x} at line {line}, column {column}"
+        ) from None
+    return loads(text)
+
+
 def loads(text: str) -> RoutingPlan:
+    """The plan in a TOML text; :class:`PlanError` and no other exception otherwise."""
+    if len(text) > MAX_PLAN_BYTES:
+        raise PlanError(_too_big(len(text)))
     try:
         doc = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
+    except tomllib.TOMLDecodeError as exc:  # its message ends "(at line L, column C)"
         raise PlanError(f"not valid TOML: {exc}") from None
+    except RecursionError:  # tomllib descends once per nested array or inline table
+        raise PlanError(
+            "not valid TOML for a plan: arrays or inline tables nested too deeply"
+        ) from None
+    except ValueError:  # an integer past Python's int-string conversion limit
+        raise PlanError(f"not valid TOML for a plan: {_long_number(text)}") from None
     return parse_plan(doc)
+
+
+def _too_big(size: int) -> str:
+    return f"{size} bytes is too big for a routing plan (at most {MAX_PLAN_BYTES // 2**20} MiB)"
+
+
+def _position(text: AnyStr, offset: int, newline: AnyStr) -> tuple[int, int]:
+    """Line and column (1-based) of ``offset`` in ``text``."""
+    line_start = text.rfind(newline, 0, offset) + 1
+    return text.count(newline, 0, offset) + 1, offset - line_start + 1
+
+
+def _long_number(text: str) -> str:
+    found = _LONG_NUMBER.search(text)
+    if found is None:
+        return "a value that cannot be read"
+    line, column = _position(text, found.start(), "\n")
+    return f"a number too long to read (at line {line}, column {column})"
 
 
 # --- writing -----------------------------------------------------------------------------

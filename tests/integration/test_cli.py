@@ -161,16 +161,34 @@ async def test_rules_export_then_load_round_trips(seeded, tmp_path):
         ('[[rules]]\nname = "x"\nmatch = { tier = ["gould"] }\n', 'rules[1] "x".match.tier'),
         ('[[rules]]\nname = "x"\nqueue = "nowhere"\n', "unknown queue 'nowhere'"),
         ("[[rules]\n", "not valid TOML"),
+        ("[[rules]]\nname = \n", "not valid TOML: Invalid value (at line 2, column 8)"),
+        (b'[[queues]]\nname = "caf\xe9"\n', "not UTF-8 text: byte 0xe9 at line 2, column 12"),
+        ("[[rules]]\nname = " + "[" * 5000 + "]" * 5000, "nested too deeply"),
+        ("[[rules]]\nname = " + "{a=" * 5000 + "}" * 5000, "nested too deeply"),
+        ('[[rules]]\nname = "x"\npriority = ' + "9" * 5000, "too long to read (at line 3,"),
+        ("#" * (5 * 2**20), "too big for a routing plan (at most 4 MiB)"),
     ],
 )
 async def test_a_bad_plan_file_is_refused_and_changes_nothing(seeded, tmp_path, text, message):
+    """Exit 2, "input refused", whatever is wrong with the file (from a misspelt tier to
+    bytes that are not text): one line naming the file, never a traceback; 1 is left for
+    failures that trying again may cure (the database)."""
     _, before, _ = await cti("rules", "export", database_url=seeded)
     path = tmp_path / "bad.toml"
-    path.write_text(text)
-    code, _, err = await cti("rules", "load", str(path), database_url=seeded)
-    assert code == 1 and message in err
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    # --check needs no database, so it cannot know the stored queues.
+    checks = ([], ["--check"]) if "unknown queue" not in message else ([],)
+    for check in checks:
+        code, _, err = await cti("rules", "load", *check, str(path), database_url=seeded)
+        assert code == 2 and message in err
+        assert err.startswith(f"cti: {path}: ") and err.count("\n") == 1, err
     _, after, _ = await cti("rules", "export", database_url=seeded)
     assert after == before
+
+
+async def test_a_plan_file_that_cannot_be_read_is_a_failure_not_a_refusal(seeded, tmp_path):
+    code, _, err = await cti("rules", "load", str(tmp_path / "missing.toml"), database_url=seeded)
+    assert (code, err) == (1, f"cti: {tmp_path / 'missing.toml'}: No such file or directory\n")
 
 
 async def test_rules_check_needs_no_database(tmp_path):
