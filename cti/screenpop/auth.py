@@ -23,6 +23,7 @@ import functools
 import hashlib
 import hmac
 import json
+import re
 import secrets
 import time
 from collections.abc import Callable
@@ -44,6 +45,7 @@ MAX_TOKEN_CHARS = 2048
 MIN_SECRET_BYTES = 32
 
 _TOKEN_VERSION = "v1"
+_B64URL = re.compile(r"[A-Za-z0-9_-]*")
 _ROLES = ("agent", "supervisor")
 
 
@@ -56,7 +58,17 @@ def _b64(data: bytes) -> str:
 
 
 def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    """The bytes that :func:`_b64` wrote as ``text``, read strictly: the URL-safe
+    alphabet only, no padding, and the one canonical spelling (the unused low bits of
+    the last character zero). The standard decoder skips characters outside the
+    alphabet and accepts padding and either alphabet, so many strings would pass as one
+    MAC; a token must have exactly one valid form."""
+    if not _B64URL.fullmatch(text):
+        raise ValueError("not unpadded URL-safe base64")
+    data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    if _b64(data) != text:
+        raise ValueError("not the canonical base64 of its bytes")
+    return data
 
 
 def _scrypt(password: str, salt: bytes, n: int, r: int, p: int) -> bytes:

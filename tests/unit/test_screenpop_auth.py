@@ -5,6 +5,7 @@ that nothing else (a forged, altered, truncated or foreign token) gets through."
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 
 import pytest
@@ -164,3 +165,42 @@ def test_the_secret_must_be_long_enough() -> None:
         Sessions(b"too short", 3600)
     with pytest.raises(ValueError):
         Sessions(SECRET, 0)
+
+
+def _mac_variants(mac: str) -> list[str]:
+    """Spellings of the same MAC bytes that a lenient base64 decoder accepts."""
+    last = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    # 32 bytes are 43 characters of 6 bits: the last one carries 4 bits and 2 unused ones.
+    same_bits = [c for c in last if last.index(c) >> 2 == last.index(mac[-1]) >> 2]
+    return [
+        mac[:10] + "!" + mac[10:],  # junk outside the alphabet
+        mac[:10] + "*$" + mac[10:],
+        mac[:10] + " " + mac[10:],
+        mac + "=",  # padding
+        mac + "=" * 5,
+        mac[:-1] + next(c for c in same_bits if c != mac[-1]),  # a non-canonical last character
+        mac.replace("-", "+").replace("_", "/"),  # the standard alphabet
+    ]
+
+
+def test_a_mac_is_read_strictly_one_spelling_only() -> None:
+    """The MAC is compared as bytes, so a decoder that skips junk characters or padding
+    would accept many strings as one token: a token has exactly one valid spelling."""
+    sessions = Sessions(SECRET, 3600)
+    tokens = (issue(sessions, username=f"alice{n}") for n in itertools.count())
+    # One whose MAC has a character of the URL-safe alphabet's own (- or _).
+    token = next(t for t in tokens if any(c in "-_" for c in t.rsplit(".", 1)[1]))
+    assert sessions.verify(token).username.startswith("alice")
+    signed, mac = token.rsplit(".", 1)
+    for variant in _mac_variants(mac):
+        assert variant != mac
+        with pytest.raises(TokenError, match="malformed"):
+            sessions.verify(f"{signed}.{variant}")
+
+
+def test_a_stored_hash_is_read_strictly_too() -> None:
+    stored = hash_password("correct horse battery")
+    assert verify_password("correct horse battery", stored)
+    *head, digest = stored.split("$")
+    for variant in _mac_variants(digest):
+        assert not verify_password("correct horse battery", "$".join([*head, variant]))
