@@ -24,6 +24,7 @@ from cti.screenpop.auth import Sessions
 from cti.screenpop.context import CONTEXT, Context, WsLimits
 from cti.screenpop.errors import MAX_BODY_BYTES, error_middleware
 from cti.screenpop.metrics import Metrics
+from cti.screenpop.security import ServerLog, security_headers
 
 log = structlog.get_logger(__name__)
 
@@ -68,7 +69,7 @@ def build_app(
     health.add_routes(app)
     app.router.add_get("/ws", ws.websocket)
     _add_page(app, static_dir)
-    app.on_response_prepare.append(_headers)
+    app.on_response_prepare.append(security_headers)
     app.on_shutdown.append(_close_sockets)
     return app
 
@@ -85,13 +86,6 @@ def _add_page(app: web.Application, static_dir: Path) -> None:
         app.router.add_static("/static/", static_dir, follow_symlinks=False)
 
 
-async def _headers(request: web.Request, response: web.StreamResponse) -> None:
-    response.headers.setdefault("X-Content-Type-Options", "nosniff")
-    response.headers.setdefault("Referrer-Policy", "no-referrer")
-    if request.path.startswith("/api/"):
-        response.headers.setdefault("Cache-Control", "no-store")
-
-
 async def _close_sockets(app: web.Application) -> None:
     await app[ws.SOCKETS].close_all()
 
@@ -102,8 +96,13 @@ class HttpServer:
     def __init__(self, app: web.Application) -> None:
         self.app = app
         # No access log: WebSocket URLs carry the token, and the daemon logs what matters.
+        # A malformed request is one log line, not a traceback (cti.screenpop.security).
         self._runner = web.AppRunner(
-            app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_GRACE_S
+            app,
+            access_log=None,
+            logger=ServerLog(),
+            handle_signals=False,
+            shutdown_timeout=SHUTDOWN_GRACE_S,
         )
         self.port: int | None = None
 

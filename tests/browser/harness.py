@@ -27,7 +27,7 @@ from cti.calls.publisher import EventPublisher
 from cti.screenpop import ws
 
 if TYPE_CHECKING:
-    from playwright.async_api import Browser, BrowserContext, Page, WebSocket
+    from playwright.async_api import Browser, BrowserContext, ConsoleMessage, Page, WebSocket
 
 #: The lease owner the tests publish as (the publisher's script checks it).
 OWNER = "browser-tests"
@@ -289,6 +289,9 @@ class Sidebars:
         self.contexts.append(context)
         page = await context.new_page()
         page.on("pageerror", lambda exc: self.errors.append(f"{page.url}: {exc}"))
+        # The page must work under its Content-Security-Policy: whatever the policy
+        # blocks (an inline script or style, another origin) is a failure of the page.
+        page.on("console", lambda message: self._refused_by_policy(page, message))
         frames: list[dict[str, Any]] = []
         sockets: list[str] = []
         self.frames[page], self.sockets[page] = frames, sockets
@@ -305,6 +308,10 @@ class Sidebars:
         page.on("websocket", on_socket)
         await page.goto(self.backend.url)
         return page
+
+    def _refused_by_policy(self, page: Page, message: ConsoleMessage) -> None:
+        if "Content Security Policy" in message.text:
+            self.errors.append(f"{page.url}: {message.text}")
 
     async def signed_in(self, username: str) -> Page:
         from playwright.async_api import expect
