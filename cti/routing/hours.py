@@ -74,7 +74,9 @@ class OpeningHours:
     def parse(cls, spec: Mapping[str, Sequence[str]]) -> OpeningHours:
         unknown = set(spec) - set(DAYS)
         if unknown:
-            raise HoursError(f"unknown day(s) {sorted(unknown)}; use {', '.join(DAYS)}")
+            raise HoursError(
+                f"unknown day(s) {brief(sorted(unknown, key=str))}; use {', '.join(DAYS)}"
+            )
         windows = []
         for day in DAYS:
             ranges = spec.get(day, ())

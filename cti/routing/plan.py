@@ -94,7 +94,9 @@ def _check_keys(raw: Any, allowed: set[str], where: str) -> Mapping[str, Any]:
         raise PlanError(f"{where}: expected a table, got {type(raw).__name__}")
     unknown = set(raw) - allowed
     if unknown:
-        raise PlanError(f"{where}: unknown key(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
+        raise PlanError(
+            f"{where}: unknown key(s) {brief(sorted(unknown, key=str))}; allowed: {sorted(allowed)}"
+        )
     return raw
 
 

@@ -153,3 +153,12 @@ def test_a_value_nested_past_the_recursion_limit_is_quoted_back_briefly() -> Non
 def test_dates_are_not_names() -> None:
     with pytest.raises(PlanError, match="is not a name"):
         parse_plan({"queues": [{"name": dt.date(2026, 1, 1)}]})
+
+
+def test_a_long_unknown_key_is_quoted_back_cut_short() -> None:
+    long_key = "k" * 100_000
+    message = _refused(f'[[rules]]\nname = "x"\n"{long_key}" = 1\n'.encode())
+    assert message.startswith("rules[1]: unknown key(s) ['kkk") and len(message) < 300
+    number = '[[numbers]]\ndnis = "1"\nservice = "s"\ndefault_queue = "q"\n'
+    message = _refused(f'{number}hours = {{ "{long_key}" = [] }}\n'.encode())
+    assert "unknown key(s) ['kkk" in message and len(message) < 300
