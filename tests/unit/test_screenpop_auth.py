@@ -202,5 +202,5 @@ def test_a_stored_hash_is_read_strictly_too() -> None:
     stored = hash_password("correct horse battery")
     assert verify_password("correct horse battery", stored)
     *head, digest = stored.split("$")
-    for variant in _mac_variants(digest):
+    for variant in set(_mac_variants(digest)) - {digest}:  # no - or _: one is the digest
         assert not verify_password("correct horse battery", "$".join([*head, variant]))
