@@ -252,7 +252,7 @@ def load_bytes(data: bytes) -> RoutingPlan:
     a file (too big, not UTF-8, not TOML, not a plan) is a :class:`PlanError` saying
     where, so that the command can answer with one line and never a traceback."""
     if len(data) > MAX_PLAN_BYTES:
-        raise PlanError(_too_big(len(data)))
+        raise PlanError(_too_big(len(data), "bytes"))
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -266,7 +266,7 @@ def load_bytes(data: bytes) -> RoutingPlan:
 def loads(text: str) -> RoutingPlan:
     """The plan in a TOML text; :class:`PlanError` and no other exception otherwise."""
     if len(text) > MAX_PLAN_BYTES:
-        raise PlanError(_too_big(len(text)))
+        raise PlanError(_too_big(len(text), "characters"))
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:  # its message ends "(at line L, column C)"
@@ -280,8 +280,8 @@ def loads(text: str) -> RoutingPlan:
     return parse_plan(doc)
 
 
-def _too_big(size: int) -> str:
-    return f"{size} bytes is too big for a routing plan (at most {MAX_PLAN_BYTES // 2**20} MiB)"
+def _too_big(size: int, unit: str) -> str:
+    return f"{size} {unit}: too big for a routing plan (at most {MAX_PLAN_BYTES // 2**20} MiB)"
 
 
 def _position(text: AnyStr, offset: int, newline: AnyStr) -> tuple[int, int]:
