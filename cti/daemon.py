@@ -15,7 +15,7 @@ import contextlib
 import signal
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import asyncpg
 import redis.asyncio as redis
@@ -37,6 +37,7 @@ from cti.calls.publisher import EventPublisher, Outbox
 from cti.calls.tracker import CallTracker
 from cti.config import Config
 from cti.db.customers import find_customer
+from cti.db.dead_letters import PgDeadLetters
 from cti.db.plan_watcher import PlanWatcher
 from cti.db.timeline import timeline_batch_writer
 from cti.interactions import interaction_batch_writer
@@ -139,12 +140,18 @@ class Daemon:
             cache_path=Path(config.plan_cache) if config.plan_cache else None,
         )
         self.instance_id = config.instance_id or instance_id()
-        self.interactions = BatchWriter("interactions", interaction_batch_writer(self.pool))
-        self.history = BatchWriter("call-data-history", history_batch_writer(self.pool))
+        self.dead_letters = PgDeadLetters(self.pool)  # what the database refuses, set aside
+        dead = self.dead_letters
+        self.interactions = BatchWriter(
+            "interactions", interaction_batch_writer(self.pool), dead_letters=dead
+        )
+        self.history = BatchWriter(
+            "call-data-history", history_batch_writer(self.pool), dead_letters=dead
+        )
         self.call_store = CallDataStore(
             self.redis, config.call_data_ttl_s, pool=self.pool, history=self.history
         )
-        self.call_data = BatchWriter("call-data", self.call_store.create_many)
+        self.call_data = BatchWriter("call-data", self.call_store.create_many, dead_letters=dead)
         self.events = EventPublisher(self.redis, ttl_s=config.call_data_ttl_s)
         self.call_data_service = CallDataService(self.call_store, self.events)
         self.metrics = Metrics()
@@ -170,9 +177,17 @@ class Daemon:
                     leader=lambda: calls.tracker.leader,
                 )
             )
+        self.metrics.watch_writers([writer.stats for writer in self.record_writers()])
         self.http = HttpServer(self._http_app()) if config.http_enabled else None
         self._background: list[asyncio.Task[None]] = []
         self._writers: list[asyncio.Task[None]] = []
+
+    def record_writers(self) -> list[BatchWriter[Any]]:
+        """Every writer of records, for their figures (``/metrics``, ``/readyz``)."""
+        writers: list[BatchWriter[Any]] = [self.interactions, self.call_data, self.history]
+        if self.calls is not None:
+            writers += [self.calls.timeline, self.calls.expiry]
+        return writers
 
     def _http_app(self) -> web.Application:
         """The sidebar's API (cti.screenpop) on the daemon's own clients. Without AMI
@@ -251,13 +266,17 @@ class CallFollowing:
         store = daemon.call_store
         after_end_s = config.call_data_after_end_s
         self.model = CallModel()
-        self.timeline = BatchWriter("timeline", timeline_batch_writer(daemon.pool))
+        self.timeline = BatchWriter(
+            "timeline", timeline_batch_writer(daemon.pool), dead_letters=daemon.dead_letters
+        )
 
         async def expire_batch(call_ids: Sequence[str]) -> None:
             for call_id in call_ids:
                 await store.expire_after_end(call_id, after_end_s)
 
-        self.expiry = BatchWriter("call-data-expiry", expire_batch)
+        self.expiry = BatchWriter(
+            "call-data-expiry", expire_batch, dead_letters=daemon.dead_letters
+        )
         self.publisher = daemon.events
         self.tracker = CallTracker(
             self.model,

@@ -26,7 +26,8 @@ the first committed. It is held only from the read to the commit, for batches wi
 
 A row the database refuses (an over-long key, a NUL byte) would otherwise make the
 writer retry its batch forever: the batch is then inserted row by row, each in a
-savepoint, and the refused rows are logged and dropped.
+savepoint, and the refused rows (and the events no row can hold) are returned to the
+:class:`~cti.batch_writer.BatchWriter`, which sets them aside in the dead letters.
 """
 
 from __future__ import annotations
@@ -42,8 +43,10 @@ from typing import Any
 import asyncpg
 import structlog
 
+from cti.batch_writer import Refusals
 from cti.calls.events import CallEvent
 from cti.calls.timeline import CallSummary, order_key, summarize
+from cti.write_errors import is_permanent
 
 log = structlog.get_logger(__name__)
 
@@ -109,9 +112,9 @@ def _uuid(value: str | None) -> str | None:
 
 
 def event_row(event: CallEvent) -> Row | None:
-    """The row of one event; None (logged) for an event no row can hold."""
+    """The row of one event; None for an event no row can hold (a time that is not
+    finite): the writer sets it aside in the dead letters."""
     if not math.isfinite(event.at):
-        log.error("timeline event dropped: bad time", call_key=event.call_key, at=event.at)
         return None
     call_id = _uuid(event.call_id)
     if event.call_id and call_id is None:
@@ -159,31 +162,34 @@ def summary_row(call_id: str, summary: CallSummary) -> tuple[object, ...]:
     )
 
 
-async def _insert(conn: asyncpg.Connection, rows: Sequence[Row]) -> set[str]:
-    """Insert the rows; the call ids of those that were new."""
+async def _insert(
+    conn: asyncpg.Connection, rows: Sequence[Row]
+) -> tuple[set[str], list[tuple[int, BaseException]]]:
+    """Insert the rows: the call ids of those that were new, and the refused rows
+    (their index in ``rows``, and the error)."""
     columns = [list(column) for column in zip(*rows, strict=True)]
     try:
         async with conn.transaction():  # a savepoint: a refusal must not end the batch's
             records = await conn.fetch(INSERT_SQL, *columns, timeout=TIMEOUT_S)
-        return {str(r["call_id"]) for r in records if r["call_id"] is not None}
-    except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError) as exc:
+        return {str(r["call_id"]) for r in records if r["call_id"] is not None}, []
+    except Exception as exc:
+        if not is_permanent(exc):
+            raise
         log.warning("timeline batch refused, writing it row by row", error=repr(exc))
     news: set[str] = set()
-    for row in rows:
+    refused: list[tuple[int, BaseException]] = []
+    for index, row in enumerate(rows):
         try:
             async with conn.transaction():
                 call_id = await conn.fetchval(INSERT_ONE_SQL, *row, timeout=TIMEOUT_S)
-        except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError) as exc:
-            log.error(
-                "timeline event dropped: refused by the database",
-                call_key=row[0][:128],
-                fingerprint=row[3][:512],
-                error=repr(exc),
-            )
+        except Exception as exc:
+            if not is_permanent(exc):
+                raise
+            refused.append((index, exc))
             continue
         if call_id is not None:
             news.add(str(call_id))
-    return news
+    return news, refused
 
 
 async def _summarize_ended(conn: asyncpg.Connection, call_ids: set[str]) -> None:
@@ -201,17 +207,27 @@ async def _summarize_ended(conn: asyncpg.Connection, call_ids: set[str]) -> None
 
 def timeline_batch_writer(
     pool: asyncpg.Pool,
-) -> Callable[[Sequence[CallEvent]], Awaitable[None]]:
+) -> Callable[[Sequence[CallEvent]], Awaitable[Refusals]]:
     """``write_batch`` for a :class:`cti.batch_writer.BatchWriter` of call events."""
 
-    async def write_batch(events: Sequence[CallEvent]) -> None:
-        rows = [row for row in map(event_row, events) if row is not None]
-        if not rows:
-            return
-        async with pool.acquire(timeout=TIMEOUT_S) as conn, conn.transaction():
-            news = await _insert(conn, rows)
-            if news:
-                await _summarize_ended(conn, news)
+    async def write_batch(events: Sequence[CallEvent]) -> Refusals:
+        refused: list[tuple[int, BaseException]] = []
+        rows: list[Row] = []
+        positions: list[int] = []  # of each row's event in ``events``
+        for index, event in enumerate(events):
+            row = event_row(event)
+            if row is None:
+                refused.append((index, ValueError(f"no row can hold this event: at={event.at}")))
+            else:
+                rows.append(row)
+                positions.append(index)
+        if rows:
+            async with pool.acquire(timeout=TIMEOUT_S) as conn, conn.transaction():
+                news, refused_rows = await _insert(conn, rows)
+                if news:
+                    await _summarize_ended(conn, news)
+            refused += [(positions[i], exc) for i, exc in refused_rows]
+        return refused
 
     return write_batch
 

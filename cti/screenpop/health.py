@@ -4,20 +4,32 @@ Readiness asks PostgreSQL and Redis at once, each cut off after :data:`CHECK_TIM
 so a hung store makes the probe say no quickly instead of hanging the probe. AMI counts
 only where call following is on (``null`` otherwise): an instance that cannot reach
 Asterisk cannot transfer or pause, and a balancer should prefer one that can.
+
+Where the process runs record writers (the daemon: :meth:`Metrics.watch_writers`),
+readiness also says no while a writer is stuck, i.e. its oldest unwritten record has
+waited more than :data:`STUCK_AFTER_S`, and names the writer and since when: records
+are piling up in memory (a store away, or refusing what we write) and a restart would
+lose them, which is what an operator must hear about.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
 
 import asyncpg
 import redis.asyncio as redis
 from aiohttp import web
 
+from cti.batch_writer import WriterStats
 from cti.screenpop.context import context
 from cti.screenpop.metrics import CONTENT_TYPE
 
 CHECK_TIMEOUT_S = 1.0
+#: A writer whose oldest unwritten record is older than this is stuck (not ready).
+STUCK_AFTER_S = 60.0
 
 
 async def _postgres_ok(pool: asyncpg.Pool) -> bool:
@@ -45,9 +57,27 @@ async def readyz(request: web.Request) -> web.Response:
     postgres, redis_ok = await asyncio.gather(_postgres_ok(ctx.pool), _redis_ok(ctx.redis))
     ami = ctx.ami.is_connected if ctx.ami is not None else None
     ready = postgres and redis_ok and ami is not False
-    return web.json_response(
-        {"postgres": postgres, "redis": redis_ok, "ami": ami}, status=200 if ready else 503
-    )
+    body: dict[str, object] = {"postgres": postgres, "redis": redis_ok, "ami": ami}
+    if ctx.metrics.writers:
+        writers = _writers(ctx.metrics.writers, time.time())
+        body["writers"] = writers
+        ready = ready and not any(w["stuck_since"] for w in writers.values())
+    return web.json_response(body, status=200 if ready else 503)
+
+
+def _writers(writers: Sequence[WriterStats], now: float) -> dict[str, dict[str, object]]:
+    report: dict[str, dict[str, object]] = {}
+    for stats in writers:
+        since = stats.stuck_since(now, STUCK_AFTER_S)
+        report[stats.writer] = {
+            "backlog": stats.backlog,
+            "oldest_unwritten_s": round(stats.oldest_age_s(now), 3),
+            "stuck_since": None
+            if since is None
+            else datetime.fromtimestamp(since, UTC).isoformat(),
+            "dead_letters_held": stats.held,
+        }
+    return report
 
 
 async def metrics(request: web.Request) -> web.Response:

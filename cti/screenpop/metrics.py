@@ -4,13 +4,15 @@ Our own registry rather than prometheus_client's global one: tests build many ap
 daemons in one process, and the global registry refuses a metric name registered
 twice; it also keeps the process collectors out unless we ask for them.
 
-Counters owned elsewhere (the AMI client's event count, the lease) are read when
-scraped rather than copied on every event, so the AMI reader pays nothing for them.
+Counters owned elsewhere (the AMI client's event count, the lease, the record writers'
+figures) are read when scraped rather than copied on every event, so the AMI reader
+and the writers pay nothing for them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -18,6 +20,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
+    from cti.batch_writer import WriterStats
     from cti.router import RouteOutcome
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -62,6 +65,60 @@ class _AmiCollector(Collector):
         )
 
 
+class _WriterCollector(Collector):
+    """The record writers' figures (:class:`cti.batch_writer.WriterStats`), by writer."""
+
+    def __init__(self, writers: Callable[[], Sequence[WriterStats]]) -> None:
+        self._writers = writers
+
+    def collect(self) -> Iterator[Metric]:
+        writers = self._writers()
+        now = time.time()
+        families = {
+            "backlog": GaugeMetricFamily(
+                "cti_writer_backlog", "Records accepted and not yet written", labels=["writer"]
+            ),
+            "oldest": GaugeMetricFamily(
+                "cti_writer_oldest_unwritten_seconds",
+                "Age of the oldest record not yet written (0: none waiting)",
+                labels=["writer"],
+            ),
+            "held": GaugeMetricFamily(
+                "cti_writer_dead_letters_held",
+                "Refused records whose dead letter could not be stored yet (kept in memory)",
+                labels=["writer"],
+            ),
+            "written": CounterMetricFamily(
+                "cti_writer_written", "Records written", labels=["writer"]
+            ),
+            "dead_lettered": CounterMetricFamily(
+                "cti_writer_dead_lettered",
+                "Records the store refused for good, set aside in the dead letters",
+                labels=["writer"],
+            ),
+            "retries": CounterMetricFamily(
+                "cti_writer_retries",
+                "Batch writes that failed (store away) and were retried",
+                labels=["writer"],
+            ),
+            "dropped": CounterMetricFamily(
+                "cti_writer_dropped",
+                "Records lost: queue full, or too many dead letters held",
+                labels=["writer"],
+            ),
+        }
+        for stats in writers:
+            label = [stats.writer]
+            families["backlog"].add_metric(label, stats.backlog)
+            families["oldest"].add_metric(label, stats.oldest_age_s(now))
+            families["held"].add_metric(label, stats.held)
+            families["written"].add_metric(label, stats.written)
+            families["dead_lettered"].add_metric(label, stats.dead_lettered)
+            families["retries"].add_metric(label, stats.retries)
+            families["dropped"].add_metric(label, stats.dropped)
+        yield from families.values()
+
+
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
@@ -92,9 +149,16 @@ class Metrics:
         )
         self._ami = AmiSource()
         self.registry.register(_AmiCollector(lambda: self._ami))
+        #: The record writers' figures, read when scraped and by ``/readyz``.
+        self.writers: Sequence[WriterStats] = ()
+        self.registry.register(_WriterCollector(lambda: self.writers))
 
     def watch_ami(self, source: AmiSource) -> None:
         self._ami = source
+
+    def watch_writers(self, writers: Sequence[WriterStats]) -> None:
+        """Report these writers (their :attr:`cti.batch_writer.BatchWriter.stats`)."""
+        self.writers = tuple(writers)
 
     def observe_route(self, outcome: RouteOutcome) -> None:
         """The router's hook, called once per routed call: must not raise, and does not."""
