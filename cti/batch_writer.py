@@ -248,8 +248,8 @@ class BatchWriter(Generic[T]):
             self._probe, self._suspect = self._max_batch, 0
             return True
         refused = dict(refusals or ())
-        for index, exc in sorted(refused.items()):
-            await self._dead_letter(batch[index], exc)
+        for index, error in sorted(refused.items()):
+            await self._dead_letter(batch[index], error)
         self._take(size, written=size - len(refused))
         self._backoff.reset()
         self._suspect -= size

@@ -74,7 +74,7 @@ class _WriterCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         writers = self._writers()
         now = time.time()
-        families = {
+        families: dict[str, GaugeMetricFamily | CounterMetricFamily] = {
             "backlog": GaugeMetricFamily(
                 "cti_writer_backlog", "Records accepted and not yet written", labels=["writer"]
             ),
