@@ -63,6 +63,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     seed = db.add_parser("seed-demo", help="load the demo routing plan and customers")
     seed.add_argument("--customers", type=int, default=100_000)
+    dead = db.add_parser(
+        "dead-letters", help="list the records the database refused (newest first)"
+    )
+    dead.add_argument("--writer", help="only this writer's (interactions, timeline, ...)")
+    dead.add_argument("--limit", type=int, default=50)
+    dead.add_argument("--records", action="store_true", help="print each record (JSON) too")
 
     customers = commands.add_parser("customers", help="customer data").add_subparsers(
         dest="customers", required=True
@@ -276,6 +282,11 @@ async def _with_connection(args: argparse.Namespace, config: Config, conn) -> in
             raise CommandError(str(exc)) from None
         print(f"demo data loaded: {total} customers")
         await _seed_demo_agents(conn)
+        return 0
+    if args.command == "db" and args.db == "dead-letters":
+        from cti.db.dead_letters import print_dead_letters
+
+        await print_dead_letters(conn, args.writer, args.limit, records=args.records)
         return 0
     if args.command == "customers":
         return await _import_customers(args, config, conn)

@@ -101,3 +101,25 @@ async def list_dead_letters(
     """The latest dead letters (of one writer), newest first, records decoded."""
     rows = await conn.fetch(LIST_SQL, writer, limit, timeout=TIMEOUT_S)
     return [{**dict(r), "record": json.loads(r["record"])} for r in rows]
+
+
+async def print_dead_letters(
+    conn: asyncpg.Connection, writer: str | None, limit: int, *, records: bool = False
+) -> None:
+    """``cti db dead-letters``: one line per letter (control characters shown escaped,
+    so that a refused record cannot drive the operator's terminal)."""
+    letters = await list_dead_letters(conn, writer, limit)
+    for letter in letters:
+        message = letter["error_message"].splitlines()[0] if letter["error_message"] else ""
+        line = (
+            f"{letter['id']}  {letter['refused_at']:%Y-%m-%d %H:%M:%S%z}  {letter['writer']}"
+            f"  call {letter['call_id'] or '-'}  {letter['error_class']}: {message}"
+        )
+        print(_printable(line))
+        if records:
+            print("    " + json.dumps(letter["record"], sort_keys=True))
+    print(f"{len(letters)} dead letter(s)" + (f" of {writer}" if writer else ""))
+
+
+def _printable(text: str) -> str:
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)

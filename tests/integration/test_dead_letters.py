@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -340,3 +342,22 @@ async def test_the_daemon_reports_its_writers(running, redis_client) -> None:
     interactions = running.daemon.interactions
     await until(lambda: interactions.stats.written == 1)
     assert (interactions.stats.backlog, interactions.stats.oldest_unwritten_at) == (0, None)
+
+
+async def test_cti_db_dead_letters_lists_them(pool, db, database_url):
+    bad = with_nul((await outcomes(pool, 1))[0])
+    writer = writer_of("interactions", interaction_batch_writer(pool), PgDeadLetters(pool))
+    async with Running(writer):
+        writer.submit(bad)
+        await until(lambda: writer.stats.dead_lettered == 1)
+    env = {**os.environ, "CTI_DATABASE_URL": database_url, "CTI_LOG_FORMAT": "json"}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "cti", "db", "dead-letters", "--records",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 0, err.decode()
+    lines = out.decode().splitlines()
+    assert len(lines) == 3 and lines[-1] == "1 dead letter(s)"
+    assert f"interactions  call {bad.call_id}  CharacterNotInRepertoireError: " in lines[0]
+    assert '"channel": "PJSIP/ev\\\\u0000il"' in lines[1]
