@@ -235,13 +235,14 @@ class BatchWriter(Generic[T]):
                 )
                 return False
             if size > 1:  # isolate: try the first half alone
+                if self._suspect <= 0:  # logged once per isolation, not per halving
+                    log.info(
+                        "batch refused, isolating the refused record",
+                        writer=self.name,
+                        size=size,
+                        error=repr(exc),
+                    )
                 self._probe, self._suspect = size // 2, size
-                log.info(
-                    "batch refused, isolating the refused record",
-                    writer=self.name,
-                    size=size,
-                    error=repr(exc),
-                )
                 return True
             await self._dead_letter(batch[0], exc)
             self._take(1, written=0)
