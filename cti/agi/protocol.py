@@ -14,6 +14,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from cti.text import ControlCharacterError, refuse_control_characters, strip_control_characters
+
 MAX_HEADER_LINES = 256
 MAX_HEADER_BYTES = 64 * 1024
 _REPLY = re.compile(r"^(\d{3})(?:[ -](.*))?$")
@@ -27,10 +29,21 @@ class AgiProtocolError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class AgiRequest:
-    """The environment block Asterisk sends before the first command."""
+    """The environment block Asterisk sends before the first command.
+
+    Free of control characters (:mod:`cti.text`'s rule): every value goes on to
+    PostgreSQL, Redis, the logs or a terminal, and PostgreSQL refuses a NUL outright,
+    which used to fail the record writers for ever. Header values have them stripped:
+    they are Asterisk's facts about the channel (caller id, dialled number, channel
+    name), and the call must still be recorded under them. An argument that holds one
+    is dropped whole (left empty, so the others keep their positions) and its fault
+    noted in ``refused``: arguments are the caller's choices from the IVR, and
+    stripping ``intent=bill\0ing`` would make up a choice (``billing``) nobody made.
+    """
 
     headers: Mapping[str, str]
     args: tuple[str, ...]
+    refused: tuple[str, ...] = ()  # one message per argument dropped
 
     @property
     def script(self) -> str:
@@ -69,18 +82,32 @@ class RequestParser:
         key = key.strip()
         if not sep or not key.startswith("agi_") or not key.replace("_", "").isalnum():
             raise AgiProtocolError(f"not an AGI header line: {line[:60]!r}")
-        self._headers[key] = value.strip()
+        # Arguments are judged whole at the blank line; other values lose their controls.
+        self._headers[key] = value if key.startswith("agi_arg_") else _clean(value)
         return None
 
     def _request(self) -> AgiRequest:
         if self._headers.get("agi_network") != "yes":
             raise AgiProtocolError("request without 'agi_network: yes'")
-        args = []
+        headers = dict(self._headers)
+        args: list[str] = []
+        refused: list[str] = []
         index = 1
-        while (arg := self._headers.get(f"agi_arg_{index}")) is not None:
-            args.append(arg)
+        while (arg := headers.get(f"agi_arg_{index}")) is not None:
+            try:
+                args.append(refuse_control_characters(arg.strip()))
+            except ControlCharacterError as exc:
+                refused.append(f"agi_arg_{index}: {exc}")
+                args.append("")
+            headers[f"agi_arg_{index}"] = args[-1]
             index += 1
-        return AgiRequest(dict(self._headers), tuple(args))
+        for key in [k for k in headers if k.startswith("agi_arg_")]:
+            headers[key] = _clean(headers[key])  # beyond a gap in the numbering: unused
+        return AgiRequest(headers, tuple(args), tuple(refused))
+
+
+def _clean(value: str) -> str:
+    return strip_control_characters(value).strip()
 
 
 @dataclass(frozen=True, slots=True)

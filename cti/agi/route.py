@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from cti.agi.protocol import exec_application, set_variable
 from cti.agi.server import AgiSession, Script
 from cti.router import RouteOutcome, Router, RouteRequest
+from cti.text import ControlCharacterError, refuse_control_characters
 
 MAX_IVR_ARGS = 16
 MAX_IVR_VALUE = 256
@@ -27,13 +28,18 @@ APPLICATION_MISSING = "-2"
 
 
 def parse_ivr_args(args: Iterable[str]) -> dict[str, str]:
-    """``account=123`` style arguments; malformed or empty ones are ignored."""
+    """``account=123`` style arguments; malformed or empty ones are ignored, and so is a
+    value with a control character (the parser already drops those; this keeps the rule
+    for any other caller): it goes to PostgreSQL and Redis, which must never see one."""
     ivr: dict[str, str] = {}
     for arg in list(args)[:MAX_IVR_ARGS]:
         key, sep, value = arg.partition("=")
         key, value = key.strip().lower(), value.strip()
         if sep and _IVR_KEY.match(key) and value and len(value) <= MAX_IVR_VALUE:
-            ivr[key] = value
+            try:
+                ivr[key] = refuse_control_characters(value)
+            except ControlCharacterError:
+                continue
     return ivr
 
 

@@ -130,3 +130,40 @@ def test_line_breaks_cannot_be_smuggled_into_a_command():
 def test_bad_variable_names_are_refused(name):
     with pytest.raises(ValueError):
         set_variable(name, "v")
+
+
+def test_control_characters_are_stripped_from_header_values():
+    request = _parse(
+        environment(
+            callerid="212\x00000\x1f0002",
+            dnid="5550\x7f100",
+            channel="PJSIP/trunk-\x1b[2J\x9b0001",
+            uniqueid="\t1795407778.1\x00",
+        )
+    )
+    assert request.get("callerid") == "2120000002"
+    assert request.get("dnid") == "5550100"
+    assert request.get("channel") == "PJSIP/trunk-[2J0001"
+    assert request.get("uniqueid") == "1795407778.1"
+    assert request.refused == ()
+
+
+def test_an_argument_with_a_control_character_is_dropped_whole():
+    request = _parse(environment(args=["account=A1", "intent=bill\x00ing", "lang=\x85en"]))
+    # Dropped, not stripped: "billing" is a choice the caller never made. The others
+    # keep their positions.
+    assert request.args == ("account=A1", "", "")
+    assert request.headers["agi_arg_2"] == request.headers["agi_arg_3"] == ""
+    assert request.refused == (
+        "agi_arg_2: control character U+0000 NUL at character 12",
+        "agi_arg_3: control character U+0085 at character 6",
+    )
+
+
+def test_an_argument_beyond_a_gap_is_still_cleaned():
+    parser = RequestParser()
+    for line in (b"agi_network: yes\n", b"agi_arg_1: a=1\n", b"agi_arg_3: b=\x00\n", b"\n"):
+        request = parser.feed(line)
+    assert request is not None
+    assert request.args == ("a=1",)
+    assert request.headers["agi_arg_3"] == "b="
