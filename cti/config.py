@@ -17,6 +17,13 @@ from urllib.parse import urlsplit
 
 import phonenumbers
 
+from cti.agi.admission import (
+    DEFAULT_ALLOW,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_PER_ADDRESS,
+    Network,
+    parse_networks,
+)
 from cti.routing.plan import NAME
 
 DEFAULT_PLAN_CACHE = str(Path.home() / ".cache" / "cti" / "routing-plan.toml")
@@ -41,6 +48,12 @@ class Config:
     database_url: str = "postgresql://postgres@127.0.0.1:5432/cti"
     redis_url: str = "redis://127.0.0.1:6379/0"
     agi_bind: HostPort = HostPort("127.0.0.1", 4573)
+    #: FastAGI peers outside these networks are refused at accept: Asterisk sits on the
+    #: same host or a private network (default: loopback and the private ranges).
+    agi_allow: tuple[Network, ...] = DEFAULT_ALLOW
+    #: FastAGI sessions one address may hold at once, and all addresses together.
+    agi_max_per_address: int = DEFAULT_MAX_PER_ADDRESS
+    agi_max_connections: int = DEFAULT_MAX_CONNECTIONS
     http_bind: HostPort = HostPort("127.0.0.1", 8080)
     ami_host: str = "127.0.0.1"
     ami_port: int = 5038
@@ -111,6 +124,16 @@ def _url(name: str, raw: str, schemes: tuple[str, ...]) -> str:
     return raw
 
 
+def _networks(name: str, raw: str) -> tuple[Network, ...]:
+    try:
+        return parse_networks(raw)
+    except ValueError as exc:
+        raise ConfigError(
+            f"{name}={raw!r}: {exc}; expected addresses or networks, comma-separated, "
+            "e.g. 127.0.0.1,10.0.0.0/8"
+        ) from None
+
+
 def _choice(name: str, raw: str, choices: tuple[str, ...]) -> str:
     value = raw.strip().lower()
     if value not in choices:
@@ -172,6 +195,12 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         fields["redis_url"] = _url("CTI_REDIS_URL", raw, ("redis", "rediss", "unix"))
     if (raw := get("CTI_AGI_BIND")) is not None:
         fields["agi_bind"] = _host_port("CTI_AGI_BIND", raw)
+    if (raw := get("CTI_AGI_ALLOW")) is not None:
+        fields["agi_allow"] = _networks("CTI_AGI_ALLOW", raw)
+    if (raw := get("CTI_AGI_MAX_CONNECTIONS")) is not None:
+        fields["agi_max_connections"] = _int("CTI_AGI_MAX_CONNECTIONS", raw, 1, 100_000)
+    if (raw := get("CTI_AGI_MAX_PER_ADDRESS")) is not None:
+        fields["agi_max_per_address"] = _int("CTI_AGI_MAX_PER_ADDRESS", raw, 1, 100_000)
     if (raw := get("CTI_HTTP_BIND")) is not None:
         fields["http_bind"] = _host_port("CTI_HTTP_BIND", raw)
     if (raw := get("CTI_AMI_HOST")) is not None:

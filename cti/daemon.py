@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import signal
 from collections.abc import Sequence
 from pathlib import Path
@@ -166,7 +167,16 @@ class Daemon:
             history=self.history,
             on_routed=self.metrics.observe_route,
         )
-        self.agi = AgiServer({"route": route_script(self.router)}, agi_limits)
+        self.agi = AgiServer(
+            {"route": route_script(self.router)},
+            dataclasses.replace(
+                agi_limits or AgiLimits(),  # tests shorten the timeouts; admission is config's
+                allow=config.agi_allow,
+                max_per_address=config.agi_max_per_address,
+                max_connections=config.agi_max_connections,
+            ),
+        )
+        self.metrics.watch_agi(lambda: self.agi.admission.refused)
         self.calls = CallFollowing(self) if config.ami_enabled else None
         if self.calls is not None:
             calls = self.calls

@@ -3,8 +3,9 @@
 The adapter stays thin: it reads lines, feeds :mod:`cti.agi.protocol`, and hands a
 :class:`AgiSession` to the script the request names. Everything that can go wrong
 with a peer (garbage, a header that never ends, a peer that vanishes, an unknown
-script, too many connections) ends in a logged close of that one connection; the
-server itself never stops serving.
+script) ends in a logged close of that one connection; the server itself never stops
+serving. Who may connect, and how many at once, is :mod:`cti.agi.admission`'s call,
+made in :mod:`cti.agi.listener`'s accept loop before a byte is read.
 """
 
 from __future__ import annotations
@@ -12,11 +13,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import socket
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
 import structlog
 
+from cti.agi.admission import (
+    DEFAULT_ALLOW,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_PER_ADDRESS,
+    Admission,
+    Network,
+)
+from cti.agi.listener import Listener
 from cti.agi.protocol import (
     HANGUP,
     AgiProtocolError,
@@ -39,8 +49,12 @@ class AgiSessionClosed(ConnectionError):
 class AgiLimits:
     header_timeout_s: float = 5.0  # the whole request block, so slow drips are cut too
     reply_timeout_s: float = 5.0
-    max_connections: int = 1000
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
     max_header_bytes: int = 64 * 1024
+    #: Peers outside these networks are refused at accept (CTI_AGI_ALLOW).
+    allow: tuple[Network, ...] = DEFAULT_ALLOW
+    #: Sessions one address may hold at once (CTI_AGI_MAX_PER_ADDRESS).
+    max_per_address: int = DEFAULT_MAX_PER_ADDRESS
 
 
 class AgiSession:
@@ -106,52 +120,55 @@ class AgiServer:
         self._scripts = dict(scripts)
         self.limits = limits or AgiLimits()
         self.stats = AgiStats()
-        self._server: asyncio.Server | None = None
+        self.admission = Admission(
+            self.limits.allow, self.limits.max_per_address, self.limits.max_connections
+        )
+        self._listener = Listener(self.admission, self._admitted, self._count_refused)
         self._tasks: set[asyncio.Task[None]] = set()
         self._ids = itertools.count(1)
 
-    async def start(self, host: str, port: int) -> asyncio.Server:
-        self._server = await asyncio.start_server(self._accept, host, port, limit=MAX_LINE)
-        return self._server
+    async def start(self, host: str, port: int) -> None:
+        await self._listener.start(host, port)
 
     @property
     def port(self) -> int:
         """The port we listen on (useful when bound to port 0)."""
-        assert self._server is not None
-        return self._server.sockets[0].getsockname()[1]
+        return self._listener.port
 
     async def close(self, grace_s: float = 5.0) -> None:
         """Stop accepting, let sessions in flight finish for ``grace_s``, then cancel them."""
-        if self._server is not None:
-            self._server.close()
+        self._listener.close()
         if self._tasks:
             _done, pending = await asyncio.wait(set(self._tasks), timeout=grace_s)
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
-        if self._server is not None:
-            await self._server.wait_closed()
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
+    def _count_refused(self) -> None:
+        self.stats.connections += 1
+        self.stats.refused += 1
+
+    def _admitted(self, conn: socket.socket, address: str) -> None:
+        """An admitted socket (its slot taken): a task of its own, until it closes."""
+        self.stats.connections += 1
+        task = asyncio.get_running_loop().create_task(self._session(conn, address))
         self._tasks.add(task)
-        try:
-            await self._serve(reader, writer)
-        finally:
-            self._tasks.discard(task)
+        task.add_done_callback(self._tasks.discard)
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _session(self, conn: socket.socket, address: str) -> None:
+        try:
+            reader, writer = await asyncio.open_connection(sock=conn, limit=MAX_LINE)
+        except BaseException:
+            self.admission.release(address)
+            conn.close()
+            raise
+        await self._serve(reader, writer, address)
+
+    async def _serve(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, address: str
+    ) -> None:
         stats = self.stats
-        stats.connections += 1
         conn_log = log.bind(agi_conn=next(self._ids), peer=_peer(writer))
-        if stats.active >= self.limits.max_connections:
-            stats.refused += 1
-            conn_log.warning(
-                "agi connection refused: too many connections", limit=self.limits.max_connections
-            )
-            await _close(writer)
-            return
         stats.active += 1
         outcome = "ok"
         try:
@@ -159,6 +176,12 @@ class AgiServer:
             if request is None:
                 outcome = "peer-closed"
                 return
+            for fault in request.refused:
+                conn_log.warning(
+                    "agi argument with a control character dropped",
+                    fault=fault,
+                    channel=request.get("channel"),
+                )
             script = self._scripts.get(request.script)
             if script is None:
                 stats.unknown_scripts += 1
@@ -186,6 +209,7 @@ class AgiServer:
             conn_log.exception("agi script failed")
         finally:
             stats.active -= 1
+            self.admission.release(address)
             stats.by_close[outcome] = stats.by_close.get(outcome, 0) + 1
             await _close(writer)
 

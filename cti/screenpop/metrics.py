@@ -12,7 +12,7 @@ and the writers pay nothing for them.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -119,6 +119,25 @@ class _WriterCollector(Collector):
         yield from families.values()
 
 
+class _AgiCollector(Collector):
+    """FastAGI connections refused at accept, by reason (cti.agi.admission); read when
+    scraped. Every reason is reported, zero included, so alerts need no absent()."""
+
+    REASONS = ("not_allowed", "per_address", "global")
+
+    def __init__(self, source: Callable[[], Callable[[], Mapping[str, int]]]) -> None:
+        self._source = source
+
+    def collect(self) -> Iterator[Metric]:
+        refused = self._source()()
+        family = CounterMetricFamily(
+            "cti_agi_refused", "FastAGI connections refused at accept, by reason", labels=["reason"]
+        )
+        for reason in self.REASONS:
+            family.add_metric([reason], refused.get(reason, 0))
+        yield family
+
+
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
@@ -152,6 +171,8 @@ class Metrics:
         #: The record writers' figures, read when scraped and by ``/readyz``.
         self.writers: Sequence[WriterStats] = ()
         self.registry.register(_WriterCollector(lambda: self.writers))
+        self._agi_refused: Callable[[], Mapping[str, int]] = dict
+        self.registry.register(_AgiCollector(lambda: self._agi_refused))
 
     def watch_ami(self, source: AmiSource) -> None:
         self._ami = source
@@ -159,6 +180,10 @@ class Metrics:
     def watch_writers(self, writers: Sequence[WriterStats]) -> None:
         """Report these writers (their :attr:`cti.batch_writer.BatchWriter.stats`)."""
         self.writers = tuple(writers)
+
+    def watch_agi(self, refused: Callable[[], Mapping[str, int]]) -> None:
+        """Where the FastAGI refusal counts come from (cti.agi.admission.Admission.refused)."""
+        self._agi_refused = refused
 
     def observe_route(self, outcome: RouteOutcome) -> None:
         """The router's hook, called once per routed call: must not raise, and does not."""

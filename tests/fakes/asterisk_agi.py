@@ -106,16 +106,18 @@ async def agi_call(
     hangup_before_reply: int | None = None,
     applications: frozenset[str] = frozenset({"MSet"}),
     within_s: float = 5.0,
+    local_addr: tuple[str, int] | None = None,
     **env: object,
 ) -> AgiCallResult:
     """Place one AGI request and serve commands until the server closes the socket.
 
     ``hangup_before_reply=n`` writes Asterisk's unsolicited ``HANGUP`` line before the
     reply to the n-th command (1-based), as res_agi does when the caller hangs up.
+    ``local_addr=("127.0.0.2", 0)`` places it from another loopback address.
     """
     result = AgiCallResult()
     known = dict(variables or {})
-    reader, writer = await asyncio.open_connection(host, port)
+    reader, writer = await asyncio.open_connection(host, port, local_addr=local_addr)
     try:
         writer.write(environment(port=port, **env))  # type: ignore[arg-type]
         await writer.drain()

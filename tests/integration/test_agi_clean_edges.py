@@ -19,7 +19,7 @@ GOLD = {"callerid": "2120000002", "dnid": "5550100"}
 
 async def _all_rows(db, table: str, call_ids: list[uuid.UUID], where: str = "TRUE"):
     rows = await db.fetch(
-        f"SELECT * FROM {table} WHERE call_id = ANY($1) AND {where}",  # noqa: S608 (our names)
+        f"SELECT * FROM {table} WHERE call_id = ANY($1) AND {where}",  # our own table names
         call_ids,
     )
     return rows if len(rows) == len(call_ids) else None

@@ -4,6 +4,7 @@ values, and a ConfigError naming the variable for every bad one."""
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 
 import pytest
 
@@ -28,6 +29,15 @@ def test_defaults_are_the_documented_ones() -> None:
     assert config.session_ttl_s == 43_200
     assert not config.http_enabled
     assert config.session_secret == ""
+    assert [str(n) for n in config.agi_allow] == [
+        "127.0.0.0/8",
+        "10.0.0.0/8",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+        "fc00::/7",
+        "::1/128",
+    ]
+    assert (config.agi_max_per_address, config.agi_max_connections) == (500, 1000)
 
 
 def test_no_variables_gives_the_dataclass_defaults() -> None:
@@ -118,6 +128,19 @@ def test_the_process_environment_is_the_default(monkeypatch: pytest.MonkeyPatch)
         pytest.param("CTI_INSTANCE_ID", "cti-a", "instance_id", "cti-a", id="instance"),
         pytest.param("CTI_SESSION_TTL_S", "60", "session_ttl_s", 60, id="session-ttl-min"),
         pytest.param("CTI_HTTP_ENABLED", "no", "http_enabled", False, id="http-off"),
+        pytest.param(
+            "CTI_AGI_ALLOW",
+            "127.0.0.1, 10.20.0.0/16,fd00::/8",
+            "agi_allow",
+            (
+                ipaddress.ip_network("127.0.0.1/32"),
+                ipaddress.ip_network("10.20.0.0/16"),
+                ipaddress.ip_network("fd00::/8"),
+            ),
+            id="agi-allow",
+        ),
+        pytest.param("CTI_AGI_MAX_PER_ADDRESS", "1", "agi_max_per_address", 1, id="per-address"),
+        pytest.param("CTI_AGI_MAX_CONNECTIONS", "5000", "agi_max_connections", 5000, id="agi-max"),
     ],
 )
 def test_good_values(name: str, raw: str, field: str, value: object) -> None:
@@ -217,6 +240,15 @@ def test_a_short_session_secret_is_refused_without_being_shown() -> None:
         pytest.param("CTI_SESSION_TTL_S", "12h", id="session-ttl-unit"),
         pytest.param("CTI_SESSION_TTL_S", "2592001", id="session-ttl-too-big"),
         pytest.param("CTI_HTTP_ENABLED", "maybe", id="http-enabled-word"),
+        # FastAGI admission
+        pytest.param("CTI_AGI_ALLOW", "10.0.0.0/8,", id="agi-allow-trailing-comma"),
+        pytest.param("CTI_AGI_ALLOW", "10.1.2.3/8", id="agi-allow-host-bits"),
+        pytest.param("CTI_AGI_ALLOW", "asterisk.local", id="agi-allow-name"),
+        pytest.param("CTI_AGI_ALLOW", "10.0.0.0/33", id="agi-allow-prefix"),
+        pytest.param("CTI_AGI_MAX_PER_ADDRESS", "0", id="per-address-zero"),
+        pytest.param("CTI_AGI_MAX_PER_ADDRESS", "many", id="per-address-word"),
+        pytest.param("CTI_AGI_MAX_CONNECTIONS", "0", id="agi-max-zero"),
+        pytest.param("CTI_AGI_MAX_CONNECTIONS", "100001", id="agi-max-too-big"),
     ],
 )
 def test_bad_values_name_the_variable(name: str, raw: str) -> None:

@@ -1,0 +1,102 @@
+"""Who may open a FastAGI session (cti.agi.admission), with an injected clock."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+from structlog.testing import capture_logs
+
+from cti.agi import admission as admission_module
+from cti.agi.admission import DEFAULT_ALLOW, Admission, parse_networks
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.mark.parametrize(
+    ("address", "allowed"),
+    [
+        ("127.0.0.1", True),
+        ("127.0.0.2", True),
+        ("10.1.2.3", True),
+        ("172.16.0.1", True),
+        ("172.31.255.254", True),
+        ("172.32.0.1", False),
+        ("192.168.1.10", True),
+        ("::1", True),
+        ("fd12:3456::1", True),
+        ("fe80::1%eth0", False),
+        ("::ffff:10.0.0.7", True),  # an IPv4 peer on a dual-stack socket
+        ("::ffff:8.8.8.8", False),
+        ("8.8.8.8", False),
+        ("2001:db8::1", False),
+        ("", False),
+        ("not-an-ip", False),
+    ],
+)
+def test_default_allow_is_loopback_and_the_private_ranges(address, allowed):
+    assert Admission().allowed(address) is allowed
+
+
+def test_parse_networks():
+    assert parse_networks(" 127.0.0.1 ,10.0.0.0/8,fd00::/8") == (
+        ipaddress.ip_network("127.0.0.1/32"),
+        ipaddress.ip_network("10.0.0.0/8"),
+        ipaddress.ip_network("fd00::/8"),
+    )
+    for bad in ("10.0.0.0/8,", "10.1.2.3/8", "nope", "10.0.0.0/33"):
+        with pytest.raises(ValueError):
+            parse_networks(bad)
+    assert len(DEFAULT_ALLOW) == 6
+
+
+def test_caps_per_address_and_global_and_release():
+    admission = Admission(max_per_address=2, max_connections=3)
+    assert admission.admit("10.0.0.1") is None
+    assert admission.admit("10.0.0.1") is None
+    assert admission.admit("10.0.0.1") == "per_address"
+    assert admission.admit("10.0.0.2") is None
+    assert admission.admit("10.0.0.3") == "global"
+    assert admission.admit("8.8.8.8") == "not_allowed"
+    admission.release("10.0.0.1")
+    assert admission.sessions_from("10.0.0.1") == 1
+    assert admission.admit("10.0.0.3") is None
+    for address in ("10.0.0.1", "10.0.0.2", "10.0.0.3"):
+        admission.release(address)
+    assert admission.active == 0
+    assert admission.sessions_from("10.0.0.1") == 0
+    assert admission.refused == {"not_allowed": 1, "per_address": 1, "global": 1}
+
+
+def test_refusals_are_logged_once_a_second_per_address_with_the_count():
+    clock = Clock()
+    admission = Admission(allow=parse_networks("127.0.0.1"), clock=clock)
+    with capture_logs() as logs:
+        for _ in range(1000):
+            admission.admit("127.0.0.2")
+            clock.now += 0.001  # 1000 refusals in one second
+        admission.admit("127.0.0.3")  # another address: its own line
+        clock.now += 0.5
+        admission.admit("127.0.0.2")
+    lines = [(e["peer"], e["refused"]) for e in logs]
+    assert lines == [("127.0.0.2", 1), ("127.0.0.3", 1), ("127.0.0.2", 1000)]
+    assert {e["reason"] for e in logs} == {"not_allowed"}
+    assert admission.refused["not_allowed"] == 1002
+
+
+def test_many_addresses_are_capped_in_lines_per_second_and_in_memory():
+    clock = Clock()
+    admission = Admission(allow=(), clock=clock)
+    with capture_logs() as logs:
+        for second in range(3):
+            for i in range(5000):
+                admission.admit(f"2001:db8::{second}:{i:x}")
+            clock.now += 1
+    assert len(logs) == 3 * admission_module.LOG_LINES_PER_SECOND
+    assert len(admission._logged) <= admission_module.MAX_LOG_ADDRESSES
