@@ -91,10 +91,10 @@ class AgiSession:
                     if not raw.endswith(b"\n"):
                         raise AgiSessionClosed("connection closed while waiting for a reply")
                     reply = parser.feed(raw)
+                    if isinstance(reply, AgiReply):
+                        return reply
                     if reply is HANGUP:
                         self.hung_up = True
-                    elif reply is not None:
-                        return reply
         except TimeoutError:
             raise AgiSessionClosed(f"no reply within {self._reply_timeout_s}s") from None
         except (AgiProtocolError, ValueError, ConnectionError) as exc:

@@ -11,8 +11,12 @@ from __future__ import annotations
 import json
 import uuid
 
+import pytest
+
 from cti.calldata.store import call_key
 from tests.waiting import until
+
+pytestmark = pytest.mark.hostile
 
 GOLD = {"callerid": "2120000002", "dnid": "5550100"}
 
