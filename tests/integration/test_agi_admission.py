@@ -156,7 +156,8 @@ async def test_a_flood_of_strangers_does_not_starve_real_calls(guarded, db):
         f" {len(refusal_lines)} log lines about them; failures {failures[:3]}"
     )
     print(report)
-    assert flood_still_running and flood_during >= 1100, report  # the calls met the flood
+    # The flood ran from before the first call to after the last, and hard.
+    assert flood_still_running and flood_during >= CALLS, report
     assert len(routed) >= CALLS * 0.99, report
     # One address: one line a second at most (the first included), not one per refusal.
     assert len(refusal_lines) <= seconds + 60, report  # + the time before the calls
