@@ -79,7 +79,7 @@ class Admission:
         self.allow = allow
         self.max_per_address = max_per_address
         self.max_connections = max_connections
-        self.refused: dict[Reason, int] = dict.fromkeys(REASONS, 0)
+        self.refused: dict[str, int] = dict.fromkeys(REASONS, 0)  # by reason
         self.active = 0
         self._per_address: dict[str, int] = {}
         self._clock = clock
