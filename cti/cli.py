@@ -293,8 +293,8 @@ async def _with_connection(args: argparse.Namespace, config: Config, conn) -> in
     if args.command == "agents":
         return await _agents(args, conn)
     if args.command == "rules" and args.rules == "load":
-        from cti.db.plan_store import write_plan
         from cti.routing.plan import PlanError
+        from cti.routing.plan_store import write_plan
 
         plan = _read_plan_file(args.file)
         try:
@@ -307,8 +307,8 @@ async def _with_connection(args: argparse.Namespace, config: Config, conn) -> in
         )
         return 0
     if args.command == "rules" and args.rules == "export":
-        from cti.db.plan_store import read_plan
         from cti.routing.plan import dumps
+        from cti.routing.plan_store import read_plan
 
         text = dumps(await read_plan(conn))
         if args.output:
@@ -429,8 +429,8 @@ async def _import_customers(args: argparse.Namespace, config: Config, conn) -> i
 async def _route(args: argparse.Namespace, config: Config, conn) -> int:
     from cti.agi.route import parse_ivr_args
     from cti.db.customers import find_customer
-    from cti.db.plan_store import read_plan
     from cti.router import Router, RouteRequest
+    from cti.routing.plan_store import read_plan
     from cti.routing.table import RoutingTable
 
     table = RoutingTable.from_plan(await read_plan(conn))

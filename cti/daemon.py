@@ -39,13 +39,13 @@ from cti.calls.tracker import CallTracker
 from cti.config import Config
 from cti.db.customers import find_customer
 from cti.db.dead_letters import PgDeadLetters
-from cti.db.plan_watcher import PlanWatcher
-from cti.db.timeline import timeline_batch_writer
 from cti.interactions import interaction_batch_writer
 from cti.router import Router
+from cti.routing.plan_watcher import PlanWatcher
 from cti.screenpop.app import HttpServer, build_app
 from cti.screenpop.auth import Sessions
 from cti.screenpop.metrics import AmiSource, Metrics
+from cti.timeline.store import timeline_batch_writer
 
 log = structlog.get_logger(__name__)
 

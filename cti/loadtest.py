@@ -56,6 +56,7 @@ from typing import Any
 import asyncpg
 
 from cti.agent_phones import PhoneError, password_of, registration_argv, wait_until_registered
+from cti.interactions import RoutingResult, decisions_since, routing_results
 
 REPO = Path(__file__).resolve().parents[1]
 SIPP_DIR = REPO / "sipp"
@@ -103,18 +104,6 @@ class SippResult:
     placing_s: float = 0.0  # from SIPp's start until it had created the last call
     achieved_rate_cps: float = 0.0  # attempted / placing_s
     elapsed_s: float = 0.0
-
-
-@dataclass
-class RoutingResult:
-    decisions: int = 0
-    fail_open: int = 0
-    fail_open_reasons: dict[str, int] = field(default_factory=dict)
-    by_rule: dict[str, int] = field(default_factory=dict)
-    by_queue: dict[str, int] = field(default_factory=dict)
-    decision_us_p50: float | None = None
-    decision_us_p99: float | None = None
-    decision_us_max: int | None = None
 
 
 @dataclass
@@ -418,48 +407,6 @@ def parse_sipp_results(workdir: Path, exit_code: int, pid: int) -> SippResult:
 
 
 # ------------------------------------------------------------------ routing
-async def routing_results(
-    conn: asyncpg.Connection, since: datetime, until: datetime
-) -> RoutingResult:
-    window = (since, until)
-    summary = await conn.fetchrow(
-        """SELECT count(*) AS decisions,
-                  count(*) FILTER (WHERE rule = 'fail-open' OR fail_open_reason IS NOT NULL)
-                      AS fail_open,
-                  percentile_cont(0.5) WITHIN GROUP (ORDER BY decision_us) AS p50,
-                  percentile_cont(0.99) WITHIN GROUP (ORDER BY decision_us) AS p99,
-                  max(decision_us) AS max_us
-           FROM interactions WHERE routed_at >= $1 AND routed_at < $2""",
-        *window,
-    )
-    result = RoutingResult(
-        decisions=summary["decisions"],
-        fail_open=summary["fail_open"],
-        decision_us_p50=summary["p50"],
-        decision_us_p99=summary["p99"],
-        decision_us_max=summary["max_us"],
-    )
-    for column, target in (("rule", result.by_rule), ("queue", result.by_queue)):
-        rows = await conn.fetch(
-            f"""SELECT coalesce({column}, '-') AS k, count(*) AS n FROM interactions
-                WHERE routed_at >= $1 AND routed_at < $2 GROUP BY 1 ORDER BY 2 DESC""",
-            *window,
-        )
-        target.update({r["k"]: r["n"] for r in rows})
-    rows = await conn.fetch(
-        """SELECT fail_open_reason AS k, count(*) AS n FROM interactions
-           WHERE routed_at >= $1 AND routed_at < $2 AND fail_open_reason IS NOT NULL
-           GROUP BY 1 ORDER BY 2 DESC""",
-        *window,
-    )
-    result.fail_open_reasons = {r["k"]: r["n"] for r in rows}
-    return result
-
-
-async def _count_decisions(conn: asyncpg.Connection, since: datetime) -> int:
-    return await conn.fetchval("SELECT count(*) FROM interactions WHERE routed_at >= $1", since)
-
-
 async def wait_for_records(
     conn: asyncpg.Connection, since: datetime, expected: int, settle_s: float = 3, cap_s: float = 30
 ) -> None:
@@ -467,7 +414,7 @@ async def wait_for_records(
     deadline = time.monotonic() + cap_s
     last, stable_since = -1, time.monotonic()
     while time.monotonic() < deadline:
-        count = await _count_decisions(conn, since)
+        count = await decisions_since(conn, since)
         if count >= expected:
             return
         if count != last:

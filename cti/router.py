@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 import structlog
 
+from cti.calldata.document import CallDocument, new_document
 from cti.calldata.history import HistorySink, history_record
 from cti.routing.engine import decide, fail_open
 from cti.routing.model import ACCOUNT_NUMBER, CallFacts, Customer, Decision
@@ -92,8 +93,8 @@ class Router:
         now = self._clock()
         caller = normalize(request.ani, self._region)
         table = self._table()
-        account = request.ivr.get("account", "")
-        account = account if ACCOUNT_NUMBER.match(account) else None
+        typed = request.ivr.get("account", "")
+        account = typed if ACCOUNT_NUMBER.match(typed) else None
         customer, reason = await self._lookup(caller.e164, account, call_id)
         if reason is None and not table.loaded:
             reason = "no-routing-plan"
@@ -154,40 +155,17 @@ class Router:
             return None, "lookup-error"
 
 
-def call_document(outcome: RouteOutcome) -> dict[str, Any]:
-    """The call data the screen pop starts from."""
-    decision = outcome.decision
-    customer = outcome.customer
-    return {
-        "call_id": outcome.call_id,
-        "version": 1,
-        "created_at": outcome.routed_at.isoformat(),
-        "channel": outcome.request.channel,
-        "uniqueid": outcome.request.uniqueid,
-        "ani": outcome.caller.e164 or outcome.caller.raw,
-        "dnis": outcome.request.dnis,
-        "service": decision.service,
-        "customer": None
-        if customer is None
-        else {
-            "id": customer.id,
-            "account_number": customer.account_number,
-            "name": customer.name,
-            "tier": customer.tier,
-            "status": customer.status,
-            "language": customer.language,
-        },
-        "routing": {
-            "route": decision.route.value,
-            "queue": decision.queue,
-            "priority": decision.priority,
-            "rule": decision.rule,
-            "tier": decision.tier,
-            "fail_open": outcome.fail_open_reason,
-        },
-        "ivr": dict(outcome.request.ivr),
-        "notes": [],
-        "disposition": None,
-        "tags": [],
-        "attributes": {},
-    }
+def call_document(outcome: RouteOutcome) -> CallDocument:
+    """The call data the screen pop starts from (version 1)."""
+    return new_document(
+        call_id=outcome.call_id,
+        created_at=outcome.routed_at,
+        channel=outcome.request.channel,
+        uniqueid=outcome.request.uniqueid,
+        ani=outcome.caller.e164 or outcome.caller.raw,
+        dnis=outcome.request.dnis,
+        customer=outcome.customer,
+        decision=outcome.decision,
+        fail_open=outcome.fail_open_reason,
+        ivr=outcome.request.ivr,
+    )

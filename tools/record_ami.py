@@ -75,7 +75,6 @@ from cti.agent_phones import password_of, register_once, wait_until_registered  
 from cti.ami.protocol import AmiParser, Message, encode_action  # noqa: E402
 from cti.db.demo import seed_demo  # noqa: E402
 from cti.db.migrate import migrate  # noqa: E402
-from cti.db.plan_store import write_plan  # noqa: E402
 from cti.loadtest import (  # noqa: E402
     agent_port,
     spawn_agent_phone,
@@ -84,6 +83,7 @@ from cti.loadtest import (  # noqa: E402
     wait_until_bound,
 )
 from cti.routing import plan as routing_plan  # noqa: E402
+from cti.routing.plan_store import write_plan  # noqa: E402
 from tests.e2e.ami import Ami  # noqa: E402
 from tests.e2e.stack import CallBatch, Daemon, free_port, run_sandbox  # noqa: E402
 

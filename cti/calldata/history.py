@@ -15,12 +15,13 @@ text only when the batch is written, which is what COPY's binary format wants fo
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
-from typing import Any, NamedTuple, Protocol
+from typing import NamedTuple, Protocol
 
 import asyncpg
 
+from cti.calldata.document import CallDocument, deserialize
 from cti.db.bulk import copy_or_insert
 
 COLUMNS = ("call_id", "version", "document", "changed_by", "changed_at")
@@ -32,13 +33,18 @@ ON CONFLICT (call_id, version) DO NOTHING
 LATEST_SQL = """
 SELECT document FROM call_data_history WHERE call_id = $1 ORDER BY version DESC LIMIT 1
 """
+DISPOSITIONS_SQL = """
+SELECT DISTINCT ON (call_id) call_id, document->>'disposition' AS disposition
+FROM call_data_history WHERE call_id = ANY($1::uuid[])
+ORDER BY call_id, version DESC
+"""
 QUERY_TIMEOUT_S = 5
 
 
 class HistoryRecord(NamedTuple):
     call_id: str
     version: int
-    document: Mapping[str, Any] | str  # str: already serialised JSON
+    document: CallDocument | str  # str: already serialised JSON
     changed_by: str
     changed_at: datetime
 
@@ -49,7 +55,7 @@ class HistorySink(Protocol):
     def submit(self, item: HistoryRecord) -> bool: ...
 
 
-def history_record(document: Mapping[str, Any], by: str, at: datetime) -> HistoryRecord:
+def history_record(document: CallDocument, by: str, at: datetime) -> HistoryRecord:
     """The record of ``document``'s version (build :class:`HistoryRecord` for text)."""
     return HistoryRecord(document["call_id"], document["version"], document, by, at)
 
@@ -72,7 +78,18 @@ def history_batch_writer(
     return write_batch
 
 
-async def latest_version(pool: asyncpg.Pool, call_id: str) -> dict[str, Any] | None:
+async def latest_version(pool: asyncpg.Pool, call_id: str) -> CallDocument | None:
     """The newest stored version of a call's data, or None if it has none."""
     text = await pool.fetchval(LATEST_SQL, call_id, timeout=QUERY_TIMEOUT_S)
-    return None if text is None else json.loads(text)
+    return None if text is None else deserialize(text)
+
+
+async def latest_dispositions(
+    pool: asyncpg.Pool, call_ids: Sequence[str], timeout_s: float = QUERY_TIMEOUT_S
+) -> dict[str, str | None]:
+    """Each call's disposition in its newest stored version (calls with none are left out),
+    for lists of past calls such as the sidebar's "recent"."""
+    if not call_ids:
+        return {}
+    records = await pool.fetch(DISPOSITIONS_SQL, list(call_ids), timeout=timeout_s)
+    return {str(r["call_id"]): r["disposition"] for r in records}

@@ -15,6 +15,7 @@ from typing import Any
 import structlog
 from redis.exceptions import RedisError
 
+from cti.calldata.document import CallDocument
 from cti.calldata.store import CallDataStore
 from cti.calls.events import data_changed
 from cti.calls.publisher import EventPublisher
@@ -27,12 +28,12 @@ class CallDataService:
         self.store = store
         self._publisher = publisher
 
-    async def get(self, call_id: str) -> dict[str, Any] | None:
+    async def get(self, call_id: str) -> CallDocument | None:
         return await self.store.get(call_id)
 
     async def update(
         self, call_id: str, if_version: int, change: Mapping[str, Any], by: str
-    ) -> dict[str, Any]:
+    ) -> CallDocument:
         """Store the edit (errors as :meth:`CallDataStore.update`), then announce it.
 
         The edit is saved before it is announced; if the announcement fails the edit

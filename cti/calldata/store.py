@@ -18,7 +18,6 @@ working copy), for the configured TTL again: wrap-up notes after the call still 
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -28,14 +27,16 @@ import asyncpg
 import redis.asyncio as redis
 
 from cti.calldata.document import (
-    CallDataError,
+    CallDocument,
     StaleVersion,
     apply_change,
     check_change,
     check_size,
+    deserialize,
     serialize,
 )
 from cti.calldata.history import HistoryRecord, HistorySink, latest_version
+from cti.errors import DomainError
 
 KEY_PREFIX = "cti:call:"
 #: A call id: a UUID in its usual spelling (the route makes them; clients send them back).
@@ -67,8 +68,20 @@ def call_key(call_id: str) -> str:
 def check_call_id(call_id: object) -> str:
     """The canonical (lower-case) form of a call id, which is a UUID in its usual spelling."""
     if not isinstance(call_id, str) or not CALL_ID.match(call_id):
-        raise CallDataError("invalid", "call_id: must be a UUID", "call_id")
+        raise DomainError("invalid", "call_id: must be a UUID", "call_id")
     return call_id.lower()
+
+
+def check_version(if_version: object) -> int:
+    """The version an edit was made against (HTTP's ``If-Match``): a whole number from 1.
+
+    The one place this is checked; an API may call it early, to refuse a malformed
+    request before anything else about it."""
+    if isinstance(if_version, bool) or not isinstance(if_version, int) or if_version < 1:
+        raise DomainError(
+            "invalid", "version: required, a whole number from 1 (the version you read)", "version"
+        )
+    return if_version
 
 
 class CallDataStore:
@@ -85,21 +98,21 @@ class CallDataStore:
         self._history = history
         self._compare_and_set = client.register_script(_COMPARE_AND_SET)
 
-    async def create_many(self, documents: Sequence[Mapping[str, Any]]) -> None:
+    async def create_many(self, documents: Sequence[CallDocument]) -> None:
         """Create each document (keyed by its ``call_id``) unless it already exists."""
         async with self._redis.pipeline(transaction=False) as pipe:
             for doc in documents:
                 pipe.set(call_key(doc["call_id"]), serialize(doc), nx=True, ex=self._ttl_s)
             await pipe.execute()
 
-    async def get(self, call_id: str) -> dict[str, Any] | None:
+    async def get(self, call_id: str) -> CallDocument | None:
         """The current document; on a Redis miss, the latest one in PostgreSQL (if a pool
         was given), put back in Redis unless someone did so meanwhile."""
         call_id = check_call_id(call_id)
         key = call_key(call_id)
         raw = await self._redis.get(key)
         if raw is not None:
-            return json.loads(raw)
+            return deserialize(raw)
         if self._pool is None:
             return None
         document = await latest_version(self._pool, call_id)
@@ -108,7 +121,7 @@ class CallDataStore:
         if await self._redis.set(key, serialize(document), nx=True, ex=self._ttl_s):
             return document
         raw = await self._redis.get(key)  # restored (or created) by someone else meanwhile
-        return document if raw is None else json.loads(raw)
+        return document if raw is None else deserialize(raw)
 
     async def update(
         self,
@@ -117,15 +130,14 @@ class CallDataStore:
         change: Mapping[str, Any],
         by: str,
         now: datetime | None = None,
-    ) -> dict[str, Any]:
+    ) -> CallDocument:
         """Apply ``change`` to version ``if_version`` and return the new version.
 
-        Raises :class:`CallDataError` (``invalid``, ``too_large``, ``unknown_call``) or
-        :class:`StaleVersion` when the document is not (or no longer) at ``if_version``;
-        nothing is stored then."""
+        Raises :class:`~cti.errors.DomainError` (``invalid``, ``too_large``,
+        ``unknown_call``) or :class:`StaleVersion` when the document is not (or no longer)
+        at ``if_version``; nothing is stored then."""
         call_id = check_call_id(call_id)
-        if isinstance(if_version, bool) or not isinstance(if_version, int) or if_version < 1:
-            raise CallDataError("invalid", "version: must be a whole number from 1", "version")
+        if_version = check_version(if_version)
         check_change(change, by)  # a malformed edit is refused before any I/O
         now = now or datetime.now(UTC)
         key = call_key(call_id)
@@ -139,14 +151,14 @@ class CallDataStore:
             raw = check_size(new)
             result = await self._compare_and_set(keys=[key], args=[if_version, raw])
             if isinstance(result, bytes | str):  # str: a client with decode_responses
-                raise StaleVersion(if_version, json.loads(result))
+                raise StaleVersion(if_version, deserialize(result))
             if result == 1:
                 if self._history is not None:
                     self._history.submit(
                         HistoryRecord(call_id, new["version"], raw.decode(), by, now)
                     )
                 return new
-        raise CallDataError("unknown_call", f"call_id: no call data for {call_id}", "call_id")
+        raise DomainError("unknown_call", f"call_id: no call data for {call_id}", "call_id")
 
     async def expire_after_end(self, call_id: str, seconds: int) -> bool:
         """Let the call's data expire ``seconds`` from now, unless it would expire sooner.

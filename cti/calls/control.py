@@ -12,6 +12,12 @@ action is sent (they end up as dialplan extensions).
   which joins the caller and the target (Asterisk's atxfer: the transferer hanging up
   completes it); :meth:`cancel_transfer` (``CancelAtxfer``) returns to the caller.
 * **hang up** (``Hangup``) the agent's leg.
+* **pause** (``QueuePause`` without a queue): Asterisk pauses, or resumes, the agent's
+  device in every queue it is a member of, with an optional reason.
+
+Refusals are :class:`cti.errors.DomainError` with code ``invalid``, ``unknown_call``,
+``not_on_call``, ``ami_unavailable`` or ``refused``; the message says what to do about
+it.
 
 The dialplan's transfer context (asterisk/etc/extensions.conf ``[agents]``) resolves
 agent extensions (``2003``) and queues (by name or number), so one target pattern
@@ -27,19 +33,35 @@ import re
 
 from cti.ami.client import AmiActionError, AmiClient, AmiNotConnected, AmiTimeout
 from cti.calls.model import CallModel, Channel
+from cti.errors import DomainError
 
 TARGET = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,31}")
 AGENT = re.compile(r"[A-Za-z0-9]+/[A-Za-z0-9_.@-]{1,64}")
+MAX_PAUSE_REASON_CHARS = 64
 
 
-class CallControlError(Exception):
-    """``code`` is one of ``invalid``, ``unknown_call``, ``not_on_call``,
-    ``ami_unavailable``, ``refused``; the message says what to do about it."""
+def check_agent(agent: str) -> str:
+    """``agent`` if it is a device name (``PJSIP/2001``)."""
+    if not AGENT.fullmatch(agent):
+        raise DomainError("invalid", f"agent {agent[:80]!r} is not a device name")
+    return agent
 
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+
+def check_pause_reason(reason: str | None) -> str | None:
+    """The reason a pause is given, as QueuePause takes it: None (or empty) for none.
+
+    It goes into an AMI action line, so it must be printable (no CR/LF that could start
+    another header) and short. An API may call this early, to refuse a malformed request
+    before it looks for Asterisk; :meth:`CallControl.pause` calls it anyway."""
+    if reason is None:
+        return None
+    if len(reason) > MAX_PAUSE_REASON_CHARS:
+        raise DomainError(
+            "invalid", f"reason: at most {MAX_PAUSE_REASON_CHARS} characters", "reason"
+        )
+    if not reason.isprintable():
+        raise DomainError("invalid", "reason: printable characters only", "reason")
+    return reason or None
 
 
 class CallControl:
@@ -50,20 +72,19 @@ class CallControl:
 
     def agent_leg(self, call_key: str, agent: str) -> Channel:
         """The agent's live leg on the call; the newest if it has several."""
-        if not AGENT.fullmatch(agent):
-            raise CallControlError("invalid", f"agent {agent[:80]!r} is not a device name")
+        check_agent(agent)
         call = self._model.call(call_key)
         if call is None or call.ended:
-            raise CallControlError("unknown_call", f"no live call {call_key[:80]!r}")
+            raise DomainError("unknown_call", f"no live call {call_key[:80]!r}")
         legs = [ch for ch in call.channels.values() if ch.agent == agent and not ch.is_local]
         if not legs:
-            raise CallControlError("not_on_call", f"{agent} is not on call {call.key}")
+            raise DomainError("not_on_call", f"{agent} is not on call {call.key}")
         connected = [ch for ch in legs if ch.connected or ch.answered]
         return max(connected or legs, key=lambda ch: ch.connected_seq)
 
     def _target(self, target: str) -> str:
         if not TARGET.fullmatch(target):
-            raise CallControlError(
+            raise DomainError(
                 "invalid",
                 f"transfer target {target[:80]!r}: 1 to 32 letters, digits, '_' or '-'",
             )
@@ -73,15 +94,15 @@ class CallControl:
         try:
             await self._ami.action(action, **fields)
         except AmiNotConnected:
-            raise CallControlError(
+            raise DomainError(
                 "ami_unavailable", f"{action}: not connected to Asterisk; try again"
             ) from None
         except AmiTimeout:
-            raise CallControlError(
+            raise DomainError(
                 "ami_unavailable", f"{action}: Asterisk did not answer in time"
             ) from None
         except AmiActionError as exc:
-            raise CallControlError(
+            raise DomainError(
                 "refused", f"{action} refused by Asterisk: {exc.message.get('Message', '?')}"
             ) from None
 
@@ -89,14 +110,14 @@ class CallControl:
         exten = self._target(target)
         leg = self.agent_leg(call_key, agent)
         if not leg.connected:
-            raise CallControlError("not_on_call", f"{agent} is not talking on {call_key}")
+            raise DomainError("not_on_call", f"{agent} is not talking on {call_key}")
         await self._send("BlindTransfer", Channel=leg.name, Context=self._context, Exten=exten)
 
     async def attended_transfer(self, call_key: str, agent: str, target: str) -> None:
         exten = self._target(target)
         leg = self.agent_leg(call_key, agent)
         if not leg.connected:
-            raise CallControlError("not_on_call", f"{agent} is not talking on {call_key}")
+            raise DomainError("not_on_call", f"{agent} is not talking on {call_key}")
         await self._send("Atxfer", Channel=leg.name, Context=self._context, Exten=exten)
 
     async def complete_transfer(self, call_key: str, agent: str) -> None:
@@ -107,3 +128,12 @@ class CallControl:
 
     async def hangup(self, call_key: str, agent: str) -> None:
         await self._send("Hangup", Channel=self.agent_leg(call_key, agent).name)
+
+    async def pause(self, agent: str, paused: bool, reason: str | None = None) -> None:
+        """Pause (or resume) the agent's device in every queue; ``reason`` is shown to
+        supervisors and written to the queue log. Needs no call."""
+        fields = {"Interface": check_agent(agent), "Paused": "true" if paused else "false"}
+        reason = check_pause_reason(reason)
+        if reason is not None:
+            fields["Reason"] = reason
+        await self._send("QueuePause", **fields)

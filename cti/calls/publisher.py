@@ -54,6 +54,16 @@ def call_seen_key(call_key: str) -> str:
     return f"cti:callev:{call_key}:seen"
 
 
+async def agents_on_call(client: redis.Redis, call_key: str) -> frozenset[str]:
+    """Who was on this call: every agent device that rang or talked on it, as published.
+
+    The one way to read the set the publishing script keeps (so its key stays this
+    module's business). Empty when the call is unknown here: never published, or its
+    events expired (the timeline in PostgreSQL still knows, :mod:`cti.timeline.store`)."""
+    members = await client.smembers(call_agents_key(call_key))
+    return frozenset(m.decode() if isinstance(m, bytes) else m for m in members)
+
+
 # KEYS: lease, seen, agents, all-stream
 # ARGV: owner ('' = unfenced), fingerprint, payload, ttl_s, maxlen, to_call_agents,
 #       agent stream prefix, recipients...

@@ -17,8 +17,8 @@ from importlib import resources
 
 import asyncpg
 
-from cti.db.plan_store import write_plan
 from cti.routing import plan as routing_plan
+from cti.routing.plan_store import write_plan
 
 NAMED_CUSTOMERS = (
     ("A0000001", "Grace Hopper", "platinum", "active", "en"),

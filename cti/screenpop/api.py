@@ -4,7 +4,8 @@ Thin on purpose: what a call's data may hold is cti.calldata's business, what a 
 control action does is cti.calls.control's, who may see a call is
 :mod:`cti.screenpop.access`'s. Each handler checks who is asking before it reads the
 body, and refuses a malformed body before it touches any store, so a refused request
-changes nothing.
+changes nothing. Refusals are :class:`cti.errors.DomainError`, whoever raises them;
+the error middleware (cti.screenpop.errors) gives them their HTTP status.
 """
 
 from __future__ import annotations
@@ -19,41 +20,28 @@ import structlog
 from aiohttp import web
 from redis.exceptions import RedisError
 
-from cti.ami.client import AmiActionError, AmiNotConnected, AmiTimeout
-from cti.calldata.document import CallDataError, StaleVersion
-from cti.calls.control import CallControl, CallControlError
-from cti.calls.publisher import call_agents_key
+from cti.calldata.document import CallDocument
+from cti.calldata.store import check_version
+from cti.calls.control import CallControl, check_pause_reason
+from cti.calls.publisher import agents_on_call
+from cti.errors import DomainError
 from cti.screenpop import callview, presence
-from cti.screenpop.access import Forbidden, is_call_id, parse_call_key
+from cti.screenpop.access import forbidden, is_call_id, parse_call_key
 from cti.screenpop.agents import find_agent, list_agents
 from cti.screenpop.auth import MAX_PASSWORD_CHARS, Claims, dummy_hash, verify_password
 from cti.screenpop.context import Context, authenticate, context
-from cti.screenpop.errors import ApiError, invalid, only_fields, read_json_object
+from cti.screenpop.errors import invalid, only_fields, read_json_object
 
 log = structlog.get_logger(__name__)
 
 MAX_USERNAME_CHARS = 64
-MAX_PAUSE_REASON_CHARS = 64
-
-_CALL_DATA_STATUS = {"invalid": 400, "too_large": 413, "unknown_call": 404}
-_CONTROL_STATUS = {
-    "invalid": 400,
-    "not_on_call": 409,
-    "unknown_call": 404,
-    "ami_unavailable": 503,
-    "refused": 502,
-}
 
 
-def _forbidden() -> ApiError:
-    return ApiError(403, "forbidden", "this call is not yours")
-
-
-def _unknown_call(who: Claims) -> ApiError:
+def _unknown_call(who: Claims) -> DomainError:
     """An agent is not told whether a call exists, so that call ids cannot be probed."""
     if who.is_supervisor:
-        return ApiError(404, "unknown_call", "no such call")
-    return _forbidden()
+        return DomainError("unknown_call", "no such call")
+    return forbidden()
 
 
 def _call_key(request: web.Request, who: Claims) -> str:
@@ -65,10 +53,7 @@ def _call_key(request: web.Request, who: Claims) -> str:
 
 async def _readable_call(request: web.Request, who: Claims) -> str:
     key = _call_key(request, who)
-    try:
-        await context(request).access.check_read(who, key)
-    except Forbidden:
-        raise _forbidden() from None
+    await context(request).access.check_read(who, key)
     return key
 
 
@@ -79,15 +64,15 @@ async def _writable_call(request: web.Request, who: Claims) -> str:
     key = _call_key(request, who)
     try:
         await ctx.access.check_write(who, key)
-    except Forbidden:
+    except DomainError:
         if who.is_supervisor and not await _known(ctx, key):
             raise _unknown_call(who) from None
-        raise _forbidden() from None
+        raise
     return key
 
 
 async def _known(ctx: Context, key: str) -> bool:
-    if await ctx.redis.exists(call_agents_key(key)):
+    if await agents_on_call(ctx.redis, key):
         return True
     return is_call_id(key) and await ctx.call_data.get(key) is not None
 
@@ -114,7 +99,7 @@ async def login(request: web.Request) -> web.Response:
         ok = await asyncio.to_thread(verify_password, password, stored)
     if found is None or not ok:
         log.info("login refused", username=username[:64])
-        raise ApiError(401, "bad_credentials", "wrong user name or password")
+        raise DomainError("bad_credentials", "wrong user name or password")
     agent = found[0]
     token, claims = ctx.sessions.issue(
         username=agent.username,
@@ -148,7 +133,7 @@ DOCUMENT_WAIT_S = 1.0
 DOCUMENT_POLL_S = 0.05
 
 
-async def _document_soon(ctx: Context, call_id: str) -> dict[str, Any] | None:
+async def _document_soon(ctx: Context, call_id: str) -> CallDocument | None:
     """Polling, not an event: the data is written by another process (the route's)."""
     for _ in range(int(DOCUMENT_WAIT_S / DOCUMENT_POLL_S)):
         if (document := await ctx.call_data.get(call_id)) is not None:
@@ -173,11 +158,7 @@ async def get_call(request: web.Request) -> web.Response:
         # Context only: the call itself (from Redis) still shows.
         log.warning("call context unreadable", call_key=key, error=repr(exc))
         answer["partial"] = True
-    if (
-        document is None
-        and not answer["timeline"]
-        and not await ctx.redis.exists(call_agents_key(key))
-    ):
+    if document is None and not answer["timeline"] and not await agents_on_call(ctx.redis, key):
         raise _unknown_call(who)
     return web.json_response(answer)
 
@@ -188,37 +169,24 @@ async def patch_call(request: web.Request) -> web.Response:
     key = await _writable_call(request, who)
     body = await read_json_object(request)
     only_fields(body, {"version", "change"})
-    version = body.get("version")
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise invalid("version", "required, a whole number from 1 (the version you read)")
+    version = check_version(body.get("version"))  # refused before anything else is looked at
     change = body.get("change")
     if not isinstance(change, dict):
         raise invalid("change", "required, an object")
     if not is_call_id(key):
-        raise ApiError(404, "unknown_call", "this call has no call data")
-    try:
-        document = await ctx.call_data.update(key, version, change, by=who.username)
-    except StaleVersion as exc:
-        raise ApiError(409, "stale_version", exc.message, current=exc.current) from None
-    except CallDataError as exc:
-        status = _CALL_DATA_STATUS.get(exc.code, 400)
-        raise ApiError(status, exc.code, exc.message, field=exc.field) from None
+        raise DomainError("unknown_call", "this call has no call data")
+    document = await ctx.call_data.update(key, version, change, by=who.username)
     return web.json_response({"call": document})
 
 
-def _control(ctx: Context) -> CallControl:
+def _control(ctx: Context, what: str = "call control") -> CallControl:
     if ctx.control is None:
-        raise ApiError(
-            503, "ami_unavailable", "call control needs the AMI connection, which is off here"
-        )
+        raise DomainError("ami_unavailable", f"{what} needs the AMI connection, which is off here")
     return ctx.control
 
 
 async def _act(action: Awaitable[None]) -> web.Response:
-    try:
-        await action
-    except CallControlError as exc:
-        raise ApiError(_CONTROL_STATUS.get(exc.code, 502), exc.code, exc.message) from None
+    await action
     return web.json_response({}, status=202)
 
 
@@ -266,24 +234,11 @@ async def pause(request: web.Request) -> web.Response:
     paused = body.get("paused")
     if not isinstance(paused, bool):
         raise invalid("paused", "required, true or false")
-    fields = {"Interface": who.endpoint, "Paused": "true" if paused else "false"}
-    if body.get("reason") is not None:
-        reason = _string(body, "reason", MAX_PAUSE_REASON_CHARS)
-        if not reason.isprintable():
-            raise invalid("reason", "printable characters only")
-        if reason:
-            fields["Reason"] = reason
-    if ctx.ami is None:
-        raise ApiError(
-            503, "ami_unavailable", "pausing needs the AMI connection, which is off here"
-        )
-    try:
-        await ctx.ami.action("QueuePause", **fields)
-    except (AmiNotConnected, AmiTimeout) as exc:
-        raise ApiError(503, "ami_unavailable", f"QueuePause: {exc}; try again") from None
-    except AmiActionError as exc:
-        message = exc.message.get("Message", "?")
-        raise ApiError(502, "refused", f"QueuePause refused by Asterisk: {message}") from None
+    reason = body.get("reason")
+    if reason is not None and not isinstance(reason, str):
+        raise invalid("reason", "required, a string")
+    reason = check_pause_reason(reason)  # refused even where there is no AMI to send it to
+    await _control(ctx, "pausing").pause(who.endpoint, paused, reason)
     log.info("agent pause", username=who.username, endpoint=who.endpoint, paused=paused)
     return web.json_response({"paused": paused})
 
@@ -293,7 +248,7 @@ async def supervisor_agents(request: web.Request) -> web.Response:
     ctx = context(request)
     who = authenticate(request)
     if not who.is_supervisor:
-        raise ApiError(403, "forbidden", "for supervisors only")
+        raise DomainError("forbidden", "for supervisors only")
     agents = await list_agents(ctx.pool)
     try:
         calls = await presence.read_many(ctx.redis, [a.endpoint for a in agents])

@@ -17,9 +17,9 @@ from aiohttp import web
 from cti.ami.client import AmiClient
 from cti.calldata.service import CallDataService
 from cti.calls.control import CallControl
+from cti.errors import DomainError
 from cti.screenpop.access import Access
 from cti.screenpop.auth import Claims, Sessions, TokenError
-from cti.screenpop.errors import ApiError
 from cti.screenpop.metrics import Metrics
 
 #: Password hashes computed at once (scrypt takes 16 MiB and ~50 ms of a thread each):
@@ -46,8 +46,8 @@ class Context:
     access: Access
     #: A new Redis client for one WebSocket's blocking reads (see cti.screenpop.ws).
     open_reader: Callable[[], redis.Redis]
-    control: CallControl | None = None  # None: no AMI, call control answers 503
-    ami: AmiClient | None = None  # for QueuePause and /readyz
+    control: CallControl | None = None  # None: no AMI, call control and pausing answer 503
+    ami: AmiClient | None = None  # for /readyz
     ws_limits: WsLimits = field(default_factory=WsLimits)
     login_slots: asyncio.Semaphore = field(
         default_factory=lambda: asyncio.Semaphore(LOGIN_CONCURRENCY)
@@ -74,4 +74,4 @@ def verify_token(request: web.Request, token: str | None) -> Claims:
     try:
         return context(request).sessions.verify(token)
     except TokenError as exc:
-        raise ApiError(401, "unauthorized", f"{exc}: log in again (POST /api/login)") from None
+        raise DomainError("unauthorized", f"{exc}: log in again (POST /api/login)") from None

@@ -1,10 +1,12 @@
 """The API's error answers and request bodies, as docs/screenpop-api.md has them.
 
 Every error is ``{"error": <code>, "message": <what to do about it>}`` (plus, for some,
-the field or the current document). Handlers raise :class:`ApiError`; the middleware
-here turns it, aiohttp's own HTTP errors (unknown route, wrong method, body too large)
-and an unreachable PostgreSQL or Redis into that shape, so no handler builds an error
-response itself and no stack trace ever reaches a client.
+the field or the current document). Handlers, and the features they call, raise
+:class:`cti.errors.DomainError`; the middleware here gives it its HTTP status from the
+one map of codes to statuses (:data:`STATUS`) and turns it, aiohttp's own HTTP errors
+(unknown route, wrong method, body too large) and an unreachable PostgreSQL or Redis
+into that shape, so no handler builds an error response or picks a status itself and no
+stack trace ever reaches a client.
 """
 
 from __future__ import annotations
@@ -18,11 +20,28 @@ import structlog
 from aiohttp import web
 from redis.exceptions import RedisError
 
+from cti.errors import DomainError, ErrorCode
+
 log = structlog.get_logger(__name__)
 
 #: Every request body is at most this (the contract's 64 KB).
 MAX_BODY_BYTES = 64 * 1024
 
+#: The HTTP status of every error code (docs/screenpop-api.md).
+STATUS: dict[ErrorCode, int] = {
+    "invalid": 400,
+    "unauthorized": 401,
+    "bad_credentials": 401,
+    "forbidden": 403,
+    "unknown_call": 404,
+    "stale_version": 409,
+    "not_on_call": 409,
+    "too_large": 413,
+    "refused": 502,
+    "ami_unavailable": 503,
+}
+
+#: aiohttp's own refusals (no route, wrong method, ...), in the API's words.
 _HTTP_CODES = {
     400: "invalid",
     401: "unauthorized",
@@ -33,32 +52,31 @@ _HTTP_CODES = {
 }
 
 
-class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str, **extra: Any) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.extra = extra
-
-    def response(self) -> web.Response:
-        return error_response(self.status, self.code, self.message, **self.extra)
-
-
-def error_response(status: int, code: str, message: str, **extra: Any) -> web.Response:
-    return web.json_response({"error": code, "message": message, **extra}, status=status)
+def domain_error_response(error: DomainError) -> web.Response:
+    status = STATUS.get(error.code)
+    if status is None:  # a code added to ErrorCode but not here (tests/unit check)
+        log.error("error code without an HTTP status", code=error.code)
+        status = 500
+    body = error.as_json()
+    if body["field"] is None:  # the API names a field only where there is one
+        del body["field"]
+    return web.json_response(body, status=status)
 
 
-def invalid(field: str, message: str) -> ApiError:
-    return ApiError(400, "invalid", f"{field}: {message}", field=field)
+def error_response(status: int, code: str, message: str) -> web.Response:
+    return web.json_response({"error": code, "message": message}, status=status)
 
 
-def too_large(limit: int = MAX_BODY_BYTES) -> ApiError:
-    return ApiError(413, "too_large", f"request body: at most {limit // 1024} KB")
+def invalid(field: str, message: str) -> DomainError:
+    return DomainError("invalid", f"{field}: {message}", field)
+
+
+def too_large(limit: int = MAX_BODY_BYTES) -> DomainError:
+    return DomainError("too_large", f"request body: at most {limit // 1024} KB")
 
 
 async def read_json_object(request: web.Request, limit: int = MAX_BODY_BYTES) -> dict[str, Any]:
-    """The request body as a JSON object, or :class:`ApiError` 413 / 400.
+    """The request body as a JSON object, or ``too_large`` / ``invalid``.
 
     The application's ``client_max_size`` is the same limit (build_app), so a chunked
     body with no length is cut off while it is read, not after."""
@@ -90,11 +108,11 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
-        return too_large().response()  # also for routes that never read their body
+        return domain_error_response(too_large())  # also for routes that never read their body
     try:
         return await handler(request)
-    except ApiError as exc:
-        return exc.response()
+    except DomainError as exc:
+        return domain_error_response(exc)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

@@ -22,6 +22,8 @@ import asyncpg
 import redis.asyncio as redis
 
 from cti.calldata.store import CallDataStore
+from cti.calls import CallModel
+from cti.calls.control import CallControl
 from cti.calls.events import LINKEDID_PREFIX, CallEvent
 from cti.calls.publisher import EventPublisher
 from cti.screenpop import ws
@@ -223,6 +225,11 @@ class Recorder:
 
     async def hangup(self, call_key: str, agent: str) -> None:
         self.actions.append(("hangup", {"call": call_key, "agent": agent}))
+
+    async def pause(self, agent: str, paused: bool, reason: str | None = None) -> None:
+        """The real pause (it needs no call), its AMI action recorded by :meth:`action`."""
+        control = CallControl(self, CallModel())  # type: ignore[arg-type]  # AMI stand-in
+        await control.pause(agent, paused, reason)
 
 
 @dataclass

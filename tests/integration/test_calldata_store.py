@@ -15,7 +15,7 @@ import pytest
 import redis.asyncio as redis
 
 from cti.batch_writer import BatchWriter
-from cti.calldata.document import MAX_DOCUMENT_BYTES, CallDataError, StaleVersion, serialize
+from cti.calldata.document import MAX_DOCUMENT_BYTES, StaleVersion, serialize
 from cti.calldata.history import (
     HistoryRecord,
     history_batch_writer,
@@ -24,6 +24,7 @@ from cti.calldata.history import (
 )
 from cti.calldata.store import CallDataStore, call_key
 from cti.db.customers import find_customer
+from cti.errors import DomainError
 from cti.router import Router, RouteRequest
 from cti.routing.table import RoutingTable
 from tests.waiting import until
@@ -228,7 +229,7 @@ async def test_a_key_lost_for_good_between_the_check_and_the_write_is_an_unknown
     doc = new_document()
     await stack.store.create_many([doc])  # in Redis only: nothing to reload it from
     store = LostUnderfoot(redis_client, TTL_S, pool=stack.pool)
-    with pytest.raises(CallDataError) as caught:
+    with pytest.raises(DomainError) as caught:
         await store.update(doc["call_id"], 1, {"note": "x"}, "a", NOW)
     assert caught.value.code == "unknown_call"
     assert await stack.stored(doc["call_id"]) is None
@@ -247,7 +248,7 @@ async def test_a_key_lost_for_good_between_the_check_and_the_write_is_an_unknown
 )
 async def test_a_refused_edit_stores_nothing(stack, db, change, code):
     doc = await stack.create(new_document())
-    with pytest.raises(CallDataError) as caught:
+    with pytest.raises(DomainError) as caught:
         await stack.store.update(doc["call_id"], 1, change, "agent/2001", NOW)
     assert caught.value.code == code
     assert await stack.stored(doc["call_id"]) == doc
@@ -261,7 +262,7 @@ async def test_an_edit_that_would_pass_32_kb_is_refused_and_stores_nothing(stack
     doc["ivr"]["pad"] = "x" * (MAX_DOCUMENT_BYTES - 3_000 - len(serialize(doc)))
     await stack.create(doc)
     v2 = await stack.store.update(doc["call_id"], 1, {"note": "y" * 2_500}, "a", NOW)
-    with pytest.raises(CallDataError) as caught:
+    with pytest.raises(DomainError) as caught:
         await stack.store.update(doc["call_id"], 2, {"note": "y" * 3_500}, "a", NOW)
     assert caught.value.code == "too_large"
     assert "at most 32,768" in caught.value.message
@@ -273,7 +274,7 @@ async def test_an_edit_that_would_pass_32_kb_is_refused_and_stores_nothing(stack
 
 async def test_an_unknown_call_is_refused_and_nothing_is_stored(stack, db):
     call_id = str(uuid.uuid4())
-    with pytest.raises(CallDataError) as caught:
+    with pytest.raises(DomainError) as caught:
         await stack.store.update(call_id, 1, {"note": "x"}, "a", NOW)
     assert (caught.value.code, caught.value.field) == ("unknown_call", "call_id")
     assert await stack.store.get(call_id) is None
@@ -299,7 +300,7 @@ async def test_malformed_requests_are_refused_before_any_io(call_id, version, ch
     dead = redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.2)
     store = CallDataStore(dead, TTL_S)  # any Redis access would raise ConnectionError
     try:
-        with pytest.raises(CallDataError) as caught:
+        with pytest.raises(DomainError) as caught:
             await store.update(call_id, version, change, by, NOW)
         assert (caught.value.code, caught.value.field) == ("invalid", field)
     finally:

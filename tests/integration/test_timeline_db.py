@@ -24,7 +24,8 @@ from cti.calls.effects import (
     Effect,
 )
 from cti.calls.events import CallEvent, to_events
-from cti.db.timeline import (
+from cti.interactions import INSERT_SQL
+from cti.timeline.store import (
     INSERT_ONE_SQL,
     SUMMARY_LOCK,
     call_timeline,
@@ -32,7 +33,6 @@ from cti.db.timeline import (
     event_row,
     timeline_batch_writer,
 )
-from cti.interactions import INSERT_SQL
 from tests.waiting import until
 
 T0 = 1_700_000_000.0

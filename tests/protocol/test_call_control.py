@@ -2,7 +2,7 @@
 
 The model is fed a recorded call (agent 2001 talking to a caller), then the sidebar's
 actions go out as AMI actions on the agent's own leg; every refusal is a clear
-:class:`CallControlError` and sends nothing.
+:class:`~cti.errors.DomainError` and sends nothing.
 """
 
 from __future__ import annotations
@@ -13,9 +13,10 @@ from collections.abc import AsyncIterator
 import pytest
 
 from cti.ami import AmiClient, Message
-from cti.calls.control import CallControl, CallControlError
+from cti.calls.control import CallControl
 from cti.calls.effects import AgentConnected
 from cti.calls.sink import CallModelSink
+from cti.errors import DomainError
 from tests.fakes.ami_server import FakeAmi
 from tests.unit.ami_replay import load, parse
 from tests.waiting import until
@@ -85,7 +86,7 @@ async def test_attended_transfer_then_complete(setup) -> None:
 )
 async def test_refusals_send_nothing(setup, call, agent, target, code) -> None:
     fake, _client, control, call_id, _leg = setup
-    with pytest.raises(CallControlError) as caught:
+    with pytest.raises(DomainError) as caught:
         await control.blind_transfer(call or call_id, agent, target)
     assert caught.value.code == code and caught.value.message
     assert sent(fake, "BlindTransfer") == []
@@ -94,7 +95,7 @@ async def test_refusals_send_nothing(setup, call, agent, target, code) -> None:
 async def test_asterisk_refusal_is_reported(setup) -> None:
     fake, _client, control, call_id, _leg = setup
     fake.responses["BlindTransfer"] = {"Response": "Error", "Message": "No such channel"}
-    with pytest.raises(CallControlError) as caught:
+    with pytest.raises(DomainError) as caught:
         await control.blind_transfer(call_id, "PJSIP/2001", "sales")
     assert caught.value.code == "refused" and "No such channel" in caught.value.message
 
@@ -103,6 +104,6 @@ async def test_no_ami_connection_is_reported(setup) -> None:
     fake, client, control, call_id, _leg = setup
     await fake.close()
     await until(lambda: not client.is_connected)
-    with pytest.raises(CallControlError) as caught:
+    with pytest.raises(DomainError) as caught:
         await control.hangup(call_id, "PJSIP/2001")
     assert caught.value.code == "ami_unavailable"

@@ -10,13 +10,13 @@ import pytest
 
 from cti.calldata.document import (
     MAX_DOCUMENT_BYTES,
-    CallDataError,
     StaleVersion,
     apply_change,
     check_change,
     check_size,
     serialize,
 )
+from cti.errors import DomainError
 
 NOW = datetime(2025, 3, 4, 10, 30, tzinfo=UTC)
 LATER = NOW + timedelta(minutes=5)
@@ -41,7 +41,7 @@ def doc(**extra: object) -> dict[str, object]:
 
 
 def refused(change: object, by: object = "agent/2001", document: dict | None = None):
-    with pytest.raises(CallDataError) as caught:
+    with pytest.raises(DomainError) as caught:
         apply_change(document or doc(), change, by, NOW)  # type: ignore[arg-type]
     return caught.value
 
@@ -354,7 +354,7 @@ def test_writer_of_128_characters_is_accepted():
 
 def test_check_change_needs_no_document():
     check_change({"note": "x", "attributes": {"k": None}}, "a")
-    with pytest.raises(CallDataError):
+    with pytest.raises(DomainError):
         check_change({"nope": 1}, "a")
 
 
@@ -374,7 +374,7 @@ def test_size_limit_at_the_boundary():
     assert MAX_DOCUMENT_BYTES == 32_768
     raw = check_size(_padded_to(32_768))
     assert len(raw) == 32_768 and json.loads(raw)["call_id"] == CALL_ID
-    with pytest.raises(CallDataError) as caught:
+    with pytest.raises(DomainError) as caught:
         check_size(_padded_to(32_769))
     error = caught.value
     assert (error.code, error.field) == ("too_large", None)
@@ -383,14 +383,14 @@ def test_size_limit_at_the_boundary():
 
 def test_size_counts_utf8_bytes_not_characters():
     document = doc(ivr={"pad": "€" * 11_000})  # 11,000 characters, 33,000 bytes
-    with pytest.raises(CallDataError, match="at most 32,768"):
+    with pytest.raises(DomainError, match="at most 32,768"):
         check_size(document)
 
 
 def test_an_edit_that_grows_the_document_past_the_limit_is_refused():
     document = _padded_to(32_768 - 200)
     after = apply_change(document, {"note": "x" * 3_000}, "a", NOW)
-    with pytest.raises(CallDataError) as caught:
+    with pytest.raises(DomainError) as caught:
         check_size(after)
     assert caught.value.code == "too_large"
 
@@ -405,7 +405,7 @@ def test_serialised_form_is_compact_utf8():
 def test_stale_version_carries_the_current_document():
     current = doc(version=5)
     error = StaleVersion(3, current)
-    assert isinstance(error, CallDataError)
+    assert isinstance(error, DomainError)
     assert (error.code, error.field, error.current_version) == ("stale_version", "version", 5)
     assert error.current == current
     assert error.message == "version: 3 was sent but the call data is at version 5"

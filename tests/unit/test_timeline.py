@@ -30,7 +30,7 @@ from cti.calls.effects import (
     TransferKind,
 )
 from cti.calls.events import CallEvent, to_events
-from cti.calls.timeline import CallSummary, ordered, summarize
+from cti.timeline.summary import CallSummary, ordered, summarize
 
 T0 = 1_700_000_000.0
 CALL = {"call_id": "3f1c9a52-5d7e-4a3b-9c1d-2b7f8e6a4c10", "linkedid": "1700000000.1"}

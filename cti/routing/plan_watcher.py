@@ -23,8 +23,8 @@ import asyncpg
 import structlog
 
 from cti.backoff import Backoff
-from cti.db.plan_store import read_plan
 from cti.routing.plan import PlanError, RoutingPlan, dumps, loads
+from cti.routing.plan_store import read_plan
 from cti.routing.table import RoutingTable
 
 log = structlog.get_logger(__name__)

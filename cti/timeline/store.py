@@ -1,4 +1,4 @@
-"""The call timeline in PostgreSQL: ``interaction_events`` and the interaction's summary.
+"""The call timeline in PostgreSQL: ``interaction_events``, written and read.
 
 Events come in batches from a :class:`cti.batch_writer.BatchWriter`, off the call path.
 Each batch is one transaction:
@@ -14,9 +14,10 @@ Each batch is one transaction:
    events are routine here (handovers), not a rare retry.
 2. For the calls with news that have ended (their ``ended`` may be in this batch or
    stored earlier: a late event re-summarises), read all their events back in one
-   query, :func:`cti.calls.timeline.summarize`, and update their ``interactions`` rows.
-   A call with no such row yet (not routed, or its route record not written yet) gets
-   no summary; that is accepted.
+   query, :func:`cti.timeline.summary.summarize`, and update their ``interactions``
+   rows (:func:`cti.interactions.store_summaries`, in this same transaction). A call
+   with no such row yet (not routed, or its route record not written yet) gets no
+   summary; that is accepted.
 
 Two instances may write events of the same call at once (a handover): the one whose
 ``ended`` commits first must not miss the other's events, nor the other miss the
@@ -28,6 +29,11 @@ A row the database refuses (an over-long key, a NUL byte) would otherwise make t
 writer retry its batch forever: the batch is then inserted row by row, each in a
 savepoint, and the refused rows (and the events no row can hold) are returned to the
 :class:`~cti.batch_writer.BatchWriter`, which sets them aside in the dead letters.
+
+The readers answer what the sidebar asks of a call's past: its events
+(:func:`call_events`, :func:`call_timeline`), the calls an agent was on
+(:func:`calls_of_agent`), and whether an agent was on a call (:func:`agent_was_on_call`,
+for access once the call's agent set in Redis has expired).
 """
 
 from __future__ import annotations
@@ -45,7 +51,8 @@ import structlog
 
 from cti.batch_writer import Refusals
 from cti.calls.events import CallEvent
-from cti.calls.timeline import CallSummary, order_key, summarize
+from cti.interactions import store_summaries
+from cti.timeline.summary import order_key, summarize
 from cti.write_errors import is_permanent
 
 log = structlog.get_logger(__name__)
@@ -82,21 +89,26 @@ WHERE call_id IN (
 )
 """
 
-UPDATE_SUMMARY_SQL = """
-UPDATE interactions SET queued_at = $2, answered_at = $3, ended_at = $4, wait_s = $5,
-    talk_s = $6, hold_s = $7, transfers = $8, agents = $9, abandoned = $10, end_cause = $11
-WHERE call_id = $1
-  AND (queued_at, answered_at, ended_at, wait_s, talk_s, hold_s, transfers, agents,
-       abandoned, end_cause)
-      IS DISTINCT FROM ($2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
-"""
-
 CALL_TIMELINE_SQL = f"SELECT {_COLUMNS} FROM interaction_events WHERE call_id = $1"
 
 CALLS_OF_AGENT_SQL = """
 SELECT call_id FROM interaction_events
 WHERE agent = $1 AND kind IN ('ringing', 'connected') AND call_id IS NOT NULL
 GROUP BY call_id ORDER BY max(at) DESC LIMIT $2
+"""
+
+#: A call by its key, or by its call id: the events of a routed call recorded before the
+#: route's call id was known to the tracker are under ``L:<linkedid>`` only.
+CALL_EVENTS_SQL = """
+SELECT kind, at, agent FROM interaction_events
+WHERE call_key = $1 OR (call_id IS NOT NULL AND call_id = $2::uuid)
+"""
+
+AGENT_ON_CALL_SQL = """
+SELECT EXISTS (
+    SELECT 1 FROM interaction_events
+    WHERE call_key = $1 AND agent = $2 AND kind IN ('ringing', 'connected')
+)
 """
 
 Row = tuple[str, str | None, str, str, datetime, str, str | None, str]
@@ -146,22 +158,6 @@ def _event(record: asyncpg.Record) -> CallEvent:
     )
 
 
-def summary_row(call_id: str, summary: CallSummary) -> tuple[object, ...]:
-    return (
-        call_id,
-        summary.queued_at,
-        summary.answered_at,
-        summary.ended_at,
-        summary.wait_s,
-        summary.talk_s,
-        summary.hold_s,
-        summary.transfers,
-        list(summary.agents),
-        summary.abandoned,
-        summary.end_cause,
-    )
-
-
 async def _insert(
     conn: asyncpg.Connection, rows: Sequence[Row]
 ) -> tuple[set[str], list[tuple[int, BaseException]]]:
@@ -201,8 +197,8 @@ async def _summarize_ended(conn: asyncpg.Connection, call_ids: set[str]) -> None
         event = _event(record)
         by_call[event.call_id or ""].append(event)
     if by_call:
-        rows = [summary_row(call_id, summarize(events)) for call_id, events in by_call.items()]
-        await conn.executemany(UPDATE_SUMMARY_SQL, rows, timeout=TIMEOUT_S)
+        summaries = {call_id: summarize(events) for call_id, events in by_call.items()}
+        await store_summaries(conn, summaries, timeout_s=TIMEOUT_S)
 
 
 def timeline_batch_writer(
@@ -259,3 +255,30 @@ async def calls_of_agent(
     """The routed calls the agent (``PJSIP/2001``) rang or talked on, latest first."""
     records = await pool.fetch(CALLS_OF_AGENT_SQL, agent, limit, timeout=TIMEOUT_S)
     return [str(r["call_id"]) for r in records]
+
+
+async def call_events(
+    pool: asyncpg.Pool | asyncpg.Connection,
+    call_key: str,
+    call_id: str | None,
+    timeout_s: float = TIMEOUT_S,
+) -> list[dict[str, Any]]:
+    """A call's events in timeline order, as the sidebar shows them (kind, at, agent)."""
+    records = await pool.fetch(
+        CALL_EVENTS_SQL,
+        call_key,
+        uuid.UUID(call_id) if call_id else None,
+        timeout=timeout_s,
+    )
+    records = sorted(records, key=lambda r: order_key(r["at"].timestamp(), r["kind"]))
+    return [{"kind": r["kind"], "at": r["at"].isoformat(), "agent": r["agent"]} for r in records]
+
+
+async def agent_was_on_call(
+    pool: asyncpg.Pool | asyncpg.Connection,
+    call_key: str,
+    agent: str,
+    timeout_s: float = TIMEOUT_S,
+) -> bool:
+    """Whether the agent's device (``PJSIP/2001``) rang or talked on the call."""
+    return bool(await pool.fetchval(AGENT_ON_CALL_SQL, call_key, agent, timeout=timeout_s))

@@ -2,7 +2,7 @@
 long the caller waited, talked and was on hold.
 
 The interaction record (``interactions``) gets these figures once the call has ended
-(:mod:`cti.db.timeline`), recomputed from every stored event of the call each time a
+(:mod:`cti.timeline.store`), recomputed from every stored event of the call each time a
 later event arrives, so the summary is a pure function of the set of events:
 
 * **Duplicates count once** (same fingerprint): several daemon instances may publish the
