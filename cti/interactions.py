@@ -198,4 +198,6 @@ async def routing_results(
 
 async def decisions_since(conn: asyncpg.Connection, since: datetime) -> int:
     """How many calls were routed from ``since`` on (as far as written yet)."""
-    return await conn.fetchval("SELECT count(*) FROM interactions WHERE routed_at >= $1", since)
+    return int(
+        await conn.fetchval("SELECT count(*) FROM interactions WHERE routed_at >= $1", since)
+    )
