@@ -34,12 +34,13 @@ async def recent_interactions(
 ) -> list[dict[str, Any]]:
     """The customer's last calls before this one, newest first, each with the
     disposition its agent gave it."""
-    recent = await interactions_of_customer(
-        pool, customer_id, call_id, RECENT_LIMIT, timeout_s=QUERY_TIMEOUT_S
-    )
-    dispositions = await latest_dispositions(
-        pool, [str(r["call_id"]) for r in recent], timeout_s=QUERY_TIMEOUT_S
-    )
+    async with pool.acquire(timeout=QUERY_TIMEOUT_S) as conn:
+        recent = await interactions_of_customer(
+            conn, customer_id, call_id, RECENT_LIMIT, timeout_s=QUERY_TIMEOUT_S
+        )
+        dispositions = await latest_dispositions(
+            conn, [str(r["call_id"]) for r in recent], timeout_s=QUERY_TIMEOUT_S
+        )
     return [{**r, "disposition": dispositions.get(str(r["call_id"]))} for r in recent]
 
 

@@ -107,3 +107,45 @@ async def test_no_ami_connection_is_reported(setup) -> None:
     with pytest.raises(DomainError) as caught:
         await control.hangup(call_id, "PJSIP/2001")
     assert caught.value.code == "ami_unavailable"
+
+
+async def test_pause_goes_out_on_the_agents_device_with_its_reason(setup) -> None:
+    fake, _client, control, _call_id, _leg = setup
+    fake.responses["QueuePause"] = {"Message": "Interface paused successfully"}
+    await control.pause("PJSIP/2001", True, "lunch")
+    await control.pause("PJSIP/2001", False, "")
+    paused, resumed = sent(fake, "QueuePause")
+    assert (paused.get("Interface"), paused.get("Paused"), paused.get("Reason")) == (
+        "PJSIP/2001",
+        "true",
+        "lunch",
+    )
+    assert (resumed.get("Paused"), resumed.get("Reason"), resumed.get("Queue")) == (
+        "false",
+        None,
+        None,
+    )
+
+
+@pytest.mark.parametrize(
+    ("agent", "reason", "field"),
+    [
+        ("PJSIP/2001", "lunch\r\nAction: Hangup", "reason"),  # header injection
+        ("PJSIP/2001", "r" * 65, "reason"),
+        ("PJSIP 2001\r\nAction: Hangup", None, None),
+    ],
+)
+async def test_pause_refusals_send_nothing(setup, agent, reason, field) -> None:
+    fake, _client, control, _call_id, _leg = setup
+    with pytest.raises(DomainError) as caught:
+        await control.pause(agent, True, reason)
+    assert (caught.value.code, caught.value.field) == ("invalid", field)
+    assert sent(fake, "QueuePause") == []
+
+
+async def test_a_pause_asterisk_refuses_is_reported(setup) -> None:
+    fake, _client, control, _call_id, _leg = setup
+    fake.responses["QueuePause"] = {"Response": "Error", "Message": "Interface not found"}
+    with pytest.raises(DomainError) as caught:
+        await control.pause("PJSIP/2001", True)
+    assert caught.value.code == "refused" and "Interface not found" in caught.value.message
