@@ -85,7 +85,9 @@ async def latest_version(pool: asyncpg.Pool, call_id: str) -> CallDocument | Non
 
 
 async def latest_dispositions(
-    pool: asyncpg.Pool | asyncpg.Connection, call_ids: Sequence[str], timeout_s: float = QUERY_TIMEOUT_S
+    pool: asyncpg.Pool | asyncpg.Connection,
+    call_ids: Sequence[str],
+    timeout_s: float = QUERY_TIMEOUT_S,
 ) -> dict[str, str | None]:
     """Each call's disposition in its newest stored version (calls with none are left out),
     for lists of past calls such as the sidebar's "recent"."""

@@ -220,7 +220,7 @@ async def _connect(database_url: str) -> asyncpg.Connection:
 
 
 async def _numbers(database_url: str) -> list[DialledNumber]:
-    from cti.db.plan_store import read_plan
+    from cti.routing.plan_store import read_plan
 
     conn = await _connect(database_url)
     try:
