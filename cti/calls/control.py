@@ -92,7 +92,7 @@ class CallControl:
 
     async def _send(self, action: str, **fields: str) -> None:
         try:
-            await self._ami.action(action, **fields)
+            await self._ami.action(action, None, **fields)  # None: the client's own timeout
         except AmiNotConnected:
             raise DomainError(
                 "ami_unavailable", f"{action}: not connected to Asterisk; try again"
