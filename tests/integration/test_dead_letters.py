@@ -34,13 +34,13 @@ from cti.calls.events import CallEvent
 from cti.calls.publisher import EventPublisher
 from cti.db.customers import find_customer
 from cti.db.dead_letters import PgDeadLetters, list_dead_letters
-from cti.db.timeline import timeline_batch_writer
 from cti.interactions import interaction_batch_writer
 from cti.router import RouteOutcome, Router, RouteRequest
 from cti.routing.table import RoutingTable
 from cti.screenpop.app import build_app
 from cti.screenpop.auth import Sessions
 from cti.screenpop.metrics import Metrics
+from cti.timeline.store import timeline_batch_writer
 from tests.fakes.tcp_proxy import TcpProxy
 from tests.waiting import until
 
