@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import itertools
 import json
 import math
 import os
@@ -39,6 +38,8 @@ import asyncpg
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from cti.callmix import CallMix, demo_customer_number
+
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_DIR = BENCH_DIR.parent
 BARE_RESPONDER = BENCH_DIR / "bare_agi.py"
@@ -46,12 +47,14 @@ DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/cti_bench"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/15"
 HOST = "127.0.0.1"
 
-# The caller mix. Known callers are demo customers (phone +1212 + 7 digits, sent in
-# national form); unknown ones have a valid number that is nobody's; the rest withheld.
-KNOWN_SHARE = 0.90
-UNKNOWN_SHARE = 0.05
-ANONYMOUS_SHARE = 0.03  # "anonymous"; the remaining 2 % send no number at all ("unknown")
-DNIS_MIX = (("5550100", 0.60), ("5550200", 0.25), ("5550300", 0.15))
+# The caller mix (cti.callmix, as ``cti loadtest`` draws it): 90 % known demo customers,
+# 5 % unknown numbers, 3 % withheld ("anonymous"), 2 % no number at all ("unknown").
+CALL_MIX = CallMix(
+    unknown_share=0.05,
+    withheld_share=0.03,
+    no_number_share=0.02,
+    dialled=(("5550100", 0.60), ("5550200", 0.25), ("5550300", 0.15)),
+)
 FAIL_OPEN_RULE = "fail-open"
 
 ROUTE_TIMEOUT_S = 10.0  # one call, connect to close
@@ -226,21 +229,11 @@ class Workload:
         self.run_epoch = run_epoch
         self.seq = 0  # the last uniqueid's sequence number
         self._rng = random.Random(seed)
-        self._dnis = [dnis for dnis, _ in DNIS_MIX]
-        self._dnis_cum = list(itertools.accumulate(share for _, share in DNIS_MIX))
 
     def next_call(self, port: int) -> bytes:
-        draw = self._rng.random()
-        if draw < KNOWN_SHARE:
-            ani, name = f"212{self._rng.randint(1, self.customers):07d}", "unknown"
-        elif draw < KNOWN_SHARE + UNKNOWN_SHARE:
-            ani, name = f"646555{self._rng.randrange(10_000):04d}", "unknown"
-        elif draw < KNOWN_SHARE + UNKNOWN_SHARE + ANONYMOUS_SHARE:
-            ani, name = "anonymous", "Anonymous"
-        else:
-            ani, name = "unknown", "unknown"
-        dnis = self._rng.choices(self._dnis, cum_weights=self._dnis_cum)[0]
-        return self.call(port, ani, name, dnis)
+        caller = CALL_MIX.caller(self._rng, self.customers)
+        dnis = CALL_MIX.number_dialled(self._rng)
+        return self.call(port, caller.number, caller.name, dnis)
 
     def call(self, port: int, ani: str, name: str, dnis: str) -> bytes:
         self.seq += 1
@@ -610,7 +603,7 @@ async def wait_until_routing(target: Target, workload: Workload) -> None:
         if target.proc.poll() is not None:
             raise BenchError(f"{target.name} exited with code {target.proc.returncode}")
         last = await place_call(
-            target.port, workload.call(target.port, "2120000001", "unknown", "5550100")
+            target.port, workload.call(target.port, demo_customer_number(1), "unknown", "5550100")
         )
         if last.error is None and last.rule != FAIL_OPEN_RULE:
             return
@@ -888,11 +881,11 @@ def run_bench(options: Options, stamp: str) -> dict[str, Any]:
         "git_commit": _git_commit(),
         "options": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(options).items()},
         "mix": {
-            "known": KNOWN_SHARE,
-            "unknown": UNKNOWN_SHARE,
-            "anonymous": ANONYMOUS_SHARE,
-            "no_number": round(1 - KNOWN_SHARE - UNKNOWN_SHARE - ANONYMOUS_SHARE, 4),
-            "dnis": dict(DNIS_MIX),
+            "known": round(CALL_MIX.known_share, 4),
+            "unknown": CALL_MIX.unknown_share,
+            "anonymous": CALL_MIX.withheld_share,
+            "no_number": CALL_MIX.no_number_share,
+            "dnis": dict(CALL_MIX.dialled),
         },
     }
     try:
