@@ -67,7 +67,7 @@ _CALL_ID = re.compile(r"Call-I[dD]:? *'[^']*'")
 
 def summarize_errors(text: str, top: int = 8) -> list[tuple[str, int]]:
     """The distinct error messages (first line, call ids removed), most frequent first."""
-    entries = Counter()
+    entries: Counter[str] = Counter()
     for entry in _ERR_ENTRY.split(text)[1:]:
         first = entry.strip().splitlines()[0] if entry.strip() else ""
         if first:
