@@ -37,10 +37,11 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from cti.ami.client import AmiClient
+from cti.ami.filters import event_filter
 from cti.ami.protocol import Message
 from cti.calls.events import CallEvent
 from cti.calls.lease import Lease, instance_id
-from cti.calls.model import CallModel
+from cti.calls.model import CALL_CENTRE_EVENTS, CallModel
 from cti.calls.publisher import STREAM_MAXLEN, EventPublisher, Outbox
 from cti.calls.tracker import CallTracker
 from cti.config import Config
@@ -50,6 +51,8 @@ BENCH_DIR = Path(__file__).resolve().parent
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/12"
 FLOOR_PREFIX = "bench:floor:agent:"
 AMI_USER, AMI_SECRET = "cti", "s3cret"  # FakeAmi's defaults
+#: The event filters cti/daemon.py sends after Login (the call model's table).
+FILTERS = (event_filter(CALL_CENTRE_EVENTS),)
 LEASE_TTL_S = 5.0  # Config.ami_lease_ttl_s; the daemon renews every ttl / 5
 EVENT_TTL_S = 600  # the publisher's seen/agents sets; costs the same as a day's
 TAIL_S = 0.3  # calls keep starting this long after the measured window
@@ -374,6 +377,7 @@ class CtiPipeline(Pipeline):
             AMI_SECRET,
             events_sink=StampedSink(self.tracker, stamps),
             id_prefix=f"cti.{owner}",
+            filters=FILTERS,
         )
 
     async def start(self) -> None:
@@ -407,7 +411,13 @@ class FloorPipeline(Pipeline):
         super().__init__()
         self.sink = FloorSink(client, stamps, stream_prefix)
         self.ami = AmiClient(
-            "127.0.0.1", port, AMI_USER, AMI_SECRET, events_sink=self.sink, id_prefix="floor"
+            "127.0.0.1",
+            port,
+            AMI_USER,
+            AMI_SECRET,
+            events_sink=self.sink,
+            id_prefix="floor",
+            filters=FILTERS,
         )
 
     async def start(self) -> None:
