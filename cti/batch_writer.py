@@ -115,6 +115,7 @@ class BatchWriter(Generic[T]):
         max_held: int = 1_000,
         permanent: Callable[[BaseException], bool] = is_permanent,
         clock: Callable[[], float] = time.time,
+        linger: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.name = name
         self._write_batch = write_batch
@@ -123,6 +124,7 @@ class BatchWriter(Generic[T]):
         self._max_queue = max_queue
         self._max_batch = max_batch
         self._linger_s = linger_s
+        self._linger = linger  # how the worker waits out linger_s (tests pace it by hand)
         self._backoff = backoff or Backoff(initial=0.2, cap=10.0)
         self._dead_letters = dead_letters
         self._held: deque[DeadLetter] = deque()
@@ -177,7 +179,7 @@ class BatchWriter(Generic[T]):
                 linger = True
                 continue
             if linger and not stop.is_set() and len(self._items) < self._max_batch:
-                await asyncio.sleep(self._linger_s)
+                await self._linger(self._linger_s)
             linger = False
             if await self._flush_once():
                 if self._held:

@@ -363,7 +363,11 @@ class AmiClient:
             closed = asyncio.ensure_future(conn.closed_event.wait())
             damaged = asyncio.ensure_future(conn.damaged.wait())
             try:
-                await asyncio.wait({closed, damaged}, timeout=self.ping_interval)
+                await asyncio.wait(
+                    {closed, damaged},
+                    timeout=self.ping_interval,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
             finally:
                 closed.cancel()
                 damaged.cancel()

@@ -62,6 +62,7 @@ class Lease:
         renew_s: float = 1.0,
         on_change: Callable[[bool], None] | None = None,
         eligible: Callable[[], bool] = lambda: True,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if renew_s * 2 >= ttl_s:
             raise ValueError("renew_s must be well under half of ttl_s")
@@ -72,6 +73,7 @@ class Lease:
         self.renew_s = renew_s
         self._on_change = on_change
         self._eligible = eligible
+        self._clock = clock
         self._ineligible_since: float | None = None
         self._renew = client.register_script(_RENEW)
         self._release = client.register_script(_RELEASE)
@@ -91,14 +93,14 @@ class Lease:
     async def try_once(self) -> bool:
         """Acquire or renew; return whether we hold the lease now."""
         ttl_ms = int(self.ttl_s * 1000)
-        started = time.monotonic()
+        started = self._clock()
         try:
             if self.held:
                 ok = bool(await self._renew(keys=[self.key], args=[self.owner, ttl_ms]))
             else:
                 ok = bool(await self._redis.set(self.key, self.owner, nx=True, px=ttl_ms))
         except (RedisError, OSError) as exc:
-            if self.held and time.monotonic() >= self._valid_until:
+            if self.held and self._clock() >= self._valid_until:
                 log.warning("ami lease not renewed in time; giving it up", error=repr(exc))
                 self._set(False)
             return self.held
@@ -112,7 +114,7 @@ class Lease:
         """One turn of :meth:`run`. Only an eligible instance (one whose AMI connection is
         up and resynced) takes the lease; a holder that stays ineligible for a whole TTL
         hands it over, so an instance that lost Asterisk does not keep everyone blind."""
-        now = time.monotonic()
+        now = self._clock()
         if self._eligible():
             self._ineligible_since = None
         elif self._ineligible_since is None:

@@ -171,6 +171,10 @@ class Sessions:
         signed = f"{_TOKEN_VERSION}.{payload}"
         return f"{signed}.{_b64(self._mac(signed))}", claims
 
+    def seconds_left(self, claims: Claims) -> float:
+        """How long ``claims`` stay valid by this instance's clock (0 once expired)."""
+        return max(claims.expires_at - self._clock(), 0.0)
+
     def verify(self, token: str | None) -> Claims:
         """The claims of a valid token; :class:`TokenError` otherwise."""
         if not token:

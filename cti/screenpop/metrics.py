@@ -139,7 +139,8 @@ class _AgiCollector(Collector):
 
 
 class Metrics:
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock  # wall time: pop latency counts from Asterisk's event stamp
         self.registry = CollectorRegistry(auto_describe=True)
         self.routes = Counter(
             "cti_routes",
@@ -195,6 +196,10 @@ class Metrics:
     def observe_pop(self, latency_s: float) -> None:
         self.pops.inc()
         self.pop_latency.observe(max(latency_s, 0.0))
+
+    def observe_pop_since(self, at: float) -> None:
+        """A pop of an event stamped ``at`` (epoch seconds), sent now."""
+        self.observe_pop(self._clock() - at)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

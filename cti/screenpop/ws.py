@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -37,7 +36,6 @@ from redis.exceptions import RedisError
 
 from cti.backoff import Backoff
 from cti.calls.publisher import ALL_EVENTS_STREAM, agent_stream
-from cti.screenpop.auth import Claims
 from cti.screenpop.context import WsLimits, context, verify_token
 from cti.screenpop.errors import invalid
 from cti.screenpop.metrics import Metrics
@@ -183,7 +181,7 @@ class _Feed:
             and event.get("agent") == self._pops_for
             and isinstance(event.get("at"), int | float)
         ):
-            self._metrics.observe_pop(time.time() - event["at"])
+            self._metrics.observe_pop_since(event["at"])
 
 
 async def websocket(request: web.Request) -> web.StreamResponse:
@@ -224,7 +222,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
             send_lock=send_lock,
         )
         feed_task = asyncio.create_task(_guard(ws, feed), name=f"ws-feed-{who.username}")
-        await _receive(ws, who, send_lock)
+        await _receive(ws, ctx.sessions.seconds_left(who), send_lock)
     except ConnectionError:
         pass  # the client went away mid-send
     finally:
@@ -252,12 +250,11 @@ async def _guard(ws: web.WebSocketResponse, feed: _Feed) -> None:
         await ws.close(code=INTERNAL_ERROR, message=b"event feed failed; reconnect")
 
 
-async def _receive(ws: web.WebSocketResponse, who: Claims, send_lock: asyncio.Lock) -> None:
-    """Answer pings until the client closes, sends too big a frame, or the token expires."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + max(who.expires_at - time.time(), 0)
+async def _receive(ws: web.WebSocketResponse, valid_s: float, send_lock: asyncio.Lock) -> None:
+    """Answer pings until the client closes, sends too big a frame, or the token expires
+    (``valid_s`` from now, by the sessions' clock)."""
     try:
-        async with asyncio.timeout_at(deadline):
+        async with asyncio.timeout(valid_s):
             while True:
                 msg = await ws.receive()
                 if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED):

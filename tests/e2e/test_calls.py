@@ -177,6 +177,7 @@ async def test_database_unreachable_fails_open(
             sandbox,
             CTI_DATABASE_URL=f"postgresql://postgres@127.0.0.1:{proxy.port}/{dbname}",
             CTI_PLAN_CACHE=str(cache) if plan_cached else "",
+            CTI_ROUTE_BUDGET_MS="200",  # the default: the answer must come within it
         ),
         log=tmp_path / "daemon-outage.log",
     )

@@ -150,23 +150,24 @@ async def test_lease_goes_to_one_instance_and_over_to_another(redis_client: redi
     changes: list[tuple[str, bool]] = []
 
     def lease(owner: str) -> Lease:
-        # A TTL well above any pause a loaded test machine makes between renewals.
+        # The TTL is Redis's own clock: it must be well above any pause a loaded test
+        # machine makes between two renewals (here 0.5 s apart).
         return Lease(
             redis_client,
             owner,
-            ttl_s=2.0,
-            renew_s=0.25,
+            ttl_s=4.0,
+            renew_s=0.5,
             on_change=lambda h: changes.append((owner, h)),
         )
 
     a, b = lease("a"), lease("b")
     assert await a.try_once() and not await b.try_once()
-    for _ in range(12):  # a renews for longer than the TTL: b never gets it
-        await asyncio.sleep(0.25)
+    for _ in range(10):  # a renews for longer than the TTL: b never gets it
+        await asyncio.sleep(0.5)
         assert await a.try_once() and not await b.try_once()
     # a dies (stops renewing): b takes over once the key expired, not before.
     assert not await b.try_once()
-    took_over = await until(b.try_once, within_s=5)
+    took_over = await until(b.try_once, within_s=20)
     assert took_over and await redis_client.get(LEASE_KEY) == b"b"
     # a wakes up: its renewal fails, it knows it lost the lease.
     assert not await a.try_once() and not a.held
@@ -176,8 +177,13 @@ async def test_lease_goes_to_one_instance_and_over_to_another(redis_client: redi
 async def test_lease_waits_for_ami_and_hands_over_when_ami_is_lost(
     redis_client: redis.Redis,
 ) -> None:
+    """The lease's clock is the test's: "short" and "long" do not depend on how fast
+    this machine runs the steps (the key's TTL in Redis is far longer than the test)."""
     ami_up = False
-    lease = Lease(redis_client, "a", ttl_s=0.5, renew_s=0.1, eligible=lambda: ami_up)
+    now = [0.0]
+    lease = Lease(
+        redis_client, "a", ttl_s=30, renew_s=1, eligible=lambda: ami_up, clock=lambda: now[0]
+    )
     await lease.step()
     assert not lease.held and await redis_client.get(LEASE_KEY) is None
     ami_up = True
@@ -185,8 +191,10 @@ async def test_lease_waits_for_ami_and_hands_over_when_ami_is_lost(
     assert lease.held
     ami_up = False
     await lease.step()  # a short AMI reconnect keeps the lease ...
+    now[0] += 29
+    await lease.step()
     assert lease.held
-    await asyncio.sleep(0.55)
+    now[0] += 1.5  # past a whole TTL without AMI
     await lease.step()  # ... a long one hands it over
     assert not lease.held and await redis_client.get(LEASE_KEY) is None
 

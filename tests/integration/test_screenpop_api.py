@@ -130,10 +130,11 @@ async def start_stack(
     ws_limits: WsLimits | None = None,
     sessions: Sessions | None = None,
     open_reader: Callable[[], redis.Redis] | None = None,
+    metrics: Metrics | None = None,
 ) -> Stack:
     store = CallDataStore(client, 3600, pool=pool)
     publisher = EventPublisher(client, ttl_s=3600)
-    metrics = Metrics()
+    metrics = metrics or Metrics()
     sessions = sessions or Sessions(SECRET, 3600)
     app = build_app(
         pool=pool,

@@ -233,6 +233,17 @@ async def test_a_row_the_database_refuses_does_not_block_the_batch(pool, db):
     assert (await summary_of(db, call_id))["talk_s"] == 10.0
 
 
+async def _waiting_for_an_advisory_lock(db: asyncpg.Connection) -> bool:
+    """Whether a session of this test's database waits for an advisory lock."""
+    return bool(
+        await db.fetchval(
+            "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database"
+            " WHERE l.locktype = 'advisory' AND NOT l.granted"
+            " AND d.datname = current_database()"
+        )
+    )
+
+
 async def test_the_summary_waits_for_a_concurrent_writer_of_the_same_call(pool, db, database_url):
     """Another instance's transaction holds the summary lock with an earlier event of the
     call not yet committed: this writer's summary must include it once it commits."""
@@ -248,7 +259,7 @@ async def test_the_summary_waits_for_a_concurrent_writer_of_the_same_call(pool, 
         (late,) = c.events(c.left(30, ALICE))
         await other.execute(INSERT_ONE_SQL, *(event_row(late) or ()))
         writing = asyncio.create_task(timeline_batch_writer(pool)(c.events(c.ended(50, ALICE))))
-        await asyncio.sleep(0.3)
+        await until(lambda: _waiting_for_an_advisory_lock(db))
         assert not writing.done()  # waiting for the other writer
         await transaction.commit()
         await asyncio.wait_for(writing, 5)

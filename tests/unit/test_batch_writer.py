@@ -52,13 +52,23 @@ async def test_items_written_in_order_in_batches():
 
 
 async def test_lingering_gathers_a_burst_into_one_batch():
+    """The linger is paced by the test: the burst arrives while the writer lingers,
+    however slow this machine is."""
+    lingering, linger_over = asyncio.Event(), asyncio.Event()
+
+    async def linger(seconds: float) -> None:
+        assert seconds == 0.1
+        lingering.set()
+        await linger_over.wait()
+
     store, stop = Store(), asyncio.Event()
-    writer = _writer(store, linger_s=0.1)
+    writer = _writer(store, linger_s=0.1, linger=linger)
     task = asyncio.create_task(writer.run(stop))
     writer.submit(0)
-    await asyncio.sleep(0.02)  # the writer has the first item and is lingering
+    await lingering.wait()  # the writer has the first item and is lingering
     for i in range(1, 50):
         writer.submit(i)
+    linger_over.set()
     await until(lambda: len(store.items) == 50, every_s=0.005)
     assert store.batches == [list(range(50))]
     stop.set()

@@ -1,4 +1,5 @@
-"""``cti.loadtest``'s pure parts: the call mix and the parsing of SIPp's output files.
+"""``cti.loadtest``'s pure parts: the call mix (cti.callmix) and the parsing of SIPp's
+output files (cti.sipp_results).
 
 tests/fixtures/sipp-loadtest/ holds the files of a real SIPp 3.6.1 run (pid 13116) of
 ``python -m cti.loadtest --rate 2 --duration 1 --dnis abc``: both calls were refused
@@ -10,7 +11,8 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from cti.loadtest import Options, build_calls, parse_sipp_results, summarize_errors
+from cti.loadtest import Options, build_calls
+from cti.sipp_results import parse_sipp_results, summarize_errors
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "sipp-loadtest"
 
