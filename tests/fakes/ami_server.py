@@ -74,6 +74,9 @@ class FakeAmi:
         self.responses: dict[str, dict[str, str]] = {}
         self.sessions: list[Session] = []
         self.login_failures = 0
+        #: When each refused Login arrived (loop time): tests measure backoff from these,
+        #: not from when a polling test happened to notice.
+        self.login_failure_times: list[float] = []
         self.unknown: list[Message] = []
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -153,6 +156,7 @@ class FakeAmi:
                 write(event("FullyBooted", Uptime="11", LastReload="11", Status="Fully Booted"))
                 return True
             self.login_failures += 1
+            self.login_failure_times.append(asyncio.get_running_loop().time())
             await asyncio.sleep(self.login_failure_delay_s)
             write(response("Error", Message=self.login_failure_message))
             await session.writer.drain()
