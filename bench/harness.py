@@ -39,19 +39,20 @@ from redis.exceptions import RedisError
 from cti.ami.client import AmiClient
 from cti.ami.filters import event_filter
 from cti.ami.protocol import Message
+from cti.app.resources import create_redis
 from cti.calls.events import CallEvent
-from cti.calls.lease import Lease, instance_id
+from cti.calls.leadership import Leadership
+from cti.calls.lease import instance_id
 from cti.calls.model import CALL_CENTRE_EVENTS, CallModel
-from cti.calls.publisher import STREAM_MAXLEN, EventPublisher, Outbox
+from cti.calls.publisher import STREAM_MAXLEN, EventPublisher
 from cti.calls.tracker import CallTracker
 from cti.config import Config
-from cti.daemon import create_redis
 
 BENCH_DIR = Path(__file__).resolve().parent
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/12"
 FLOOR_PREFIX = "bench:floor:agent:"
 AMI_USER, AMI_SECRET = "cti", "s3cret"  # FakeAmi's defaults
-#: The event filters cti/daemon.py sends after Login (the call model's table).
+#: The event filters cti serve sends after Login (the call model's table, cti.app.following).
 FILTERS = (event_filter(CALL_CENTRE_EVENTS),)
 LEASE_TTL_S = 5.0  # Config.ami_lease_ttl_s; the daemon renews every ttl / 5
 EVENT_TTL_S = 600  # the publisher's seen/agents sets; costs the same as a day's
@@ -178,7 +179,7 @@ async def flush_redis(url: str) -> None:
 
 
 def redis_client(url: str) -> aioredis.Redis:
-    """As cti/daemon.py's Daemon makes it."""
+    """As cti serve makes it (cti.app.resources)."""
     return create_redis(Config(redis_url=url))
 
 
@@ -353,22 +354,18 @@ class Pipeline:
 
 
 class CtiPipeline(Pipeline):
-    """cti/daemon.py's CallFollowing without PostgreSQL (timeline, data expiry)."""
+    """cti.app.following's follow_calls without PostgreSQL (timeline, data expiry)."""
 
     def __init__(self, client: aioredis.Redis, port: int, stamps: Stamps) -> None:
         super().__init__()
         owner = instance_id()
         self.model = CallModel()
         self.publisher = StampedPublisher(client, stamps, ttl_s=EVENT_TTL_S)
-        self.tracker = CallTracker(self.model, publish=lambda events: self.outbox.submit(events))
-        self.outbox = Outbox(self.publisher, owner, on_not_leader=self.tracker.keep_unpublished)
-        self.lease = Lease(
-            client,
-            owner,
-            ttl_s=LEASE_TTL_S,
-            renew_s=LEASE_TTL_S / 5,
-            on_change=self.tracker.set_leader,
-            eligible=lambda: self.tracker.ami_up,
+        self.leadership = Leadership(client, self.publisher, owner, lease_ttl_s=LEASE_TTL_S)
+        self.tracker = CallTracker(
+            self.model,
+            handover=self.leadership.take,
+            on_connected=self.leadership.ami_connected,
         )
         self.ami = AmiClient(
             "127.0.0.1",
@@ -382,14 +379,13 @@ class CtiPipeline(Pipeline):
 
     async def start(self) -> None:
         self._spawn(self.ami.run(self._stop), "ami")
-        self._spawn(self.outbox.run(self._stop), "call-events-outbox")
-        await self._until(lambda: self.tracker.ami_up, "AMI not up")
-        self._spawn(self.lease.run(self._stop), "ami-lease")
-        await self._until(lambda: self.tracker.leader, "no lease")
+        await self._until(lambda: self.leadership.ami_up, "AMI not up")
+        self._spawn(self.leadership.run(self._stop), "call-events")
+        await self._until(lambda: self.leadership.leader, "no lease")
 
     @property
     def backlog(self) -> int:
-        return self.ami.backlog + self.outbox.backlog
+        return self.ami.backlog + self.leadership.backlog
 
     def problems(self) -> dict[str, Any]:
         """The call model's nonzero trouble counters."""

@@ -11,7 +11,7 @@ daemon instance and with two; target p99 under 50 ms end to end.
 Processes (each its own event loop, uvloop where installed, as ``cti serve`` runs; see
 bench/pop_processes.py): the **sender**, a fake Asterisk playing the recorded
 answered_call.txt with its member renamed to one of the N bench agents, round-robin;
-**A**, cti/daemon.py's ``CallFollowing`` minus PostgreSQL (bench/harness.CtiPipeline),
+**A**, cti.app.following's ``follow_calls`` minus PostgreSQL (bench/harness.CtiPipeline),
 which with **one instance** also serves the HTTP app (cti.screenpop.app.build_app) and
 with **two** leaves it to **B** (as ``cti screenpop`` without call control), so that
 every pop crosses Redis; the **client**, one WebSocket per agent, stamping each

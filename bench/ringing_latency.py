@@ -22,8 +22,8 @@ Three processes, so that the reader and the fake Asterisk do not share an event 
   leg's Newchannel, DialBegin, ... within a millisecond or two) arrive as recorded and a
   call lasts 0.2-0.8 s. Due events go out in one write per loop turn; each write holding
   an ``AgentCalled`` is stamped just before ``write()``, with the ``DestChannel`` it rings.
-* **pipeline** (this process, on uvloop like ``cti serve``): what cti/daemon.py's
-  ``CallFollowing`` wires, minus PostgreSQL: AmiClient → CallTracker (leader by the
+* **pipeline** (this process, on uvloop like ``cti serve``): what cti.app.following's
+  ``follow_calls`` wires, minus PostgreSQL: AmiClient → CallTracker (leader by the
   Lease on ``cti:ami:leader``) → Outbox → EventPublisher → Redis. The timeline writer
   and the data expiry are not wired (they are off the publish path). The lease task is
   started once AMI is up, which only saves its first 1 s retry.

@@ -210,7 +210,7 @@ async def connect(database_url: str) -> asyncpg.Connection:
 
 async def _dispatch(args: argparse.Namespace, config: Config) -> int:
     if args.command == "serve":
-        from cti.daemon import serve
+        from cti.app.service import serve
 
         await serve(config)
         return 0
@@ -220,7 +220,7 @@ async def _dispatch(args: argparse.Namespace, config: Config) -> int:
                 "cti screenpop needs CTI_SESSION_SECRET (at least 32 random bytes,"
                 " e.g. `openssl rand -base64 48`)"
             )
-        from cti.screenpop.service import serve_screenpop
+        from cti.app.service import serve_screenpop
 
         await serve_screenpop(config)
         return 0

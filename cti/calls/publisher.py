@@ -19,23 +19,21 @@ was seen, else add it to every stream it belongs to. That makes publishing idemp
 a retry after a Redis error, or a new leader re-publishing the events it buffered while
 standing by, never doubles an event. The script builds the agent stream keys itself,
 which a Redis Cluster would refuse: we run one Redis (or a replicated pair).
+
+What to publish, and when, is :mod:`cti.calls.leadership`'s business (the outbox);
+this module only knows how.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import redis.asyncio as redis
-import structlog
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError
 
-from cti.backoff import Backoff
 from cti.calls.events import CallEvent
 from cti.calls.lease import LEASE_KEY
-
-log = structlog.get_logger(__name__)
 
 ALL_EVENTS_STREAM = "cti:events"
 AGENT_STREAM_PREFIX = "cti:events:agent:"
@@ -171,70 +169,3 @@ class EventPublisher:
                 keys, args = self._args(event, owner)
                 pipe.evalsha(self._sha, len(keys), *keys, *args)
             return await pipe.execute()
-
-
-class Outbox:
-    """The leader's queue of events to publish, drained by one task in order.
-
-    A failed batch is retried (with backoff) until it goes in: Redis being away delays
-    events, it does not lose them. ``on_not_leader`` gets the unpublished events back
-    when the lease turns out to be lost, so the caller can keep them for later."""
-
-    def __init__(
-        self,
-        publisher: EventPublisher,
-        owner: str,
-        on_not_leader: Callable[[list[CallEvent]], None],
-        *,
-        max_batch: int = 256,
-        backoff: Backoff | None = None,
-    ) -> None:
-        self._publisher = publisher
-        self._owner = owner
-        self._on_not_leader = on_not_leader
-        self._max_batch = max_batch
-        self._backoff = backoff or Backoff(initial=0.05, cap=2.0)
-        self._pending: list[CallEvent] = []
-        self._wake = asyncio.Event()
-        self.failures = 0
-
-    @property
-    def backlog(self) -> int:
-        return len(self._pending)
-
-    def submit(self, events: Sequence[CallEvent]) -> None:
-        self._pending.extend(events)
-        self._wake.set()
-
-    def take_all(self) -> list[CallEvent]:
-        """Remove and return everything not yet published (leadership lost)."""
-        pending, self._pending = self._pending, []
-        return pending
-
-    async def run(self, stop: asyncio.Event) -> None:
-        while True:
-            if not self._pending:
-                if stop.is_set():
-                    return
-                self._wake.clear()
-                waiter = asyncio.ensure_future(self._wake.wait())
-                stopper = asyncio.ensure_future(stop.wait())
-                await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
-                waiter.cancel()
-                stopper.cancel()
-                continue
-            batch = self._pending[: self._max_batch]
-            try:
-                await self._publisher.publish_many(batch, self._owner)
-            except NotLeader:
-                log.warning("not the AMI leader any more; events kept for later")
-                self._on_not_leader(self.take_all())
-                continue
-            except (RedisError, OSError) as exc:
-                self.failures += 1
-                log.warning("publishing call events failed; retrying", error=repr(exc))
-                if not await self._backoff.wait(stop):
-                    return
-                continue
-            self._backoff.reset()
-            del self._pending[: len(batch)]

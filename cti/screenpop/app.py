@@ -1,8 +1,8 @@
 """The sidebar's HTTP application, built from explicit dependencies, and its runner.
 
-``cti serve`` builds it from the daemon's own clients (cti.daemon); ``cti screenpop``
-from its own (cti.screenpop.service); tests from whatever they need. Nothing here reads
-the configuration or opens a connection by itself.
+``cti serve`` and ``cti screenpop`` build it from their own clients (the composition
+root, cti.app); tests from whatever they need. Nothing here reads the configuration or
+opens a connection by itself.
 """
 
 from __future__ import annotations

@@ -1,16 +1,18 @@
-"""A running daemon (the real :class:`cti.daemon.Daemon`) on the test database."""
+"""A running daemon (the real ``cti serve``: :func:`cti.app.service.daemon_service`) on
+the test database."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
 from cti.agi.server import AgiLimits
+from cti.app.service import Service, daemon_service
 from cti.config import Config, HostPort
-from cti.daemon import Daemon
 from cti.db.demo import seed_demo
 from tests.conftest import REDIS_URL
 from tests.fakes.asterisk_agi import AgiCallResult, agi_call
@@ -44,18 +46,18 @@ def config(seeded, tmp_path) -> Config:
 
 @dataclasses.dataclass
 class RunningDaemon:
-    daemon: Daemon
+    daemon: Service
 
     @property
     def port(self) -> int:
         return self.daemon.agi.port
 
-    async def call(self, **env: object) -> AgiCallResult:
+    async def call(self, **env: Any) -> AgiCallResult:
         return await agi_call("127.0.0.1", self.port, **env)
 
 
 async def start_daemon(config: Config, wait_for_plan: bool = True) -> RunningDaemon:
-    daemon = Daemon(config, AGI_LIMITS)
+    daemon = daemon_service(config, AGI_LIMITS)
     await daemon.start()
     if wait_for_plan:
         async with asyncio.timeout(5):

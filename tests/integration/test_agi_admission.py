@@ -17,12 +17,12 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from cti.daemon import Daemon
 from structlog.testing import capture_logs
 
 from cti.agi.admission import parse_networks
 from cti.agi.server import AgiLimits
 from cti.config import HostPort
-from cti.daemon import Daemon
 from tests.fakes.asterisk_agi import AgiCallResult
 from tests.integration.conftest import RunningDaemon
 from tests.waiting import until

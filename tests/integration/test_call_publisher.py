@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Any, cast
 
 import redis.asyncio as redis
 from redis.asyncio.retry import Retry
@@ -18,12 +19,12 @@ from redis.backoff import NoBackoff
 
 from cti.backoff import Backoff
 from cti.calls.events import CallEvent, data_changed
+from cti.calls.leadership import Leadership, Outbox
 from cti.calls.lease import LEASE_KEY, Lease
 from cti.calls.publisher import (
     ALL_EVENTS_STREAM,
     EventPublisher,
     NotLeader,
-    Outbox,
     agent_stream,
     call_agents_key,
 )
@@ -46,8 +47,9 @@ def event(kind: str, fingerprint: str, *, agent: str | None = None, **kw: object
     )
 
 
-async def stream(client: redis.Redis, key: str) -> list[dict[str, object]]:
-    return [json.loads(fields[b"e"]) for _id, fields in await client.xrange(key)]
+async def stream(client: redis.Redis, key: str) -> list[dict[str, Any]]:
+    entries = cast(list[tuple[bytes, dict[bytes, bytes]]], await client.xrange(key))
+    return [json.loads(fields[b"e"]) for _id, fields in entries]
 
 
 async def test_events_reach_their_agents_once(redis_client: redis.Redis) -> None:
@@ -207,3 +209,25 @@ async def test_clean_shutdown_releases_at_once(redis_client: redis.Redis) -> Non
     stop.set()
     await asyncio.wait_for(task, 2)
     assert await redis_client.get(LEASE_KEY) is None
+
+
+async def test_leadership_publishes_what_is_pending_before_it_releases_the_lease(
+    redis_client: redis.Redis,
+) -> None:
+    """A clean shutdown: the outbox is drained under the lease (the fencing check lets
+    it through), and only then is the lease given up for a standby to take."""
+    leadership = Leadership(redis_client, EventPublisher(redis_client, ttl_s=600), "me")
+    stop = asyncio.Event()
+    task = asyncio.create_task(leadership.run(stop))
+    leadership.take([event("queued", "queued|support|1")])  # a standby keeps it ...
+    assert leadership.standby_backlog == 1 and not leadership.leader
+    leadership.ami_connected(True)  # ... until AMI is up and the lease is ours
+    await until(lambda: leadership.leader)
+    leadership.take([event("ringing", "r|1", agent="A/1")])
+    stop.set()
+    await asyncio.wait_for(task, 5)
+    assert [e["event"] for e in await stream(redis_client, ALL_EVENTS_STREAM)] == [
+        "queued",
+        "ringing",
+    ]
+    assert not leadership.leader and await redis_client.get(LEASE_KEY) is None

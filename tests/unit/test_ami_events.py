@@ -16,12 +16,12 @@ import inspect
 import re
 
 import pytest
+from cti.daemon import create_ami_client
 
 from cti.ami.filters import event_filter
 from cti.ami.protocol import Message, MessageKind
 from cti.calls.model import AMI_EVENTS, CALL_CENTRE_EVENTS, CallModel, Source
 from cti.config import Config
-from cti.daemon import create_ami_client
 from tests.unit import ami_replay
 
 #: The list actions the AMI client's resync sends (cti/ami/client.py, ``_resync``) and

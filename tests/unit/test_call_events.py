@@ -1,5 +1,6 @@
-"""Call events from recorded AMI traffic (cti.calls.events), and the tracker's leader /
-standby hand-over (cti.calls.tracker), without sockets.
+"""Call events from recorded AMI traffic (cti.calls.events), and the leader / standby
+hand-over of the events the tracker makes (cti.calls.tracker, cti.calls.leadership),
+without sockets.
 
 The fingerprints are what make a hand-over between daemon instances lose nothing and
 double nothing, so they are pinned here: two models fed the same capture give the same
@@ -11,9 +12,12 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
+import redis.asyncio as redis
 
 from cti.calls.events import LINKEDID_PREFIX, CallEvent, call_key, data_changed, to_events
+from cti.calls.leadership import Leadership
 from cti.calls.model import CallModel
+from cti.calls.publisher import EventPublisher
 from cti.calls.tracker import CallTracker
 from tests.unit.ami_replay import fixture_names, load, parse, replay_fixture
 
@@ -74,7 +78,7 @@ def test_data_changed_is_one_event_per_version() -> None:
     assert a.to_call_agents and a.as_json()["version"] == 3
 
 
-# -- the tracker: leader / standby ------------------------------------------------------
+# -- the tracker and the leadership: leader / standby --------------------------------------
 class Clock:
     def __init__(self) -> None:
         self.now = NOW
@@ -83,30 +87,58 @@ class Clock:
         return self.now
 
 
-def tracker(clock: Clock, **kw: object) -> tuple[CallTracker, list[CallEvent], list[str]]:
-    published: list[CallEvent] = []
-    ended: list[str] = []
-    return (
-        CallTracker(
-            CallModel(),
-            publish=published.extend,
-            call_ended=ended.append,
+class Node:
+    """One instance's tracker and leadership, wired as cti.app.following wires them.
+    Nothing here touches Redis: the lease changes are told by the test, and what the
+    leader publishes is read from its outbox (whose task does not run)."""
+
+    def __init__(self, clock: Clock, **kw: object) -> None:
+        self.ended: list[str] = []
+        unconnected = redis.Redis()  # never used: no lease or outbox task runs here
+        self.leadership = Leadership(
+            unconnected,
+            EventPublisher(unconnected, ttl_s=600),
+            "me",
+            call_ended=self.ended.append,
             clock=clock,
             **kw,  # type: ignore[arg-type]
-        ),
-        published,
-        ended,
-    )
+        )
+        self.tracker = CallTracker(
+            CallModel(),
+            handover=self.leadership.take,
+            on_connected=self.leadership.ami_connected,
+            clock=clock,
+        )
+        self.apply = self.tracker.apply
+        self.reset = self.tracker.reset
+        self.connected = self.tracker.connected
+        self.set_leader = self.leadership.set_leader
+        self.keep_unpublished = self.leadership.keep_unpublished
+
+    @property
+    def leader(self) -> bool:
+        return self.leadership.leader
+
+    @property
+    def standby_backlog(self) -> int:
+        return self.leadership.standby_backlog
+
+    def published(self) -> list[CallEvent]:
+        """What went to the outbox so far, in order."""
+        return list(self.leadership.outbox.pending)
+
+    def forget_published(self) -> None:
+        self.leadership.outbox.take_all()
 
 
 def test_leader_publishes_at_once_and_standby_holds_back() -> None:
     clock = Clock()
-    leader, published, ended = tracker(clock)
-    standby, standby_published, _ = tracker(clock)
+    leader, standby = Node(clock), Node(clock)
     leader.set_leader(True)
     for msg in parse(load("answered_call")):
         leader.apply(msg)
         standby.apply(msg)
+    published, ended, standby_published = leader.published(), leader.ended, standby.published()
     assert [e.kind for e in published][-1] in ("ended", "left")
     assert ended == [published[0].call_id]
     assert standby_published == [] and standby.standby_backlog == len(published)
@@ -116,7 +148,7 @@ def test_takeover_replays_the_window_so_nothing_is_lost() -> None:
     """The leader died halfway through the call: the standby takes over and publishes
     its window, which holds everything (the publisher skips what was already out)."""
     clock = Clock()
-    standby, published, _ = tracker(clock)
+    standby = Node(clock)
     messages = parse(load("blind_transfer_ami"))
     half = len(messages) // 2
     for msg in messages[:half]:
@@ -125,12 +157,13 @@ def test_takeover_replays_the_window_so_nothing_is_lost() -> None:
     for msg in messages[half:]:
         standby.apply(msg)
     reference = events_of("blind_transfer_ami")
+    published = standby.published()
     assert [e.fingerprint for e in published] == [e.fingerprint for e in reference]
 
 
 def test_window_drops_old_events_only() -> None:
     clock = Clock()
-    standby, published, _ = tracker(clock, standby_window_s=60)
+    standby = Node(clock, standby_window_s=60)
     messages = parse(load("answered_call"))
     for msg in messages[: len(messages) // 2]:
         standby.apply(msg)
@@ -140,22 +173,24 @@ def test_window_drops_old_events_only() -> None:
         standby.apply(msg)
     recent = standby.standby_backlog - old
     standby.set_leader(True)
+    published = standby.published()
     assert old > 0 and recent > 0
     assert len(published) == recent and standby.standby_backlog == 0
 
 
 def test_events_refused_by_the_lease_are_kept_for_the_next_leader() -> None:
     clock = Clock()
-    node, published, _ = tracker(clock)
+    node = Node(clock)
     node.set_leader(True)
     messages = parse(load("answered_call"))
     for msg in messages:
         node.apply(msg)
-    refused = published[-2:]
+    refused = node.published()[-2:]
     node.keep_unpublished(refused)
     assert not node.leader and node.standby_backlog == 2
-    published.clear()
+    node.forget_published()
     node.set_leader(True)
+    published = node.published()
     assert published == refused
 
 
@@ -163,20 +198,23 @@ def test_a_call_gone_after_an_ami_reconnect_is_reported_ended() -> None:
     """Asterisk restarted while the agent talked: its snapshot has no channels. The call
     ends for everyone on it, once, instead of staying up on their screens forever."""
     clock = Clock()
-    node, published, ended = tracker(clock)
+    node = Node(clock)
+    ended = node.ended
     node.set_leader(True)
     for msg in parse(load("answered_call")):
         node.apply(msg)
-        if any(e.kind == "connected" for e in published):
+        if any(e.kind == "connected" for e in node.published()):
             break
-    call_id = published[-1].call_id
+    call_id = node.published()[-1].call_id
     node.reset()
     node.reset()  # a second reconnect before the first snapshot: still one catch-up
     node.connected(True)  # the (empty) snapshot has been applied
+    published = node.published()
     (gone,) = [e for e in published if e.kind == "ended"]
     assert gone.call_id == call_id and gone.to_call_agents
     assert gone.data["agents"] == ["PJSIP/2001"] and "AMI" in gone.data["cause_txt"]
     assert ended == [call_id]
     node.connected(False)
     node.connected(True)  # reconnect without a reset: nothing made up
+    published = node.published()
     assert [e.kind for e in published].count("ended") == 1

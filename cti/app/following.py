@@ -1,0 +1,107 @@
+"""Following calls over AMI, in one of two ways.
+
+* :func:`follow_calls` (``cti serve``): the AMI client feeds the call model through the
+  tracker; the instance's :class:`~cti.calls.leadership.Leadership` publishes the
+  events while it holds the lease (Redis Streams), records them (the PostgreSQL
+  timeline) and shortens the expiry of ended calls' data.
+* :func:`observe_calls` (``cti screenpop``): a call model of its own, because call
+  control acts on the agent's own leg and must find it; it publishes nothing (the
+  daemons' lease holder does, and the sidebar reads what it published).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import redis.asyncio as redis
+
+from cti.ami.client import AmiClient
+from cti.ami.filters import event_filter
+from cti.app.calldata import CallData
+from cti.app.resources import ami_client
+from cti.app.supervisor import Supervisor
+from cti.batch_writer import BatchWriter
+from cti.calls.control import CallControl
+from cti.calls.leadership import Leadership
+from cti.calls.model import CALL_CENTRE_EVENTS, CallModel
+from cti.calls.sink import CallModelSink
+from cti.calls.tracker import CallTracker
+from cti.config import Config
+from cti.db.timeline import timeline_batch_writer
+from cti.screenpop.metrics import AmiSource
+
+#: What both ways ask Asterisk for: the events the call model uses (its table).
+CALL_MODEL_FILTERS = (event_filter(CALL_CENTRE_EVENTS),)
+
+
+@dataclass(frozen=True, slots=True)
+class CallFollowing:
+    ami: AmiClient
+    control: CallControl
+    #: None when this process only observes (it never publishes).
+    leadership: Leadership | None = None
+    writers: tuple[BatchWriter[Any], ...] = ()
+
+    @property
+    def backlog(self) -> int:
+        outbox = self.leadership.backlog if self.leadership is not None else 0
+        return outbox + sum(writer.backlog for writer in self.writers)
+
+    def ami_source(self) -> AmiSource:
+        """The AMI figures for /metrics."""
+        ami, leadership = self.ami, self.leadership
+        return AmiSource(
+            connected=lambda: ami.is_connected,
+            events=lambda: ami.stats.events,
+            leader=lambda: leadership is not None and leadership.leader,
+        )
+
+
+async def follow_calls(
+    supervisor: Supervisor,
+    config: Config,
+    *,
+    owner: str,
+    pool: asyncpg.Pool,
+    redis_client: redis.Redis,
+    call_data: CallData,
+) -> CallFollowing:
+    """Follow, and publish while leading (see the module docstring)."""
+    model = CallModel()
+    timeline: BatchWriter[Any] = BatchWriter("timeline", timeline_batch_writer(pool))
+    store, after_end_s = call_data.store, config.call_data_after_end_s
+
+    async def expire_batch(call_ids: Sequence[str]) -> None:
+        for call_id in call_ids:
+            await store.expire_after_end(call_id, after_end_s)
+
+    expiry: BatchWriter[str] = BatchWriter("call-data-expiry", expire_batch)
+    leadership = Leadership(
+        redis_client,
+        call_data.events,
+        owner,
+        lease_ttl_s=config.ami_lease_ttl_s,
+        record=timeline.submit,
+        call_ended=expiry.submit,
+    )
+    tracker = CallTracker(model, handover=leadership.take, on_connected=leadership.ami_connected)
+    supervisor.writer("call-events", leadership.run)
+    supervisor.writer("timeline-writer", timeline.run)
+    supervisor.writer("call-data-expiry", expiry.run)
+    ami = await supervisor.resource(
+        ami_client(config, tracker, id_prefix=f"cti.{owner}", filters=CALL_MODEL_FILTERS)
+    )
+    return CallFollowing(ami, CallControl(ami, model), leadership, (timeline, expiry))
+
+
+async def observe_calls(supervisor: Supervisor, config: Config, *, owner: str) -> CallFollowing:
+    """Follow for call control only (see the module docstring)."""
+    model = CallModel()
+    sink = CallModelSink(model, on_effects=lambda _effects: None)
+    ami = await supervisor.resource(
+        ami_client(config, sink, id_prefix=f"cti-screenpop.{owner}", filters=CALL_MODEL_FILTERS)
+    )
+    return CallFollowing(ami, CallControl(ami, model))

@@ -1,0 +1,174 @@
+"""The connections a service opens, each an async context manager that closes it.
+
+Neither PostgreSQL nor Redis nor Asterisk needs to be up for a service to start: the
+pool connects on first use, the Redis client on its first command and the AMI client
+keeps reconnecting in the background; what depends on them fails open or waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+
+import asyncpg
+import redis.asyncio as redis
+import structlog
+
+from cti.agi.server import AgiServer
+from cti.ami.client import AmiClient, EventSink
+from cti.ami.filters import AmiFilter
+from cti.config import Config, HostPort
+from cti.screenpop.app import HttpServer
+
+log = structlog.get_logger(__name__)
+
+POOL_SIZE = 10
+#: How long the AMI client has to log off before it is cut off.
+AMI_LOGOFF_GRACE_S = 2.0
+
+
+async def _keep_session(_conn: asyncpg.Connection) -> None:
+    """Pool reset hook: nothing to undo (asyncpg still rolls back an open transaction).
+
+    The default reset (``RESET ALL; UNLISTEN *; ...``) costs a database round trip on
+    every release, inside the caller's time budget; our pooled connections keep no
+    session state, so we skip it.
+    """
+
+
+def create_pool(config: Config) -> asyncpg.Pool:
+    """A pool that does not connect until used, so start-up never waits on PostgreSQL."""
+    return asyncpg.create_pool(
+        config.database_url,
+        min_size=0,
+        max_size=POOL_SIZE,
+        max_inactive_connection_lifetime=0,  # keep warm connections; no reconnect on the call path
+        timeout=5,  # connect timeout; calls are cut off sooner by the route budget
+        command_timeout=10,
+        reset=_keep_session,
+    )
+
+
+async def close_pool(pool: asyncpg.Pool, grace_s: float = 5) -> None:
+    """Close gracefully, or terminate: a hung database must not hang our shutdown."""
+    try:
+        await asyncio.wait_for(pool.close(), grace_s)
+    except (TimeoutError, OSError, asyncpg.InterfaceError) as exc:
+        log.warning("database pool did not close in time; terminating", error=repr(exc))
+        pool.terminate()
+
+
+@contextlib.asynccontextmanager
+async def postgres_pool(config: Config) -> AsyncIterator[asyncpg.Pool]:
+    pool = create_pool(config)
+    await pool  # with min_size=0 this opens nothing
+    try:
+        yield pool
+    finally:
+        await close_pool(pool)
+
+
+async def warm_pool(pool: asyncpg.Pool, stop: asyncio.Event, size: int = POOL_SIZE) -> None:
+    """Open the pool's connections ahead of the first call, retrying until it works.
+
+    Each warming query holds its connection only for its own round trip, so calls
+    arriving meanwhile are never starved of a connection.
+    """
+    while not stop.is_set():
+        results = await asyncio.gather(
+            *(pool.fetchval("SELECT 1", timeout=5) for _ in range(size)), return_exceptions=True
+        )
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if not errors:
+            log.info("database pool warm", connections=size)
+            return
+        log.warning("database not reachable yet; routing fails open", error=repr(errors[0]))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 2)
+
+
+def create_redis(config: Config) -> redis.Redis:
+    """Short connect timeout: a Redis that is away must not hold up a call or a page."""
+    return redis.from_url(
+        config.redis_url,
+        socket_connect_timeout=0.5,
+        socket_timeout=2,
+        health_check_interval=15,
+    )
+
+
+@contextlib.asynccontextmanager
+async def redis_client(config: Config) -> AsyncIterator[redis.Redis]:
+    client = create_redis(config)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+@contextlib.asynccontextmanager
+async def ami_client(
+    config: Config,
+    sink: EventSink,
+    *,
+    id_prefix: str,
+    filters: Sequence[AmiFilter],
+) -> AsyncIterator[AmiClient]:
+    """The AMI connection as configured, connecting (and reconnecting) in the background
+    while the context lasts; ``sink`` gets the events ``filters`` let through, in
+    arrival order. On exit the client logs off."""
+    client = AmiClient(
+        config.ami_host,
+        config.ami_port,
+        config.ami_username,
+        config.ami_secret,
+        events_sink=sink,
+        ping_interval=config.ami_ping_s,
+        ping_timeout=config.ami_ping_s,
+        id_prefix=id_prefix,
+        filters=filters,
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(client.run(stop), name="ami")
+    try:
+        yield client
+    finally:
+        stop.set()
+        await finish([task], AMI_LOGOFF_GRACE_S)
+
+
+@contextlib.asynccontextmanager
+async def listening_agi(server: AgiServer, bind: HostPort) -> AsyncIterator[AgiServer]:
+    """FastAGI on ``bind``; on exit stop accepting and let calls in flight finish."""
+    await server.start(bind.host, bind.port)
+    log.info("cti serving", agi=f"{bind.host}:{server.port}")
+    try:
+        yield server
+    finally:
+        await server.close()
+
+
+@contextlib.asynccontextmanager
+async def listening_http(server: HttpServer, bind: HostPort) -> AsyncIterator[HttpServer]:
+    """HTTP on ``bind``; on exit close the WebSockets (1001: reconnect elsewhere), finish
+    the requests in flight."""
+    await server.start(bind.host, bind.port)
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+async def finish(tasks: Sequence[asyncio.Task[None]], grace_s: float) -> None:
+    """Wait up to ``grace_s`` for ``tasks`` (already told to stop), then cancel the rest;
+    a task that failed is logged, not raised: shutdown goes on."""
+    if not tasks:
+        return
+    _done, pending = await asyncio.wait(tasks, timeout=grace_s)
+    for task in pending:
+        task.cancel()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    for task, result in zip(tasks, results, strict=True):
+        if isinstance(result, Exception):
+            log.error("task failed", task=task.get_name(), error=repr(result))

@@ -1,0 +1,85 @@
+"""Routing over FastAGI: the plan watcher, the router, its record writers, the server."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from cti.agi.route import route_script
+from cti.agi.server import AgiLimits, AgiServer
+from cti.app.calldata import CallData
+from cti.app.resources import listening_agi, warm_pool
+from cti.app.supervisor import Supervisor
+from cti.batch_writer import BatchWriter
+from cti.config import Config
+from cti.db.customers import find_customer
+from cti.db.plan_watcher import PlanWatcher
+from cti.interactions import interaction_batch_writer
+from cti.router import Router
+from cti.routing.model import Customer
+from cti.screenpop.metrics import Metrics
+
+#: Share of the route budget the customer lookup may use; the rest covers our own
+#: work and the AGI round trips that set the variables.
+LOOKUP_SHARE = 0.75
+
+
+@dataclass(frozen=True, slots=True)
+class Routing:
+    plan: PlanWatcher
+    router: Router
+    agi: AgiServer
+    writers: tuple[BatchWriter[Any], ...]
+
+    @property
+    def backlog(self) -> int:
+        return sum(writer.backlog for writer in self.writers)
+
+
+async def open_routing(
+    supervisor: Supervisor,
+    config: Config,
+    *,
+    pool: asyncpg.Pool,
+    call_data: CallData,
+    metrics: Metrics,
+    agi_limits: AgiLimits | None = None,
+) -> Routing:
+    """Wire the router and start accepting calls (last: everything it hands records to
+    is running by then)."""
+    plan = PlanWatcher(
+        config.database_url,
+        cache_path=Path(config.plan_cache) if config.plan_cache else None,
+    )
+    interactions: BatchWriter[Any] = BatchWriter("interactions", interaction_batch_writer(pool))
+    created: BatchWriter[Any] = BatchWriter("call-data", call_data.store.create_many)
+
+    async def lookup(e164: str | None, account: str | None) -> Customer | None:
+        return await find_customer(pool, e164, account)
+
+    async def warm(stop: asyncio.Event) -> None:
+        await warm_pool(pool, stop)
+
+    router = Router(
+        table=lambda: plan.table,
+        find_customer=lookup,
+        default_queue=config.default_queue,
+        region=config.default_region,
+        lookup_budget_s=config.route_budget_s * LOOKUP_SHARE,
+        interactions=interactions,
+        call_data=created,
+        history=call_data.history,
+        on_routed=metrics.observe_route,
+    )
+    supervisor.background("plan-watcher", plan.run)
+    supervisor.background("pool-warmer", warm)
+    supervisor.writer("interactions-writer", interactions.run)
+    supervisor.writer("call-data-writer", created.run)
+    agi = await supervisor.entrance(
+        listening_agi(AgiServer({"route": route_script(router)}, agi_limits), config.agi_bind)
+    )
+    return Routing(plan, router, agi, (interactions, created))

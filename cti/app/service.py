@@ -1,0 +1,224 @@
+"""``cti serve`` and ``cti screenpop``: one composition root for both.
+
+A :class:`Service` opens its connections, wires the components its :class:`Role`
+asks for and starts them in an order that lets each find what it hands work to
+already running (the call data, the call following, the sidebar, FastAGI last), runs
+until told to stop, then stops everything in one order (:mod:`cti.app.supervisor`).
+
+* ``cti serve`` (:func:`daemon_service`): routing over FastAGI; call following and
+  publishing when AMI is enabled; the sidebar's API when HTTP is enabled.
+* ``cti screenpop`` (:func:`screenpop_service`): the sidebar's API alone, with an AMI
+  connection of its own for call control that publishes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import redis.asyncio as redis
+import structlog
+
+from cti.agi.server import AgiLimits, AgiServer
+from cti.app.calldata import CallData, open_call_data
+from cti.app.following import CallFollowing, follow_calls, observe_calls
+from cti.app.resources import postgres_pool, redis_client
+from cti.app.routing import Routing, open_routing
+from cti.app.sidebar import open_sidebar
+from cti.app.supervisor import WRITER_GRACE_S, Supervisor, run_until_signalled
+from cti.calls.lease import instance_id
+from cti.config import Config, ConfigError
+from cti.db.plan_watcher import PlanWatcher
+from cti.screenpop.app import HttpServer
+from cti.screenpop.metrics import Metrics
+
+log = structlog.get_logger(__name__)
+
+
+class Following(enum.Enum):
+    #: Follow calls and publish their events while holding the lease.
+    PUBLISH = "publish"
+    #: Follow calls for call control only.
+    OBSERVE = "observe"
+
+
+@dataclass(frozen=True, slots=True)
+class Role:
+    """What one process runs. ``name`` starts its log lines (``cti stopped``)."""
+
+    name: str
+    routing: bool
+    following: Following | None
+    sidebar: bool
+
+
+def daemon_role(config: Config) -> Role:
+    return Role(
+        name="cti",
+        routing=True,
+        following=Following.PUBLISH if config.ami_enabled else None,
+        sidebar=config.http_enabled,
+    )
+
+
+def screenpop_role(config: Config) -> Role:
+    if not config.session_secret:
+        raise ConfigError("CTI_SESSION_SECRET is not set: cti screenpop needs it to sign sessions")
+    return Role(
+        name="screenpop",
+        routing=False,
+        following=Following.OBSERVE if config.ami_enabled else None,
+        sidebar=True,
+    )
+
+
+@dataclass(slots=True)
+class _Parts:
+    pool: asyncpg.Pool
+    redis: redis.Redis
+    call_data: CallData
+    calls: CallFollowing | None = None
+    http: HttpServer | None = None
+    routing: Routing | None = None
+
+    @property
+    def backlog(self) -> int:
+        return (
+            self.call_data.backlog
+            + (self.calls.backlog if self.calls is not None else 0)
+            + (self.routing.backlog if self.routing is not None else 0)
+        )
+
+
+class Service:
+    def __init__(self, config: Config, role: Role, *, agi_limits: AgiLimits | None = None) -> None:
+        self.config = config
+        self.role = role
+        self.stop = asyncio.Event()
+        self._agi_limits = agi_limits
+        self._supervisor = Supervisor()
+        self._parts: _Parts | None = None
+
+    async def start(self) -> None:
+        """Open, wire and start everything; return once FastAGI/HTTP listen."""
+        try:
+            self._parts = await self._open()
+        except BaseException:
+            await self._supervisor.close()
+            raise
+
+    async def _open(self) -> _Parts:
+        config, role, supervisor = self.config, self.role, self._supervisor
+        pool = await supervisor.resource(postgres_pool(config))
+        client = await supervisor.resource(redis_client(config))
+        parts = _Parts(
+            pool, client, open_call_data(supervisor, config, pool=pool, redis_client=client)
+        )
+        metrics = Metrics()
+        owner = config.instance_id or instance_id()
+        if role.following is Following.PUBLISH:
+            parts.calls = await follow_calls(
+                supervisor,
+                config,
+                owner=owner,
+                pool=pool,
+                redis_client=client,
+                call_data=parts.call_data,
+            )
+        elif role.following is Following.OBSERVE:
+            parts.calls = await observe_calls(supervisor, config, owner=owner)
+        if parts.calls is not None:
+            metrics.watch_ami(parts.calls.ami_source())
+        if role.sidebar:
+            parts.http = await open_sidebar(
+                supervisor,
+                config,
+                pool=pool,
+                redis_client=client,
+                call_data=parts.call_data.service,
+                metrics=metrics,
+                calls=parts.calls,
+            )
+        if role.routing:
+            parts.routing = await open_routing(
+                supervisor,
+                config,
+                pool=pool,
+                call_data=parts.call_data,
+                metrics=metrics,
+                agi_limits=self._agi_limits,
+            )
+        return parts
+
+    async def shutdown(self, writer_grace_s: float = WRITER_GRACE_S) -> None:
+        """Stop accepting work, drain the writers, log off AMI, close the pools."""
+        log.info(f"{self.role.name} stopping")
+        self.stop.set()
+        await self._supervisor.close(writer_grace_s)
+        facts: dict[str, Any] = {}
+        if self._parts is not None:
+            if self._parts.routing is not None:
+                facts["routed"] = self._parts.routing.router.routed
+            facts["unwritten"] = self._parts.backlog
+        log.info(f"{self.role.name} stopped", **facts)
+
+    async def run(self) -> None:
+        await self.start()
+        try:
+            await self.stop.wait()
+        finally:
+            await self.shutdown()
+
+    # -- what tests and tools look at once started ---------------------------------------
+    @property
+    def parts(self) -> _Parts:
+        if self._parts is None:
+            raise RuntimeError("the service is not started")
+        return self._parts
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        return self.parts.pool
+
+    @property
+    def http(self) -> HttpServer | None:
+        return self.parts.http
+
+    @property
+    def routing(self) -> Routing:
+        if self.parts.routing is None:
+            raise RuntimeError(f"{self.role.name} does not route calls")
+        return self.parts.routing
+
+    @property
+    def agi(self) -> AgiServer:
+        return self.routing.agi
+
+    @property
+    def plan(self) -> PlanWatcher:
+        return self.routing.plan
+
+
+def daemon_service(config: Config, agi_limits: AgiLimits | None = None) -> Service:
+    return Service(config, daemon_role(config), agi_limits=agi_limits)
+
+
+def screenpop_service(config: Config) -> Service:
+    return Service(config, screenpop_role(config))
+
+
+async def _run(service: Service) -> None:
+    await run_until_signalled(service.stop, service.run)
+
+
+async def serve(config: Config) -> None:
+    """``cti serve``."""
+    await _run(daemon_service(config))
+
+
+async def serve_screenpop(config: Config) -> None:
+    """``cti screenpop``."""
+    await _run(screenpop_service(config))

@@ -1,0 +1,235 @@
+"""Which instance publishes the call events, and what the others do with them meanwhile.
+
+Every instance follows AMI and keeps its own call model, so a standby knows every call
+the moment it takes over; the tracker (:mod:`cti.calls.tracker`) turns what the model
+says into events and hands them to the one :class:`Leadership` of the process, which
+decides their fate:
+
+* **leader** (holds the lease, :mod:`cti.calls.lease`): events go to the outbox, which
+  publishes them to Redis Streams in order (:mod:`cti.calls.publisher`), to the
+  timeline writer (PostgreSQL), and a call's end shortens its data's expiry;
+* **standby**: events are kept in a window of the last ``standby_window_s`` seconds.
+  When this instance becomes the leader it hands the whole window to the outbox first.
+  Events the old leader already published are skipped by their fingerprints; events it
+  never got to publish (it died first, or during the seconds before the lease expired)
+  go out now. That is how a handover loses no event and doubles none;
+* **lost the lease with events still in the outbox**: the publish script refuses them
+  (it checks the lease's owner on every write: a fencing check), the outbox hands them
+  back, and they go to the front of the standby window for whoever leads next (this
+  instance again, perhaps).
+
+The lease, the leader flag, the window and the outbox live in one object because they
+change together: taking the lease moves the window into the outbox, losing it moves
+the outbox back into the window. Only an instance whose AMI connection is up and
+resynced may take the lease (``ami_connected``), so one that lost Asterisk does not
+keep everyone blind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+
+import redis.asyncio as redis
+import structlog
+from redis.exceptions import RedisError
+
+from cti.backoff import Backoff
+from cti.calls.events import CallEvent
+from cti.calls.lease import LEASE_KEY, Lease
+from cti.calls.publisher import EventPublisher, NotLeader
+
+log = structlog.get_logger(__name__)
+
+
+class Outbox:
+    """The leader's queue of events to publish, drained by one task in order.
+
+    A failed batch is retried (with backoff) until it goes in: Redis being away delays
+    events, it does not lose them. ``on_not_leader`` gets the unpublished events back
+    when the lease turns out to be lost, so the caller can keep them for later."""
+
+    def __init__(
+        self,
+        publisher: EventPublisher,
+        owner: str,
+        on_not_leader: Callable[[list[CallEvent]], None],
+        *,
+        max_batch: int = 256,
+        backoff: Backoff | None = None,
+    ) -> None:
+        self._publisher = publisher
+        self._owner = owner
+        self._on_not_leader = on_not_leader
+        self._max_batch = max_batch
+        self._backoff = backoff or Backoff(initial=0.05, cap=2.0)
+        self._pending: list[CallEvent] = []
+        self._wake = asyncio.Event()
+        self.failures = 0
+
+    @property
+    def backlog(self) -> int:
+        return len(self._pending)
+
+    @property
+    def pending(self) -> tuple[CallEvent, ...]:
+        """What is waiting to be published, oldest first."""
+        return tuple(self._pending)
+
+    def submit(self, events: Sequence[CallEvent]) -> None:
+        self._pending.extend(events)
+        self._wake.set()
+
+    def take_all(self) -> list[CallEvent]:
+        """Remove and return everything not yet published (leadership lost)."""
+        pending, self._pending = self._pending, []
+        return pending
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Publish until ``stop`` is set and nothing is pending (or Redis is away)."""
+        while True:
+            if not self._pending:
+                if stop.is_set():
+                    return
+                self._wake.clear()
+                waiter = asyncio.ensure_future(self._wake.wait())
+                stopper = asyncio.ensure_future(stop.wait())
+                await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                waiter.cancel()
+                stopper.cancel()
+                continue
+            batch = self._pending[: self._max_batch]
+            try:
+                await self._publisher.publish_many(batch, self._owner)
+            except NotLeader:
+                log.warning("not the AMI leader any more; events kept for later")
+                self._on_not_leader(self.take_all())
+                continue
+            except (RedisError, OSError) as exc:
+                self.failures += 1
+                log.warning("publishing call events failed; retrying", error=repr(exc))
+                if not await self._backoff.wait(stop):
+                    return
+                continue
+            self._backoff.reset()
+            del self._pending[: len(batch)]
+
+
+class Leadership:
+    """The lease, the leader flag, the standby window and the outbox of one instance.
+
+    ``take`` is where the tracker hands its events over; ``ami_connected`` is told when
+    the AMI feed is up (resynced) or lost; ``run`` holds or waits for the lease and
+    publishes until stopped. ``record`` (the timeline) and ``call_ended`` (the call
+    data's expiry) get what the leader publishes, in order."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        publisher: EventPublisher,
+        owner: str,
+        *,
+        lease_ttl_s: float = 5.0,
+        lease_key: str = LEASE_KEY,
+        record: Callable[[CallEvent], object] | None = None,
+        call_ended: Callable[[str], object] | None = None,
+        standby_window_s: float = 120.0,
+        standby_max: int = 100_000,
+        clock: Callable[[], float] = time.time,
+        outbox_backoff: Backoff | None = None,
+    ) -> None:
+        self.owner = owner
+        self._record = record
+        self._call_ended = call_ended
+        self._window_s = standby_window_s
+        self._clock = clock
+        self._standby: deque[tuple[float, CallEvent]] = deque(maxlen=standby_max)
+        self.leader = False
+        self.ami_up = False
+        self.lease = Lease(
+            client,
+            owner,
+            key=lease_key,
+            ttl_s=lease_ttl_s,
+            renew_s=lease_ttl_s / 5,
+            on_change=self.set_leader,
+            eligible=lambda: self.ami_up,
+        )
+        self.outbox = Outbox(
+            publisher, owner, on_not_leader=self.keep_unpublished, backoff=outbox_backoff
+        )
+
+    # -- from the tracker -----------------------------------------------------------------
+    def take(self, events: Sequence[CallEvent]) -> None:
+        """New events, in the order they happened: published if we lead, else kept."""
+        if not events:
+            return
+        if self.leader:
+            self._deliver(events)
+        else:
+            now = self._clock()
+            self._standby.extend((now, event) for event in events)
+
+    def ami_connected(self, up: bool) -> None:
+        """The AMI feed is up and resynced (True) or lost: whether we may lead."""
+        self.ami_up = up
+
+    # -- from the lease and the outbox -----------------------------------------------------
+    def set_leader(self, leader: bool) -> None:
+        """Called by the lease on every change. Taking over replays the window."""
+        if leader == self.leader:
+            return
+        self.leader = leader
+        if leader:
+            cutoff = self._clock() - self._window_s
+            events = [event for seen, event in self._standby if seen >= cutoff]
+            self._standby.clear()
+            log.info("taking over call events", replayed=len(events))
+            self._deliver(events)
+
+    def keep_unpublished(self, events: Sequence[CallEvent]) -> None:
+        """Events the outbox could not publish because the lease was lost: keep them in
+        the standby window, ahead of anything newer, for whoever leads next (this
+        instance again, perhaps)."""
+        if not events:
+            return
+        now = self._clock()
+        self.leader = False
+        newer = list(self._standby)
+        self._standby.clear()
+        self._standby.extend((now, event) for event in events)
+        self._standby.extend(newer)
+
+    # -- running ----------------------------------------------------------------------------
+    async def run(self, stop: asyncio.Event) -> None:
+        """Hold (or wait for) the lease and publish until ``stop``. Then publish what is
+        pending while still holding the lease, and only then release it: a clean
+        shutdown leaves the next leader nothing to replay from us."""
+        release = asyncio.Event()
+        lease = asyncio.create_task(self.lease.run(release), name="ami-lease")
+        try:
+            await self.outbox.run(stop)
+        finally:
+            release.set()
+            await lease
+
+    @property
+    def backlog(self) -> int:
+        """Events waiting in the outbox."""
+        return self.outbox.backlog
+
+    @property
+    def standby_backlog(self) -> int:
+        return len(self._standby)
+
+    def _deliver(self, events: Sequence[CallEvent]) -> None:
+        if not events:
+            return
+        self.outbox.submit(events)
+        for event in events:
+            if self._record is not None:
+                self._record(event)
+            if event.kind == "ended" and event.call_id and self._call_ended is not None:
+                self._call_ended(event.call_id)
