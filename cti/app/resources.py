@@ -18,6 +18,7 @@ import structlog
 from cti.agi.server import AgiServer
 from cti.ami.client import AmiClient, EventSink
 from cti.ami.filters import AmiFilter
+from cti.app.supervisor import finish
 from cti.config import Config, HostPort
 from cti.screenpop.app import HttpServer
 
@@ -158,17 +159,3 @@ async def listening_http(server: HttpServer, bind: HostPort) -> AsyncIterator[Ht
         yield server
     finally:
         await server.stop()
-
-
-async def finish(tasks: Sequence[asyncio.Task[None]], grace_s: float) -> None:
-    """Wait up to ``grace_s`` for ``tasks`` (already told to stop), then cancel the rest;
-    a task that failed is logged, not raised: shutdown goes on."""
-    if not tasks:
-        return
-    _done, pending = await asyncio.wait(tasks, timeout=grace_s)
-    for task in pending:
-        task.cancel()
-    results = await asyncio.gather(*tasks, return_exceptions=True)
-    for task, result in zip(tasks, results, strict=True):
-        if isinstance(result, Exception):
-            log.error("task failed", task=task.get_name(), error=repr(result))

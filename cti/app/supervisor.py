@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from typing import Any, TypeVar
 
-from cti.app.resources import finish
+import structlog
+
+log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
 #: A task's body: runs until the event is set (then finishes its work and returns).
@@ -45,10 +47,6 @@ class _Tasks:
     async def close(self, grace_s: float) -> None:
         self.stop.set()
         await finish(self.tasks, grace_s)
-
-    @property
-    def running(self) -> int:
-        return sum(not task.done() for task in self.tasks)
 
 
 class Supervisor:
@@ -88,6 +86,20 @@ class Supervisor:
                 await self._background.close(background_grace_s)
             finally:
                 await self._resources.aclose()
+
+
+async def finish(tasks: Sequence[asyncio.Task[None]], grace_s: float) -> None:
+    """Wait up to ``grace_s`` for ``tasks`` (already told to stop), then cancel the rest;
+    a task that failed is logged, not raised: shutdown goes on."""
+    if not tasks:
+        return
+    _done, pending = await asyncio.wait(tasks, timeout=grace_s)
+    for task in pending:
+        task.cancel()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    for task, result in zip(tasks, results, strict=True):
+        if isinstance(result, Exception):
+            log.error("task failed", task=task.get_name(), error=repr(result))
 
 
 async def run_until_signalled(
