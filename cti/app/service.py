@@ -76,7 +76,9 @@ def screenpop_role(config: Config) -> Role:
 
 
 @dataclass(slots=True)
-class _Parts:
+class Parts:
+    """What a started service is made of (tests and the stop log look at it)."""
+
     pool: asyncpg.Pool
     redis: redis.Redis
     call_data: CallData
@@ -94,13 +96,16 @@ class _Parts:
 
 
 class Service:
+    """One process: nothing is opened until :meth:`start`; :meth:`shutdown` closes all
+    of it (:meth:`run` does both, around waiting for :attr:`stop`)."""
+
     def __init__(self, config: Config, role: Role, *, agi_limits: AgiLimits | None = None) -> None:
         self.config = config
         self.role = role
         self.stop = asyncio.Event()
         self._agi_limits = agi_limits
         self._supervisor = Supervisor()
-        self._parts: _Parts | None = None
+        self._parts: Parts | None = None
 
     async def start(self) -> None:
         """Open, wire and start everything; return once FastAGI/HTTP listen."""
@@ -110,11 +115,11 @@ class Service:
             await self._supervisor.close()
             raise
 
-    async def _open(self) -> _Parts:
+    async def _open(self) -> Parts:
         config, role, supervisor = self.config, self.role, self._supervisor
         pool = await supervisor.resource(postgres_pool(config))
         client = await supervisor.resource(redis_client(config))
-        parts = _Parts(
+        parts = Parts(
             pool, client, open_call_data(supervisor, config, pool=pool, redis_client=client)
         )
         metrics = Metrics()
@@ -174,7 +179,7 @@ class Service:
 
     # -- what tests and tools look at once started ---------------------------------------
     @property
-    def parts(self) -> _Parts:
+    def parts(self) -> Parts:
         if self._parts is None:
             raise RuntimeError("the service is not started")
         return self._parts
