@@ -108,18 +108,12 @@ async def redis_client(config: Config) -> AsyncIterator[redis.Redis]:
         await client.aclose()
 
 
-@contextlib.asynccontextmanager
-async def ami_client(
-    config: Config,
-    sink: EventSink,
-    *,
-    id_prefix: str,
-    filters: Sequence[AmiFilter],
-) -> AsyncIterator[AmiClient]:
-    """The AMI connection as configured, connecting (and reconnecting) in the background
-    while the context lasts; ``sink`` gets the events ``filters`` let through, in
-    arrival order. On exit the client logs off."""
-    client = AmiClient(
+def create_ami_client(
+    config: Config, sink: EventSink, *, id_prefix: str, filters: Sequence[AmiFilter]
+) -> AmiClient:
+    """The AMI client as configured (not connected); ``sink`` gets the events ``filters``
+    let through, in arrival order."""
+    return AmiClient(
         config.ami_host,
         config.ami_port,
         config.ami_username,
@@ -130,6 +124,15 @@ async def ami_client(
         id_prefix=id_prefix,
         filters=filters,
     )
+
+
+@contextlib.asynccontextmanager
+async def ami_client(
+    config: Config, sink: EventSink, *, id_prefix: str, filters: Sequence[AmiFilter]
+) -> AsyncIterator[AmiClient]:
+    """:func:`create_ami_client`, connecting (and reconnecting) in the background while
+    the context lasts. On exit the client logs off."""
+    client = create_ami_client(config, sink, id_prefix=id_prefix, filters=filters)
     stop = asyncio.Event()
     task = asyncio.create_task(client.run(stop), name="ami")
     try:

@@ -20,6 +20,8 @@ from cti.daemon import create_ami_client
 
 from cti.ami.filters import event_filter
 from cti.ami.protocol import Message, MessageKind
+from cti.app.following import CALL_MODEL_FILTERS
+from cti.app.resources import create_ami_client
 from cti.calls.model import AMI_EVENTS, CALL_CENTRE_EVENTS, CallModel, Source
 from cti.config import Config
 from tests.unit import ami_replay
@@ -39,7 +41,9 @@ def test_the_filter_is_the_tables_live_events_in_table_order():
 
 
 def test_the_daemon_asks_asterisk_for_the_tables_events():
-    client = create_ami_client(Config(), sink=CallModel(), id_prefix="t")
+    client = create_ami_client(
+        Config(), sink=CallModel(), id_prefix="t", filters=CALL_MODEL_FILTERS
+    )
     assert client.filters == (event_filter(CALL_CENTRE_EVENTS),)
     assert client.filters[0].fields()["Filter"] == "Event: (" + "|".join(CALL_CENTRE_EVENTS) + ")"
 
