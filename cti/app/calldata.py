@@ -10,7 +10,7 @@ import asyncpg
 import redis.asyncio as redis
 
 from cti.app.supervisor import Supervisor
-from cti.batch_writer import BatchWriter
+from cti.batch_writer import BatchWriter, DeadLetterSink
 from cti.calldata.history import HistoryRecord, history_batch_writer
 from cti.calldata.service import CallDataService
 from cti.calldata.store import CallDataStore
@@ -27,16 +27,17 @@ class CallData:
     events: EventPublisher
     service: CallDataService
 
-    @property
-    def backlog(self) -> int:
-        return self.history.backlog
-
 
 def open_call_data(
-    supervisor: Supervisor, config: Config, *, pool: asyncpg.Pool, redis_client: redis.Redis
+    supervisor: Supervisor,
+    config: Config,
+    *,
+    pool: asyncpg.Pool,
+    redis_client: redis.Redis,
+    dead_letters: DeadLetterSink | None,
 ) -> CallData:
     history: BatchWriter[HistoryRecord] = BatchWriter(
-        "call-data-history", history_batch_writer(pool)
+        "call-data-history", history_batch_writer(pool), dead_letters=dead_letters
     )
     supervisor.writer("call-data-history-writer", history.run)
     store = CallDataStore(redis_client, config.call_data_ttl_s, pool=pool, history=history)

@@ -23,7 +23,7 @@ from cti.ami.filters import event_filter
 from cti.app.calldata import CallData
 from cti.app.resources import ami_client
 from cti.app.supervisor import Supervisor
-from cti.batch_writer import BatchWriter
+from cti.batch_writer import BatchWriter, DeadLetterSink
 from cti.calls.control import CallControl
 from cti.calls.leadership import Leadership
 from cti.calls.model import CALL_CENTRE_EVENTS, CallModel
@@ -45,11 +45,6 @@ class CallFollowing:
     leadership: Leadership | None = None
     writers: tuple[BatchWriter[Any], ...] = ()
 
-    @property
-    def backlog(self) -> int:
-        outbox = self.leadership.backlog if self.leadership is not None else 0
-        return outbox + sum(writer.backlog for writer in self.writers)
-
     def ami_source(self) -> AmiSource:
         """The AMI figures for /metrics."""
         ami, leadership = self.ami, self.leadership
@@ -68,17 +63,22 @@ async def follow_calls(
     pool: asyncpg.Pool,
     redis_client: redis.Redis,
     call_data: CallData,
+    dead_letters: DeadLetterSink | None,
 ) -> CallFollowing:
     """Follow, and publish while leading (see the module docstring)."""
     model = CallModel()
-    timeline: BatchWriter[Any] = BatchWriter("timeline", timeline_batch_writer(pool))
+    timeline: BatchWriter[Any] = BatchWriter(
+        "timeline", timeline_batch_writer(pool), dead_letters=dead_letters
+    )
     store, after_end_s = call_data.store, config.call_data_after_end_s
 
     async def expire_batch(call_ids: Sequence[str]) -> None:
         for call_id in call_ids:
             await store.expire_after_end(call_id, after_end_s)
 
-    expiry: BatchWriter[str] = BatchWriter("call-data-expiry", expire_batch)
+    expiry: BatchWriter[str] = BatchWriter(
+        "call-data-expiry", expire_batch, dead_letters=dead_letters
+    )
     leadership = Leadership(
         redis_client,
         call_data.events,

@@ -14,7 +14,7 @@ from cti.agi.server import AgiLimits, AgiServer
 from cti.app.calldata import CallData
 from cti.app.resources import listening_agi, warm_pool
 from cti.app.supervisor import Supervisor
-from cti.batch_writer import BatchWriter
+from cti.batch_writer import BatchWriter, DeadLetterSink
 from cti.config import Config
 from cti.db.customers import find_customer
 from cti.db.plan_watcher import PlanWatcher
@@ -33,11 +33,13 @@ class Routing:
     plan: PlanWatcher
     router: Router
     agi: AgiServer
-    writers: tuple[BatchWriter[Any], ...]
+    interactions: BatchWriter[Any]
+    #: Creates each routed call's data (version 1) in Redis.
+    call_data: BatchWriter[Any]
 
     @property
-    def backlog(self) -> int:
-        return sum(writer.backlog for writer in self.writers)
+    def writers(self) -> tuple[BatchWriter[Any], ...]:
+        return (self.interactions, self.call_data)
 
 
 async def open_routing(
@@ -47,6 +49,7 @@ async def open_routing(
     pool: asyncpg.Pool,
     call_data: CallData,
     metrics: Metrics,
+    dead_letters: DeadLetterSink | None,
     agi_limits: AgiLimits | None = None,
 ) -> Routing:
     """Wire the router and start accepting calls (last: everything it hands records to
@@ -55,8 +58,12 @@ async def open_routing(
         config.database_url,
         cache_path=Path(config.plan_cache) if config.plan_cache else None,
     )
-    interactions: BatchWriter[Any] = BatchWriter("interactions", interaction_batch_writer(pool))
-    created: BatchWriter[Any] = BatchWriter("call-data", call_data.store.create_many)
+    interactions: BatchWriter[Any] = BatchWriter(
+        "interactions", interaction_batch_writer(pool), dead_letters=dead_letters
+    )
+    created: BatchWriter[Any] = BatchWriter(
+        "call-data", call_data.store.create_many, dead_letters=dead_letters
+    )
 
     async def lookup(e164: str | None, account: str | None) -> Customer | None:
         return await find_customer(pool, e164, account)
@@ -82,4 +89,4 @@ async def open_routing(
     agi = await supervisor.entrance(
         listening_agi(AgiServer({"route": route_script(router)}, agi_limits), config.agi_bind)
     )
-    return Routing(plan, router, agi, (interactions, created))
+    return Routing(plan, router, agi, interactions, created)

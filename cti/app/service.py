@@ -29,8 +29,10 @@ from cti.app.resources import postgres_pool, redis_client
 from cti.app.routing import Routing, open_routing
 from cti.app.sidebar import open_sidebar
 from cti.app.supervisor import WRITER_GRACE_S, Supervisor, run_until_signalled
+from cti.batch_writer import BatchWriter
 from cti.calls.lease import instance_id
 from cti.config import Config, ConfigError
+from cti.db.dead_letters import PgDeadLetters
 from cti.db.plan_watcher import PlanWatcher
 from cti.screenpop.app import HttpServer
 from cti.screenpop.metrics import Metrics
@@ -47,12 +49,15 @@ class Following(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class Role:
-    """What one process runs. ``name`` starts its log lines (``cti stopped``)."""
+    """What one process runs. ``name`` starts its log lines (``cti stopped``).
+    ``record_writers``: records the database refuses for good are set aside in it (dead
+    letters), and the writers' figures are in ``/metrics`` and ``/readyz``."""
 
     name: str
     routing: bool
     following: Following | None
     sidebar: bool
+    record_writers: bool
 
 
 def daemon_role(config: Config) -> Role:
@@ -61,6 +66,7 @@ def daemon_role(config: Config) -> Role:
         routing=True,
         following=Following.PUBLISH if config.ami_enabled else None,
         sidebar=config.http_enabled,
+        record_writers=True,
     )
 
 
@@ -72,6 +78,7 @@ def screenpop_role(config: Config) -> Role:
         routing=False,
         following=Following.OBSERVE if config.ami_enabled else None,
         sidebar=True,
+        record_writers=False,
     )
 
 
@@ -81,18 +88,28 @@ class Parts:
 
     pool: asyncpg.Pool
     redis: redis.Redis
+    metrics: Metrics
     call_data: CallData
     calls: CallFollowing | None = None
     http: HttpServer | None = None
     routing: Routing | None = None
 
+    def record_writers(self) -> list[BatchWriter[Any]]:
+        """Every writer of records (the call events' outbox is not one of them)."""
+        writers: list[BatchWriter[Any]] = []
+        if self.routing is not None:
+            writers += self.routing.writers
+        writers.append(self.call_data.history)
+        if self.calls is not None:
+            writers += self.calls.writers
+        return writers
+
     @property
     def backlog(self) -> int:
-        return (
-            self.call_data.backlog
-            + (self.calls.backlog if self.calls is not None else 0)
-            + (self.routing.backlog if self.routing is not None else 0)
-        )
+        """Records and call events not written yet."""
+        leadership = self.calls.leadership if self.calls is not None else None
+        outbox = leadership.backlog if leadership is not None else 0
+        return outbox + sum(writer.backlog for writer in self.record_writers())
 
 
 class Service:
@@ -119,10 +136,17 @@ class Service:
         config, role, supervisor = self.config, self.role, self._supervisor
         pool = await supervisor.resource(postgres_pool(config))
         client = await supervisor.resource(redis_client(config))
-        parts = Parts(
-            pool, client, open_call_data(supervisor, config, pool=pool, redis_client=client)
+        dead = PgDeadLetters(pool) if role.record_writers else None
+        call_data = open_call_data(
+            supervisor, config, pool=pool, redis_client=client, dead_letters=dead
         )
         metrics = Metrics()
+        parts = Parts(pool, client, metrics, call_data)
+
+        def watch_writers() -> None:  # every writer opened so far
+            if role.record_writers:
+                metrics.watch_writers([writer.stats for writer in parts.record_writers()])
+
         owner = config.instance_id or instance_id()
         if role.following is Following.PUBLISH:
             parts.calls = await follow_calls(
@@ -131,19 +155,21 @@ class Service:
                 owner=owner,
                 pool=pool,
                 redis_client=client,
-                call_data=parts.call_data,
+                call_data=call_data,
+                dead_letters=dead,
             )
         elif role.following is Following.OBSERVE:
             parts.calls = await observe_calls(supervisor, config, owner=owner)
         if parts.calls is not None:
             metrics.watch_ami(parts.calls.ami_source())
+        watch_writers()
         if role.sidebar:
             parts.http = await open_sidebar(
                 supervisor,
                 config,
                 pool=pool,
                 redis_client=client,
-                call_data=parts.call_data.service,
+                call_data=call_data.service,
                 metrics=metrics,
                 calls=parts.calls,
             )
@@ -152,10 +178,12 @@ class Service:
                 supervisor,
                 config,
                 pool=pool,
-                call_data=parts.call_data,
+                call_data=call_data,
                 metrics=metrics,
+                dead_letters=dead,
                 agi_limits=self._agi_limits,
             )
+            watch_writers()
         return parts
 
     async def shutdown(self, writer_grace_s: float = WRITER_GRACE_S) -> None:
@@ -187,6 +215,10 @@ class Service:
     @property
     def pool(self) -> asyncpg.Pool:
         return self.parts.pool
+
+    @property
+    def metrics(self) -> Metrics:
+        return self.parts.metrics
 
     @property
     def http(self) -> HttpServer | None:

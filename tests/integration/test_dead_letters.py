@@ -339,7 +339,7 @@ async def test_the_daemon_reports_its_writers(running, redis_client) -> None:
     assert {"interactions", "call-data", "call-data-history"} <= names
     result = await running.call(callerid="2120000001", dnid="5550100")
     assert result.var("CTI_ROUTE") == "queue"
-    interactions = running.daemon.interactions
+    interactions = running.daemon.routing.interactions
     await until(lambda: interactions.stats.written == 1)
     assert (interactions.stats.backlog, interactions.stats.oldest_unwritten_at) == (0, None)
 
