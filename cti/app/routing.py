@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -86,7 +87,13 @@ async def open_routing(
     supervisor.background("pool-warmer", warm)
     supervisor.writer("interactions-writer", interactions.run)
     supervisor.writer("call-data-writer", created.run)
-    agi = await supervisor.entrance(
-        listening_agi(AgiServer({"route": route_script(router)}, agi_limits), config.agi_bind)
+    limits = dataclasses.replace(
+        agi_limits or AgiLimits(),  # tests shorten the timeouts; admission is config's
+        allow=config.agi_allow,
+        max_per_address=config.agi_max_per_address,
+        max_connections=config.agi_max_connections,
     )
+    server = AgiServer({"route": route_script(router)}, limits)
+    metrics.watch_agi(lambda: server.admission.refused)
+    agi = await supervisor.entrance(listening_agi(server, config.agi_bind))
     return Routing(plan, router, agi, interactions, created)

@@ -34,6 +34,7 @@ from cti.calls.lease import instance_id
 from cti.config import Config, ConfigError
 from cti.db.dead_letters import PgDeadLetters
 from cti.db.plan_watcher import PlanWatcher
+from cti.router import Router
 from cti.screenpop.app import HttpServer
 from cti.screenpop.metrics import Metrics
 
@@ -233,6 +234,10 @@ class Service:
     @property
     def agi(self) -> AgiServer:
         return self.routing.agi
+
+    @property
+    def router(self) -> Router:
+        return self.routing.router
 
     @property
     def plan(self) -> PlanWatcher:

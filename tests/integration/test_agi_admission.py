@@ -22,6 +22,7 @@ from structlog.testing import capture_logs
 
 from cti.agi.admission import parse_networks
 from cti.agi.server import AgiLimits
+from cti.app.service import daemon_service
 from cti.config import HostPort
 from tests.fakes.asterisk_agi import AgiCallResult
 from tests.integration.conftest import RunningDaemon
@@ -43,7 +44,7 @@ async def guarded(config, redis_client):
     )
     # The production header deadline (5 s), not the suite's short one: it is what a
     # stranger holding a slot costs when nothing refuses him at accept.
-    daemon = Daemon(config, AgiLimits(reply_timeout_s=1))
+    daemon = daemon_service(config, AgiLimits(reply_timeout_s=1))
     await daemon.start()
     async with asyncio.timeout(5):
         await daemon.plan.loaded.wait()

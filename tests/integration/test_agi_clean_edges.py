@@ -51,7 +51,8 @@ async def test_a_nul_in_an_ivr_argument_then_50_calls_all_land(running, db, redi
     assert json.loads(bad_row["ivr"]) == {"lang": "en"}
     doc = json.loads(await redis_client.get(call_key(str(bad_id))))
     assert doc["ivr"] == {"lang": "en"}
-    assert running.daemon.interactions.backlog == running.daemon.history.backlog == 0
+    daemon = running.daemon
+    assert daemon.routing.interactions.backlog == daemon.parts.call_data.history.backlog == 0
 
 
 async def test_control_characters_in_headers_are_stripped_and_the_call_recorded(running, db):
