@@ -30,8 +30,8 @@ from cti.calls.model import CALL_CENTRE_EVENTS, CallModel
 from cti.calls.sink import CallModelSink
 from cti.calls.tracker import CallTracker
 from cti.config import Config
-from cti.db.timeline import timeline_batch_writer
 from cti.screenpop.metrics import AmiSource
+from cti.timeline.store import timeline_batch_writer
 
 #: What both ways ask Asterisk for: the events the call model uses (its table).
 CALL_MODEL_FILTERS = (event_filter(CALL_CENTRE_EVENTS),)

@@ -18,10 +18,10 @@ from cti.app.supervisor import Supervisor
 from cti.batch_writer import BatchWriter, DeadLetterSink
 from cti.config import Config
 from cti.db.customers import find_customer
-from cti.db.plan_watcher import PlanWatcher
 from cti.interactions import interaction_batch_writer
 from cti.router import Router
 from cti.routing.model import Customer
+from cti.routing.plan_watcher import PlanWatcher
 from cti.screenpop.metrics import Metrics
 
 #: Share of the route budget the customer lookup may use; the rest covers our own

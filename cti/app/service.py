@@ -33,8 +33,8 @@ from cti.batch_writer import BatchWriter
 from cti.calls.lease import instance_id
 from cti.config import Config, ConfigError
 from cti.db.dead_letters import PgDeadLetters
-from cti.db.plan_watcher import PlanWatcher
 from cti.router import Router
+from cti.routing.plan_watcher import PlanWatcher
 from cti.screenpop.app import HttpServer
 from cti.screenpop.metrics import Metrics
 

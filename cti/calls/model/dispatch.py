@@ -163,7 +163,7 @@ AMI_EVENTS: Final[dict[str, AmiEvent]] = {
 }
 
 #: The live events the call model needs: what the AMI connection asks Asterisk for
-#: (``cti.ami.client.event_filter(CALL_CENTRE_EVENTS)``, wired in cti/daemon.py).
+#: (``cti.ami.filters.event_filter(CALL_CENTRE_EVENTS)``, wired in cti/app/following.py).
 CALL_CENTRE_EVENTS: Final[tuple[str, ...]] = tuple(
     name for name, row in AMI_EVENTS.items() if row.source is LIVE
 )
