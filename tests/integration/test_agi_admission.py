@@ -17,7 +17,6 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from cti.daemon import Daemon
 from structlog.testing import capture_logs
 
 from cti.agi.admission import parse_networks

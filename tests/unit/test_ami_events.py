@@ -16,7 +16,6 @@ import inspect
 import re
 
 import pytest
-from cti.daemon import create_ami_client
 
 from cti.ami.filters import event_filter
 from cti.ami.protocol import Message, MessageKind
