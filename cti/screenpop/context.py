@@ -11,8 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import asyncpg
-import redis.asyncio as redis
 from aiohttp import web
+from redis.asyncio import Redis
 
 from cti.ami.client import AmiClient
 from cti.calldata.service import CallDataService
@@ -39,13 +39,13 @@ class WsLimits:
 @dataclass(slots=True)
 class Context:
     pool: asyncpg.Pool
-    redis: redis.Redis
+    redis: Redis
     call_data: CallDataService
     sessions: Sessions
     metrics: Metrics
     access: Access
     #: A new Redis client for one WebSocket's blocking reads (see cti.screenpop.ws).
-    open_reader: Callable[[], redis.Redis]
+    open_reader: Callable[[], Redis]
     control: CallControl | None = None  # None: no AMI, call control and pausing answer 503
     ami: AmiClient | None = None  # for /readyz
     ws_limits: WsLimits = field(default_factory=WsLimits)

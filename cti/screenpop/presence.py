@@ -58,7 +58,7 @@ async def read_current_calls(
     client: redis.Redis, endpoint: str, clock: Callable[[], float] = time.time
 ) -> dict[str, str]:
     raw = await client.xrevrange(agent_stream(endpoint), count=SCAN)
-    return current_calls(_events(raw), endpoint, clock())
+    return current_calls(_events(raw or []), endpoint, clock())
 
 
 async def read_many(
