@@ -18,7 +18,7 @@ from aiohttp import web
 from cti.ami.client import AmiClient
 from cti.calldata.service import CallDataService
 from cti.calls.control import CallControl
-from cti.screenpop import api, health, ws
+from cti.screenpop import api, health, openapi, ws
 from cti.screenpop.access import Access
 from cti.screenpop.auth import Sessions
 from cti.screenpop.context import CONTEXT, Context, WsLimits
@@ -67,6 +67,7 @@ def build_app(
     app[ws.SOCKETS] = ws.Sockets(limits.per_agent)
     api.add_routes(app)
     health.add_routes(app)
+    openapi.add_routes(app)
     app.router.add_get("/ws", ws.websocket)
     _add_page(app, static_dir)
     app.on_response_prepare.append(security_headers)
