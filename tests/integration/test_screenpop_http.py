@@ -180,3 +180,23 @@ async def test_a_wrong_method_says_which_methods_the_route_takes(
                     "message": "Method Not Allowed",
                 }
                 assert set(response.headers["Allow"].split(",")) == allowed
+
+
+async def test_the_page_assets_are_served_by_name_and_anything_else_is_the_json_404(
+    database_url: str, redis_client: redis.Redis
+) -> None:
+    async with running_stack(database_url, redis_client) as stack:
+        async with stack.client.get("/static/app.js") as response:
+            assert response.status == 200
+            assert "javascript" in response.content_type
+        for path in [
+            "/static/missing.js",
+            "/static/00",
+            "/static/..%2Fapp.py",
+            "/static/%2E%2E/app.py",
+            "/static/%2Fetc%2Fpasswd",
+            "/static/",
+        ]:
+            async with stack.client.get(path) as response:
+                assert response.status == 404, path
+                assert (await response.json())["error"] == "not_found", path

@@ -41,10 +41,7 @@ def routed(app: web.Application) -> set[tuple[str, str]]:
     out = set()
     for route in app.router.routes():
         info = route.resource.get_info() if route.resource is not None else {}
-        if "prefix" in info:  # add_static: one route for a folder of files
-            path = info["prefix"].rstrip("/") + "/{filename}"
-        else:
-            path = info.get("path") or info["formatter"]
+        path = info.get("path") or info["formatter"]
         if route.method != "HEAD":
             out.add((route.method.lower(), path))
     return out
