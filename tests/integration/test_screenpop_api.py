@@ -459,6 +459,19 @@ async def test_an_edit_with_the_current_version_is_stored_and_announced(stack: S
     assert body["call"]["version"] == 2
 
 
+async def test_a_version_written_with_a_fraction_of_zero_is_that_integer(stack: Stack) -> None:
+    """JSON has one number type (JSON Schema's integer includes 1.0); 1.5 is not a version."""
+    call_id = await stack.new_call(ALICE)
+    status, body = await stack.request(
+        "PATCH", f"/api/calls/{call_id}", "alice", json={"version": 1.0, "change": {"note": "a"}}
+    )
+    assert (status, body["call"]["version"]) == (200, 2)
+    status, body = await stack.request(
+        "PATCH", f"/api/calls/{call_id}", "alice", json={"version": 2.5, "change": {"note": "b"}}
+    )
+    assert (status, body["error"], body["field"]) == (400, "invalid", "version")
+
+
 async def test_a_stale_version_is_refused_with_the_current_document(stack: Stack) -> None:
     call_id = await stack.new_call(ALICE, BOB)
     status, body = await stack.request(
