@@ -79,6 +79,19 @@ _CALL_ID = {
 }
 
 
+#: The handshake's headers (RFC 6455 §4.1), as far as OpenAPI can say it: without them
+#: the request is a plain GET and is refused 400.
+_UPGRADE = [
+    {"name": name, "in": "header", "required": True, "schema": schema}
+    for name, schema in (
+        ("Upgrade", {"enum": ["websocket"]}),
+        ("Connection", {"enum": ["Upgrade"]}),
+        ("Sec-WebSocket-Version", {"enum": ["13"]}),
+        ("Sec-WebSocket-Key", {"type": "string", "pattern": "^[A-Za-z0-9+/]{21}[AQgw]==$"}),
+    )
+]
+
+
 def _control_responses() -> Schema:
     """What a call control action answers (cti.calls.control's errors)."""
     return {
@@ -98,7 +111,7 @@ def _control_responses() -> Schema:
 
 
 def _operations() -> dict[str, Schema]:
-    bearer = [{"bearer": []}]
+    bearer: list[dict[str, list[str]]] = [{"bearer": []}]
     return {
         "/api/login": {
             "post": {
@@ -262,13 +275,14 @@ def _operations() -> dict[str, Schema]:
                 ),
                 "security": [{"queryToken": []}],
                 "parameters": [
+                    *_UPGRADE,
                     {
                         "name": "after",
                         "in": "query",
                         "required": False,
                         "description": "The last stream id the client saw.",
                         "schema": {"type": "string", "pattern": "^[0-9]{1,20}(-[0-9]{1,20})?$"},
-                    }
+                    },
                 ],
                 "responses": {
                     "101": {"description": "Switched to the WebSocket protocol."},
