@@ -22,7 +22,7 @@ from typing import Any
 from aiohttp import web
 
 from cti.calldata import document as calldata
-from cti.calls.control import TARGET
+from cti.calls.control import MAX_PAUSE_REASON_CHARS, TARGET
 from cti.screenpop import api
 from cti.screenpop.auth import MAX_PASSWORD_CHARS
 from cti.screenpop.errors import MAX_BODY_BYTES
@@ -525,7 +525,7 @@ def _schemas() -> dict[str, Schema]:
                 "paused": {"type": "boolean"},
                 "reason": {
                     "type": ["string", "null"],
-                    "maxLength": api.MAX_PAUSE_REASON_CHARS,
+                    "maxLength": MAX_PAUSE_REASON_CHARS,
                     "pattern": _NO_CONTROL,
                 },
             },

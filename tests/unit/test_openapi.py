@@ -17,7 +17,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from cti.calldata.service import CallDataService
-from cti.screenpop import openapi
+from cti.screenpop import errors, openapi
 from cti.screenpop.app import build_app
 from cti.screenpop.auth import Sessions
 
@@ -95,3 +95,19 @@ async def test_the_document_is_served() -> None:
             assert await response.json() == openapi.document()
     finally:
         await client.close()
+
+
+def test_every_documented_code_has_the_status_the_error_map_gives_it() -> None:
+    """The document's refusals agree with the one code → status map (errors.STATUS) and
+    the middleware's own codes (no route, wrong method, a store away)."""
+    own = {"not_found": 404, "method_not_allowed": 405, "unavailable": 503}
+    for path, item in openapi.document()["paths"].items():
+        for method, operation in item.items():
+            if method not in METHODS:
+                continue
+            for status, response in operation["responses"].items():
+                schema = response.get("content", {}).get("application/json", {}).get("schema")
+                for part in (schema or {}).get("allOf", []):
+                    for code in part.get("properties", {}).get("error", {}).get("enum", []):
+                        expected = errors.STATUS.get(code) or own.get(code)
+                        assert expected == int(status), (method, path, status, code)
