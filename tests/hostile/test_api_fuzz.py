@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+import time
 import uuid
 from collections.abc import Coroutine, Iterator
 from concurrent.futures import Future
@@ -123,6 +124,12 @@ class LiveSidebar:
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._stop = asyncio.Event()
         self.tokens: dict[str, str] = {}
+        self.database: str | None = None
+        self.pool: asyncpg.Pool | None = None
+        self.redis: redis.Redis | None = None
+        self.fake: FakeAmi | None = None
+        self._ami_task: asyncio.Task[None] | None = None
+        self.server: HttpServer | None = None
         self.call_id = ""
         self.base_url = ""
 
@@ -131,8 +138,14 @@ class LiveSidebar:
         return future.result(timeout=120)
 
     def start(self) -> None:
+        """Start everything; if any of it fails, stop what did start (and drop the
+        database), so that a failing setup leaves nothing behind."""
         self._thread.start()
-        self.run(self._start())
+        try:
+            self.run(self._start())
+        except BaseException:
+            self.stop()
+            raise
 
     def stop(self) -> None:
         self.run(self._close())
@@ -195,12 +208,20 @@ class LiveSidebar:
         self.base_url = f"http://127.0.0.1:{self.server.port}"
 
     async def _close(self) -> None:
-        await self.server.stop()
+        """Stop whatever :meth:`_start` got to, in reverse order."""
+        if self.server is not None:
+            await self.server.stop()
         self._stop.set()
-        await asyncio.wait_for(self._ami_task, 10)
-        await self.fake.close()
-        await self.pool.close()
-        await self.redis.aclose()
+        if self._ami_task is not None:
+            await asyncio.wait_for(self._ami_task, 10)
+        if self.fake is not None:
+            await self.fake.close()
+        if self.pool is not None:
+            await self.pool.close()
+        if self.redis is not None:
+            await self.redis.aclose()
+        if self.database is None:
+            return
         admin = await asyncpg.connect(f"{PG_SERVER}/postgres")
         try:
             await admin.execute(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
@@ -223,8 +244,6 @@ def _document(call_id: str) -> dict[str, Any]:
 
 
 def _ringing(call_id: str, endpoint: str) -> CallEvent:
-    import time
-
     return CallEvent(
         kind="ringing",
         call_key=call_id,
