@@ -76,7 +76,10 @@ def check_version(if_version: object) -> int:
     """The version an edit was made against (HTTP's ``If-Match``): a whole number from 1.
 
     The one place this is checked; an API may call it early, to refuse a malformed
-    request before anything else about it."""
+    request before anything else about it. JSON has one number type (and JSON Schema's
+    integer includes 2.0), so 2.0 is the integer 2; 2.5 is refused."""
+    if isinstance(if_version, float) and if_version.is_integer():
+        if_version = int(if_version)
     if isinstance(if_version, bool) or not isinstance(if_version, int) or if_version < 1:
         raise DomainError(
             "invalid", "version: required, a whole number from 1 (the version you read)", "version"

@@ -34,6 +34,7 @@ import re
 from cti.ami.client import AmiActionError, AmiClient, AmiNotConnected, AmiTimeout
 from cti.calls.model import CallModel, Channel
 from cti.errors import DomainError
+from cti.text import ControlCharacterError, refuse_control_characters
 
 TARGET = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,31}")
 AGENT = re.compile(r"[A-Za-z0-9]+/[A-Za-z0-9_.@-]{1,64}")
@@ -50,17 +51,29 @@ def check_agent(agent: str) -> str:
 def check_pause_reason(reason: str | None) -> str | None:
     """The reason a pause is given, as QueuePause takes it: None (or empty) for none.
 
-    It goes into an AMI action line, so it must be printable (no CR/LF that could start
-    another header) and short. An API may call this early, to refuse a malformed request
-    before it looks for Asterisk; :meth:`CallControl.pause` calls it anyway."""
+    It goes into an AMI action line and the queue log, so it must hold no control
+    character (a CR or LF would start another header), by the project's one rule
+    (cti.text: C0, DEL, C1), be valid Unicode, and be short. Anything else a person may
+    type is theirs, which the API's OpenAPI document states exactly; ``str.isprintable``
+    also refused private-use and unassigned characters, no-break spaces and format
+    marks, a rule no JSON Schema pattern can carry. An API may call this early, to refuse
+    a malformed request before it looks for Asterisk; :meth:`CallControl.pause` calls it
+    anyway."""
     if reason is None:
         return None
     if len(reason) > MAX_PAUSE_REASON_CHARS:
         raise DomainError(
             "invalid", f"reason: at most {MAX_PAUSE_REASON_CHARS} characters", "reason"
         )
-    if not reason.isprintable():
-        raise DomainError("invalid", "reason: printable characters only", "reason")
+    try:
+        refuse_control_characters(reason)
+        reason.encode("utf-8")
+    except ControlCharacterError as exc:
+        raise DomainError("invalid", f"reason: {exc}", "reason") from None
+    except UnicodeEncodeError:
+        raise DomainError(
+            "invalid", "reason: not valid Unicode (a lone surrogate)", "reason"
+        ) from None
     return reason or None
 
 

@@ -18,7 +18,7 @@ from aiohttp import web
 from cti.ami.client import AmiClient
 from cti.calldata.service import CallDataService
 from cti.calls.control import CallControl
-from cti.screenpop import api, health, ws
+from cti.screenpop import api, health, openapi, ws
 from cti.screenpop.access import Access
 from cti.screenpop.auth import Sessions
 from cti.screenpop.context import CONTEXT, Context, WsLimits
@@ -67,6 +67,7 @@ def build_app(
     app[ws.SOCKETS] = ws.Sockets(limits.per_agent)
     api.add_routes(app)
     health.add_routes(app)
+    openapi.add_routes(app)
     app.router.add_get("/ws", ws.websocket)
     _add_page(app, static_dir)
     app.on_response_prepare.append(security_headers)
@@ -75,15 +76,32 @@ def build_app(
 
 
 def _add_page(app: web.Application, static_dir: Path) -> None:
+    """The page and its assets: the files of ``static_dir`` by name, nothing else.
+
+    A lookup by name rather than aiohttp's ``add_static``: that one answers a missing
+    file with a bare 404 decided while the response is sent, past the error middleware,
+    so it was the one refusal that was not the JSON error; and a fixed set of names
+    leaves no path to resolve, so nothing outside the folder can be asked for."""
+    assets = (
+        {path.name: path for path in static_dir.iterdir() if path.is_file()}
+        if static_dir.is_dir()
+        else {}
+    )
+
     async def index(_request: web.Request) -> web.StreamResponse:
         page = static_dir / "index.html"
         if not page.is_file():
             raise web.HTTPNotFound(reason="the sidebar page is not installed")
         return web.FileResponse(page, headers={"Cache-Control": "no-cache"})
 
+    async def asset(request: web.Request) -> web.StreamResponse:
+        path = assets.get(request.match_info["filename"])
+        if path is None or not path.is_file():
+            raise web.HTTPNotFound(reason="no such file")
+        return web.FileResponse(path)
+
     app.router.add_get("/", index)
-    if static_dir.is_dir():
-        app.router.add_static("/static/", static_dir, follow_symlinks=False)
+    app.router.add_get("/static/{filename}", asset)
 
 
 async def _close_sockets(app: web.Application) -> None:

@@ -118,7 +118,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             raise
         code = _HTTP_CODES.get(exc.status, "http_error")
         message = exc.reason if exc.status != 413 else too_large().message
-        return error_response(exc.status, code, message)
+        response = error_response(exc.status, code, message)
+        if "Allow" in exc.headers:  # a 405 must say which methods the route takes (RFC 9110)
+            response.headers["Allow"] = exc.headers["Allow"]
+        return response
     except TimeoutError:  # before OSError, of which it is one
         log.warning("request timed out", path=request.path)
         return error_response(503, "unavailable", "timed out; try again shortly")

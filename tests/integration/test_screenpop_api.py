@@ -459,6 +459,19 @@ async def test_an_edit_with_the_current_version_is_stored_and_announced(stack: S
     assert body["call"]["version"] == 2
 
 
+async def test_a_version_written_with_a_fraction_of_zero_is_that_integer(stack: Stack) -> None:
+    """JSON has one number type (JSON Schema's integer includes 1.0); 1.5 is not a version."""
+    call_id = await stack.new_call(ALICE)
+    status, body = await stack.request(
+        "PATCH", f"/api/calls/{call_id}", "alice", json={"version": 1.0, "change": {"note": "a"}}
+    )
+    assert (status, body["call"]["version"]) == (200, 2)
+    status, body = await stack.request(
+        "PATCH", f"/api/calls/{call_id}", "alice", json={"version": 2.5, "change": {"note": "b"}}
+    )
+    assert (status, body["error"], body["field"]) == (400, "invalid", "version")
+
+
 async def test_a_stale_version_is_refused_with_the_current_document(stack: Stack) -> None:
     call_id = await stack.new_call(ALICE, BOB)
     status, body = await stack.request(
@@ -628,6 +641,8 @@ async def test_a_malformed_transfer_is_invalid(stack: Stack, body: dict) -> None
         {"paused": True, "reason": 5},
         {"paused": True, "reason": "r" * 65},
         {"paused": True, "reason": "lunch\r\nAction: Hangup"},
+        {"paused": True, "reason": "lunch\x9b"},  # C1 CSI
+        {"paused": True, "reason": "lunch\ud800"},  # a lone surrogate
         {"paused": True, "why": "lunch"},
     ],
 )
@@ -710,6 +725,20 @@ async def test_pause_goes_to_every_queue_of_the_agent(with_ami) -> None:
     )
     assert first.get("Queue") is None  # no queue: every queue
     assert (second.get("Paused"), second.get("Reason")) == ("false", None)
+
+
+async def test_a_pause_reason_may_be_any_text_without_control_characters(with_ami) -> None:
+    """The document's rule (no C0, DEL or C1), not str.isprintable's: a private-use or
+    supplementary character, a no-break space or a right-to-left name reach Asterisk."""
+    stack, fake, _call_id, _leg = with_ami
+    fake.responses["QueuePause"] = {"Message": "Interface paused successfully"}
+    reasons = ["caf\u00e9\u00a0break", "\U000f3c7b", "\u05d0\u05e8\u05d5\u05d7\u05d4", "\U0001f355"]
+    for reason in reasons:
+        status, answer = await stack.request(
+            "POST", "/api/agent/pause", "alice", json={"paused": True, "reason": reason}
+        )
+        assert (status, answer) == (200, {"paused": True}), reason
+    assert [a.get("Reason") for a in fake.actions("QueuePause")] == reasons
 
 
 # -- supervisors -----------------------------------------------------------------------

@@ -161,3 +161,42 @@ def test_any_other_server_error_keeps_its_traceback() -> None:
             "exc_info": fault,
         }
     ]
+
+
+async def test_a_wrong_method_says_which_methods_the_route_takes(
+    database_url: str, redis_client: redis.Redis
+) -> None:
+    """405 is the JSON error, and keeps aiohttp's ``Allow`` (RFC 9110 requires it)."""
+    async with running_stack(database_url, redis_client) as stack:
+        for method, path, allowed in [
+            ("TRACE", "/api/login", {"POST"}),
+            ("DELETE", "/api/calls/x", {"GET", "HEAD", "PATCH"}),
+            ("POST", "/healthz", {"GET", "HEAD"}),
+        ]:
+            async with stack.client.request(method, path) as response:
+                assert response.status == 405
+                assert await response.json() == {
+                    "error": "method_not_allowed",
+                    "message": "Method Not Allowed",
+                }
+                assert set(response.headers["Allow"].split(",")) == allowed
+
+
+async def test_the_page_assets_are_served_by_name_and_anything_else_is_the_json_404(
+    database_url: str, redis_client: redis.Redis
+) -> None:
+    async with running_stack(database_url, redis_client) as stack:
+        async with stack.client.get("/static/app.js") as response:
+            assert response.status == 200
+            assert "javascript" in response.content_type
+        for path in [
+            "/static/missing.js",
+            "/static/00",
+            "/static/..%2Fapp.py",
+            "/static/%2E%2E/app.py",
+            "/static/%2Fetc%2Fpasswd",
+            "/static/",
+        ]:
+            async with stack.client.get(path) as response:
+                assert response.status == 404, path
+                assert (await response.json())["error"] == "not_found", path

@@ -1,0 +1,613 @@
+"""The sidebar's HTTP API as an OpenAPI 3.1 document, served at ``GET /api/openapi.json``.
+
+Built in Python rather than kept as a JSON file so that every limit in it is the
+constant the code enforces (body size, field lengths, the call data rules, the
+transfer target's pattern): the document cannot drift from a limit that changes.
+tests/integration/test_openapi.py fails when a route exists that the document lacks (or
+the reverse) and when docs/screenpop-api.md does not mention a path;
+tests/hostile/test_api_fuzz.py fuzzes the live app against it (schemathesis).
+
+Patterns are written for both dialects that read them: ECMA-262 (JSON Schema's) and
+Python's ``re`` (the server's and the fuzzer's); ``$`` is anchored to the end because
+JSON Schema validators and our fuzzing read it that way, and the server uses
+``fullmatch``/``\\Z``.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from typing import Any
+
+from aiohttp import web
+
+from cti.calldata import document as calldata
+from cti.calls.control import MAX_PAUSE_REASON_CHARS, TARGET
+from cti.screenpop import api
+from cti.screenpop.auth import MAX_PASSWORD_CHARS
+from cti.screenpop.errors import MAX_BODY_BYTES
+
+PATH = "/api/openapi.json"
+
+Schema = dict[str, Any]
+
+_UUID = "^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$"
+#: Text with no control character (cti.text's rule: C0, DEL, C1).
+_NO_CONTROL = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$"
+#: Free text: the same, but newline and tab are allowed (cti.calldata.document).
+_FREE_TEXT = "^[^\\u0000-\\u0008\\u000b-\\u001f\\u007f-\\u009f]*$"
+
+
+def _ref(name: str) -> Schema:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: Schema, description: str) -> Schema:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _error(description: str, *codes: str) -> Schema:
+    """A refusal: the error body, its ``error`` one of ``codes``."""
+    schema = {"allOf": [_ref("Error"), {"properties": {"error": {"enum": list(codes)}}}]}
+    return _json(schema, description)
+
+
+def _body(schema: Schema, description: str) -> Schema:
+    return {
+        "required": True,
+        "description": f"{description} At most {MAX_BODY_BYTES // 1024} KB (413 too_large).",
+        "content": {"application/json": {"schema": schema}},
+    }
+
+
+_UNAUTHORIZED = _error(
+    "No token, or a malformed, forged or expired one: log in again.", "unauthorized"
+)
+_TOO_LARGE = _error(f"The body is over {MAX_BODY_BYTES // 1024} KB.", "too_large")
+_UNAVAILABLE = _error("PostgreSQL or Redis is not answering; try again shortly.", "unavailable")
+_INVALID_BODY = _error("The body is not a JSON object of the documented shape.", "invalid")
+_NOT_YOURS = _error(
+    "Not the caller's call (to an agent also: no such call, so ids cannot be probed).",
+    "forbidden",
+)
+_CALL_ID = {
+    "name": "call_id",
+    "in": "path",
+    "required": True,
+    "description": "The call's key: the route's call id (a UUID) or `L:<linkedid>`.",
+    "schema": {"type": "string", "minLength": 1},
+}
+
+
+#: The handshake's headers (RFC 6455 §4.1), as far as OpenAPI can say it: without them
+#: the request is a plain GET and is refused 400.
+_UPGRADE = [
+    {"name": name, "in": "header", "required": True, "schema": schema}
+    for name, schema in (
+        ("Upgrade", {"enum": ["websocket"]}),
+        ("Connection", {"enum": ["Upgrade"]}),
+        ("Sec-WebSocket-Version", {"enum": ["13"]}),
+        ("Sec-WebSocket-Key", {"type": "string", "pattern": "^[A-Za-z0-9+/]{21}[AQgw]==$"}),
+    )
+]
+
+
+def _control_responses() -> Schema:
+    """What a call control action answers (cti.calls.control's errors)."""
+    return {
+        "202": _json(_ref("Empty"), "Asterisk accepted the action."),
+        "400": _error("The target or the agent's device is malformed.", "invalid"),
+        "401": _UNAUTHORIZED,
+        "403": _NOT_YOURS,
+        "404": _error("No live call by that key (to a supervisor).", "unknown_call"),
+        "409": _error("The agent is not talking on that call.", "not_on_call"),
+        "502": _error("Asterisk refused the action.", "refused"),
+        "503": _error(
+            "No AMI connection here, or PostgreSQL or Redis is not answering.",
+            "ami_unavailable",
+            "unavailable",
+        ),
+    }
+
+
+def _operations() -> dict[str, Schema]:
+    bearer: list[dict[str, list[str]]] = [{"bearer": []}]
+    return {
+        "/api/login": {
+            "post": {
+                "operationId": "login",
+                "summary": "Log in: a signed token for the agent.",
+                "security": [],
+                "requestBody": _body(_ref("LoginRequest"), "The agent's credentials."),
+                "responses": {
+                    "200": _json(_ref("Login"), "The token and who it speaks for."),
+                    "400": _INVALID_BODY,
+                    "401": _error(
+                        "Wrong user name or password (the same answer for both).",
+                        "bad_credentials",
+                    ),
+                    "413": _TOO_LARGE,
+                    "503": _UNAVAILABLE,
+                },
+            }
+        },
+        "/api/me": {
+            "get": {
+                "operationId": "me",
+                "summary": "Who the token speaks for, and the calls they are on now.",
+                "security": bearer,
+                "responses": {
+                    "200": _json(_ref("Me"), "The agent and their current call keys."),
+                    "401": _UNAUTHORIZED,
+                },
+            }
+        },
+        "/api/calls/{call_id}": {
+            "parameters": [_CALL_ID],
+            "get": {
+                "operationId": "getCall",
+                "summary": "A call's data, the customer's recent calls and its timeline.",
+                "security": bearer,
+                "responses": {
+                    "200": _json(_ref("CallView"), "The call."),
+                    "401": _UNAUTHORIZED,
+                    "403": _NOT_YOURS,
+                    "404": _error("No such call (to a supervisor).", "unknown_call"),
+                    "503": _UNAVAILABLE,
+                },
+            },
+            "patch": {
+                "operationId": "patchCall",
+                "summary": "Edit the call's data, against the version read.",
+                "security": bearer,
+                "requestBody": _body(_ref("CallEdit"), "The edit."),
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "required": ["call"],
+                            "properties": {"call": _ref("CallData")},
+                        },
+                        "The new document.",
+                    ),
+                    "400": _INVALID_BODY,
+                    "401": _UNAUTHORIZED,
+                    "403": _NOT_YOURS,
+                    "404": _error(
+                        "No such call (to a supervisor), or a call with no call data.",
+                        "unknown_call",
+                    ),
+                    "409": _json(
+                        _ref("StaleVersion"),
+                        "The edit was made against an older version: merge and retry.",
+                    ),
+                    "413": _error(
+                        "The body, a field, or the resulting document is over its limit "
+                        f"(the document: {calldata.MAX_DOCUMENT_BYTES // 1024} KB).",
+                        "too_large",
+                    ),
+                    "503": _UNAVAILABLE,
+                },
+            },
+        },
+        "/api/calls/{call_id}/transfer": {
+            "parameters": [_CALL_ID],
+            "post": {
+                "operationId": "transfer",
+                "summary": "Transfer the caller (blind) or consult the target (attended).",
+                "security": bearer,
+                "requestBody": _body(_ref("Transfer"), "Where to."),
+                "responses": {**_control_responses(), "413": _TOO_LARGE},
+            },
+        },
+        "/api/calls/{call_id}/transfer/complete": {
+            "parameters": [_CALL_ID],
+            "post": {
+                "operationId": "completeTransfer",
+                "summary": "Complete an attended transfer (the agent's leg hangs up).",
+                "security": bearer,
+                "responses": _control_responses(),
+            },
+        },
+        "/api/calls/{call_id}/transfer/cancel": {
+            "parameters": [_CALL_ID],
+            "post": {
+                "operationId": "cancelTransfer",
+                "summary": "Cancel an attended transfer (back to the caller).",
+                "security": bearer,
+                "responses": _control_responses(),
+            },
+        },
+        "/api/calls/{call_id}/hangup": {
+            "parameters": [_CALL_ID],
+            "post": {
+                "operationId": "hangup",
+                "summary": "Hang up the agent's leg of the call.",
+                "security": bearer,
+                "responses": _control_responses(),
+            },
+        },
+        "/api/agent/pause": {
+            "post": {
+                "operationId": "pause",
+                "summary": "Pause or unpause the agent in every queue (AMI QueuePause).",
+                "security": bearer,
+                "requestBody": _body(_ref("Pause"), "Paused or not, and why."),
+                "responses": {
+                    "200": _json(_ref("Paused"), "Asterisk accepted it."),
+                    "400": _INVALID_BODY,
+                    "401": _UNAUTHORIZED,
+                    "413": _TOO_LARGE,
+                    "502": _error("Asterisk refused it.", "refused"),
+                    "503": _error("No AMI connection here.", "ami_unavailable"),
+                },
+            }
+        },
+        "/api/supervisor/agents": {
+            "get": {
+                "operationId": "supervisorAgents",
+                "summary": "Every agent and what they are doing now (supervisors only).",
+                "security": bearer,
+                "responses": {
+                    "200": _json(_ref("AgentList"), "The agents."),
+                    "401": _UNAUTHORIZED,
+                    "403": _error("The caller is not a supervisor.", "forbidden"),
+                    "503": _UNAVAILABLE,
+                },
+            }
+        },
+        PATH: {
+            "get": {
+                "operationId": "openapi",
+                "summary": "This document.",
+                "security": [],
+                "responses": {"200": _json({"type": "object"}, "The OpenAPI document.")},
+            }
+        },
+        "/ws": {
+            "get": {
+                "operationId": "websocket",
+                "summary": "The agent's call events over a WebSocket (docs/screenpop-api.md).",
+                "description": (
+                    "A WebSocket upgrade; frames are described in docs/screenpop-api.md "
+                    "(OpenAPI cannot). The token is a query parameter because browsers "
+                    "cannot set headers on a WebSocket."
+                ),
+                "security": [{"queryToken": []}],
+                "parameters": [
+                    *_UPGRADE,
+                    {
+                        "name": "after",
+                        "in": "query",
+                        "required": False,
+                        "description": "The last stream id the client saw.",
+                        "schema": {"type": "string", "pattern": "^[0-9]{1,20}(-[0-9]{1,20})?$"},
+                    },
+                ],
+                "responses": {
+                    "101": {"description": "Switched to the WebSocket protocol."},
+                    "400": _error(
+                        "`after` is malformed, or the request is not a WebSocket upgrade.",
+                        "invalid",
+                    ),
+                    "401": _UNAUTHORIZED,
+                },
+            }
+        },
+        "/healthz": {
+            "get": {
+                "operationId": "healthz",
+                "summary": "The process serves.",
+                "security": [],
+                "responses": {"200": _json(_ref("Health"), "Serving.")},
+            }
+        },
+        "/readyz": {
+            "get": {
+                "operationId": "readyz",
+                "summary": "PostgreSQL, Redis (and AMI, and the record writers) answer.",
+                "security": [],
+                "responses": {
+                    "200": _json(_ref("Readiness"), "Ready."),
+                    "503": _json(_ref("Readiness"), "Not ready: the body says what is not."),
+                },
+            }
+        },
+        "/metrics": {
+            "get": {
+                "operationId": "metrics",
+                "summary": "Prometheus metrics.",
+                "security": [],
+                "responses": {
+                    "200": {
+                        "description": "The Prometheus text format.",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    }
+                },
+            }
+        },
+        "/": {
+            "get": {
+                "operationId": "page",
+                "summary": "The sidebar page.",
+                "security": [],
+                "responses": {
+                    "200": {
+                        "description": "The page.",
+                        "content": {"text/html": {"schema": {"type": "string"}}},
+                    },
+                    "404": _error("The page is not installed.", "not_found"),
+                },
+            }
+        },
+        "/static/{filename}": {
+            "get": {
+                "operationId": "asset",
+                "summary": "The page's scripts and styles.",
+                "security": [],
+                "parameters": [
+                    {
+                        "name": "filename",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string", "minLength": 1},
+                    }
+                ],
+                "responses": {
+                    "200": {
+                        "description": "The file.",
+                        "content": {"*/*": {"schema": {"type": "string"}}},
+                    },
+                    "403": _error("Outside the static folder.", "forbidden"),
+                    "404": _error("No such file.", "not_found"),
+                },
+            }
+        },
+    }
+
+
+def _schemas() -> dict[str, Schema]:
+    string = {"type": "string"}
+    agent = {
+        "type": "object",
+        "required": ["username", "display_name", "endpoint", "role"],
+        "properties": {
+            "username": string,
+            "display_name": string,
+            "endpoint": string,
+            "role": {"enum": ["agent", "supervisor"]},
+        },
+    }
+    attribute_value = {
+        "type": ["string", "null"],
+        "maxLength": calldata.MAX_ATTRIBUTE_VALUE_CHARS,
+        "pattern": _FREE_TEXT,
+    }
+    return {
+        "Error": {
+            "type": "object",
+            "description": "Every refusal: a code to act on and a message for people.",
+            "required": ["error", "message"],
+            "properties": {
+                "error": {"type": "string", "pattern": "^[a-z_]+$"},
+                "message": string,
+                "field": {"type": ["string", "null"], "description": "The field at fault."},
+            },
+        },
+        "StaleVersion": {
+            "allOf": [
+                _ref("Error"),
+                {
+                    "required": ["current"],
+                    "properties": {
+                        "error": {"const": "stale_version"},
+                        "current": _ref("CallData"),
+                    },
+                },
+            ]
+        },
+        "Empty": {"type": "object", "maxProperties": 0},
+        "Agent": agent,
+        "LoginRequest": {
+            "type": "object",
+            "required": ["username", "password"],
+            "additionalProperties": False,
+            "properties": {
+                "username": {"type": "string", "maxLength": api.MAX_USERNAME_CHARS},
+                "password": {"type": "string", "maxLength": MAX_PASSWORD_CHARS},
+            },
+        },
+        "Login": {
+            "type": "object",
+            "required": ["token", "expires_at", "agent"],
+            "properties": {
+                "token": string,
+                "expires_at": {"type": "string", "format": "date-time"},
+                "agent": _ref("Agent"),
+            },
+        },
+        "Me": {
+            "type": "object",
+            "required": ["agent", "calls"],
+            "properties": {
+                "agent": _ref("Agent"),
+                "calls": {"type": "array", "items": string},
+                "partial": {"const": True, "description": "Redis did not answer."},
+            },
+        },
+        "CallData": {
+            "type": "object",
+            "description": "The call's attached data (cti/calldata/document.py).",
+            "required": ["call_id", "version"],
+            "properties": {
+                "call_id": {"type": "string", "pattern": _UUID},
+                "version": {"type": "integer", "minimum": 1},
+            },
+        },
+        "CallView": {
+            "type": "object",
+            "required": ["call", "recent", "timeline"],
+            "properties": {
+                "call": {"oneOf": [_ref("CallData"), {"type": "null"}]},
+                "recent": {"type": "array", "items": {"type": "object"}},
+                "timeline": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["kind", "at"],
+                        "properties": {"kind": string, "at": string},
+                    },
+                },
+                "partial": {"const": True, "description": "PostgreSQL did not answer."},
+            },
+        },
+        "CallEdit": {
+            "type": "object",
+            "required": ["version", "change"],
+            "additionalProperties": False,
+            "properties": {
+                "version": {"type": "integer", "minimum": 1},
+                "change": {
+                    "type": "object",
+                    "minProperties": 1,
+                    "additionalProperties": False,
+                    "properties": {
+                        "note": {
+                            "type": "string",
+                            "maxLength": calldata.MAX_NOTE_CHARS,
+                            "pattern": _FREE_TEXT,
+                        },
+                        "disposition": {
+                            "type": ["string", "null"],
+                            "maxLength": calldata.MAX_DISPOSITION_CHARS,
+                            "pattern": calldata.DISPOSITION.pattern.replace("\\Z", "$"),
+                        },
+                        "tags": {
+                            "type": "array",
+                            "maxItems": calldata.MAX_TAGS,
+                            "uniqueItems": True,
+                            "items": {
+                                "type": "string",
+                                "maxLength": calldata.MAX_TAG_CHARS,
+                                "pattern": calldata.TAG.pattern.replace("\\Z", "$"),
+                            },
+                        },
+                        "attributes": {
+                            "type": "object",
+                            "description": (
+                                f"null removes a key; at most {calldata.MAX_ATTRIBUTES} keys "
+                                "once merged (413 too_large)."
+                            ),
+                            "propertyNames": {
+                                "maxLength": calldata.MAX_ATTRIBUTE_KEY_CHARS,
+                                "pattern": calldata.ATTRIBUTE_KEY.pattern.replace("\\Z", "$"),
+                            },
+                            "additionalProperties": attribute_value,
+                        },
+                    },
+                },
+            },
+        },
+        "Transfer": {
+            "type": "object",
+            "required": ["kind", "target"],
+            "additionalProperties": False,
+            "properties": {
+                "kind": {"enum": ["blind", "attended"]},
+                "target": {"type": "string", "pattern": f"^{TARGET.pattern}$"},
+            },
+        },
+        "Pause": {
+            "type": "object",
+            "required": ["paused"],
+            "additionalProperties": False,
+            "properties": {
+                "paused": {"type": "boolean"},
+                "reason": {
+                    "type": ["string", "null"],
+                    "maxLength": MAX_PAUSE_REASON_CHARS,
+                    "pattern": _NO_CONTROL,
+                },
+            },
+        },
+        "Paused": {
+            "type": "object",
+            "required": ["paused"],
+            "properties": {"paused": {"type": "boolean"}},
+        },
+        "AgentList": {
+            "type": "object",
+            "required": ["agents"],
+            "properties": {
+                "agents": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["username", "display_name", "endpoint", "state"],
+                        "properties": {
+                            "username": string,
+                            "display_name": string,
+                            "endpoint": string,
+                            "state": {"enum": ["on_call", "ringing", "idle", "unknown"]},
+                            "call_key": string,
+                        },
+                    },
+                }
+            },
+        },
+        "Health": {
+            "type": "object",
+            "required": ["status"],
+            "properties": {"status": {"const": "ok"}},
+        },
+        "Readiness": {
+            "type": "object",
+            "required": ["postgres", "redis", "ami"],
+            "properties": {
+                "postgres": {"type": "boolean"},
+                "redis": {"type": "boolean"},
+                "ami": {"type": ["boolean", "null"], "description": "null: AMI is off here."},
+                "writers": {"type": "object", "additionalProperties": {"type": "object"}},
+            },
+        },
+    }
+
+
+@functools.cache
+def document() -> dict[str, Any]:
+    """The OpenAPI 3.1 document (built once; treat it as read-only)."""
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "cti sidebar API",
+            "version": "1",
+            "description": (
+                "The agent sidebar's HTTP API (docs/screenpop-api.md has the prose). "
+                'Every refusal is `{"error": <code>, "message": <text>}`, sometimes with '
+                "`field`; an unknown route is 404 `not_found`, a wrong method 405 "
+                "`method_not_allowed` (with `Allow`)."
+            ),
+        },
+        "security": [{"bearer": []}],
+        "paths": _operations(),
+        "components": {
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer", "description": "POST /api/login"},
+                "queryToken": {"type": "apiKey", "in": "query", "name": "token"},
+            },
+            "schemas": _schemas(),
+        },
+    }
+
+
+@functools.cache
+def _serialized() -> bytes:
+    return json.dumps(document(), separators=(",", ":")).encode()
+
+
+async def serve(_request: web.Request) -> web.Response:
+    return web.Response(body=_serialized(), content_type="application/json")
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get(PATH, serve)
