@@ -22,24 +22,10 @@ from typing import Any
 from aiohttp import web
 
 from cti.calldata import document as calldata
-from cti.calls.control import MAX_PAUSE_REASON_CHARS, TARGET
-from cti.screenpop import api
-from cti.screenpop.auth import MAX_PASSWORD_CHARS
 from cti.screenpop.errors import MAX_BODY_BYTES
+from cti.screenpop.openapi_schemas import Schema, ref, schemas
 
 PATH = "/api/openapi.json"
-
-Schema = dict[str, Any]
-
-_UUID = "^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$"
-#: Text with no control character (cti.text's rule: C0, DEL, C1).
-_NO_CONTROL = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$"
-#: Free text: the same, but newline and tab are allowed (cti.calldata.document).
-_FREE_TEXT = "^[^\\u0000-\\u0008\\u000b-\\u001f\\u007f-\\u009f]*$"
-
-
-def _ref(name: str) -> Schema:
-    return {"$ref": f"#/components/schemas/{name}"}
 
 
 def _json(schema: Schema, description: str) -> Schema:
@@ -48,7 +34,7 @@ def _json(schema: Schema, description: str) -> Schema:
 
 def _error(description: str, *codes: str) -> Schema:
     """A refusal: the error body, its ``error`` one of ``codes``."""
-    schema = {"allOf": [_ref("Error"), {"properties": {"error": {"enum": list(codes)}}}]}
+    schema = {"allOf": [ref("Error"), {"properties": {"error": {"enum": list(codes)}}}]}
     return _json(schema, description)
 
 
@@ -95,7 +81,7 @@ _UPGRADE = [
 def _control_responses() -> Schema:
     """What a call control action answers (cti.calls.control's errors)."""
     return {
-        "202": _json(_ref("Empty"), "Asterisk accepted the action."),
+        "202": _json(ref("Empty"), "Asterisk accepted the action."),
         "400": _error("The target or the agent's device is malformed.", "invalid"),
         "401": _UNAUTHORIZED,
         "403": _NOT_YOURS,
@@ -118,9 +104,9 @@ def _operations() -> dict[str, Schema]:
                 "operationId": "login",
                 "summary": "Log in: a signed token for the agent.",
                 "security": [],
-                "requestBody": _body(_ref("LoginRequest"), "The agent's credentials."),
+                "requestBody": _body(ref("LoginRequest"), "The agent's credentials."),
                 "responses": {
-                    "200": _json(_ref("Login"), "The token and who it speaks for."),
+                    "200": _json(ref("Login"), "The token and who it speaks for."),
                     "400": _INVALID_BODY,
                     "401": _error(
                         "Wrong user name or password (the same answer for both).",
@@ -137,7 +123,7 @@ def _operations() -> dict[str, Schema]:
                 "summary": "Who the token speaks for, and the calls they are on now.",
                 "security": bearer,
                 "responses": {
-                    "200": _json(_ref("Me"), "The agent and their current call keys."),
+                    "200": _json(ref("Me"), "The agent and their current call keys."),
                     "401": _UNAUTHORIZED,
                 },
             }
@@ -149,7 +135,7 @@ def _operations() -> dict[str, Schema]:
                 "summary": "A call's data, the customer's recent calls and its timeline.",
                 "security": bearer,
                 "responses": {
-                    "200": _json(_ref("CallView"), "The call."),
+                    "200": _json(ref("CallView"), "The call."),
                     "401": _UNAUTHORIZED,
                     "403": _NOT_YOURS,
                     "404": _error("No such call (to a supervisor).", "unknown_call"),
@@ -160,13 +146,13 @@ def _operations() -> dict[str, Schema]:
                 "operationId": "patchCall",
                 "summary": "Edit the call's data, against the version read.",
                 "security": bearer,
-                "requestBody": _body(_ref("CallEdit"), "The edit."),
+                "requestBody": _body(ref("CallEdit"), "The edit."),
                 "responses": {
                     "200": _json(
                         {
                             "type": "object",
                             "required": ["call"],
-                            "properties": {"call": _ref("CallData")},
+                            "properties": {"call": ref("CallData")},
                         },
                         "The new document.",
                     ),
@@ -178,7 +164,7 @@ def _operations() -> dict[str, Schema]:
                         "unknown_call",
                     ),
                     "409": _json(
-                        _ref("StaleVersion"),
+                        ref("StaleVersion"),
                         "The edit was made against an older version: merge and retry.",
                     ),
                     "413": _error(
@@ -196,7 +182,7 @@ def _operations() -> dict[str, Schema]:
                 "operationId": "transfer",
                 "summary": "Transfer the caller (blind) or consult the target (attended).",
                 "security": bearer,
-                "requestBody": _body(_ref("Transfer"), "Where to."),
+                "requestBody": _body(ref("Transfer"), "Where to."),
                 "responses": {**_control_responses(), "413": _TOO_LARGE},
             },
         },
@@ -232,9 +218,9 @@ def _operations() -> dict[str, Schema]:
                 "operationId": "pause",
                 "summary": "Pause or unpause the agent in every queue (AMI QueuePause).",
                 "security": bearer,
-                "requestBody": _body(_ref("Pause"), "Paused or not, and why."),
+                "requestBody": _body(ref("Pause"), "Paused or not, and why."),
                 "responses": {
-                    "200": _json(_ref("Paused"), "Asterisk accepted it."),
+                    "200": _json(ref("Paused"), "Asterisk accepted it."),
                     "400": _INVALID_BODY,
                     "401": _UNAUTHORIZED,
                     "413": _TOO_LARGE,
@@ -249,7 +235,7 @@ def _operations() -> dict[str, Schema]:
                 "summary": "Every agent and what they are doing now (supervisors only).",
                 "security": bearer,
                 "responses": {
-                    "200": _json(_ref("AgentList"), "The agents."),
+                    "200": _json(ref("AgentList"), "The agents."),
                     "401": _UNAUTHORIZED,
                     "403": _error("The caller is not a supervisor.", "forbidden"),
                     "503": _UNAVAILABLE,
@@ -299,7 +285,7 @@ def _operations() -> dict[str, Schema]:
                 "operationId": "healthz",
                 "summary": "The process serves.",
                 "security": [],
-                "responses": {"200": _json(_ref("Health"), "Serving.")},
+                "responses": {"200": _json(ref("Health"), "Serving.")},
             }
         },
         "/readyz": {
@@ -308,8 +294,8 @@ def _operations() -> dict[str, Schema]:
                 "summary": "PostgreSQL, Redis (and AMI, and the record writers) answer.",
                 "security": [],
                 "responses": {
-                    "200": _json(_ref("Readiness"), "Ready."),
-                    "503": _json(_ref("Readiness"), "Not ready: the body says what is not."),
+                    "200": _json(ref("Readiness"), "Ready."),
+                    "503": _json(ref("Readiness"), "Not ready: the body says what is not."),
                 },
             }
         },
@@ -366,213 +352,6 @@ def _operations() -> dict[str, Schema]:
     }
 
 
-def _schemas() -> dict[str, Schema]:
-    string = {"type": "string"}
-    agent = {
-        "type": "object",
-        "required": ["username", "display_name", "endpoint", "role"],
-        "properties": {
-            "username": string,
-            "display_name": string,
-            "endpoint": string,
-            "role": {"enum": ["agent", "supervisor"]},
-        },
-    }
-    attribute_value = {
-        "type": ["string", "null"],
-        "maxLength": calldata.MAX_ATTRIBUTE_VALUE_CHARS,
-        "pattern": _FREE_TEXT,
-    }
-    return {
-        "Error": {
-            "type": "object",
-            "description": "Every refusal: a code to act on and a message for people.",
-            "required": ["error", "message"],
-            "properties": {
-                "error": {"type": "string", "pattern": "^[a-z_]+$"},
-                "message": string,
-                "field": {"type": ["string", "null"], "description": "The field at fault."},
-            },
-        },
-        "StaleVersion": {
-            "allOf": [
-                _ref("Error"),
-                {
-                    "required": ["current"],
-                    "properties": {
-                        "error": {"const": "stale_version"},
-                        "current": _ref("CallData"),
-                    },
-                },
-            ]
-        },
-        "Empty": {"type": "object", "maxProperties": 0},
-        "Agent": agent,
-        "LoginRequest": {
-            "type": "object",
-            "required": ["username", "password"],
-            "additionalProperties": False,
-            "properties": {
-                "username": {"type": "string", "maxLength": api.MAX_USERNAME_CHARS},
-                "password": {"type": "string", "maxLength": MAX_PASSWORD_CHARS},
-            },
-        },
-        "Login": {
-            "type": "object",
-            "required": ["token", "expires_at", "agent"],
-            "properties": {
-                "token": string,
-                "expires_at": {"type": "string", "format": "date-time"},
-                "agent": _ref("Agent"),
-            },
-        },
-        "Me": {
-            "type": "object",
-            "required": ["agent", "calls"],
-            "properties": {
-                "agent": _ref("Agent"),
-                "calls": {"type": "array", "items": string},
-                "partial": {"const": True, "description": "Redis did not answer."},
-            },
-        },
-        "CallData": {
-            "type": "object",
-            "description": "The call's attached data (cti/calldata/document.py).",
-            "required": ["call_id", "version"],
-            "properties": {
-                "call_id": {"type": "string", "pattern": _UUID},
-                "version": {"type": "integer", "minimum": 1},
-            },
-        },
-        "CallView": {
-            "type": "object",
-            "required": ["call", "recent", "timeline"],
-            "properties": {
-                "call": {"oneOf": [_ref("CallData"), {"type": "null"}]},
-                "recent": {"type": "array", "items": {"type": "object"}},
-                "timeline": {
-                    "type": "array",
-                    "items": {
-                        "type": "object",
-                        "required": ["kind", "at"],
-                        "properties": {"kind": string, "at": string},
-                    },
-                },
-                "partial": {"const": True, "description": "PostgreSQL did not answer."},
-            },
-        },
-        "CallEdit": {
-            "type": "object",
-            "required": ["version", "change"],
-            "additionalProperties": False,
-            "properties": {
-                "version": {"type": "integer", "minimum": 1},
-                "change": {
-                    "type": "object",
-                    "minProperties": 1,
-                    "additionalProperties": False,
-                    "properties": {
-                        "note": {
-                            "type": "string",
-                            "maxLength": calldata.MAX_NOTE_CHARS,
-                            "pattern": _FREE_TEXT,
-                        },
-                        "disposition": {
-                            "type": ["string", "null"],
-                            "maxLength": calldata.MAX_DISPOSITION_CHARS,
-                            "pattern": calldata.DISPOSITION.pattern.replace("\\Z", "$"),
-                        },
-                        "tags": {
-                            "type": "array",
-                            "maxItems": calldata.MAX_TAGS,
-                            "uniqueItems": True,
-                            "items": {
-                                "type": "string",
-                                "maxLength": calldata.MAX_TAG_CHARS,
-                                "pattern": calldata.TAG.pattern.replace("\\Z", "$"),
-                            },
-                        },
-                        "attributes": {
-                            "type": "object",
-                            "description": (
-                                f"null removes a key; at most {calldata.MAX_ATTRIBUTES} keys "
-                                "once merged (413 too_large)."
-                            ),
-                            "propertyNames": {
-                                "maxLength": calldata.MAX_ATTRIBUTE_KEY_CHARS,
-                                "pattern": calldata.ATTRIBUTE_KEY.pattern.replace("\\Z", "$"),
-                            },
-                            "additionalProperties": attribute_value,
-                        },
-                    },
-                },
-            },
-        },
-        "Transfer": {
-            "type": "object",
-            "required": ["kind", "target"],
-            "additionalProperties": False,
-            "properties": {
-                "kind": {"enum": ["blind", "attended"]},
-                "target": {"type": "string", "pattern": f"^{TARGET.pattern}$"},
-            },
-        },
-        "Pause": {
-            "type": "object",
-            "required": ["paused"],
-            "additionalProperties": False,
-            "properties": {
-                "paused": {"type": "boolean"},
-                "reason": {
-                    "type": ["string", "null"],
-                    "maxLength": MAX_PAUSE_REASON_CHARS,
-                    "pattern": _NO_CONTROL,
-                },
-            },
-        },
-        "Paused": {
-            "type": "object",
-            "required": ["paused"],
-            "properties": {"paused": {"type": "boolean"}},
-        },
-        "AgentList": {
-            "type": "object",
-            "required": ["agents"],
-            "properties": {
-                "agents": {
-                    "type": "array",
-                    "items": {
-                        "type": "object",
-                        "required": ["username", "display_name", "endpoint", "state"],
-                        "properties": {
-                            "username": string,
-                            "display_name": string,
-                            "endpoint": string,
-                            "state": {"enum": ["on_call", "ringing", "idle", "unknown"]},
-                            "call_key": string,
-                        },
-                    },
-                }
-            },
-        },
-        "Health": {
-            "type": "object",
-            "required": ["status"],
-            "properties": {"status": {"const": "ok"}},
-        },
-        "Readiness": {
-            "type": "object",
-            "required": ["postgres", "redis", "ami"],
-            "properties": {
-                "postgres": {"type": "boolean"},
-                "redis": {"type": "boolean"},
-                "ami": {"type": ["boolean", "null"], "description": "null: AMI is off here."},
-                "writers": {"type": "object", "additionalProperties": {"type": "object"}},
-            },
-        },
-    }
-
-
 @functools.cache
 def document() -> dict[str, Any]:
     """The OpenAPI 3.1 document (built once; treat it as read-only)."""
@@ -595,7 +374,7 @@ def document() -> dict[str, Any]:
                 "bearer": {"type": "http", "scheme": "bearer", "description": "POST /api/login"},
                 "queryToken": {"type": "apiKey", "in": "query", "name": "token"},
             },
-            "schemas": _schemas(),
+            "schemas": schemas(),
         },
     }
 

@@ -1,0 +1,235 @@
+"""The named schemas of the sidebar's OpenAPI document (:mod:`cti.screenpop.openapi`),
+with the patterns and the ``$ref`` helper that the operations share.
+
+Kept apart so that each module reads in one sitting; every limit is still the constant
+the code enforces.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cti.calldata import document as calldata
+from cti.calls.control import MAX_PAUSE_REASON_CHARS, TARGET
+from cti.screenpop import api
+from cti.screenpop.auth import MAX_PASSWORD_CHARS
+
+Schema = dict[str, Any]
+
+_UUID = "^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$"
+#: Text with no control character (cti.text's rule: C0, DEL, C1).
+_NO_CONTROL = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$"
+#: Free text: the same, but newline and tab are allowed (cti.calldata.document).
+_FREE_TEXT = "^[^\\u0000-\\u0008\\u000b-\\u001f\\u007f-\\u009f]*$"
+
+
+def ref(name: str) -> Schema:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def schemas() -> dict[str, Schema]:
+    """The named schemas (``components.schemas``) that the operations refer to."""
+    string = {"type": "string"}
+    agent = {
+        "type": "object",
+        "required": ["username", "display_name", "endpoint", "role"],
+        "properties": {
+            "username": string,
+            "display_name": string,
+            "endpoint": string,
+            "role": {"enum": ["agent", "supervisor"]},
+        },
+    }
+    attribute_value = {
+        "type": ["string", "null"],
+        "maxLength": calldata.MAX_ATTRIBUTE_VALUE_CHARS,
+        "pattern": _FREE_TEXT,
+    }
+    return {
+        "Error": {
+            "type": "object",
+            "description": "Every refusal: a code to act on and a message for people.",
+            "required": ["error", "message"],
+            "properties": {
+                "error": {"type": "string", "pattern": "^[a-z_]+$"},
+                "message": string,
+                "field": {"type": ["string", "null"], "description": "The field at fault."},
+            },
+        },
+        "StaleVersion": {
+            "allOf": [
+                ref("Error"),
+                {
+                    "required": ["current"],
+                    "properties": {
+                        "error": {"const": "stale_version"},
+                        "current": ref("CallData"),
+                    },
+                },
+            ]
+        },
+        "Empty": {"type": "object", "maxProperties": 0},
+        "Agent": agent,
+        "LoginRequest": {
+            "type": "object",
+            "required": ["username", "password"],
+            "additionalProperties": False,
+            "properties": {
+                "username": {"type": "string", "maxLength": api.MAX_USERNAME_CHARS},
+                "password": {"type": "string", "maxLength": MAX_PASSWORD_CHARS},
+            },
+        },
+        "Login": {
+            "type": "object",
+            "required": ["token", "expires_at", "agent"],
+            "properties": {
+                "token": string,
+                "expires_at": {"type": "string", "format": "date-time"},
+                "agent": ref("Agent"),
+            },
+        },
+        "Me": {
+            "type": "object",
+            "required": ["agent", "calls"],
+            "properties": {
+                "agent": ref("Agent"),
+                "calls": {"type": "array", "items": string},
+                "partial": {"const": True, "description": "Redis did not answer."},
+            },
+        },
+        "CallData": {
+            "type": "object",
+            "description": "The call's attached data (cti/calldata/document.py).",
+            "required": ["call_id", "version"],
+            "properties": {
+                "call_id": {"type": "string", "pattern": _UUID},
+                "version": {"type": "integer", "minimum": 1},
+            },
+        },
+        "CallView": {
+            "type": "object",
+            "required": ["call", "recent", "timeline"],
+            "properties": {
+                "call": {"oneOf": [ref("CallData"), {"type": "null"}]},
+                "recent": {"type": "array", "items": {"type": "object"}},
+                "timeline": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["kind", "at"],
+                        "properties": {"kind": string, "at": string},
+                    },
+                },
+                "partial": {"const": True, "description": "PostgreSQL did not answer."},
+            },
+        },
+        "CallEdit": {
+            "type": "object",
+            "required": ["version", "change"],
+            "additionalProperties": False,
+            "properties": {
+                "version": {"type": "integer", "minimum": 1},
+                "change": {
+                    "type": "object",
+                    "minProperties": 1,
+                    "additionalProperties": False,
+                    "properties": {
+                        "note": {
+                            "type": "string",
+                            "maxLength": calldata.MAX_NOTE_CHARS,
+                            "pattern": _FREE_TEXT,
+                        },
+                        "disposition": {
+                            "type": ["string", "null"],
+                            "maxLength": calldata.MAX_DISPOSITION_CHARS,
+                            "pattern": calldata.DISPOSITION.pattern.replace("\\Z", "$"),
+                        },
+                        "tags": {
+                            "type": "array",
+                            "maxItems": calldata.MAX_TAGS,
+                            "uniqueItems": True,
+                            "items": {
+                                "type": "string",
+                                "maxLength": calldata.MAX_TAG_CHARS,
+                                "pattern": calldata.TAG.pattern.replace("\\Z", "$"),
+                            },
+                        },
+                        "attributes": {
+                            "type": "object",
+                            "description": (
+                                f"null removes a key; at most {calldata.MAX_ATTRIBUTES} keys "
+                                "once merged (413 too_large)."
+                            ),
+                            "propertyNames": {
+                                "maxLength": calldata.MAX_ATTRIBUTE_KEY_CHARS,
+                                "pattern": calldata.ATTRIBUTE_KEY.pattern.replace("\\Z", "$"),
+                            },
+                            "additionalProperties": attribute_value,
+                        },
+                    },
+                },
+            },
+        },
+        "Transfer": {
+            "type": "object",
+            "required": ["kind", "target"],
+            "additionalProperties": False,
+            "properties": {
+                "kind": {"enum": ["blind", "attended"]},
+                "target": {"type": "string", "pattern": f"^{TARGET.pattern}$"},
+            },
+        },
+        "Pause": {
+            "type": "object",
+            "required": ["paused"],
+            "additionalProperties": False,
+            "properties": {
+                "paused": {"type": "boolean"},
+                "reason": {
+                    "type": ["string", "null"],
+                    "maxLength": MAX_PAUSE_REASON_CHARS,
+                    "pattern": _NO_CONTROL,
+                },
+            },
+        },
+        "Paused": {
+            "type": "object",
+            "required": ["paused"],
+            "properties": {"paused": {"type": "boolean"}},
+        },
+        "AgentList": {
+            "type": "object",
+            "required": ["agents"],
+            "properties": {
+                "agents": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["username", "display_name", "endpoint", "state"],
+                        "properties": {
+                            "username": string,
+                            "display_name": string,
+                            "endpoint": string,
+                            "state": {"enum": ["on_call", "ringing", "idle", "unknown"]},
+                            "call_key": string,
+                        },
+                    },
+                }
+            },
+        },
+        "Health": {
+            "type": "object",
+            "required": ["status"],
+            "properties": {"status": {"const": "ok"}},
+        },
+        "Readiness": {
+            "type": "object",
+            "required": ["postgres", "redis", "ami"],
+            "properties": {
+                "postgres": {"type": "boolean"},
+                "redis": {"type": "boolean"},
+                "ami": {"type": ["boolean", "null"], "description": "null: AMI is off here."},
+                "writers": {"type": "object", "additionalProperties": {"type": "object"}},
+            },
+        },
+    }
