@@ -274,7 +274,7 @@ def _read_plan_file(path: Path) -> RoutingPlan:
 
 async def _with_connection(args: argparse.Namespace, config: Config, conn) -> int:
     if args.command == "db" and args.db == "seed-demo":
-        from cti.db.demo import seed_demo
+        from cti.demo.seed import seed_demo
 
         try:
             total = await seed_demo(conn, args.customers)
@@ -328,7 +328,7 @@ async def _seed_demo_agents(conn) -> None:
     """The demo agents' and supervisor's password comes from ``CTI_DEMO_PASSWORD`` (read here, like
     ``--password-env``: a command's input, not the daemon's configuration) or is
     generated and printed this once."""
-    from cti.db.demo import seed_demo_agents
+    from cti.demo.seed import seed_demo_agents
 
     password = os.environ.get("CTI_DEMO_PASSWORD") or None
     generated = password is None
@@ -397,7 +397,7 @@ async def _import_customers(args: argparse.Namespace, config: Config, conn) -> i
     import phonenumbers
 
     from cti.customer_csv import ImportFileError
-    from cti.db.customers import import_customers
+    from cti.customers import import_customers
 
     path: Path = args.file
     region = (config.default_region if args.region is None else args.region).strip().upper()
@@ -428,7 +428,7 @@ async def _import_customers(args: argparse.Namespace, config: Config, conn) -> i
 
 async def _route(args: argparse.Namespace, config: Config, conn) -> int:
     from cti.agi.route import parse_ivr_args
-    from cti.db.customers import find_customer
+    from cti.customers import find_customer
     from cti.router import Router, RouteRequest
     from cti.routing.plan_store import read_plan
     from cti.routing.table import RoutingTable

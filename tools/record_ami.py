@@ -17,7 +17,7 @@ for the tests, CTI_TEST_PG / CTI_RECORD_REDIS to point elsewhere)::
 
 What one run does, and undoes at the end (also on failure):
 
-1. a fresh database ``cti_record_<hex>``: migrated, the demo data (cti.db.demo), and the
+1. a fresh database ``cti_record_<hex>``: migrated, the demo data (cti.demo.seed), and the
    demo routing plan plus DNIS 5550600 -> queue ``local`` (queues.conf: its member is
    the Local channel ``Local/2006@agents/n``);
 2. ``cti serve`` on the FastAGI port (4573 when free), as tests/e2e does (stack.py);
@@ -73,8 +73,8 @@ import redis.asyncio as redis  # noqa: E402
 
 from cti.agent_phones import password_of, register_once, wait_until_registered  # noqa: E402
 from cti.ami.protocol import AmiParser, Message, encode_action  # noqa: E402
-from cti.db.demo import seed_demo  # noqa: E402
 from cti.db.migrate import migrate  # noqa: E402
+from cti.demo.seed import seed_demo  # noqa: E402
 from cti.loadtest import (  # noqa: E402
     agent_port,
     spawn_agent_phone,

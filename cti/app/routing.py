@@ -17,7 +17,7 @@ from cti.app.resources import listening_agi, warm_pool
 from cti.app.supervisor import Supervisor
 from cti.batch_writer import BatchWriter, DeadLetterSink
 from cti.config import Config
-from cti.db.customers import find_customer
+from cti.customers import find_customer
 from cti.interactions import interaction_batch_writer
 from cti.router import Router
 from cti.routing.model import Customer

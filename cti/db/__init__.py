@@ -1,4 +1,4 @@
-"""PostgreSQL plumbing every feature shares: migrations (``migrate.py``) and batched
-inserts (``bulk.py``). Features keep their own SQL (cti.calldata, cti.timeline,
-cti.interactions, cti.routing.plan_store, cti.screenpop.agents); ``customers.py`` and
-``demo.py`` are still here until they move to their features."""
+"""PostgreSQL plumbing every feature shares: migrations (``migrate.py``), batched
+inserts (``bulk.py``) and the dead letters of the record writers (``dead_letters.py``).
+Features keep their own SQL (cti.calldata, cti.timeline, cti.interactions,
+cti.customers, cti.routing.plan_store, cti.screenpop.agents, cti.demo.seed)."""

@@ -32,7 +32,7 @@ import pytest
 import redis.asyncio as redis
 
 from cti.agent_phones import AGENTS, password_variable
-from cti.db.demo import seed_demo
+from cti.demo.seed import seed_demo
 from tests.conftest import PG_SERVER
 from tests.e2e.ami import Ami
 from tests.e2e.stack import (

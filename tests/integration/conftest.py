@@ -13,7 +13,7 @@ import pytest
 from cti.agi.server import AgiLimits
 from cti.app.service import Service, daemon_service
 from cti.config import Config, HostPort
-from cti.db.demo import seed_demo
+from cti.demo.seed import seed_demo
 from tests.conftest import REDIS_URL
 from tests.fakes.asterisk_agi import AgiCallResult, agi_call
 

@@ -23,7 +23,7 @@ from cti.calldata.history import (
     latest_version,
 )
 from cti.calldata.store import CallDataStore, call_key
-from cti.db.customers import find_customer
+from cti.customers import find_customer
 from cti.errors import DomainError
 from cti.router import Router, RouteRequest
 from cti.routing.table import RoutingTable

@@ -32,7 +32,7 @@ from cti.calldata.service import CallDataService
 from cti.calldata.store import CallDataStore
 from cti.calls.events import CallEvent
 from cti.calls.publisher import EventPublisher
-from cti.db.customers import find_customer
+from cti.customers import find_customer
 from cti.db.dead_letters import PgDeadLetters, list_dead_letters
 from cti.interactions import interaction_batch_writer
 from cti.router import RouteOutcome, Router, RouteRequest

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncpg
 
-from cti.db.customers import find_customer
+from cti.customers import find_customer
 from cti.interactions import interaction_batch_writer
 from cti.router import Router, RouteRequest
 from cti.routing.table import RoutingTable

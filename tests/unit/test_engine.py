@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cti.db.demo import demo_plan
+from cti.demo.seed import demo_plan
 from cti.routing.engine import FAIL_OPEN_RULE, NO_RULE, decide, fail_open, matches
 from cti.routing.hours import OpeningHours, TimeWindow
 from cti.routing.model import (
