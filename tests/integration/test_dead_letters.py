@@ -32,16 +32,15 @@ from cti.calldata.service import CallDataService
 from cti.calldata.store import CallDataStore
 from cti.calls.events import CallEvent
 from cti.calls.publisher import EventPublisher
-from cti.customers import find_customer
 from cti.db.dead_letters import PgDeadLetters, list_dead_letters
 from cti.interactions import interaction_batch_writer
-from cti.router import RouteOutcome, Router, RouteRequest
-from cti.routing.table import RoutingTable
+from cti.router import RouteOutcome
 from cti.screenpop.app import build_app
 from cti.screenpop.auth import Sessions
 from cti.screenpop.metrics import Metrics
 from cti.timeline.store import timeline_batch_writer
 from tests.fakes.tcp_proxy import TcpProxy
+from tests.integration.routes import route_outcomes
 from tests.waiting import until
 
 NOW = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
@@ -98,32 +97,6 @@ class Running:
         await asyncio.wait_for(self.task, 10)
 
 
-class Keep:
-    def __init__(self) -> None:
-        self.items: list[Any] = []
-
-    def submit(self, item: Any) -> bool:
-        self.items.append(item)
-        return True
-
-
-async def outcomes(pool: asyncpg.Pool, n: int) -> list[RouteOutcome]:
-    """``n`` route outcomes as the router makes them."""
-    kept = Keep()
-    router = Router(
-        table=lambda: RoutingTable(loaded=True),
-        find_customer=lambda e164, account: find_customer(pool, e164, account),
-        default_queue="default",
-        region="US",
-        lookup_budget_s=5,
-        interactions=kept,
-        call_data=Keep(),
-    )
-    for i in range(n):
-        await router.route(RouteRequest(f"PJSIP/t-{i}", f"1.{i}", f"2120000{i:03d}", "5550100"))
-    return kept.items
-
-
 def with_nul(outcome: RouteOutcome) -> RouteOutcome:
     """A record with a NUL in a text field (``channel``), as a raw AGI header may carry."""
     request = dataclasses.replace(outcome.request, channel="PJSIP/ev\x00il")
@@ -166,8 +139,8 @@ async def test_a_row_refused_by_a_check_goes_to_the_dead_letters_and_the_next_ro
 
 
 async def test_a_nul_in_an_interaction_is_set_aside_and_the_50_others_land(pool, db):
-    good = await outcomes(pool, 50)
-    bad = with_nul((await outcomes(pool, 1))[0])
+    good = await route_outcomes(pool, 50)
+    bad = with_nul((await route_outcomes(pool, 1))[0])
     writer = writer_of("interactions", interaction_batch_writer(pool), PgDeadLetters(pool))
     async with Running(writer):
         for outcome in [*good[:20], bad, *good[20:]]:
@@ -213,7 +186,7 @@ async def test_an_outage_is_retried_and_loses_nothing(pool, db, proxy, database_
         writer = writer_of(
             "interactions", interaction_batch_writer(through), PgDeadLetters(through)
         )
-        records = await outcomes(pool, 30)
+        records = await route_outcomes(pool, 30)
         async with Running(writer):
             writer.submit(records[0])
             await until(lambda: writer.stats.written == 1)
@@ -239,8 +212,8 @@ async def test_a_dead_letter_the_database_cannot_take_yet_is_held_then_stored(
     try:
         proxy.set_mode("refuse")
         writer = writer_of("interactions", interaction_batch_writer(pool), PgDeadLetters(through))
-        good = await outcomes(pool, 3)
-        bad = with_nul((await outcomes(pool, 1))[0])
+        good = await route_outcomes(pool, 3)
+        bad = with_nul((await route_outcomes(pool, 1))[0])
         async with Running(writer):
             for outcome in [good[0], bad, *good[1:]]:
                 writer.submit(outcome)
@@ -278,7 +251,7 @@ async def test_metrics_and_readiness_show_the_stuck_writer(
         sessions=Sessions(b"integration-test-secret-not-a-real-one", 3600),
         metrics=metrics,
     )
-    records = await outcomes(pool, 3)
+    records = await route_outcomes(pool, 3)
     call_id = str(uuid.uuid4())
     try:
         async with TestClient(TestServer(app)) as client, Running(stuck), Running(fine):
@@ -345,7 +318,7 @@ async def test_the_daemon_reports_its_writers(running, redis_client) -> None:
 
 
 async def test_cti_db_dead_letters_lists_them(pool, db, database_url):
-    bad = with_nul((await outcomes(pool, 1))[0])
+    bad = with_nul((await route_outcomes(pool, 1))[0])
     writer = writer_of("interactions", interaction_batch_writer(pool), PgDeadLetters(pool))
     async with Running(writer):
         writer.submit(bad)
