@@ -170,10 +170,11 @@ async def test_probe_loop_closes_the_breaker_when_the_probe_answers():
     prober = BreakerProbe(b, probe, timeout_s=1)
     stop = asyncio.Event()
     running = asyncio.create_task(prober.run(stop))
+    closed = asyncio.Event()
+    b.listen(lambda _old, new: closed.set() if new is CLOSED else None)
     b.record_failure()
     async with asyncio.timeout(5):
-        while b.state is not CLOSED:
-            await asyncio.sleep(0.005)
+        await closed.wait()
     assert prober.probes == 2
     stop.set()
     await running
