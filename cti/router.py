@@ -5,7 +5,10 @@ customer lookup, the interaction record, the call data) and owns the one promise
 callers care about: an answer within the budget. The customer lookup is the only
 thing awaited on the caller's path and it is cut off at the lookup budget; whatever
 goes wrong there (database down, slow, locked, a bug) routes the call to its number's
-default queue instead. Records are handed to background writers, never awaited.
+default queue instead. The wait ends at the deadline whatever the lookup's own cleanup
+needs, and after repeated failures a circuit breaker skips the lookup altogether
+(:mod:`cti.lookup`, :mod:`cti.breaker`). Records are handed to background writers,
+never awaited.
 """
 
 from __future__ import annotations
