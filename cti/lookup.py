@@ -39,6 +39,7 @@ class CustomerLookup:
         self.budget_s = budget_s
         self.breaker = breaker
         self._inflight: set[asyncio.Task[Customer | None]] = set()
+        self._abandoned: set[asyncio.Task[Customer | None]] = set()
         self.abandoned = 0  # lookups cut off at the deadline, left to clean up
 
     async def find(
@@ -58,6 +59,7 @@ class CustomerLookup:
             raise
         if not done:
             task.cancel()  # it terminates its connection in its own time, not the caller's
+            self._abandoned.add(task)
             self.abandoned += 1
             if breaker is not None:
                 breaker.record_failure()
@@ -80,10 +82,12 @@ class CustomerLookup:
 
     def _finished(self, task: asyncio.Task[Customer | None]) -> None:
         self._inflight.discard(task)
+        abandoned = task in self._abandoned
+        self._abandoned.discard(task)
         if task.cancelled():
             return
-        exc = task.exception()  # read it: an abandoned lookup's error is no one's else
-        if exc is not None:
+        exc = task.exception()  # read it always; the caller has logged it unless abandoned
+        if exc is not None and abandoned:
             log.debug("abandoned customer lookup ended", error=repr(exc))
 
     @property

@@ -105,7 +105,9 @@ async def test_partition_routes_every_call_in_budget_then_lookups_resume(
             "support",
             "fail-open",
         )
-    assert gauge_mid_outage == {"closed": 0.0, "open": 1.0, "half-open": 0.0}
+    # Open, or half-open while a probe is in flight: not closed, and exactly one state.
+    assert gauge_mid_outage["closed"] == 0.0
+    assert gauge_mid_outage["open"] + gauge_mid_outage["half-open"] == 1.0
 
     # Healed: the probe closes the breaker and calls are looked up again.
     result = await until(lambda: _gold(running), within_s=15)
