@@ -4,8 +4,8 @@ Nothing on the caller's path waits past the deadline: the lookup runs in a task 
 own and the caller waits for that task only until the deadline. When it passes, the
 task is cancelled and left to clean up (terminate its connection) by itself; this
 object owns those tasks, reads their outcome, and cancels what is left at shutdown. The
-breaker (:mod:`cti.breaker`) spares the database, and the callers, lookups that are
-known to fail.
+breaker (:mod:`cti.breaker`, pure) spares the database, and the callers, lookups that
+are known to fail; :class:`BreakerProbe` here is what closes it again.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 
 import structlog
 
-from cti.breaker import CircuitBreaker
+from cti.breaker import BreakerState, CircuitBreaker
 from cti.routing.model import Customer
 
 log = structlog.get_logger(__name__)
@@ -101,3 +101,95 @@ class CustomerLookup:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(grace_s):
                 await asyncio.gather(*self._inflight, return_exceptions=True)
+
+
+def log_transitions(breaker: CircuitBreaker) -> None:
+    """One log line per transition (not per call, not per failed probe)."""
+
+    def changed(old: BreakerState, new: BreakerState) -> None:
+        if new is BreakerState.OPEN and old is BreakerState.CLOSED:
+            log.warning(
+                "customer lookup breaker open; calls fail open without a lookup",
+                failures=breaker.failures,
+            )
+        elif new is BreakerState.CLOSED:
+            log.info("customer lookup breaker closed; lookups resume")
+
+    breaker.listen(changed)
+
+
+class BreakerProbe:
+    """While the breaker is open, run ``probe`` when due; its answer closes the breaker.
+
+    ``probe`` is cut off at ``timeout_s`` by a task of its own that is left to finish
+    (the probe's cleanup must not delay the next one either).
+    """
+
+    def __init__(
+        self,
+        breaker: CircuitBreaker,
+        probe: Callable[[], Awaitable[object]],
+        *,
+        timeout_s: float = 0.5,
+    ) -> None:
+        self._breaker = breaker
+        self._probe = probe
+        self._timeout_s = timeout_s
+        self._opened = asyncio.Event()
+        self._inflight: set[asyncio.Task[object]] = set()
+        self.probes = 0
+        breaker.listen(self._changed)
+        if breaker.state is BreakerState.OPEN:
+            self._opened.set()
+
+    def _changed(self, _old: BreakerState, new: BreakerState) -> None:
+        if new is BreakerState.OPEN:
+            self._opened.set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        stopping = asyncio.ensure_future(stop.wait())
+        try:
+            while not stop.is_set():
+                if self._breaker.state is not BreakerState.OPEN:
+                    self._opened.clear()
+                    opened = asyncio.ensure_future(self._opened.wait())
+                    await asyncio.wait({opened, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                    opened.cancel()
+                    continue
+                delay = self._breaker.seconds_to_probe()
+                if delay > 0:
+                    await asyncio.wait({stopping}, timeout=delay)
+                    continue
+                await self.probe_once()
+        finally:
+            stopping.cancel()
+            for task in list(self._inflight):
+                task.cancel()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(1):
+                    await asyncio.gather(*self._inflight, return_exceptions=True)
+
+    async def probe_once(self) -> bool:
+        self._breaker.begin_probe()
+        self.probes += 1
+        task: asyncio.Task[object] = asyncio.ensure_future(self._probe())
+        self._inflight.add(task)
+        task.add_done_callback(_retrieve(self._inflight))
+        done, _ = await asyncio.wait({task}, timeout=self._timeout_s)
+        if done and not task.cancelled() and task.exception() is None:
+            self._breaker.probe_succeeded()
+            return True
+        task.cancel()  # its cleanup runs on in its own task
+        self._breaker.probe_failed()
+        return False
+
+
+def _retrieve(owner: set[asyncio.Task[object]]) -> Callable[[asyncio.Task[object]], None]:
+    """Done callback: forget the task and read its outcome (no 'never retrieved')."""
+
+    def done(task: asyncio.Task[object]) -> None:
+        owner.discard(task)
+        if not task.cancelled():
+            task.exception()
+
+    return done

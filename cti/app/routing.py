@@ -16,10 +16,11 @@ from cti.app.calldata import CallData
 from cti.app.resources import listening_agi, warm_pool
 from cti.app.supervisor import Supervisor
 from cti.batch_writer import BatchWriter, DeadLetterSink
-from cti.breaker import BreakerProbe, CircuitBreaker, log_transitions
+from cti.breaker import CircuitBreaker
 from cti.config import Config
-from cti.db.lookup import PgLookup
+from cti.customers import PgLookup
 from cti.interactions import interaction_batch_writer
+from cti.lookup import BreakerProbe, log_transitions
 from cti.router import Router
 from cti.routing.plan_watcher import PlanWatcher
 from cti.screenpop.metrics import Metrics

@@ -7,8 +7,8 @@ import random
 
 import pytest
 
-from cti.breaker import BreakerProbe, BreakerState, CircuitBreaker
-from cti.lookup import BREAKER_OPEN, TIMEOUT, CustomerLookup
+from cti.breaker import BreakerState, CircuitBreaker
+from cti.lookup import BREAKER_OPEN, TIMEOUT, BreakerProbe, CustomerLookup
 from cti.routing.model import Customer
 
 CLOSED, OPEN, HALF_OPEN = BreakerState.CLOSED, BreakerState.OPEN, BreakerState.HALF_OPEN
