@@ -12,8 +12,9 @@ so; ``dry_run`` reports what would change and stores nothing.
 from __future__ import annotations
 
 import io
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from typing import TypeVar
 
 import asyncpg
 
@@ -37,6 +38,46 @@ async def find_customer(
         return None
     row = await conn.fetchrow(FIND_CUSTOMER_SQL, e164, account)
     return Customer(**dict(row)) if row else None
+
+
+T = TypeVar("T")
+
+
+class PgLookup:
+    """The router's queries on the pool, cut off without asking the server anything.
+
+    Why not ``pool.fetchrow``: when a query is cancelled (the route's deadline passed),
+    asyncpg sends PostgreSQL a cancel request over a NEW connection and the pool's release
+    waits for it, shielded from our cancellation. Against a partitioned server that new
+    connection is never answered, so the caller waited the whole outage (10 s) instead of
+    failing open at 150 ms. A connection whose query was cut off is of no further use to
+    us: we terminate it (close the socket, no cancel request, no reset) and the pool opens
+    a fresh one when next needed.
+    """
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def find_customer(self, e164: str | None, account: str | None) -> Customer | None:
+        return await self._run(lambda conn: find_customer(conn, e164, account))
+
+    async def ping(self) -> None:
+        """The breaker's probe: one cheap round trip."""
+        await self._run(lambda conn: conn.fetchval("SELECT 1"))
+
+    async def _run(self, query: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+        # Waiting for a free connection (or for a new one to open) is cut off by the
+        # caller's deadline like the query itself.
+        conn = await self._pool.acquire()
+        try:
+            return await query(conn)
+        except asyncpg.PostgresError:
+            raise  # the server answered: the connection is fine
+        except BaseException:
+            conn.terminate()  # cut off or broken: no cancel request, no reset
+            raise
+        finally:
+            await self._pool.release(conn)
 
 
 # --- CSV import: what it changes --------------------------------------------------------

@@ -5,31 +5,33 @@ customer lookup, the interaction record, the call data) and owns the one promise
 callers care about: an answer within the budget. The customer lookup is the only
 thing awaited on the caller's path and it is cut off at the lookup budget; whatever
 goes wrong there (database down, slow, locked, a bug) routes the call to its number's
-default queue instead. Records are handed to background writers, never awaited.
+default queue instead. The wait ends at the deadline whatever the lookup's own cleanup
+needs, and after repeated failures a circuit breaker skips the lookup altogether
+(:mod:`cti.lookup`, :mod:`cti.breaker`). Records are handed to background writers,
+never awaited.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import structlog
 
+from cti.breaker import CircuitBreaker
 from cti.calldata.document import CallDocument, new_document
 from cti.calldata.history import HistorySink, history_record
+from cti.lookup import CustomerLookup, FindCustomer
 from cti.routing.engine import decide, fail_open
 from cti.routing.model import ACCOUNT_NUMBER, CallFacts, Customer, Decision
 from cti.routing.phone import CallerNumber, normalize
 from cti.routing.table import RoutingTable
 
 log = structlog.get_logger(__name__)
-
-FindCustomer = Callable[[str | None, str | None], Awaitable[Customer | None]]
 
 
 class Sink(Protocol):
@@ -72,12 +74,12 @@ class Router:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         new_call_id: Callable[[], str] = lambda: str(uuid.uuid4()),
         on_routed: Callable[[RouteOutcome], None] | None = None,
+        breaker: CircuitBreaker | None = None,
     ) -> None:
         self._table = table
-        self._find_customer = find_customer
+        self.lookup = CustomerLookup(find_customer, budget_s=lookup_budget_s, breaker=breaker)
         self._default_queue = default_queue
         self._region = region
-        self._lookup_budget_s = lookup_budget_s
         self._interactions = interactions
         self._call_data = call_data
         self._history = history
@@ -140,19 +142,7 @@ class Router:
     ) -> tuple[Customer | None, str | None]:
         if e164 is None and account is None:
             return None, None
-        try:
-            async with asyncio.timeout(self._lookup_budget_s):
-                return await self._find_customer(e164, account), None
-        except TimeoutError:
-            log.warning(
-                "customer lookup timed out; failing open",
-                call_id=call_id,
-                budget_ms=self._lookup_budget_s * 1000,
-            )
-            return None, "lookup-timeout"
-        except Exception as exc:  # any failure of the lookup must still route the call
-            log.warning("customer lookup failed; failing open", call_id=call_id, error=repr(exc))
-            return None, "lookup-error"
+        return await self.lookup.find(e164, account, call_id)
 
 
 def call_document(outcome: RouteOutcome) -> CallDocument:

@@ -16,11 +16,12 @@ from cti.app.calldata import CallData
 from cti.app.resources import listening_agi, warm_pool
 from cti.app.supervisor import Supervisor
 from cti.batch_writer import BatchWriter, DeadLetterSink
+from cti.breaker import CircuitBreaker
 from cti.config import Config
-from cti.customers import find_customer
+from cti.customers import PgLookup
 from cti.interactions import interaction_batch_writer
+from cti.lookup import BreakerProbe, log_transitions
 from cti.router import Router
-from cti.routing.model import Customer
 from cti.routing.plan_watcher import PlanWatcher
 from cti.screenpop.metrics import Metrics
 
@@ -66,15 +67,18 @@ async def open_routing(
         "call-data", call_data.store.create_many, dead_letters=dead_letters
     )
 
-    async def lookup(e164: str | None, account: str | None) -> Customer | None:
-        return await find_customer(pool, e164, account)
+    lookup = PgLookup(pool)
+    breaker = CircuitBreaker()  # N lookups failed in a row: fail open at once
+    log_transitions(breaker)
+    metrics.watch_breaker(lambda: breaker.state)
+    probe = BreakerProbe(breaker, lookup.ping)
 
     async def warm(stop: asyncio.Event) -> None:
         await warm_pool(pool, stop)
 
     router = Router(
         table=lambda: plan.table,
-        find_customer=lookup,
+        find_customer=lookup.find_customer,
         default_queue=config.default_queue,
         region=config.default_region,
         lookup_budget_s=config.route_budget_s * LOOKUP_SHARE,
@@ -82,9 +86,18 @@ async def open_routing(
         call_data=created,
         history=call_data.history,
         on_routed=metrics.observe_route,
+        breaker=breaker,
     )
+
+    async def probe_until_stopped(stop: asyncio.Event) -> None:
+        try:
+            await probe.run(stop)
+        finally:  # before the pool closes: lookups cut off at their deadline, cleaning up
+            await router.lookup.aclose()
+
     supervisor.background("plan-watcher", plan.run)
     supervisor.background("pool-warmer", warm)
+    supervisor.background("lookup-breaker-probe", probe_until_stopped)
     supervisor.writer("interactions-writer", interactions.run)
     supervisor.writer("call-data-writer", created.run)
     limits = dataclasses.replace(

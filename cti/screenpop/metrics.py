@@ -21,6 +21,7 @@ from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
     from cti.batch_writer import WriterStats
+    from cti.breaker import BreakerState
     from cti.router import RouteOutcome
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -138,6 +139,28 @@ class _AgiCollector(Collector):
         yield family
 
 
+class _BreakerCollector(Collector):
+    """The customer lookup's circuit breaker, one series per state (1 for the current)."""
+
+    STATES = ("closed", "open", "half-open")
+
+    def __init__(self, state: Callable[[], BreakerState | None]) -> None:
+        self._state = state
+
+    def collect(self) -> Iterator[Metric]:
+        state = self._state()
+        current = "closed" if state is None else state.value
+        family = GaugeMetricFamily(
+            "cti_lookup_breaker_state",
+            "Customer lookup circuit breaker: 1 for its current state (open: calls fail "
+            "open without a lookup; half-open: a probe of the database in flight)",
+            labels=["state"],
+        )
+        for name in self.STATES:
+            family.add_metric([name], 1 if name == current else 0)
+        yield family
+
+
 class Metrics:
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock  # wall time: pop latency counts from Asterisk's event stamp
@@ -174,9 +197,15 @@ class Metrics:
         self.registry.register(_WriterCollector(lambda: self.writers))
         self._agi_refused: Callable[[], Mapping[str, int]] = dict
         self.registry.register(_AgiCollector(lambda: self._agi_refused))
+        self._breaker_state: Callable[[], BreakerState | None] = lambda: None
+        self.registry.register(_BreakerCollector(lambda: self._breaker_state()))
 
     def watch_ami(self, source: AmiSource) -> None:
         self._ami = source
+
+    def watch_breaker(self, state: Callable[[], BreakerState]) -> None:
+        """Report the lookup breaker's state (:class:`cti.breaker.CircuitBreaker`)."""
+        self._breaker_state = state
 
     def watch_writers(self, writers: Sequence[WriterStats]) -> None:
         """Report these writers (their :attr:`cti.batch_writer.BatchWriter.stats`)."""

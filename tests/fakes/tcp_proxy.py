@@ -6,8 +6,11 @@ answer: a server that is up but hung, or a network that drops packets) and ``ref
 as a server restart does. ``freeze()`` makes the connections in flight go silent both
 ways while their sockets stay open (a half-open connection: a NAT that forgot it, a
 cable pulled); new connections are not affected. ``inject(data)`` writes extra bytes
-to every client (garbage on the wire). Apart from what a test injects, the bytes are
-the real server's.
+to every client (garbage on the wire). ``partition()`` is a network partition that
+neither side is told about: the connections in flight go silent both ways (bytes held,
+nothing closed, a close by either side held too) and new connections are accepted but
+held without reaching the server; ``heal()`` lets everything held through. Apart from
+what a test injects, the bytes are the real server's.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import asyncio
 import contextlib
 from typing import Literal
 
-Mode = Literal["forward", "blackhole", "refuse"]
+Mode = Literal["forward", "blackhole", "refuse", "partition"]
 
 
 class TcpProxy:
@@ -28,6 +31,8 @@ class TcpProxy:
         self._tasks: set[asyncio.Task[None]] = set()
         self._clients: dict[asyncio.StreamWriter, asyncio.Event] = {}  # -> flowing
         self.port = 0
+        self._healed = asyncio.Event()
+        self._healed.set()
 
     async def start(self) -> TcpProxy:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
@@ -51,6 +56,17 @@ class TcpProxy:
     def freeze(self) -> None:
         for flowing in self._clients.values():
             flowing.clear()
+
+    def partition(self) -> None:
+        self.mode = "partition"
+        self._healed.clear()
+        self.freeze()
+
+    def heal(self) -> None:
+        self.mode = "forward"
+        self._healed.set()
+        for flowing in self._clients.values():
+            flowing.set()
 
     async def inject(self, data: bytes) -> None:
         for writer, flowing in list(self._clients.items()):
@@ -78,12 +94,15 @@ class TcpProxy:
                 return
             if self.mode == "blackhole":
                 await asyncio.Event().wait()  # hold it open until cut or closed
+            if self.mode == "partition":
+                await self._healed.wait()  # accepted, held silently, never answered
             up_reader, up_writer = await asyncio.open_connection(*self.target)
             self._writers.add(up_writer)
             flowing = self._clients[writer] = asyncio.Event()
             flowing.set()
             await asyncio.gather(
-                _pipe(reader, up_writer, flowing), _pipe(up_reader, writer, flowing)
+                _pipe(reader, up_writer, flowing, self._healed),
+                _pipe(up_reader, writer, flowing, self._healed),
             )
         except OSError:
             pass
@@ -95,7 +114,10 @@ class TcpProxy:
 
 
 async def _pipe(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, flowing: asyncio.Event
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    flowing: asyncio.Event,
+    healed: asyncio.Event,
 ) -> None:
     try:
         while data := await reader.read(65536):
@@ -103,4 +125,7 @@ async def _pipe(
             writer.write(data)
             await writer.drain()
     finally:
-        writer.transport.abort()
+        try:
+            await healed.wait()  # partitioned: the other side does not hear of a close
+        finally:
+            writer.transport.abort()

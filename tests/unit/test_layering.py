@@ -29,6 +29,7 @@ PURE = [
     "cti/timeline/summary.py",
     "cti/text.py",
     "cti/errors.py",
+    "cti/breaker.py",
     "cti/customer_csv.py",
     "cti/agi/protocol.py",
     "cti/ami/protocol.py",
