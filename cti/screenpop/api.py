@@ -27,10 +27,12 @@ from cti.calls.publisher import agents_on_call
 from cti.errors import DomainError
 from cti.screenpop import callview, presence
 from cti.screenpop.access import forbidden, is_call_id, parse_call_key
-from cti.screenpop.agents import find_agent, list_agents
-from cti.screenpop.auth import MAX_PASSWORD_CHARS, Claims, dummy_hash, verify_password
+from cti.screenpop.agents import Agent, find_agent, list_agents
+from cti.screenpop.auth import MAX_PASSWORD_CHARS, Claims, dummy_hash
 from cti.screenpop.context import Context, authenticate, context
 from cti.screenpop.errors import invalid, only_fields, read_json_object
+from cti.screenpop.password_checks import RETRY_AFTER_S, Busy
+from cti.screenpop.throttle import Throttled
 
 log = structlog.get_logger(__name__)
 
@@ -87,20 +89,47 @@ def _string(body: dict[str, Any], name: str, max_chars: int) -> str:
 
 
 # -- who is asking ---------------------------------------------------------------------
+async def _check_password(ctx: Context, username: str, password: str, address: str) -> Agent:
+    """The agent these credentials are, or 429 (throttled, nothing checked) or 401 (the
+    same answer for an unknown user as for a wrong password)."""
+    if ctx.throttle is not None:
+        try:
+            await ctx.throttle.check(username, address)
+        except Throttled as exc:
+            log.info("login throttled", username=username, address=address)
+            raise DomainError(
+                "too_many_attempts",
+                "too many failed logins; try again later",
+                retry_after_s=exc.retry_after_s,
+            ) from None
+    found = await find_agent(ctx.pool, username)
+    stored = found[1] if found is not None else dummy_hash()
+    ok = await ctx.password_checks.verify(password, stored)
+    if found is None or not ok:
+        log.info("login refused", username=username, address=address)
+        if ctx.throttle is not None:
+            await ctx.throttle.failed(username, address)
+        raise DomainError("bad_credentials", "wrong user name or password")
+    if ctx.throttle is not None:
+        await ctx.throttle.succeeded(username, address)
+    return found[0]
+
+
 async def login(request: web.Request) -> web.Response:
     ctx = context(request)
     body = await read_json_object(request)
     only_fields(body, {"username", "password"})
     username = _string(body, "username", MAX_USERNAME_CHARS)
     password = _string(body, "password", MAX_PASSWORD_CHARS)
-    found = await find_agent(ctx.pool, username)
-    stored = found[1] if found is not None else dummy_hash()
-    async with ctx.login_slots:
-        ok = await asyncio.to_thread(verify_password, password, stored)
-    if found is None or not ok:
-        log.info("login refused", username=username[:64])
-        raise DomainError("bad_credentials", "wrong user name or password")
-    agent = found[0]
+    address = request.remote or "unknown"
+    try:
+        async with ctx.password_checks.place():
+            found = await _check_password(ctx, username, password, address)
+    except Busy:
+        raise DomainError(
+            "busy", "too many logins at once; try again shortly", retry_after_s=RETRY_AFTER_S
+        ) from None
+    agent = found
     token, claims = ctx.sessions.issue(
         username=agent.username,
         display_name=agent.display_name,

@@ -24,7 +24,9 @@ from cti.screenpop.auth import Sessions
 from cti.screenpop.context import CONTEXT, Context, WsLimits
 from cti.screenpop.errors import MAX_BODY_BYTES, error_middleware
 from cti.screenpop.metrics import Metrics
+from cti.screenpop.password_checks import PasswordChecks
 from cti.screenpop.security import ServerLog, security_headers
+from cti.screenpop.throttle import LoginThrottle
 
 log = structlog.get_logger(__name__)
 
@@ -45,6 +47,8 @@ def build_app(
     ws_limits: WsLimits | None = None,
     open_reader: Callable[[], redis.Redis] | None = None,
     static_dir: Path = STATIC_DIR,
+    throttle: LoginThrottle | None = None,
+    password_checks: PasswordChecks | None = None,
 ) -> web.Application:
     """The application. ``control``/``ami`` None: call control and pausing answer 503
     ``ami_unavailable`` and /readyz reports ``"ami": null``. ``open_reader`` makes the
@@ -63,6 +67,8 @@ def build_app(
         control=control,
         ami=ami,
         ws_limits=limits,
+        throttle=throttle or LoginThrottle(redis_client),
+        password_checks=password_checks or PasswordChecks(),
     )
     app[ws.SOCKETS] = ws.Sockets(limits.per_agent)
     api.add_routes(app)

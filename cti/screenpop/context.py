@@ -6,7 +6,6 @@ Built by :func:`cti.screenpop.app.build_app` from explicit dependencies, so that
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -21,10 +20,8 @@ from cti.errors import DomainError
 from cti.screenpop.access import Access
 from cti.screenpop.auth import Claims, Sessions, TokenError
 from cti.screenpop.metrics import Metrics
-
-#: Password hashes computed at once (scrypt takes 16 MiB and ~50 ms of a thread each):
-#: a burst of logins queues instead of exhausting memory.
-LOGIN_CONCURRENCY = 4
+from cti.screenpop.password_checks import PasswordChecks
+from cti.screenpop.throttle import LoginThrottle
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,9 +46,9 @@ class Context:
     control: CallControl | None = None  # None: no AMI, call control and pausing answer 503
     ami: AmiClient | None = None  # for /readyz
     ws_limits: WsLimits = field(default_factory=WsLimits)
-    login_slots: asyncio.Semaphore = field(
-        default_factory=lambda: asyncio.Semaphore(LOGIN_CONCURRENCY)
-    )
+    #: None: no throttling (a test that is not about it); build_app always sets one.
+    throttle: LoginThrottle | None = None
+    password_checks: PasswordChecks = field(default_factory=PasswordChecks)
 
 
 CONTEXT = web.AppKey("cti.screenpop.context", Context)

@@ -39,6 +39,8 @@ from cti.screenpop.app import build_app
 from cti.screenpop.auth import Sessions
 from cti.screenpop.context import WsLimits
 from cti.screenpop.metrics import Metrics
+from cti.screenpop.password_checks import PasswordChecks
+from cti.screenpop.throttle import LoginThrottle
 from tests.conftest import REDIS_URL
 from tests.fakes.ami_server import FakeAmi
 from tests.unit.ami_replay import load, parse
@@ -131,6 +133,8 @@ async def start_stack(
     sessions: Sessions | None = None,
     open_reader: Callable[[], redis.Redis] | None = None,
     metrics: Metrics | None = None,
+    throttle: LoginThrottle | None = None,
+    password_checks: PasswordChecks | None = None,
 ) -> Stack:
     store = CallDataStore(client, 3600, pool=pool)
     publisher = EventPublisher(client, ttl_s=3600)
@@ -146,6 +150,8 @@ async def start_stack(
         ami=ami,
         ws_limits=ws_limits or WsLimits(block_ms=500),
         open_reader=open_reader,
+        throttle=throttle,
+        password_checks=password_checks,
     )
     http = TestClient(TestServer(app))
     await http.start_server()
