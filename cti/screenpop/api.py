@@ -27,7 +27,7 @@ from cti.calls.publisher import agents_on_call
 from cti.errors import DomainError
 from cti.screenpop import callview, presence
 from cti.screenpop.access import forbidden, is_call_id, parse_call_key
-from cti.screenpop.agents import Agent, find_agent, list_agents
+from cti.screenpop.agents import Agent, end_sessions, find_agent, list_agents
 from cti.screenpop.auth import MAX_PASSWORD_CHARS, Claims, dummy_hash
 from cti.screenpop.context import Context, authenticate, context
 from cti.screenpop.errors import invalid, only_fields, read_json_object
@@ -135,10 +135,24 @@ async def login(request: web.Request) -> web.Response:
         display_name=agent.display_name,
         endpoint=agent.endpoint,
         role=agent.role,
+        token_version=agent.token_version,
     )
     log.info("login", username=agent.username, endpoint=agent.endpoint)
     expires_at = dt.datetime.fromtimestamp(claims.expires_at, dt.UTC).isoformat()
     return web.json_response({"token": token, "expires_at": expires_at, "agent": agent.as_json()})
+
+
+async def logout(request: web.Request) -> web.Response:
+    """End every session of the caller: the version bump revokes all their tokens (one
+    agent, one desk; the sidebars of one browser share a token anyway), and their open
+    sockets close 4401 within seconds."""
+    ctx = context(request)
+    who = authenticate(request)
+    await end_sessions(ctx.pool, who.username)
+    if ctx.token_versions is not None:
+        ctx.token_versions.forget(who.username)
+    log.info("logout", username=who.username)
+    return web.json_response({})
 
 
 async def me(request: web.Request) -> web.Response:
@@ -302,6 +316,7 @@ async def supervisor_agents(request: web.Request) -> web.Response:
 
 def add_routes(app: web.Application) -> None:
     app.router.add_post("/api/login", login)
+    app.router.add_post("/api/logout", logout)
     app.router.add_get("/api/me", me)
     app.router.add_get("/api/calls/{call_id}", get_call)
     app.router.add_patch("/api/calls/{call_id}", patch_call)
