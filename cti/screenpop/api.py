@@ -59,13 +59,18 @@ async def _readable_call(request: web.Request, who: Claims) -> str:
     return key
 
 
-async def _writable_call(request: web.Request, who: Claims) -> str:
-    """Writing needs the call to be the caller's own, supervisor or not; a supervisor
-    (who may know that calls exist) hears 404 for an unknown one."""
+async def _writable_call(request: web.Request, who: Claims, *, control: bool = False) -> str:
+    """Writing the call's data needs the caller, supervisor or not, to have talked on it;
+    controlling it (``control``) to have rung or talked on it (call control then checks
+    the live leg itself: 409 ``not_on_call``). A supervisor (who may know that calls
+    exist) hears 404 for an unknown one."""
     ctx = context(request)
     key = _call_key(request, who)
     try:
-        await ctx.access.check_write(who, key)
+        if control:
+            await ctx.access.check_control(who, key)
+        else:
+            await ctx.access.check_write(who, key)
     except DomainError:
         if who.is_supervisor and not await _known(ctx, key):
             raise _unknown_call(who) from None
@@ -236,7 +241,7 @@ async def _act(action: Awaitable[None]) -> web.Response:
 async def transfer(request: web.Request) -> web.Response:
     ctx = context(request)
     who = authenticate(request)
-    key = await _writable_call(request, who)
+    key = await _writable_call(request, who, control=True)
     body = await read_json_object(request)
     only_fields(body, {"kind", "target"})
     kind = body.get("kind")
@@ -251,19 +256,19 @@ async def transfer(request: web.Request) -> web.Response:
 
 async def complete_transfer(request: web.Request) -> web.Response:
     who = authenticate(request)
-    key = await _writable_call(request, who)
+    key = await _writable_call(request, who, control=True)
     return await _act(_control(context(request)).complete_transfer(key, who.endpoint))
 
 
 async def cancel_transfer(request: web.Request) -> web.Response:
     who = authenticate(request)
-    key = await _writable_call(request, who)
+    key = await _writable_call(request, who, control=True)
     return await _act(_control(context(request)).cancel_transfer(key, who.endpoint))
 
 
 async def hangup(request: web.Request) -> web.Response:
     who = authenticate(request)
-    key = await _writable_call(request, who)
+    key = await _writable_call(request, who, control=True)
     return await _act(_control(context(request)).hangup(key, who.endpoint))
 
 
