@@ -477,6 +477,7 @@ async def test_an_edit_with_the_current_version_is_stored_and_announced(stack: S
 async def test_a_version_written_with_a_fraction_of_zero_is_that_integer(stack: Stack) -> None:
     """JSON has one number type (JSON Schema's integer includes 1.0); 1.5 is not a version."""
     call_id = await stack.new_call(ALICE)
+    await stack.answer(call_id, ALICE)
     status, body = await stack.request(
         "PATCH", f"/api/calls/{call_id}", "alice", json={"version": 1.0, "change": {"note": "a"}}
     )
