@@ -55,6 +55,24 @@ def _parser() -> argparse.ArgumentParser:
         "--password-env", metavar="VAR", default=None, help="read the password from $VAR"
     )
     agents.add_parser("list", help="list the agents")
+    agents_passwd = agents.add_parser(
+        "passwd",
+        help="set an agent's password (stdin or --password-env) and end their sessions",
+    )
+    agents_passwd.add_argument("username")
+    agents_passwd.add_argument(
+        "--password-env", metavar="VAR", default=None, help="read the password from $VAR"
+    )
+    agents.add_parser(
+        "remove", help="remove an agent; their sessions end within seconds"
+    ).add_argument("username")
+    agents_set = agents.add_parser(
+        "set", help="change an agent's endpoint, role or name, and end their sessions"
+    )
+    agents_set.add_argument("username")
+    agents_set.add_argument("--endpoint", default=None, help="the device their calls ring")
+    agents_set.add_argument("--role", choices=("agent", "supervisor"), default=None)
+    agents_set.add_argument("--name", default=None, help="display name")
 
     db = commands.add_parser("db", help="database tasks").add_subparsers(dest="db", required=True)
     migrate = db.add_parser("migrate", help="create the database if needed, apply migrations")
@@ -377,6 +395,12 @@ async def _agents(args: argparse.Namespace, conn) -> int:
         for agent in await list_agents(conn):
             print(f"{agent.username}\t{agent.endpoint}\t{agent.role}\t{agent.display_name}")
         return 0
+    if args.agents in ("passwd", "remove", "set"):
+        try:
+            print(await _change_agent(args, conn))
+        except AgentError as exc:
+            raise CommandError(str(exc)) from None
+        return 0
     password = _read_password(args.password_env)
     try:
         agent = await add_agent(
@@ -391,6 +415,28 @@ async def _agents(args: argparse.Namespace, conn) -> int:
         raise CommandError(str(exc)) from None
     print(f"added {agent.role} {agent.username} on {agent.endpoint}")
     return 0
+
+
+async def _change_agent(args: argparse.Namespace, conn) -> str:
+    """passwd, remove, set: each ends the agent's sessions (the token version is bumped,
+    or the row is gone), so open sidebars close within seconds."""
+    from cti.screenpop.agents import AgentError, remove_agent, set_password, update_agent
+
+    if args.agents == "passwd":
+        await set_password(conn, args.username, _read_password(args.password_env))
+        return f"password of {args.username} changed; their sessions are ended"
+    if args.agents == "remove":
+        await remove_agent(conn, args.username)
+        return f"removed {args.username}; their sessions are ended"
+    if args.endpoint is None and args.role is None and args.name is None:
+        raise AgentError("nothing to change: give --endpoint, --role or --name")
+    agent = await update_agent(
+        conn, args.username, endpoint=args.endpoint, role=args.role, display_name=args.name
+    )
+    return (
+        f"{agent.username}: {agent.role} on {agent.endpoint} ({agent.display_name});"
+        " their sessions are ended"
+    )
 
 
 async def _import_customers(args: argparse.Namespace, config: Config, conn) -> int:

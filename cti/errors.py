@@ -27,6 +27,8 @@ ErrorCode = Literal[
     "not_on_call",  # the agent has no leg on the call (any more)
     "refused",  # Asterisk refused the action
     "ami_unavailable",  # no AMI connection, or Asterisk did not answer in time
+    "too_many_attempts",  # too many failed logins for the name or address: wait
+    "busy",  # more work at once than is taken: try again shortly
 ]
 
 
@@ -41,12 +43,15 @@ class DomainError(Exception):
         field: str | None = None,
         *,
         details: Mapping[str, Any] | None = None,
+        retry_after_s: float | None = None,
     ) -> None:
         super().__init__(message)
         self.code: ErrorCode = code
         self.message = message
         self.field = field
         self.details: dict[str, Any] = dict(details or {})
+        #: When trying again can succeed (``too_many_attempts``, ``busy``); None: unknown.
+        self.retry_after_s = retry_after_s
 
     def as_json(self) -> dict[str, Any]:
         """``{"error": code, "message": ..., "field": ... or None, **details}``."""

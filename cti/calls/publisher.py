@@ -11,6 +11,8 @@ Keys:
 * ``cti:events:agent:<agent>`` — the events for that agent's device (``PJSIP/2001``);
 * ``cti:callev:<call_key>:agents`` — every agent who rang or talked on the call, so that
   news for "everyone on the call" (a transfer, a data change, the end) reaches them;
+* ``cti:callev:<call_key>:connected`` — the agents who talked on the call (who may
+  write it: cti.calls.part);
 * ``cti:callev:<call_key>:seen`` — the fingerprints already published for the call.
 
 Each event goes in with one Lua script, atomically: check the lease owner (a fencing
@@ -48,6 +50,10 @@ def call_agents_key(call_key: str) -> str:
     return f"cti:callev:{call_key}:agents"
 
 
+def call_connected_key(call_key: str) -> str:
+    return f"cti:callev:{call_key}:connected"
+
+
 def call_seen_key(call_key: str) -> str:
     return f"cti:callev:{call_key}:seen"
 
@@ -62,9 +68,17 @@ async def agents_on_call(client: redis.Redis, call_key: str) -> frozenset[str]:
     return frozenset(m.decode() if isinstance(m, bytes) else m for m in members)
 
 
-# KEYS: lease, seen, agents, all-stream
+async def agents_connected(client: redis.Redis, call_key: str) -> frozenset[str]:
+    """Who talked on this call (a ``connected`` event published for their device): the
+    agents who may write it (cti.calls.part). Empty when unknown here, as above."""
+    members = await client.smembers(call_connected_key(call_key))
+    return frozenset(m.decode() if isinstance(m, bytes) else m for m in members)
+
+
+# KEYS: lease, seen, agents, all-stream, connected
 # ARGV: owner ('' = unfenced), fingerprint, payload, ttl_s, maxlen, to_call_agents,
-#       agent stream prefix, recipients...
+#       agent stream prefix, the connected agent ('' if not a connected event),
+#       recipients...
 _PUBLISH = """
 if ARGV[1] ~= '' and redis.call('GET', KEYS[1]) ~= ARGV[1] then
     return -1
@@ -75,12 +89,16 @@ end
 local ttl = tonumber(ARGV[4])
 redis.call('EXPIRE', KEYS[2], ttl)
 local to = {}
-for i = 8, #ARGV do
+for i = 9, #ARGV do
     to[ARGV[i]] = true
     redis.call('SADD', KEYS[3], ARGV[i])
 end
-if #ARGV >= 8 then
+if #ARGV >= 9 then
     redis.call('EXPIRE', KEYS[3], ttl)
+end
+if ARGV[8] ~= '' then
+    redis.call('SADD', KEYS[5], ARGV[8])
+    redis.call('EXPIRE', KEYS[5], ttl)
 end
 if ARGV[6] == '1' then
     for _, agent in ipairs(redis.call('SMEMBERS', KEYS[3])) do
@@ -128,6 +146,7 @@ class EventPublisher:
             call_seen_key(event.call_key),
             call_agents_key(event.call_key),
             ALL_EVENTS_STREAM,
+            call_connected_key(event.call_key),
         ]
         args = [
             owner,
@@ -137,6 +156,7 @@ class EventPublisher:
             str(self._maxlen),
             "1" if event.to_call_agents else "0",
             AGENT_STREAM_PREFIX,
+            event.agent if event.kind == "connected" and event.agent else "",
             *event.recipients,
         ]
         return keys, args

@@ -23,7 +23,7 @@ ROLES = ("agent", "supervisor")
 MAX_DISPLAY_NAME_CHARS = 128
 QUERY_TIMEOUT_S = 5
 
-_COLUMNS = "username, display_name, endpoint, role"
+_COLUMNS = "username, display_name, endpoint, role, token_version"
 
 
 class AgentError(ValueError):
@@ -36,6 +36,8 @@ class Agent:
     display_name: str
     endpoint: str
     role: str
+    #: Bumped by every change that must end the agent's sessions (005_token_version.sql).
+    token_version: int = 1
 
     @property
     def is_supervisor(self) -> bool:
@@ -51,7 +53,13 @@ class Agent:
 
 
 def _agent(record: Any) -> Agent:
-    return Agent(record["username"], record["display_name"], record["endpoint"], record["role"])
+    return Agent(
+        record["username"],
+        record["display_name"],
+        record["endpoint"],
+        record["role"],
+        record["token_version"],
+    )
 
 
 def check_agent(username: str, endpoint: str, display_name: str, role: str) -> None:
@@ -112,7 +120,8 @@ async def add_agent(
     conflict = (
         "ON CONFLICT (username) DO UPDATE SET display_name = EXCLUDED.display_name,"
         " endpoint = EXCLUDED.endpoint, role = EXCLUDED.role,"
-        " password_hash = EXCLUDED.password_hash"
+        " password_hash = EXCLUDED.password_hash,"
+        " token_version = agents.token_version + 1"
         if replace
         else ""
     )
@@ -135,3 +144,92 @@ async def add_agent(
         )
         raise AgentError(f"endpoint {endpoint} belongs to agent {owner}") from None
     return Agent(username, display_name, endpoint, role)
+
+
+# -- changes that end the agent's sessions (each bumps token_version) ------------------
+async def token_version(db: asyncpg.Pool | asyncpg.Connection, username: str) -> int | None:
+    """The agent's current token version; None if there is no such agent (removed)."""
+    if not USERNAME.fullmatch(username):
+        return None
+    value = await db.fetchval(
+        "SELECT token_version FROM agents WHERE username = $1", username, timeout=QUERY_TIMEOUT_S
+    )
+    return None if value is None else int(value)
+
+
+async def end_sessions(db: asyncpg.Pool | asyncpg.Connection, username: str) -> bool:
+    """Revoke every token of the agent (logout); False if there is no such agent."""
+    result = await db.execute(
+        "UPDATE agents SET token_version = token_version + 1 WHERE username = $1",
+        username,
+        timeout=QUERY_TIMEOUT_S,
+    )
+    return result != "UPDATE 0"
+
+
+async def set_password(db: asyncpg.Pool | asyncpg.Connection, username: str, password: str) -> None:
+    """A new password, and the agent's sessions ended; :class:`AgentError` if unknown."""
+    try:
+        password_hash = await asyncio.to_thread(hash_password, password)
+    except ValueError as exc:
+        raise AgentError(str(exc)) from None
+    result = await db.execute(
+        "UPDATE agents SET password_hash = $2, token_version = token_version + 1"
+        " WHERE username = $1",
+        username,
+        password_hash,
+        timeout=QUERY_TIMEOUT_S,
+    )
+    if result == "UPDATE 0":
+        raise AgentError(f"no agent {username[:80]!r}")
+
+
+async def remove_agent(db: asyncpg.Pool | asyncpg.Connection, username: str) -> None:
+    """Delete the agent: no row, no valid token. :class:`AgentError` if unknown."""
+    result = await db.execute(
+        "DELETE FROM agents WHERE username = $1", username, timeout=QUERY_TIMEOUT_S
+    )
+    if result == "DELETE 0":
+        raise AgentError(f"no agent {username[:80]!r}")
+
+
+async def update_agent(
+    db: asyncpg.Pool | asyncpg.Connection,
+    username: str,
+    *,
+    endpoint: str | None = None,
+    role: str | None = None,
+    display_name: str | None = None,
+) -> Agent:
+    """Change what was given and end the agent's sessions (a token names the endpoint
+    and role it was issued with). :class:`AgentError` for a bad field or unknown agent."""
+    found = await find_agent(db, username)
+    if found is None:
+        raise AgentError(f"no agent {username[:80]!r}")
+    old = found[0]
+    new = Agent(
+        username,
+        display_name if display_name is not None else old.display_name,
+        endpoint if endpoint is not None else old.endpoint,
+        role if role is not None else old.role,
+    )
+    check_agent(new.username, new.endpoint, new.display_name, new.role)
+    try:
+        record = await db.fetchrow(
+            f"""UPDATE agents SET display_name = $2, endpoint = $3, role = $4,
+                    token_version = token_version + 1
+                WHERE username = $1 RETURNING {_COLUMNS}""",
+            username,
+            new.display_name,
+            new.endpoint,
+            new.role,
+            timeout=QUERY_TIMEOUT_S,
+        )
+    except asyncpg.UniqueViolationError:
+        owner = await db.fetchval(
+            "SELECT username FROM agents WHERE endpoint = $1", new.endpoint, timeout=QUERY_TIMEOUT_S
+        )
+        raise AgentError(f"endpoint {new.endpoint} belongs to agent {owner}") from None
+    if record is None:
+        raise AgentError(f"no agent {username[:80]!r}")
+    return _agent(record)

@@ -27,10 +27,12 @@ from cti.calls.publisher import agents_on_call
 from cti.errors import DomainError
 from cti.screenpop import callview, presence
 from cti.screenpop.access import forbidden, is_call_id, parse_call_key
-from cti.screenpop.agents import find_agent, list_agents
-from cti.screenpop.auth import MAX_PASSWORD_CHARS, Claims, dummy_hash, verify_password
+from cti.screenpop.agents import Agent, end_sessions, find_agent, list_agents
+from cti.screenpop.auth import MAX_PASSWORD_CHARS, Claims, dummy_hash
 from cti.screenpop.context import Context, authenticate, context
 from cti.screenpop.errors import invalid, only_fields, read_json_object
+from cti.screenpop.password_checks import RETRY_AFTER_S, Busy
+from cti.screenpop.throttle import Throttled
 
 log = structlog.get_logger(__name__)
 
@@ -57,13 +59,18 @@ async def _readable_call(request: web.Request, who: Claims) -> str:
     return key
 
 
-async def _writable_call(request: web.Request, who: Claims) -> str:
-    """Writing needs the call to be the caller's own, supervisor or not; a supervisor
-    (who may know that calls exist) hears 404 for an unknown one."""
+async def _writable_call(request: web.Request, who: Claims, *, control: bool = False) -> str:
+    """Writing the call's data needs the caller, supervisor or not, to have talked on it;
+    controlling it (``control``) to have rung or talked on it (call control then checks
+    the live leg itself: 409 ``not_on_call``). A supervisor (who may know that calls
+    exist) hears 404 for an unknown one."""
     ctx = context(request)
     key = _call_key(request, who)
     try:
-        await ctx.access.check_write(who, key)
+        if control:
+            await ctx.access.check_control(who, key)
+        else:
+            await ctx.access.check_write(who, key)
     except DomainError:
         if who.is_supervisor and not await _known(ctx, key):
             raise _unknown_call(who) from None
@@ -87,29 +94,70 @@ def _string(body: dict[str, Any], name: str, max_chars: int) -> str:
 
 
 # -- who is asking ---------------------------------------------------------------------
+async def _check_password(ctx: Context, username: str, password: str, address: str) -> Agent:
+    """The agent these credentials are, or 429 (throttled, nothing checked) or 401 (the
+    same answer for an unknown user as for a wrong password)."""
+    if ctx.throttle is not None:
+        try:
+            await ctx.throttle.check(username, address)
+        except Throttled as exc:
+            log.info("login throttled", username=username, address=address)
+            raise DomainError(
+                "too_many_attempts",
+                "too many failed logins; try again later",
+                retry_after_s=exc.retry_after_s,
+            ) from None
+    found = await find_agent(ctx.pool, username)
+    stored = found[1] if found is not None else dummy_hash()
+    ok = await ctx.password_checks.verify(password, stored)
+    if found is None or not ok:
+        log.info("login refused", username=username, address=address)
+        if ctx.throttle is not None:
+            await ctx.throttle.failed(username, address)
+        raise DomainError("bad_credentials", "wrong user name or password")
+    if ctx.throttle is not None:
+        await ctx.throttle.succeeded(username, address)
+    return found[0]
+
+
 async def login(request: web.Request) -> web.Response:
     ctx = context(request)
     body = await read_json_object(request)
     only_fields(body, {"username", "password"})
     username = _string(body, "username", MAX_USERNAME_CHARS)
     password = _string(body, "password", MAX_PASSWORD_CHARS)
-    found = await find_agent(ctx.pool, username)
-    stored = found[1] if found is not None else dummy_hash()
-    async with ctx.login_slots:
-        ok = await asyncio.to_thread(verify_password, password, stored)
-    if found is None or not ok:
-        log.info("login refused", username=username[:64])
-        raise DomainError("bad_credentials", "wrong user name or password")
-    agent = found[0]
+    address = request.remote or "unknown"
+    try:
+        async with ctx.password_checks.place():
+            found = await _check_password(ctx, username, password, address)
+    except Busy:
+        raise DomainError(
+            "busy", "too many logins at once; try again shortly", retry_after_s=RETRY_AFTER_S
+        ) from None
+    agent = found
     token, claims = ctx.sessions.issue(
         username=agent.username,
         display_name=agent.display_name,
         endpoint=agent.endpoint,
         role=agent.role,
+        token_version=agent.token_version,
     )
     log.info("login", username=agent.username, endpoint=agent.endpoint)
     expires_at = dt.datetime.fromtimestamp(claims.expires_at, dt.UTC).isoformat()
     return web.json_response({"token": token, "expires_at": expires_at, "agent": agent.as_json()})
+
+
+async def logout(request: web.Request) -> web.Response:
+    """End every session of the caller: the version bump revokes all their tokens (one
+    agent, one desk; the sidebars of one browser share a token anyway), and their open
+    sockets close 4401 within seconds."""
+    ctx = context(request)
+    who = authenticate(request)
+    await end_sessions(ctx.pool, who.username)
+    if ctx.token_versions is not None:
+        ctx.token_versions.forget(who.username)
+    log.info("logout", username=who.username)
+    return web.json_response({})
 
 
 async def me(request: web.Request) -> web.Response:
@@ -193,7 +241,7 @@ async def _act(action: Awaitable[None]) -> web.Response:
 async def transfer(request: web.Request) -> web.Response:
     ctx = context(request)
     who = authenticate(request)
-    key = await _writable_call(request, who)
+    key = await _writable_call(request, who, control=True)
     body = await read_json_object(request)
     only_fields(body, {"kind", "target"})
     kind = body.get("kind")
@@ -208,19 +256,19 @@ async def transfer(request: web.Request) -> web.Response:
 
 async def complete_transfer(request: web.Request) -> web.Response:
     who = authenticate(request)
-    key = await _writable_call(request, who)
+    key = await _writable_call(request, who, control=True)
     return await _act(_control(context(request)).complete_transfer(key, who.endpoint))
 
 
 async def cancel_transfer(request: web.Request) -> web.Response:
     who = authenticate(request)
-    key = await _writable_call(request, who)
+    key = await _writable_call(request, who, control=True)
     return await _act(_control(context(request)).cancel_transfer(key, who.endpoint))
 
 
 async def hangup(request: web.Request) -> web.Response:
     who = authenticate(request)
-    key = await _writable_call(request, who)
+    key = await _writable_call(request, who, control=True)
     return await _act(_control(context(request)).hangup(key, who.endpoint))
 
 
@@ -273,6 +321,7 @@ async def supervisor_agents(request: web.Request) -> web.Response:
 
 def add_routes(app: web.Application) -> None:
     app.router.add_post("/api/login", login)
+    app.router.add_post("/api/logout", logout)
     app.router.add_get("/api/me", me)
     app.router.add_get("/api/calls/{call_id}", get_call)
     app.router.add_patch("/api/calls/{call_id}", patch_call)

@@ -21,10 +21,13 @@ from cti.calls.control import CallControl
 from cti.screenpop import api, health, openapi, ws
 from cti.screenpop.access import Access
 from cti.screenpop.auth import Sessions
-from cti.screenpop.context import CONTEXT, Context, WsLimits
+from cti.screenpop.context import CONTEXT, Context, WsLimits, revocation_middleware
 from cti.screenpop.errors import MAX_BODY_BYTES, error_middleware
 from cti.screenpop.metrics import Metrics
+from cti.screenpop.password_checks import PasswordChecks
+from cti.screenpop.revocation import TokenVersions
 from cti.screenpop.security import ServerLog, security_headers
+from cti.screenpop.throttle import LoginThrottle
 
 log = structlog.get_logger(__name__)
 
@@ -45,13 +48,17 @@ def build_app(
     ws_limits: WsLimits | None = None,
     open_reader: Callable[[], redis.Redis] | None = None,
     static_dir: Path = STATIC_DIR,
+    throttle: LoginThrottle | None = None,
+    password_checks: PasswordChecks | None = None,
 ) -> web.Application:
     """The application. ``control``/``ami`` None: call control and pausing answer 503
     ``ami_unavailable`` and /readyz reports ``"ami": null``. ``open_reader`` makes the
     Redis client of one WebSocket (default: a dedicated connection to ``redis_client``'s
     server)."""
     limits = ws_limits or WsLimits()
-    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[error_middleware])
+    app = web.Application(
+        client_max_size=MAX_BODY_BYTES, middlewares=[error_middleware, revocation_middleware]
+    )
     app[CONTEXT] = Context(
         pool=pool,
         redis=redis_client,
@@ -63,6 +70,9 @@ def build_app(
         control=control,
         ami=ami,
         ws_limits=limits,
+        throttle=throttle or LoginThrottle(redis_client),
+        password_checks=password_checks or PasswordChecks(),
+        token_versions=TokenVersions(pool),
     )
     app[ws.SOCKETS] = ws.Sockets(limits.per_agent)
     api.add_routes(app)

@@ -5,12 +5,12 @@ on GPUs) and a random per-user salt; the stored string names its parameters, so 
 can be raised later without breaking existing hashes:
 ``scrypt$<n>$<r>$<p>$<salt b64>$<hash b64>``.
 
-**Tokens** are stateless: the agent's identity and an expiry, signed with HMAC-SHA256
-under ``CTI_SESSION_SECRET``: ``v1.<claims b64>.<mac b64>``. Stateless because the
-sidebar must keep working while PostgreSQL is down (calls, call data and events are in
-Redis); the price is that a changed role or endpoint takes effect at the next login,
-and a token cannot be revoked before it expires (``CTI_SESSION_TTL_S``, 12 h) except by
-changing the secret, which logs everyone out.
+**Tokens** carry the agent's identity, an expiry and the agent's ``token_version`` at
+login, signed with HMAC-SHA256 under ``CTI_SESSION_SECRET``: ``v1.<claims b64>.<mac
+b64>``. The signature alone makes a token valid for its life (``CTI_SESSION_TTL_S``);
+:mod:`cti.screenpop.revocation` also checks the version against the agents table
+(cached for seconds), so logging out, a password change or removing the agent revokes
+it; while PostgreSQL is down the signature alone still admits the sidebar.
 
 Every comparison of secrets is constant-time (:func:`hmac.compare_digest`).
 """
@@ -126,6 +126,7 @@ class Claims:
     endpoint: str
     role: str
     expires_at: float
+    token_version: int = 1
 
     @property
     def is_supervisor(self) -> bool:
@@ -156,16 +157,23 @@ class Sessions:
         return hmac.new(self._key, signed.encode("ascii"), hashlib.sha256).digest()
 
     def issue(
-        self, *, username: str, display_name: str, endpoint: str, role: str
+        self,
+        *,
+        username: str,
+        display_name: str,
+        endpoint: str,
+        role: str,
+        token_version: int = 1,
     ) -> tuple[str, Claims]:
         expires_at = int(self._clock()) + self.ttl_s
-        claims = Claims(username, display_name, endpoint, role, expires_at)
+        claims = Claims(username, display_name, endpoint, role, expires_at, token_version)
         body: dict[str, object] = {
             "sub": username,
             "name": display_name,
             "ep": endpoint,
             "role": role,
             "exp": expires_at,
+            "ver": token_version,
         }
         payload = _b64(json.dumps(body, separators=(",", ":")).encode())
         signed = f"{_TOKEN_VERSION}.{payload}"
@@ -199,6 +207,7 @@ class Sessions:
                 _str(body["ep"]),
                 _str(body["role"]),
                 float(_int(body["exp"])),
+                _int(body["ver"]),
             )
         except (ValueError, KeyError, TypeError, binascii.Error):
             raise TokenError("malformed token") from None

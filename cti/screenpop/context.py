@@ -6,8 +6,7 @@ Built by :func:`cti.screenpop.app.build_app` from explicit dependencies, so that
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import asyncpg
@@ -21,10 +20,9 @@ from cti.errors import DomainError
 from cti.screenpop.access import Access
 from cti.screenpop.auth import Claims, Sessions, TokenError
 from cti.screenpop.metrics import Metrics
-
-#: Password hashes computed at once (scrypt takes 16 MiB and ~50 ms of a thread each):
-#: a burst of logins queues instead of exhausting memory.
-LOGIN_CONCURRENCY = 4
+from cti.screenpop.password_checks import PasswordChecks
+from cti.screenpop.revocation import TokenVersions
+from cti.screenpop.throttle import LoginThrottle
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +31,7 @@ class WsLimits:
     heartbeat_s: float = 15.0  # WebSocket ping interval (and pong deadline)
     max_frame_bytes: int = 4096  # a bigger client frame closes the socket (1009)
     block_ms: int = 5000  # one blocking XREAD waits at most this
+    revocation_check_s: float = 1.0  # how often an open socket checks its token is not revoked
     batch: int = 500  # entries per XREAD
 
 
@@ -49,9 +48,10 @@ class Context:
     control: CallControl | None = None  # None: no AMI, call control and pausing answer 503
     ami: AmiClient | None = None  # for /readyz
     ws_limits: WsLimits = field(default_factory=WsLimits)
-    login_slots: asyncio.Semaphore = field(
-        default_factory=lambda: asyncio.Semaphore(LOGIN_CONCURRENCY)
-    )
+    #: None: no throttling (a test that is not about it); build_app always sets one.
+    throttle: LoginThrottle | None = None
+    password_checks: PasswordChecks = field(default_factory=PasswordChecks)
+    token_versions: TokenVersions | None = None  # None: signature only (no revocation)
 
 
 CONTEXT = web.AppKey("cti.screenpop.context", Context)
@@ -75,3 +75,31 @@ def verify_token(request: web.Request, token: str | None) -> Claims:
         return context(request).sessions.verify(token)
     except TokenError as exc:
         raise DomainError("unauthorized", f"{exc}: log in again (POST /api/login)") from None
+
+
+def presented_token(request: web.Request) -> str | None:
+    """The token the request carries: ``Authorization: Bearer`` or the WebSocket's
+    ``?token=``."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    return request.query.get("token") if request.path == "/ws" else None
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def revocation_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """401 for a validly signed token that has been revoked (cti.screenpop.revocation),
+    before any handler runs; a missing or bad token is the handler's to refuse."""
+    ctx = context(request)
+    token = presented_token(request)
+    if token and ctx.token_versions is not None and request.path != "/api/login":
+        try:
+            who = ctx.sessions.verify(token)
+        except TokenError:
+            return await handler(request)
+        if await ctx.token_versions.revoked(who):
+            raise DomainError("unauthorized", "token revoked: log in again (POST /api/login)")
+    return await handler(request)

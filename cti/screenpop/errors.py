@@ -12,6 +12,7 @@ stack trace ever reaches a client.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -39,6 +40,8 @@ STATUS: dict[ErrorCode, int] = {
     "too_large": 413,
     "refused": 502,
     "ami_unavailable": 503,
+    "too_many_attempts": 429,
+    "busy": 503,
 }
 
 #: aiohttp's own refusals (no route, wrong method, ...), in the API's words.
@@ -60,7 +63,11 @@ def domain_error_response(error: DomainError) -> web.Response:
     body = error.as_json()
     if body["field"] is None:  # the API names a field only where there is one
         del body["field"]
-    return web.json_response(body, status=status)
+    response = web.json_response(body, status=status)
+    if error.retry_after_s is not None:
+        # Whole seconds, rounded up: HTTP has no finer unit, and early is refused again.
+        response.headers["Retry-After"] = str(max(1, math.ceil(error.retry_after_s)))
+    return response
 
 
 def error_response(status: int, code: str, message: str) -> web.Response:

@@ -47,8 +47,12 @@ def _body(schema: Schema, description: str) -> Schema:
 
 
 _UNAUTHORIZED = _error(
-    "No token, or a malformed, forged or expired one: log in again.", "unauthorized"
+    "No token, or a malformed, forged, expired or revoked one: log in again.", "unauthorized"
 )
+_RETRY_AFTER = {
+    "description": "Whole seconds to wait before trying again.",
+    "schema": {"type": "integer", "minimum": 1},
+}
 _TOO_LARGE = _error(f"The body is over {MAX_BODY_BYTES // 1024} KB.", "too_large")
 _UNAVAILABLE = _error("PostgreSQL or Redis is not answering; try again shortly.", "unavailable")
 _INVALID_BODY = _error("The body is not a JSON object of the documented shape.", "invalid")
@@ -113,6 +117,34 @@ def _operations() -> dict[str, Schema]:
                         "bad_credentials",
                     ),
                     "413": _TOO_LARGE,
+                    "429": {
+                        **_error(
+                            "Too many failed logins for this user name or from this address:"
+                            " nothing was checked; wait Retry-After seconds.",
+                            "too_many_attempts",
+                        ),
+                        "headers": {"Retry-After": _RETRY_AFTER},
+                    },
+                    "503": {
+                        **_error(
+                            "Too many logins at once (busy: retry after Retry-After seconds),"
+                            " or PostgreSQL or Redis is not answering.",
+                            "busy",
+                            "unavailable",
+                        ),
+                        "headers": {"Retry-After": _RETRY_AFTER},
+                    },
+                },
+            }
+        },
+        "/api/logout": {
+            "post": {
+                "operationId": "logout",
+                "summary": "End every session of the agent: all their tokens are revoked.",
+                "security": bearer,
+                "responses": {
+                    "200": _json(ref("Empty"), "Logged out everywhere."),
+                    "401": _UNAUTHORIZED,
                     "503": _UNAVAILABLE,
                 },
             }

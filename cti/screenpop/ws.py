@@ -36,9 +36,11 @@ from redis.exceptions import RedisError
 
 from cti.backoff import Backoff
 from cti.calls.publisher import ALL_EVENTS_STREAM, agent_stream
+from cti.screenpop.auth import Claims
 from cti.screenpop.context import WsLimits, context, verify_token
 from cti.screenpop.errors import invalid
 from cti.screenpop.metrics import Metrics
+from cti.screenpop.revocation import TokenVersions
 from cti.screenpop.streams import START, STREAM_ID, entry_id, entry_json
 
 log = structlog.get_logger(__name__)
@@ -206,6 +208,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     ctx.metrics.websocket_clients.inc()
     reader = ctx.open_reader()
     feed_task: asyncio.Task[None] | None = None
+    watch_task: asyncio.Task[None] | None = None
     send_lock = asyncio.Lock()
     try:
         cursor = after or START
@@ -222,14 +225,19 @@ async def websocket(request: web.Request) -> web.StreamResponse:
             send_lock=send_lock,
         )
         feed_task = asyncio.create_task(_guard(ws, feed), name=f"ws-feed-{who.username}")
+        watch_task = asyncio.create_task(
+            _watch_revocation(ws, who, ctx.token_versions, ctx.ws_limits.revocation_check_s),
+            name=f"ws-revocation-{who.username}",
+        )
         await _receive(ws, ctx.sessions.seconds_left(who), send_lock)
     except ConnectionError:
         pass  # the client went away mid-send
     finally:
-        if feed_task is not None:
-            feed_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await feed_task
+        for task in (feed_task, watch_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
         sockets.remove(who.username, ws)
         ctx.metrics.websocket_clients.dec()
         await reader.aclose()
@@ -248,6 +256,26 @@ async def _guard(ws: web.WebSocketResponse, feed: _Feed) -> None:
     except Exception:
         log.exception("event feed failed; closing the socket")
         await ws.close(code=INTERNAL_ERROR, message=b"event feed failed; reconnect")
+
+
+async def _watch_revocation(
+    ws: web.WebSocketResponse, who: Claims, versions: TokenVersions | None, every_s: float
+) -> None:
+    """Close the socket 4401 once its token is revoked (logout, new password, agent
+    removed or changed): a socket must not keep delivering a removed agent's calls."""
+    if versions is None:
+        return
+    while not ws.closed:
+        await asyncio.sleep(every_s)
+        try:
+            revoked = await versions.revoked(who)
+        except Exception:  # a bug here must not take the socket's feed down with it
+            log.exception("revocation check failed")
+            continue
+        if revoked:
+            log.info("socket closed: token revoked", username=who.username)
+            await ws.close(code=TOKEN_EXPIRED, message=b"token revoked; log in again")
+            return
 
 
 async def _receive(ws: web.WebSocketResponse, valid_s: float, send_lock: asyncio.Lock) -> None:

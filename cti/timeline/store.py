@@ -32,8 +32,8 @@ savepoint, and the refused rows (and the events no row can hold) are returned to
 
 The readers answer what the sidebar asks of a call's past: its events
 (:func:`call_events`, :func:`call_timeline`), the calls an agent was on
-(:func:`calls_of_agent`), and whether an agent was on a call (:func:`agent_was_on_call`,
-for access once the call's agent set in Redis has expired).
+(:func:`calls_of_agent`), and an agent's part in a call (:func:`agent_event_kinds`,
+for access once the call's agent sets in Redis have expired).
 """
 
 from __future__ import annotations
@@ -104,11 +104,9 @@ SELECT kind, at, agent FROM interaction_events
 WHERE call_key = $1 OR (call_id IS NOT NULL AND call_id = $2::uuid)
 """
 
-AGENT_ON_CALL_SQL = """
-SELECT EXISTS (
-    SELECT 1 FROM interaction_events
-    WHERE call_key = $1 AND agent = $2 AND kind IN ('ringing', 'connected')
-)
+AGENT_PART_SQL = """
+SELECT kind, at FROM interaction_events
+WHERE call_key = $1 AND (agent = $2 OR kind IN ('ended', 'abandoned'))
 """
 
 Row = tuple[str, str | None, str, str, datetime, str, str | None, str]
@@ -274,11 +272,14 @@ async def call_events(
     return [{"kind": r["kind"], "at": r["at"].isoformat(), "agent": r["agent"]} for r in records]
 
 
-async def agent_was_on_call(
+async def agent_event_kinds(
     pool: asyncpg.Pool | asyncpg.Connection,
     call_key: str,
     agent: str,
     timeout_s: float = TIMEOUT_S,
-) -> bool:
-    """Whether the agent's device (``PJSIP/2001``) rang or talked on the call."""
-    return bool(await pool.fetchval(AGENT_ON_CALL_SQL, call_key, agent, timeout=timeout_s))
+) -> list[str]:
+    """The kinds of the call's events that concern the agent (theirs, and the call's
+    end), in timeline order: what :func:`cti.calls.part.part_from_events` decides from."""
+    records = await pool.fetch(AGENT_PART_SQL, call_key, agent, timeout=timeout_s)
+    records = sorted(records, key=lambda r: order_key(r["at"].timestamp(), r["kind"]))
+    return [r["kind"] for r in records]

@@ -39,6 +39,8 @@ from cti.screenpop.app import build_app
 from cti.screenpop.auth import Sessions
 from cti.screenpop.context import WsLimits
 from cti.screenpop.metrics import Metrics
+from cti.screenpop.password_checks import PasswordChecks
+from cti.screenpop.throttle import LoginThrottle
 from tests.conftest import REDIS_URL
 from tests.fakes.ami_server import FakeAmi
 from tests.unit.ami_replay import load, parse
@@ -78,6 +80,13 @@ class Stack:
     async def ring(self, call_id: str, endpoint: str, at: float | None = None) -> None:
         """Make the call ``endpoint``'s, as the AMI leader does when it rings them."""
         await self.publish(ringing(call_id, endpoint, at))
+
+    async def answer(self, call_id: str, endpoint: str, at: float | None = None) -> None:
+        """``endpoint`` talks on the call: from now on they may write it."""
+        event = ringing(call_id, endpoint, at)
+        await self.publish(
+            dataclasses.replace(event, kind="connected", fingerprint=f"connected|{endpoint}")
+        )
 
     async def publish(self, *events: CallEvent) -> None:
         await self.publisher.publish_many(events, OWNER)
@@ -131,6 +140,8 @@ async def start_stack(
     sessions: Sessions | None = None,
     open_reader: Callable[[], redis.Redis] | None = None,
     metrics: Metrics | None = None,
+    throttle: LoginThrottle | None = None,
+    password_checks: PasswordChecks | None = None,
 ) -> Stack:
     store = CallDataStore(client, 3600, pool=pool)
     publisher = EventPublisher(client, ttl_s=3600)
@@ -146,6 +157,8 @@ async def start_stack(
         ami=ami,
         ws_limits=ws_limits or WsLimits(block_ms=500),
         open_reader=open_reader,
+        throttle=throttle,
+        password_checks=password_checks,
     )
     http = TestClient(TestServer(app))
     await http.start_server()
@@ -441,6 +454,8 @@ async def test_a_supervisor_reads_every_call_but_writes_only_their_own(stack: St
 
 async def test_an_edit_with_the_current_version_is_stored_and_announced(stack: Stack) -> None:
     call_id = await stack.new_call(ALICE, BOB)
+    await stack.answer(call_id, ALICE)  # a transfer: alice, then bob talked
+    await stack.answer(call_id, BOB)
     change = {"note": "wants a callback", "tags": ["vip"], "attributes": {"order": "A-1"}}
     status, body = await stack.request(
         "PATCH", f"/api/calls/{call_id}", "alice", json={"version": 1, "change": change}
@@ -462,6 +477,7 @@ async def test_an_edit_with_the_current_version_is_stored_and_announced(stack: S
 async def test_a_version_written_with_a_fraction_of_zero_is_that_integer(stack: Stack) -> None:
     """JSON has one number type (JSON Schema's integer includes 1.0); 1.5 is not a version."""
     call_id = await stack.new_call(ALICE)
+    await stack.answer(call_id, ALICE)
     status, body = await stack.request(
         "PATCH", f"/api/calls/{call_id}", "alice", json={"version": 1.0, "change": {"note": "a"}}
     )
@@ -474,6 +490,8 @@ async def test_a_version_written_with_a_fraction_of_zero_is_that_integer(stack: 
 
 async def test_a_stale_version_is_refused_with_the_current_document(stack: Stack) -> None:
     call_id = await stack.new_call(ALICE, BOB)
+    await stack.answer(call_id, ALICE)  # a transfer: alice, then bob talked
+    await stack.answer(call_id, BOB)
     status, body = await stack.request(
         "PATCH", f"/api/calls/{call_id}", "bob", json={"version": 1, "change": {"note": "b"}}
     )
@@ -566,6 +584,7 @@ async def test_malformed_or_oversized_edits_change_nothing(
     stack: Stack, body: bytes, status: int, code: str
 ) -> None:
     call_id = await stack.new_call(ALICE)
+    await stack.answer(call_id, ALICE)
     before = await snapshot(stack, call_id)
     got, answer = await stack.request(
         "PATCH",
@@ -582,6 +601,7 @@ async def test_malformed_or_oversized_edits_change_nothing(
 async def test_an_oversized_body_is_refused_without_a_length_too(stack: Stack) -> None:
     """A chunked body (no Content-Length) is cut off at the limit as it is read."""
     call_id = await stack.new_call(ALICE)
+    await stack.answer(call_id, ALICE)
     before = await snapshot(stack, call_id)
 
     async def chunks():
@@ -880,3 +900,62 @@ async def test_the_daemon_serves_the_api_and_counts_routes(seeded, tmp_path, red
                 assert response.status == 401
     finally:
         await running.daemon.shutdown(writer_grace_s=2)
+
+
+# -- who may write a call --------------------------------------------------------------
+def ring_stopped(call_id: str, endpoint: str) -> CallEvent:
+    return dataclasses.replace(
+        ringing(call_id, endpoint), kind="ring_stopped", fingerprint=f"ring_stopped|{endpoint}"
+    )
+
+
+async def test_an_agent_whose_phone_only_rang_cannot_overwrite_who_took_the_call(
+    stack: Stack,
+) -> None:
+    """Queue rings alice and bob; bob answers. Alice may read the pop while it rings,
+    neither read nor write the call afterwards; bob writes it."""
+    call_id = await stack.new_call(ALICE, BOB)
+    status, _ = await stack.request("GET", f"/api/calls/{call_id}", "alice")
+    assert status == 200  # the screen pop while it rings
+    edit = {"version": 1, "change": {"disposition": "sale", "tags": ["mine"]}}
+    status, answer = await stack.request("PATCH", f"/api/calls/{call_id}", "alice", json=edit)
+    assert (status, answer["error"]) == (403, "forbidden")  # ringing is not handling
+    await stack.publish(ring_stopped(call_id, ALICE))
+    await stack.answer(call_id, BOB)
+    status, body = await stack.request("PATCH", f"/api/calls/{call_id}", "bob", json=edit)
+    assert status == 200, body
+    for method, kw in (("GET", {}), ("PATCH", {"json": {**edit, "version": 2}})):
+        status, answer = await stack.request(method, f"/api/calls/{call_id}", "alice", **kw)
+        assert (status, answer["error"]) == (403, "forbidden"), method
+    assert json.loads(await stack.redis.get(data_key(call_id)))["updated_by"] == "bob"
+
+
+async def test_who_talked_is_known_from_postgresql_once_redis_has_forgotten(
+    stack: Stack,
+) -> None:
+    """The call's keys in Redis expired: the timeline decides, the same way."""
+    call_id = str(uuid.uuid4())
+    await stack.store.create_many([document(call_id)])
+    await stack.pool.execute(
+        """INSERT INTO interaction_events VALUES
+           ($1, $2, 'l', 'ringing|a', to_timestamp(1795410950), 'ringing', $3, '{}'),
+           ($1, $2, 'l', 'ringing|b', to_timestamp(1795410950), 'ringing', $4, '{}'),
+           ($1, $2, 'l', 'ring_stopped|a', to_timestamp(1795410951), 'ring_stopped', $3, '{}'),
+           ($1, $2, 'l', 'connected|b', to_timestamp(1795410952), 'connected', $4, '{}')""",
+        call_id, uuid.UUID(call_id), ALICE, BOB,
+    )  # fmt: skip
+    edit = {"version": 1, "change": {"note": "x"}}
+    status, answer = await stack.request("PATCH", f"/api/calls/{call_id}", "alice", json=edit)
+    assert (status, answer["error"]) == (403, "forbidden")
+    assert (await stack.request("GET", f"/api/calls/{call_id}", "alice"))[0] == 403
+    status, body = await stack.request("PATCH", f"/api/calls/{call_id}", "bob", json=edit)
+    assert status == 200, body
+
+
+async def test_a_supervisor_writes_a_call_they_talked_on(stack: Stack) -> None:
+    call_id = await stack.new_call(BOB)
+    await stack.answer(call_id, BOSS)  # bob escalated the caller to his supervisor
+    status, body = await stack.request(
+        "PATCH", f"/api/calls/{call_id}", "boss", json={"version": 1, "change": {"note": "ok"}}
+    )
+    assert status == 200, body

@@ -186,6 +186,10 @@ async def test_an_edit_reaches_the_socket_of_every_agent_on_the_call(stack: Stac
     boss = await connect(stack, "boss")
     await hello(boss)
     assert [f["event"]["event"] for f in await frames(boss, 2)] == ["ringing", "ringing"]
+    await stack.answer(call_id, ALICE)  # only who talked on a call may edit it
+    for ws in (sockets["alice"], boss):
+        (answered,) = await frames(ws, 1)
+        assert answered["event"]["event"] == "connected"
 
     status, body = await stack.request(
         "PATCH", f"/api/calls/{call_id}", "alice", json={"version": 1, "change": {"note": "hi"}}
