@@ -7,7 +7,8 @@ the call, which is the WebSocket's replay of the agent's Redis stream, and a sid
 that serves its page and signs agents in but never pushes a call would still pass any
 plain HTTP check. So, as the sidebar page does, it:
 
-1. fetches ``/`` (the page) and ``/readyz`` (PostgreSQL, Redis and AMI all up);
+1. fetches ``/`` (the page) and ``/readyz`` (PostgreSQL, Redis and AMI all up, no record
+   writer stuck);
 2. signs in with ``POST /api/login`` as the agent who answered the call;
 3. reads the call with ``GET /api/calls/{call_id}`` (the call data document, 200);
 4. opens ``/ws?token=…`` and waits for an ``event`` frame about that call.
@@ -51,9 +52,15 @@ async def probe(base: str, username: str, password: str, call_id: str) -> list[s
                 raise ProbeFailed(f"GET /: HTTP {page.status}, not the sidebar page")
         async with http.get("/readyz") as ready:
             state = await _json(ready, "GET /readyz")
-        if state != {"postgres": True, "redis": True, "ami": True}:
+        stores = {name: state.get(name) for name in ("postgres", "redis", "ami")}
+        stuck = {
+            name: writer["stuck_since"]
+            for name, writer in state.get("writers", {}).items()
+            if writer.get("stuck_since") is not None
+        }
+        if stores != {"postgres": True, "redis": True, "ami": True} or stuck:
             raise ProbeFailed(f"GET /readyz: {state}")
-        done.append(f"sidebar page served; /readyz {state}")
+        done.append(f"sidebar page served; /readyz {stores}, no writer stuck")
 
         login = {"username": username, "password": password}
         async with http.post("/api/login", json=login) as response:
