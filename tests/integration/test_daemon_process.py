@@ -3,25 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
-import signal
-import socket
 import sys
 
 from tests.conftest import REDIS_URL
 from tests.fakes.asterisk_agi import agi_call
+from tests.processes import free_port, json_log, killed_on_exit, stop
 from tests.waiting import until
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 async def test_serve_logs_json_per_call_and_stops_cleanly(seeded, tmp_path, redis_client):
-    port = _free_port()
+    port = free_port()
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "cti", "serve",
         stderr=asyncio.subprocess.PIPE,
@@ -31,7 +23,7 @@ async def test_serve_logs_json_per_call_and_stops_cleanly(seeded, tmp_path, redi
             "CTI_PLAN_CACHE": str(tmp_path / "plan.toml"),
         },
     )  # fmt: skip
-    try:
+    async with killed_on_exit(process):
 
         async def routed_by_rule():
             try:
@@ -42,14 +34,9 @@ async def test_serve_logs_json_per_call_and_stops_cleanly(seeded, tmp_path, redi
 
         result = await until(routed_by_rule, within_s=15, every_s=0.1)
         call_id = result.var("CTI_CALL_ID")
-        process.send_signal(signal.SIGTERM)
-        _, stderr = await asyncio.wait_for(process.communicate(), 15)
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+        stderr = await stop(process, within_s=15)
     assert process.returncode == 0
-    lines = [json.loads(line) for line in stderr.decode().splitlines()]  # every line is JSON
+    lines = json_log(stderr)  # every line is JSON
     routed = [line for line in lines if line.get("call_id") == call_id]
     assert len(routed) == 1
     assert routed[0]["event"] == "call routed"

@@ -5,11 +5,8 @@ costs one log line, not a traceback, however many of them arrive."""
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
-import signal
-import socket
 import sys
 
 import pytest
@@ -21,6 +18,7 @@ from cti.screenpop.app import HttpServer
 from cti.screenpop.security import ServerLog
 from tests.conftest import REDIS_URL
 from tests.integration.test_screenpop_api import running_stack
+from tests.processes import free_port, json_log, killed_on_exit, stop
 from tests.waiting import until
 
 EXPECTED = {
@@ -106,26 +104,20 @@ async def test_a_malformed_request_is_one_log_line_without_a_traceback(
     assert [r for r in caplog.records if r.name.startswith("aiohttp")] == []  # no tracebacks
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 async def test_cti_serve_writes_one_json_line_per_malformed_request(seeded, tmp_path) -> None:
     """The whole chain, as operators see it: ``cti serve``'s stderr, counted."""
-    port = _free_port()
+    port = free_port()
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "cti", "serve",
         stderr=asyncio.subprocess.PIPE,
         env={
             **os.environ, "CTI_DATABASE_URL": seeded, "CTI_REDIS_URL": REDIS_URL,
-            "CTI_AGI_BIND": f"127.0.0.1:{_free_port()}", "CTI_LOG_FORMAT": "json",
+            "CTI_AGI_BIND": f"127.0.0.1:{free_port()}", "CTI_LOG_FORMAT": "json",
             "CTI_PLAN_CACHE": str(tmp_path / "plan.toml"), "CTI_HTTP_BIND": f"127.0.0.1:{port}",
             "CTI_SESSION_SECRET": "process-test-secret-not-a-real-one-0123456789",
         },
     )  # fmt: skip
-    try:
+    async with killed_on_exit(process):
 
         async def serving() -> bool:
             try:
@@ -136,14 +128,9 @@ async def test_cti_serve_writes_one_json_line_per_malformed_request(seeded, tmp_
         await until(serving, within_s=20, every_s=0.1)
         for payload in MALFORMED:
             await _send(port, payload)
-        process.send_signal(signal.SIGTERM)
-        _, stderr = await asyncio.wait_for(process.communicate(), 15)
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+        stderr = await stop(process, within_s=15)
     assert process.returncode == 0
-    lines = [json.loads(line) for line in stderr.decode().splitlines()]  # every line is JSON
+    lines = json_log(stderr)  # every line is JSON
     malformed = [line for line in lines if line["event"] == "http request malformed"]
     assert len(malformed) == len(MALFORMED)
     assert {line["level"] for line in malformed} == {"warning"}

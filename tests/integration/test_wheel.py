@@ -9,8 +9,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import signal
-import socket
 import sys
 import sysconfig
 import uuid
@@ -23,6 +21,7 @@ import pytest
 
 from tests.conftest import PG_SERVER, REDIS_URL
 from tests.fakes.asterisk_agi import agi_call
+from tests.processes import free_port, killed_on_exit, stop
 from tests.waiting import until
 
 REPO = Path(__file__).resolve().parents[2]
@@ -83,12 +82,6 @@ async def fresh_database_url() -> AsyncIterator[str]:
         await admin.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 async def test_the_installed_wheel_migrates_seeds_and_serves(
     installed: Path, fresh_database_url: str, tmp_path: Path, redis_client: object
 ) -> None:
@@ -108,13 +101,13 @@ async def test_the_installed_wheel_migrates_seeds_and_serves(
                     env=env)  # fmt: skip
     assert "demo data loaded: 10 customers" in out  # the demo plan is package data too
 
-    agi, http = _free_port(), _free_port()
+    agi, http = free_port(), free_port()
     process = await asyncio.create_subprocess_exec(
         installed / "cti", "serve", cwd=tmp_path, stderr=asyncio.subprocess.PIPE,
         env={**env, "CTI_AGI_BIND": f"127.0.0.1:{agi}", "CTI_HTTP_BIND": f"127.0.0.1:{http}",
              "CTI_SESSION_SECRET": "s" * 40, "CTI_AMI_ENABLED": "no"},
     )  # fmt: skip
-    try:
+    async with killed_on_exit(process):
 
         async def routed_by_rule() -> object:
             try:
@@ -130,10 +123,5 @@ async def test_the_installed_wheel_migrates_seeds_and_serves(
             async with session.get(f"http://127.0.0.1:{http}/") as response:
                 assert response.status == 200
                 assert "<html" in (await response.text()).lower()  # the page shipped
-        process.send_signal(signal.SIGTERM)
-        _, stderr = await asyncio.wait_for(process.communicate(), 30)
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+        stderr = await stop(process, within_s=30)
     assert process.returncode == 0, stderr.decode()[-2000:]
