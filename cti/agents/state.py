@@ -122,11 +122,12 @@ class AgentStatus:
 @dataclass(frozen=True, slots=True)
 class AgentChanged:
     """``status`` is the agent's new status; ``previous`` its overall state before
-    (None for an agent seen for the first time)."""
+    (None for an agent seen for the first time) and ``before`` its whole status then."""
 
     status: AgentStatus
     previous: AgentState | None
     at: float
+    before: AgentStatus | None = None
 
 
 def status_to_json(status: AgentStatus) -> dict[str, Any]:
@@ -162,6 +163,7 @@ class _Member:
     reason: str | None = None
     reachable: bool = True
     state: AgentState = AgentState.AVAILABLE
+    shown: str | None = None  # the reason of the state shown since ``since``
     since: float = 0.0
 
 
@@ -494,9 +496,9 @@ class AgentBoard:
         for queue in sorted(agent.members):
             member = agent.members[queue]
             state = self._member_state(agent, member, activity, device_gone)
-            if state is not member.state:
-                member.state, member.since = state, at
             reason = member.reason if member.paused else None
+            if (state, reason) != (member.state, member.shown):
+                member.state, member.shown, member.since = state, reason, at
             memberships.append(Membership(queue, state, reason, member.since, member.paused))
         state = max(
             [activity or AgentState.LOGGED_OUT, *(m.state for m in memberships)],
@@ -506,9 +508,12 @@ class AgentBoard:
             state = AgentState.WRAP_UP
         why = _reason(state, memberships)
         call_id, on_queue = (leg.call_id, leg.queue) if leg is not None else (None, None)
-        if leg is None and state is AgentState.WRAP_UP and agent.wrap is not None:
-            call_id, on_queue = agent.wrap.call_id, agent.wrap.queue
         old = agent.status
+        if leg is None and state is AgentState.WRAP_UP:
+            if agent.wrap is not None:
+                call_id, on_queue = agent.wrap.call_id, agent.wrap.queue
+            elif old is not None and old.state is AgentState.WRAP_UP:  # until Asterisk unpauses
+                call_id, on_queue = old.call_id, old.queue
         since = old.since if old and (old.state, old.reason) == (state, why) else at
         status = AgentStatus(
             agent.name,
@@ -523,7 +528,7 @@ class AgentBoard:
         if old == status:
             return None
         agent.status = status
-        return AgentChanged(status, old.state if old is not None else None, at)
+        return AgentChanged(status, old.state if old is not None else None, at, old)
 
     def _member_state(
         self, agent: _Agent, member: _Member, activity: AgentState | None, device_gone: bool

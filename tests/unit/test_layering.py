@@ -34,6 +34,7 @@ PURE = [
     "cti/agi/protocol.py",
     "cti/ami/protocol.py",
     "cti/agents/state.py",
+    "cti/agents/news.py",
 ]
 IO = ("asyncio", "socket", "asyncpg", "redis", "aiohttp", "subprocess", "cti.app", "cti.db")
 
