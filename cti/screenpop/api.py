@@ -228,9 +228,7 @@ async def patch_call(request: web.Request) -> web.Response:
         raise invalid("change", "required, an object")
     if not is_call_id(key):
         raise DomainError("unknown_call", "this call has no call data")
-    document = await ctx.call_data.update(
-        key, version, change, by=who.username, agent=who.endpoint
-    )
+    document = await ctx.call_data.update(key, version, change, by=who.username, agent=who.endpoint)
     return web.json_response({"call": document})
 
 
