@@ -103,9 +103,8 @@ async def main(args: argparse.Namespace) -> int:
     print(f"agent streams {agent_bytes / mb:.1f} MB")
     print(f"streams per call {per_call:.0f} B")
     print(f"per-call sets {set_bytes / args.calls:.0f} B/call ({set_keys} keys)")
-    print(
-        f"an hour at {args.rate} calls/s ({hour_calls} calls): streams {per_call * hour_calls / mb:.0f} MB"
-    )
+    hour_mb = per_call * hour_calls / mb
+    print(f"an hour at {args.rate} calls/s ({hour_calls} calls): streams {hour_mb:.0f} MB")
     return 0
 
 

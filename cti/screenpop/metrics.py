@@ -201,6 +201,13 @@ class Metrics:
             buckets=POP_BUCKETS,
             registry=self.registry,
         )
+        self.resyncs = Counter(
+            "cti_websocket_resyncs",
+            "Sockets whose resume point was gone (trimmed by the retention, or Redis reset) "
+            "and were sent a snapshot instead",
+            ["reason"],
+            registry=self.registry,
+        )
         self.websocket_clients = Gauge(
             "cti_websocket_clients", "Open sidebar WebSockets", registry=self.registry
         )

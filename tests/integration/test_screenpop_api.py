@@ -864,6 +864,7 @@ async def test_metrics_name_every_metric(stack: Stack) -> None:
         "cti_pops_total",
         "cti_pop_latency_seconds",
         "cti_websocket_clients",
+        "cti_websocket_resyncs_total",
     ):
         assert f"# TYPE {name.removesuffix('_total')}" in text, name
 

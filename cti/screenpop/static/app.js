@@ -11,8 +11,11 @@
  *   page was away: they are listed in "While you were disconnected". Finding that
  *   burst by a quiet gap, not by comparing clocks, keeps it right when the agent's PC
  *   clock is off.
- * - A new tab connects without `after` and gets the agent's retained stream: it
- *   rebuilds the current call from it (without announcing old news).
+ * - A new tab connects without `after` and gets the newest entries of the agent's
+ *   stream: it rebuilds the current call from them (without announcing old news). A
+ *   reconnect whose `after` the server no longer holds (streams keep an hour; Redis may
+ *   restart empty) gets a `resync` frame and then that same snapshot: the page starts
+ *   over from it, keeping the cards with unsaved typing.
  * - Notes and disposition are saved while the agent types (debounced PATCH with the
  *   version read). The document keeps one note per writer, so a colleague's note is
  *   never in the way of ours; what can be overwritten is a field both touched (the
@@ -549,6 +552,8 @@ function onFrame(raw) {
   conn.pongTimer = null;
   if (message.type === "hello") {
     onHello();
+  } else if (message.type === "resync") {
+    onResync();
   } else if (message.type === "event" && message.event) {
     if (message.id) {
       if (conn.lastId && compareIds(message.id, conn.lastId) <= 0) return; // seen already
@@ -583,6 +588,30 @@ function onHello() {
     if (call.saveFailed) scheduleSave(call, 0);
     if (!call.doc && call.loadError?.retry) loadDoc(call);
   }
+}
+
+/** What we missed is no longer on the server (older than its retention, or Redis
+ * restarted empty): the snapshot a new tab gets follows, so start over from it as a new
+ * tab would. Cards with typing not yet saved stay (nothing the agent wrote is dropped);
+ * the others are rebuilt from the snapshot. */
+function onResync() {
+  conn.lastId = null;
+  endCatchUp(true);
+  const keep = new Set(unsavedCalls());
+  for (const call of [...calls.values()]) {
+    if (!keep.has(call)) removeCall(call);
+  }
+  team.feed = [];
+  catchUp = {
+    kind: "replay",
+    items: [],
+    quiet: null,
+    max: setTimeout(() => endCatchUp(), CATCH_UP_MAX_MS),
+  };
+  bumpCatchUp();
+  const text = "You were away longer than the server keeps call updates: the page was rebuilt from the current calls.";
+  setBanner(text);
+  announce(text);
 }
 
 function bumpCatchUp() {
