@@ -14,8 +14,8 @@
  * - A new tab connects without `after` and gets the newest entries of the agent's
  *   stream: it rebuilds the current call from them (without announcing old news). A
  *   reconnect whose `after` the server no longer holds (streams keep an hour; Redis may
- *   restart empty) gets a `resync` frame and then that same snapshot: the page starts
- *   over from it, keeping the cards with unsaved typing.
+ *   restart empty) gets a `resync` frame and then that same snapshot: the page takes it
+ *   as a new tab would, its own cards pruned by the same rules as replayed ones.
  * - Notes and disposition are saved while the agent types (debounced PATCH with the
  *   version read). The document keeps one note per writer, so a colleague's note is
  *   never in the way of ours; what can be overwritten is a field both touched (the
@@ -591,15 +591,17 @@ function onHello() {
 }
 
 /** What we missed is no longer on the server (older than its retention, or Redis
- * restarted empty): the snapshot a new tab gets follows, so start over from it as a new
- * tab would. Cards with typing not yet saved stay (nothing the agent wrote is dropped);
- * the others are rebuilt from the snapshot. */
+ * restarted empty): the snapshot a new tab gets follows, so take it as a new tab would.
+ * The cards already here are not dropped (a call in progress or waiting for its
+ * disposition must not vanish because Redis lost its stream): they are treated like
+ * replayed ones, so the same rules as a new tab's prune them once the snapshot is in
+ * (old news goes, a wrapped-up call goes); cards with typing not yet saved are left alone. */
 function onResync() {
   conn.lastId = null;
   endCatchUp(true);
-  const keep = new Set(unsavedCalls());
-  for (const call of [...calls.values()]) {
-    if (!keep.has(call)) removeCall(call);
+  const unsaved = new Set(unsavedCalls());
+  for (const call of calls.values()) {
+    if (!unsaved.has(call)) call.fromReplay = true;
   }
   team.feed = [];
   catchUp = {
@@ -609,7 +611,7 @@ function onResync() {
     max: setTimeout(() => endCatchUp(), CATCH_UP_MAX_MS),
   };
   bumpCatchUp();
-  const text = "You were away longer than the server keeps call updates: the page was rebuilt from the current calls.";
+  const text = "Some call updates from while you were away are no longer on the server: the page was refreshed from the current ones.";
   setBanner(text);
   announce(text);
 }
