@@ -4,10 +4,12 @@ Why streams: a sidebar that reconnects asks for everything after the last entry 
 saw (``XRANGE``/``XREAD`` from that id) and misses nothing; any daemon instance can serve
 any agent, whoever follows AMI. Streams keep a *time*, not a count: every ``XADD``
 trims entries older than ``retention_s`` (``MINID ~ <now - retention>``: approximate,
-so Redis drops whole internal nodes, a few hundred entries past the limit at most), and
-each stream expires ``retention_s`` after its last entry (an agent who left leaves no
-stream behind). Older news is in PostgreSQL (the timeline). A client whose resume point
-was trimmed is told so by the WebSocket (:mod:`cti.screenpop.ws`), never skipped.
+so Redis drops whole internal nodes: up to one node, 100 entries, stays past it), and
+each stream expires a day after its last entry (``ttl_s``, the call data's lifetime, or
+the retention if longer: an agent who left leaves no stream behind, and one back from
+lunch still finds the entry it saw last, so it resumes without a needless resync).
+Older news is in PostgreSQL (the timeline). A client whose resume point was trimmed
+is told so by the WebSocket (:mod:`cti.screenpop.ws`), never skipped.
 
 Keys:
 
@@ -85,7 +87,8 @@ async def agents_connected(client: redis.Redis, call_key: str) -> frozenset[str]
 # ARGV: owner ('' = unfenced), fingerprint, payload, ttl_s, min id ('<ms>-0': older
 #       entries are trimmed), to_call_agents,
 #       agent stream prefix, the connected agent ('' if not a connected event),
-#       retention (ms: each stream expires this long after its last entry), recipients...
+#       stream lifetime (ms: each stream expires this long after its last entry),
+#       recipients...
 _PUBLISH = """
 if ARGV[1] ~= '' and redis.call('GET', KEYS[1]) ~= ARGV[1] then
     return -1
@@ -148,6 +151,7 @@ class EventPublisher:
         self._ttl_s = ttl_s
         self._lease_key = lease_key
         self._retention_ms = int(retention_s * 1000)
+        self._stream_life_ms = int(max(retention_s, ttl_s) * 1000)
         self._clock = clock
         self.published = 0
         self.duplicates = 0
@@ -169,7 +173,7 @@ class EventPublisher:
             "1" if event.to_call_agents else "0",
             AGENT_STREAM_PREFIX,
             event.agent if event.kind == "connected" and event.agent else "",
-            str(self._retention_ms),
+            str(self._stream_life_ms),
             *event.recipients,
         ]
         return keys, args

@@ -48,7 +48,7 @@ async def lost_after(client: Redis, stream: str, after: str) -> str | None:
     entry was trimmed is resynchronised, at worst needlessly, never skipped.
     ``"trimmed"``: the stream has removed entries (the retention); ``"reset"``: it has
     none removed yet does not reach back to ``after``, or it is gone: Redis lost its
-    data, or the stream expired after a retention period without events.
+    data, or the stream expired after a day without events.
 
     Call it after the read it vouches for: the first entry only moves forward, so a
     None after an XREAD from ``after`` means that XREAD skipped nothing."""
