@@ -17,13 +17,8 @@ from urllib.parse import urlsplit
 
 import phonenumbers
 
-from cti.agi.admission import (
-    DEFAULT_ALLOW,
-    DEFAULT_MAX_CONNECTIONS,
-    DEFAULT_MAX_PER_ADDRESS,
-    Network,
-    parse_networks,
-)
+from cti.agi.admission import DEFAULT_ALLOW, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_PER_ADDRESS
+from cti.net.admission import Network, parse_networks
 from cti.routing.plan import NAME
 
 DEFAULT_PLAN_CACHE = str(Path.home() / ".cache" / "cti" / "routing-plan.toml")
