@@ -21,6 +21,7 @@ from cti.calls.control import CallControl
 from cti.screenpop import api, health, openapi, ws
 from cti.screenpop.access import Access
 from cti.screenpop.auth import Sessions
+from cti.screenpop.connections import HttpLimits, HttpListener, request_started
 from cti.screenpop.context import CONTEXT, Context, WsLimits, revocation_middleware
 from cti.screenpop.errors import MAX_BODY_BYTES, error_middleware
 from cti.screenpop.metrics import Metrics
@@ -119,10 +120,17 @@ async def _close_sockets(app: web.Application) -> None:
 
 
 class HttpServer:
-    """Runs an application on one TCP address until stopped."""
+    """Runs an application on one TCP address until stopped, behind our admission
+    (cti.screenpop.connections): caps at accept, a header deadline, idle keep-alive
+    closed. ``name`` names the port in logs and metrics."""
 
-    def __init__(self, app: web.Application) -> None:
+    def __init__(
+        self, app: web.Application, limits: HttpLimits | None = None, name: str = "sidebar"
+    ) -> None:
         self.app = app
+        self.name = name
+        self.limits = limits or HttpLimits()
+        app.middlewares.insert(0, request_started)  # the header deadline is met
         # No access log: WebSocket URLs carry the token, and the daemon logs what matters.
         # A malformed request is one log line, not a traceback (cti.screenpop.security).
         self._runner = web.AppRunner(
@@ -131,16 +139,29 @@ class HttpServer:
             logger=ServerLog(),
             handle_signals=False,
             shutdown_timeout=SHUTDOWN_GRACE_S,
+            keepalive_timeout=self.limits.keepalive_s,
         )
         self.port: int | None = None
+        self.listener: HttpListener | None = None
 
     async def start(self, host: str, port: int) -> None:
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port)
-        await site.start()
-        self.port = self._runner.addresses[0][1]
-        log.info("http serving", http=f"{host}:{self.port}")
+        handler = self._runner.server
+        assert handler is not None  # set up above
+        self.listener = HttpListener(self.name, handler, self.limits)
+        await self.listener.start(host, port)
+        self.port = self.listener.port
+        log.info(
+            "http serving",
+            http=f"{host}:{self.port}",
+            port_of=self.name,
+            max_connections=self.limits.max_connections,
+            max_per_address=self.limits.max_per_address,
+        )
 
     async def stop(self) -> None:
-        """Close the sockets (clients reconnect elsewhere), finish requests, stop."""
+        """Stop accepting, close the sockets (clients reconnect elsewhere), finish
+        requests, stop."""
+        if self.listener is not None:
+            self.listener.close()
         await self._runner.cleanup()
