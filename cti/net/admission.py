@@ -178,3 +178,27 @@ class Admission:
 
 def _oldest(logged: dict[str, tuple[float, int]], n: int) -> Iterable[str]:
     return [a for a, _ in sorted(logged.items(), key=lambda item: item[1][0])[:n]]
+
+
+#: Descriptors kept for all but the admitted connections: the database pool, Redis,
+#: AMI, the listening sockets, the log, the files the sidebar serves, a margin.
+RESERVED_DESCRIPTORS = 64
+#: An HTTP connection may be a WebSocket, which reads Redis on a connection of its own.
+DESCRIPTORS_PER_HTTP_CONNECTION = 2
+
+
+def fit_caps(descriptors: int, agi: int | None, http: int | None) -> tuple[int | None, int | None]:
+    """The connection caps lowered, if need be, so that a full house of FastAGI and HTTP
+    connections cannot exhaust ``descriptors`` (RLIMIT_NOFILE): once the table is full,
+    FastAGI's accept fails and calls are not routed. None: that port is not served here.
+
+    Routing comes first: FastAGI keeps its cap up to half of what is left after the
+    reserve, HTTP gets the rest (two descriptors a connection); a cap is never below 1.
+    """
+    budget = max(descriptors - RESERVED_DESCRIPTORS, 2)
+    if agi is not None:
+        agi = max(1, min(agi, budget // 2 if http is not None else budget))
+        budget -= agi
+    if http is not None:
+        http = max(1, min(http, budget // DESCRIPTORS_PER_HTTP_CONNECTION))
+    return agi, http

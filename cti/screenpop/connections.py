@@ -30,6 +30,7 @@ from aiohttp import web
 
 from cti.net.admission import Admission, RateLimitedLog
 from cti.net.listener import Listener
+from cti.screenpop.metrics import HttpPortSource
 
 log = structlog.get_logger(__name__)
 
@@ -147,6 +148,14 @@ class HttpListener:
     @property
     def port(self) -> int:
         return self._listener.port
+
+    def source(self) -> HttpPortSource:
+        """The figures ``/metrics`` reads (:meth:`Metrics.watch_http`)."""
+        return HttpPortSource(
+            refused=lambda: self.admission.refused,
+            header_timeouts=lambda: self.header_timeouts,
+            active=lambda: self.admission.active,
+        )
 
     def close(self) -> None:
         """Stop accepting (the runner closes the connections it has)."""

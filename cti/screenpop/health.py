@@ -25,7 +25,7 @@ from aiohttp import web
 
 from cti.batch_writer import WriterStats
 from cti.screenpop.context import context
-from cti.screenpop.metrics import CONTENT_TYPE
+from cti.screenpop.metrics import CONTENT_TYPE, Metrics
 
 CHECK_TIMEOUT_S = 1.0
 #: A writer whose oldest unwritten record is older than this is stuck (not ready).
@@ -80,13 +80,27 @@ def _writers(writers: Sequence[WriterStats], now: float) -> dict[str, dict[str, 
     return report
 
 
+#: What ``/metrics`` renders: on the sidebar's app, or on the metrics port's own.
+METRICS = web.AppKey("cti.screenpop.metrics", Metrics)
+
+
 async def metrics(request: web.Request) -> web.Response:
-    return web.Response(
-        body=context(request).metrics.render(), headers={"Content-Type": CONTENT_TYPE}
-    )
+    return web.Response(body=request.app[METRICS].render(), headers={"Content-Type": CONTENT_TYPE})
 
 
-def add_routes(app: web.Application) -> None:
+def add_routes(app: web.Application, *, with_metrics: bool = True) -> None:
+    """``with_metrics`` False: ``/metrics`` is served on a port of its own
+    (``CTI_METRICS_BIND``, :func:`metrics_app`), not here."""
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    if with_metrics:
+        app.router.add_get("/metrics", metrics)
+
+
+def metrics_app(source: Metrics) -> web.Application:
+    """The metrics port: ``/metrics``, and ``/healthz`` for a probe of the port."""
+    app = web.Application(client_max_size=1024)
+    app[METRICS] = source
     app.router.add_get("/metrics", metrics)
+    app.router.add_get("/healthz", healthz)
+    return app
