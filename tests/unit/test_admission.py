@@ -10,7 +10,7 @@ from structlog.testing import capture_logs
 
 from cti.agi.admission import DEFAULT_ALLOW, agi_admission
 from cti.net import admission as admission_module
-from cti.net.admission import Admission, parse_networks
+from cti.net.admission import RESERVED_DESCRIPTORS, Admission, fit_caps, parse_networks
 
 
 def _admission(**kwargs) -> Admission:
@@ -120,3 +120,16 @@ def test_without_an_allow_list_every_address_is_let_in_within_the_caps():
         ("http connections refused", "per_address", 1),
         ("http connections refused", "global", 3),
     ]
+
+
+def test_caps_fit_the_descriptor_table_routing_first():
+    plenty = 1 << 20
+    assert fit_caps(plenty, 1000, 2000) == (1000, 2000)  # nothing to lower
+    # ulimit -n 1024, one process: FastAGI half of what is left, HTTP two descriptors each
+    agi, http = fit_caps(1024, 1000, 2000)
+    assert (agi, http) == (480, 240)
+    assert agi + 2 * http + RESERVED_DESCRIPTORS <= 1024
+    assert fit_caps(1024, 1000, None) == (960, None)  # routing alone: all of it
+    assert fit_caps(1024, None, 2000) == (None, 480)  # the sidebar alone
+    assert fit_caps(1024, 100, 2000) == (100, 430)  # a small FastAGI cap leaves HTTP more
+    assert fit_caps(10, 1000, 2000) == (1, 1)  # never zero
