@@ -37,6 +37,7 @@ from cti.db.dead_letters import PgDeadLetters
 from cti.router import Router
 from cti.routing.plan_watcher import PlanWatcher
 from cti.screenpop.app import HttpServer
+from cti.screenpop.health import Probes
 from cti.screenpop.metrics import Metrics
 
 log = structlog.get_logger(__name__)
@@ -177,7 +178,9 @@ class Service:
                 calls=parts.calls,
             )
         if config.metrics_bind is not None:
-            parts.metrics_port = await open_metrics_port(supervisor, config, metrics)
+            ami = parts.calls.ami if parts.calls is not None else None
+            probes = Probes(pool, client, metrics, ami)
+            parts.metrics_port = await open_metrics_port(supervisor, config, metrics, probes)
         if role.routing:
             parts.routing = await open_routing(
                 supervisor,

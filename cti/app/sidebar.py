@@ -15,7 +15,7 @@ from cti.config import Config
 from cti.screenpop.app import HttpServer, build_app
 from cti.screenpop.auth import Sessions
 from cti.screenpop.connections import HttpLimits
-from cti.screenpop.health import metrics_app
+from cti.screenpop.health import Probes, metrics_app
 from cti.screenpop.metrics import Metrics
 
 
@@ -60,15 +60,17 @@ METRICS_MAX_CONNECTIONS = 64
 METRICS_MAX_PER_ADDRESS = 16
 
 
-async def open_metrics_port(supervisor: Supervisor, config: Config, metrics: Metrics) -> HttpServer:
-    """``/metrics`` (and ``/healthz``) on ``CTI_METRICS_BIND``, a port of its own: kept off
-    the agents' network, and served by a process that runs no sidebar too."""
+async def open_metrics_port(
+    supervisor: Supervisor, config: Config, metrics: Metrics, probes: Probes
+) -> HttpServer:
+    """``/metrics`` (and ``/healthz``, ``/readyz``) on ``CTI_METRICS_BIND``, a port of its
+    own: kept off the agents' network, and served by a process without the sidebar too."""
     assert config.metrics_bind is not None
     limits = dataclasses.replace(
         http_limits(config),
         max_connections=METRICS_MAX_CONNECTIONS,
         max_per_address=METRICS_MAX_PER_ADDRESS,
     )
-    server = HttpServer(metrics_app(metrics), limits, name="metrics")
+    server = HttpServer(metrics_app(metrics, probes), limits, name="metrics")
     metrics.watch_http("metrics", server.listener.source())
     return await supervisor.entrance(listening_http(server, config.metrics_bind))

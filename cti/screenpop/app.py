@@ -83,6 +83,7 @@ def build_app(
     app[ws.SOCKETS] = ws.Sockets(limits.per_agent)
     api.add_routes(app)
     app[health.METRICS] = metrics
+    app[health.PROBES] = health.Probes(pool, redis_client, metrics, ami)
     health.add_routes(app, with_metrics=serve_metrics)
     openapi.add_routes(app)
     app.router.add_get("/ws", ws.websocket)

@@ -237,5 +237,12 @@ async def test_routing_alone_serves_metrics_on_its_own_port(config, redis_client
         text = await _scrape(metrics_port)
         assert "cti_writer_backlog" in text
         assert _sample(text, 'cti_http_connections{port="metrics"}') == 1  # this scrape
+        async with (
+            aiohttp.ClientSession() as client,
+            client.get(f"http://127.0.0.1:{metrics_port}/readyz") as response,
+        ):
+            ready = await response.json()
+        assert (response.status, ready["postgres"], ready["redis"]) == (200, True, True)
+        assert set(ready["writers"]) >= {"interactions", "call-data"}
     finally:
         await daemon.shutdown(writer_grace_s=2)
