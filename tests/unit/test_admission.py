@@ -133,3 +133,20 @@ def test_caps_fit_the_descriptor_table_routing_first():
     assert fit_caps(1024, None, 2000) == (None, 480)  # the sidebar alone
     assert fit_caps(1024, 100, 2000) == (100, 430)  # a small FastAGI cap leaves HTTP more
     assert fit_caps(10, 1000, 2000) == (1, 1)  # never zero
+
+
+def test_the_composition_root_fits_the_configured_caps_and_says_so():
+    from cti.app.descriptors import fit_to_descriptors
+    from cti.config import Config
+
+    config = Config(http_max_per_address=500, agi_max_per_address=500)
+    with capture_logs() as logs:
+        fitted = fit_to_descriptors(config, routing=True, sidebar=True, descriptors=1024)
+    assert (fitted.agi_max_connections, fitted.http_max_connections) == (480, 240)
+    assert (fitted.agi_max_per_address, fitted.http_max_per_address) == (480, 240)
+    (line,) = logs
+    assert line["event"] == "connection caps lowered to fit the descriptor limit"
+    assert (line["nofile"], line["configured_http"]) == (1024, 2000)
+    with capture_logs() as logs:
+        same = fit_to_descriptors(config, routing=True, sidebar=True, descriptors=1 << 20)
+    assert same == config and logs == []
