@@ -1,7 +1,7 @@
 """The sidebar's HTTP connections: admitted at accept, closed when they stall.
 
-aiohttp's own listener (``TCPSite``) accepts every connection and has no deadline for a
-request's headers: 1,100 connections that each sent ``GET /healthz HTTP/1.1`` and one
+aiohttp's own listener (``TCPSite``) accepts every connection, and nothing but its
+keep-alive timer (3,630 s by default) bounds a request's headers: 1,100 connections that each sent ``GET /healthz HTTP/1.1`` and one
 header line stayed open for minutes, filled a 1,024-descriptor table and every FastAGI
 route failed meanwhile. So the sidebar's port is read by our own accept loop
 (:class:`cti.net.listener.Listener`, as FastAGI's is): each connection is judged by
