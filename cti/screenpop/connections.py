@@ -1,10 +1,11 @@
 """The sidebar's HTTP connections: admitted at accept, closed when they stall.
 
 aiohttp's own listener (``TCPSite``) accepts every connection, and nothing but its
-keep-alive timer (3,630 s by default) bounds a request's headers: 1,100 connections that each sent ``GET /healthz HTTP/1.1`` and one
-header line stayed open for minutes, filled a 1,024-descriptor table and every FastAGI
-route failed meanwhile. So the sidebar's port is read by our own accept loop
-(:class:`cti.net.listener.Listener`, as FastAGI's is): each connection is judged by
+keep-alive timer (3,630 s by default) bounds a request's headers: 1,100 connections
+that each sent ``GET /healthz HTTP/1.1`` and one header line stayed open for minutes,
+filled a 1,024-descriptor table and every FastAGI route failed meanwhile. So the
+sidebar's port is read by our own accept loop (:class:`cti.net.listener.Listener`, as
+FastAGI's is): each connection is judged by
 :class:`cti.net.admission.Admission` (a cap per address and over all) and reset at once
 if refused; an admitted one is handed to aiohttp's request handler behind
 :class:`_Connection`, a pass-through protocol that
