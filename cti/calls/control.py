@@ -95,6 +95,21 @@ class CallControl:
         connected = [ch for ch in legs if ch.connected or ch.answered]
         return max(connected or legs, key=lambda ch: ch.connected_seq)
 
+    def talking_leg(self, agent: str) -> Channel:
+        """The leg the agent is talking on now (any call), or ``not_on_call``: for a
+        supervisor, who names the agent, not the call."""
+        check_agent(agent)
+        legs = [
+            ch
+            for call in self._model.calls()
+            if not call.ended
+            for ch in call.channels.values()
+            if ch.agent == agent and not ch.is_local and ch.connected
+        ]
+        if not legs:
+            raise DomainError("not_on_call", f"{agent} is on no call")
+        return max(legs, key=lambda ch: ch.connected_seq)
+
     def _target(self, target: str) -> str:
         if not TARGET.fullmatch(target):
             raise DomainError(
@@ -103,7 +118,9 @@ class CallControl:
             )
         return target
 
-    async def _send(self, action: str, **fields: str) -> None:
+    async def send(self, action: str, **fields: str) -> None:
+        """Send one AMI action; Asterisk's refusal, silence or absence become the
+        DomainErrors ``refused`` and ``ami_unavailable``."""
         try:
             await self._ami.action(action, None, **fields)  # None: the client's own timeout
         except AmiNotConnected:
@@ -124,23 +141,23 @@ class CallControl:
         leg = self.agent_leg(call_key, agent)
         if not leg.connected:
             raise DomainError("not_on_call", f"{agent} is not talking on {call_key}")
-        await self._send("BlindTransfer", Channel=leg.name, Context=self._context, Exten=exten)
+        await self.send("BlindTransfer", Channel=leg.name, Context=self._context, Exten=exten)
 
     async def attended_transfer(self, call_key: str, agent: str, target: str) -> None:
         exten = self._target(target)
         leg = self.agent_leg(call_key, agent)
         if not leg.connected:
             raise DomainError("not_on_call", f"{agent} is not talking on {call_key}")
-        await self._send("Atxfer", Channel=leg.name, Context=self._context, Exten=exten)
+        await self.send("Atxfer", Channel=leg.name, Context=self._context, Exten=exten)
 
     async def complete_transfer(self, call_key: str, agent: str) -> None:
-        await self._send("Hangup", Channel=self.agent_leg(call_key, agent).name)
+        await self.send("Hangup", Channel=self.agent_leg(call_key, agent).name)
 
     async def cancel_transfer(self, call_key: str, agent: str) -> None:
-        await self._send("CancelAtxfer", Channel=self.agent_leg(call_key, agent).name)
+        await self.send("CancelAtxfer", Channel=self.agent_leg(call_key, agent).name)
 
     async def hangup(self, call_key: str, agent: str) -> None:
-        await self._send("Hangup", Channel=self.agent_leg(call_key, agent).name)
+        await self.send("Hangup", Channel=self.agent_leg(call_key, agent).name)
 
     async def pause(self, agent: str, paused: bool, reason: str | None = None) -> None:
         """Pause (or resume) the agent's device in every queue; ``reason`` is shown to
@@ -149,4 +166,4 @@ class CallControl:
         reason = check_pause_reason(reason)
         if reason is not None:
             fields["Reason"] = reason
-        await self._send("QueuePause", **fields)
+        await self.send("QueuePause", **fields)
