@@ -26,7 +26,7 @@ from cti.agi.server import AgiLimits, AgiServer
 from cti.app.calldata import CallData, open_call_data
 from cti.app.following import CallFollowing, follow_calls, observe_calls
 from cti.app.resources import postgres_pool, redis_client
-from cti.app.routing import Routing, open_routing
+from cti.app.routing import Routing, open_routing, watch_plan
 from cti.app.sidebar import open_sidebar
 from cti.app.supervisor import WRITER_GRACE_S, Supervisor, run_until_signalled
 from cti.batch_writer import BatchWriter
@@ -164,7 +164,9 @@ class Service:
         if parts.calls is not None:
             metrics.watch_ami(parts.calls.ami_source())
         watch_writers()
+        plan = watch_plan(supervisor, config) if role.routing or role.sidebar else None
         if role.sidebar:
+            assert plan is not None
             parts.http = await open_sidebar(
                 supervisor,
                 config,
@@ -173,12 +175,15 @@ class Service:
                 call_data=call_data.service,
                 metrics=metrics,
                 calls=parts.calls,
+                plan=plan,
             )
         if role.routing:
+            assert plan is not None
             parts.routing = await open_routing(
                 supervisor,
                 config,
                 pool=pool,
+                plan=plan,
                 call_data=call_data,
                 metrics=metrics,
                 dead_letters=dead,

@@ -15,10 +15,13 @@ import redis.asyncio as redis
 import structlog
 from aiohttp import web
 
+from cti.agents.audit import SupervisorAudit
+from cti.agents.supervision import Supervision
 from cti.ami.client import AmiClient
 from cti.calldata.service import CallDataService
 from cti.calls.control import CallControl
-from cti.screenpop import api, health, openapi, ws
+from cti.routing.table import RoutingTable
+from cti.screenpop import api, health, openapi, supervision_api, ws
 from cti.screenpop.access import Access
 from cti.screenpop.auth import Sessions
 from cti.screenpop.context import CONTEXT, Context, WsLimits, revocation_middleware
@@ -50,12 +53,15 @@ def build_app(
     static_dir: Path = STATIC_DIR,
     throttle: LoginThrottle | None = None,
     password_checks: PasswordChecks | None = None,
+    table: Callable[[], RoutingTable] = RoutingTable,
 ) -> web.Application:
     """The application. ``control``/``ami`` None: call control and pausing answer 503
     ``ami_unavailable`` and /readyz reports ``"ami": null``. ``open_reader`` makes the
     Redis client of one WebSocket (default: a dedicated connection to ``redis_client``'s
-    server)."""
+    server). ``table`` is the routing plan of the moment (its pause reasons and queues;
+    default: an empty plan, which offers none)."""
     limits = ws_limits or WsLimits()
+    audit = SupervisorAudit(pool)
     app = web.Application(
         client_max_size=MAX_BODY_BYTES, middlewares=[error_middleware, revocation_middleware]
     )
@@ -73,9 +79,13 @@ def build_app(
         throttle=throttle or LoginThrottle(redis_client),
         password_checks=password_checks or PasswordChecks(),
         token_versions=TokenVersions(pool),
+        table=table,
+        supervision=Supervision(control, audit, table) if control is not None else None,
+        audit=audit,
     )
     app[ws.SOCKETS] = ws.Sockets(limits.per_agent)
     api.add_routes(app)
+    supervision_api.add_routes(app)
     health.add_routes(app)
     openapi.add_routes(app)
     app.router.add_get("/ws", ws.websocket)
