@@ -18,8 +18,10 @@ recorded in the audit table (:mod:`cti.agents.audit`).
 Validation and refusals are call control's (:mod:`cti.calls.control`): the same checks
 (a device name, a reason without control characters) and the same
 :class:`~cti.errors.DomainError` codes (``invalid``, ``not_on_call``, ``refused``,
-``ami_unavailable``). The audit row is written before the action is sent, so an action
-that cannot be recorded is not sent; a refusal before sending is recorded with its code.
+``ami_unavailable``); a well-formed reason or queue that the plan does not have is
+``not_in_plan`` (it may be tomorrow: the request is not malformed). The audit row is
+written before the action is sent, so an action that cannot be recorded is not sent; a
+refusal before sending is recorded with its code.
 """
 
 from __future__ import annotations
@@ -66,7 +68,7 @@ def check_plan_reason(table: RoutingTable, reason: str | None) -> str | None:
     if reason not in names:
         offered = ", ".join(names) if names else "none are defined"
         raise DomainError(
-            "invalid",
+            "not_in_plan",
             f"reason: {reason[:64]!r} is not a pause reason of the routing plan ({offered})",
             "reason",
         )
@@ -75,7 +77,9 @@ def check_plan_reason(table: RoutingTable, reason: str | None) -> str | None:
 
 def check_plan_queue(table: RoutingTable, queue: str) -> str:
     if table.queue(queue) is None:
-        raise DomainError("invalid", f"queue: no queue {queue[:64]!r} in the routing plan", "queue")
+        raise DomainError(
+            "not_in_plan", f"queue: no queue {queue[:64]!r} in the routing plan", "queue"
+        )
     return queue
 
 

@@ -36,6 +36,7 @@ STATUS: dict[ErrorCode, int] = {
     "forbidden": 403,
     "unknown_call": 404,
     "unknown_agent": 404,
+    "not_in_plan": 422,
     "stale_version": 409,
     "not_on_call": 409,
     "too_large": 413,

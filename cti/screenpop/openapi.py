@@ -242,6 +242,7 @@ def _operations() -> dict[str, Schema]:
                     "400": _INVALID_BODY,
                     "401": _UNAUTHORIZED,
                     "413": _TOO_LARGE,
+                    "422": openapi_supervision.NOT_IN_PLAN,
                     "502": _error("Asterisk refused it.", "refused"),
                     "503": _error("No AMI connection here.", "ami_unavailable"),
                 },

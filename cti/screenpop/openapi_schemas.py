@@ -19,7 +19,7 @@ Schema = dict[str, Any]
 
 _UUID = "^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$"
 #: Text with no control character (cti.text's rule: C0, DEL, C1).
-_NO_CONTROL = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$"
+NO_CONTROL = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$"
 #: Free text: the same, but newline and tab are allowed (cti.calldata.document).
 _FREE_TEXT = "^[^\\u0000-\\u0008\\u000b-\\u001f\\u007f-\\u009f]*$"
 
@@ -209,7 +209,7 @@ def schemas() -> dict[str, Schema]:
                     "description": "To pause: one of the plan's pause reasons "
                     "(GET /api/pause-reasons); another is 400 invalid.",
                     "maxLength": MAX_PAUSE_REASON_CHARS,
-                    "pattern": _NO_CONTROL,
+                    "pattern": NO_CONTROL,
                 },
             },
         },

@@ -6,13 +6,26 @@ from __future__ import annotations
 
 from cti.agents.audit import ACTIONS
 from cti.agents.supervision import SPY_MODES
+from cti.routing.plan import NAME
 from cti.screenpop import supervision_api as api
-from cti.screenpop.openapi_schemas import Schema, error, json_response, ref, request_body
+from cti.screenpop.openapi_schemas import (
+    NO_CONTROL,
+    Schema,
+    error,
+    json_response,
+    ref,
+    request_body,
+)
 
 _BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
 _UNAUTHORIZED = error("No token, or a bad or revoked one: log in again.", "unauthorized")
 _NOT_SUPERVISOR = error("The caller is not a supervisor.", "forbidden")
 _TOO_LARGE = error("The body is over its limit.", "too_large")
+#: A well-formed reason or queue that the routing plan does not have.
+NOT_IN_PLAN = error(
+    "The reason or queue is not the routing plan's (GET /api/supervisor/plan).", "not_in_plan"
+)
+_QUEUE_NAME = NAME.pattern.replace("\\Z", "$")
 _USERNAME = {
     "name": "username",
     "in": "path",
@@ -26,11 +39,12 @@ def _action_responses(ok: Schema) -> Schema:
     """What a supervisor's action answers (cti.agents.supervision's errors)."""
     return {
         **ok,
-        "400": error("Malformed, or a reason or queue that is not the routing plan's.", "invalid"),
+        "400": error("Malformed (the message names the field).", "invalid"),
         "401": _UNAUTHORIZED,
         "403": _NOT_SUPERVISOR,
         "404": error("No agent of that user name.", "unknown_agent"),
         "413": _TOO_LARGE,
+        "422": NOT_IN_PLAN,
         "502": error("Asterisk refused the action.", "refused"),
         "503": error(
             "No AMI connection here, or PostgreSQL or Redis is not answering.",
@@ -132,7 +146,10 @@ def operations() -> dict[str, Schema]:
                 ],
                 "responses": {
                     "200": json_response(ref("AuditList"), "The actions."),
-                    "400": error("`limit` or `agent` is malformed.", "invalid"),
+                    "400": error(
+                        "`limit` or `agent` is malformed, or another parameter is given.",
+                        "invalid",
+                    ),
                     "401": _UNAUTHORIZED,
                     "403": _NOT_SUPERVISOR,
                     "503": error("PostgreSQL is not answering.", "unavailable"),
@@ -145,7 +162,6 @@ def operations() -> dict[str, Schema]:
 def schemas() -> dict[str, Schema]:
     string = {"type": "string"}
     optional = {"type": ["string", "null"]}
-    name = {"type": "string", "minLength": 1}
     reasons = {
         "type": "array",
         "items": {
@@ -189,12 +205,14 @@ def schemas() -> dict[str, Schema]:
                     **optional,
                     "minLength": 1,
                     "maxLength": api.MAX_REASON_CHARS,
-                    "description": "Required to pause: one of the plan's pause reasons.",
+                    "pattern": NO_CONTROL,
+                    "description": "Required to pause: one of the plan's pause reasons "
+                    "(another is 422 not_in_plan).",
                 },
                 "queue": {
                     **optional,
-                    "minLength": 1,
                     "maxLength": api.MAX_QUEUE_CHARS,
+                    "pattern": _QUEUE_NAME,
                     "description": "One queue of the plan; absent: every queue.",
                 },
             },
@@ -204,7 +222,7 @@ def schemas() -> dict[str, Schema]:
             "required": ["queue", "logged_in"],
             "additionalProperties": False,
             "properties": {
-                "queue": {**name, "maxLength": api.MAX_QUEUE_CHARS},
+                "queue": {**string, "maxLength": api.MAX_QUEUE_CHARS, "pattern": _QUEUE_NAME},
                 "logged_in": {"type": "boolean"},
             },
         },

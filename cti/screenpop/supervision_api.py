@@ -133,6 +133,9 @@ async def audit(request: web.Request) -> web.Response:
     """The newest supervisor actions first (``?agent=`` one agent's, ``?limit=``)."""
     ctx = context(request)
     _supervisor(request)
+    for key in request.query:
+        if key not in ("limit", "agent"):
+            raise invalid(key[:64], "unknown parameter; allowed: agent, limit")
     raw_limit = request.query.get("limit", str(DEFAULT_AUDIT_ROWS))
     if not _DIGITS.fullmatch(raw_limit) or not 1 <= int(raw_limit) <= MAX_AUDIT_ROWS:
         raise invalid("limit", f"a whole number from 1 to {MAX_AUDIT_ROWS}")

@@ -140,7 +140,7 @@ async def test_a_supervisors_pause_with_a_reason_is_what_asterisk_reports(
         # The member is paused in every queue it is in (no queue named).
         assert (await member_status(ami, "default", "PJSIP/2001"))["Paused"] == "1"
         status, body = await api("POST", path, SUPERVISOR, {"paused": True, "reason": "nap"})
-        assert (status, body["error"]) == (400, "invalid")
+        assert (status, body["error"]) == (422, "not_in_plan")
         status, body = await api("POST", path, AGENT, {"paused": False})
         assert (status, body["error"]) == (403, "forbidden")
     finally:
@@ -149,6 +149,6 @@ async def test_a_supervisors_pause_with_a_reason_is_what_asterisk_reports(
     assert (await member_status(ami, "support", "PJSIP/2001"))["Paused"] == "0"
     assert await audit_rows(sandbox, since) == [
         (SUPERVISOR, "pause", AGENT, None, "training", "ok"),
-        (SUPERVISOR, "pause", AGENT, None, "nap", "invalid"),
+        (SUPERVISOR, "pause", AGENT, None, "nap", "not_in_plan"),
         (SUPERVISOR, "unpause", AGENT, None, None, "ok"),
     ]

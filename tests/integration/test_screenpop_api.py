@@ -787,7 +787,7 @@ async def test_a_pause_reason_is_one_of_the_plans(with_ami) -> None:
         status, answer = await stack.request(
             "POST", "/api/agent/pause", "alice", json={"paused": True, "reason": reason}
         )
-        assert (status, answer["error"], answer["field"]) == (400, "invalid", "reason"), reason
+        assert (status, answer["error"], answer["field"]) == (422, "not_in_plan", "reason")
     status, answer = await stack.request(
         "POST", "/api/agent/pause", "alice", json={"paused": True, "reason": "training"}
     )

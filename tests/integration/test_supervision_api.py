@@ -94,31 +94,40 @@ async def test_a_supervisor_pauses_and_unpauses_an_agent_with_a_plan_reason(supe
     ]
 
 
+NOT_IN_PLAN = (422, "not_in_plan")
+INVALID = (400, "invalid")
+
+
 @pytest.mark.parametrize(
-    ("body", "field", "row"),
+    ("body", "refusal", "field", "row"),
     [
-        # Not the plan's, or none (a supervisor's pause says why), or not the plan's queue:
-        # refused and recorded.
-        ({"paused": True, "reason": "nap"}, "reason", (None, "nap")),
-        ({"paused": True}, "reason", (None, None)),
-        ({"paused": True, "reason": "lunch", "queue": "nowhere"}, "queue", ("nowhere", "lunch")),
+        # Not the plan's reason or queue (well formed: 422), or no reason at all (a
+        # supervisor's pause says why): refused and recorded.
+        ({"paused": True, "reason": "nap"}, NOT_IN_PLAN, "reason", (None, "nap")),
+        (
+            {"paused": True, "reason": "lunch", "queue": "nowhere"},
+            NOT_IN_PLAN,
+            "queue",
+            ("nowhere", "lunch"),
+        ),
+        ({"paused": True}, INVALID, "reason", (None, None)),
         # Malformed: refused on reading, before anything is attempted (nothing recorded).
-        ({"paused": True, "reason": "lunch\r\nAction: Hangup"}, "reason", None),
-        ({"paused": True, "reason": "lunch\x00"}, "reason", None),
-        ({"paused": True, "reason": "lunch", "queue": "sales\x00"}, "queue", None),
-        ({"paused": "yes", "reason": "lunch"}, "paused", None),
+        ({"paused": True, "reason": "lunch\r\nAction: Hangup"}, INVALID, "reason", None),
+        ({"paused": True, "reason": "lunch\x00"}, INVALID, "reason", None),
+        ({"paused": True, "reason": "lunch", "queue": "sales\x00"}, INVALID, "queue", None),
+        ({"paused": "yes", "reason": "lunch"}, INVALID, "paused", None),
     ],
 )
 async def test_a_pause_the_plan_does_not_allow_is_refused(
-    supervised, body: dict, field: str, row: tuple | None
+    supervised, body: dict, refusal: tuple, field: str, row: tuple | None
 ) -> None:
     stack, fake, _call_id, _leg = supervised
     status, answer = await stack.request(
         "POST", "/api/supervisor/agents/bob/pause", "boss", json=body
     )
-    assert (status, answer["error"], answer["field"]) == (400, "invalid", field)
+    assert (status, answer["error"], answer["field"]) == (*refusal, field)
     assert fake.actions("QueuePause") == []
-    expected = [] if row is None else [("boss", "pause", "bob", *row, None, "invalid")]
+    expected = [] if row is None else [("boss", "pause", "bob", *row, None, refusal[1])]
     assert await audit_rows(stack) == expected
 
 
@@ -138,14 +147,14 @@ async def test_a_supervisor_logs_an_agent_in_and_out_of_a_queue(supervised) -> N
     status, answer = await stack.request(
         "POST", path, "boss", json={"queue": "nowhere", "logged_in": True}
     )
-    assert (status, answer["error"], answer["field"]) == (400, "invalid", "queue")
+    assert (status, answer["error"], answer["field"]) == (422, "not_in_plan", "queue")
     ((add,), (remove,)) = fake.actions("QueueAdd"), fake.actions("QueueRemove")
     assert fields(add, "Queue", "Interface") == ("sales", BOB)
     assert fields(remove, "Queue", "Interface") == ("sales", BOB)
     assert await audit_rows(stack) == [
         ("boss", "queue_login", "bob", "sales", None, None, "ok"),
         ("boss", "queue_logout", "bob", "sales", None, None, "ok"),
-        ("boss", "queue_login", "bob", "nowhere", None, None, "invalid"),
+        ("boss", "queue_login", "bob", "nowhere", None, None, "not_in_plan"),
     ]
 
 

@@ -36,20 +36,20 @@ def test_the_plans_reasons_are_allowed(reason: str | None) -> None:
 
 
 @pytest.mark.parametrize(
-    "reason",
+    ("reason", "code"),
     [
-        "nap",  # not the plan's
-        "Lunch",  # names are exact
-        "lunch ",
-        "wrap-up",  # cti's own, never a person's choice
-        "lunch\r\nAction: Hangup",  # refused for its characters first
-        "l" * 65,
+        ("nap", "not_in_plan"),  # well formed, not the plan's (it may be one day)
+        ("Lunch", "not_in_plan"),  # names are exact
+        ("lunch ", "not_in_plan"),
+        ("wrap-up", "not_in_plan"),  # cti's own, never a person's choice
+        ("lunch\r\nAction: Hangup", "invalid"),  # refused for its characters first
+        ("l" * 65, "invalid"),
     ],
 )
-def test_any_other_reason_is_invalid(reason: str) -> None:
+def test_any_other_reason_is_refused(reason: str, code: str) -> None:
     with pytest.raises(DomainError) as refused:
         check_plan_reason(TABLE, reason)
-    assert (refused.value.code, refused.value.field) == ("invalid", "reason")
+    assert (refused.value.code, refused.value.field) == (code, "reason")
 
 
 def test_a_plan_without_reasons_allows_none_and_says_so() -> None:
@@ -62,7 +62,7 @@ def test_only_the_plans_queues_are_allowed() -> None:
     for queue in ("sales", "Support", ""):
         with pytest.raises(DomainError) as refused:
             check_plan_queue(TABLE, queue)
-        assert (refused.value.code, refused.value.field) == ("invalid", "queue")
+        assert (refused.value.code, refused.value.field) == ("not_in_plan", "queue")
 
 
 def test_every_mode_is_quiet_and_ends_with_the_agents_leg() -> None:
