@@ -41,5 +41,7 @@ def open_call_data(
     )
     supervisor.writer("call-data-history-writer", history.run)
     store = CallDataStore(redis_client, config.call_data_ttl_s, pool=pool, history=history)
-    events = EventPublisher(redis_client, ttl_s=config.call_data_ttl_s)
+    events = EventPublisher(
+        redis_client, ttl_s=config.call_data_ttl_s, retention_s=config.stream_retention_s
+    )
     return CallData(store, history, events, CallDataService(store, events))
