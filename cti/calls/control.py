@@ -119,8 +119,12 @@ class CallControl:
         return target
 
     async def send(self, action: str, **fields: str) -> None:
-        """Send one AMI action; Asterisk's refusal, silence or absence become the
-        DomainErrors ``refused`` and ``ami_unavailable``."""
+        """Send one AMI action for another service on this connection (the supervisor's
+        actions, cti.agents.supervision), with call control's refusals: ``refused``,
+        ``ami_unavailable``."""
+        await self._send(action, **fields)
+
+    async def _send(self, action: str, **fields: str) -> None:
         try:
             await self._ami.action(action, None, **fields)  # None: the client's own timeout
         except AmiNotConnected:
@@ -141,23 +145,23 @@ class CallControl:
         leg = self.agent_leg(call_key, agent)
         if not leg.connected:
             raise DomainError("not_on_call", f"{agent} is not talking on {call_key}")
-        await self.send("BlindTransfer", Channel=leg.name, Context=self._context, Exten=exten)
+        await self._send("BlindTransfer", Channel=leg.name, Context=self._context, Exten=exten)
 
     async def attended_transfer(self, call_key: str, agent: str, target: str) -> None:
         exten = self._target(target)
         leg = self.agent_leg(call_key, agent)
         if not leg.connected:
             raise DomainError("not_on_call", f"{agent} is not talking on {call_key}")
-        await self.send("Atxfer", Channel=leg.name, Context=self._context, Exten=exten)
+        await self._send("Atxfer", Channel=leg.name, Context=self._context, Exten=exten)
 
     async def complete_transfer(self, call_key: str, agent: str) -> None:
-        await self.send("Hangup", Channel=self.agent_leg(call_key, agent).name)
+        await self._send("Hangup", Channel=self.agent_leg(call_key, agent).name)
 
     async def cancel_transfer(self, call_key: str, agent: str) -> None:
-        await self.send("CancelAtxfer", Channel=self.agent_leg(call_key, agent).name)
+        await self._send("CancelAtxfer", Channel=self.agent_leg(call_key, agent).name)
 
     async def hangup(self, call_key: str, agent: str) -> None:
-        await self.send("Hangup", Channel=self.agent_leg(call_key, agent).name)
+        await self._send("Hangup", Channel=self.agent_leg(call_key, agent).name)
 
     async def pause(self, agent: str, paused: bool, reason: str | None = None) -> None:
         """Pause (or resume) the agent's device in every queue; ``reason`` is shown to
@@ -166,4 +170,4 @@ class CallControl:
         reason = check_pause_reason(reason)
         if reason is not None:
             fields["Reason"] = reason
-        await self.send("QueuePause", **fields)
+        await self._send("QueuePause", **fields)
