@@ -1,0 +1,75 @@
+"""Making a report: the one entry the CLI (``cti report``) and the API
+(``GET /api/reports/{kind}``) share."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, tzinfo
+from typing import Any
+
+import asyncpg
+
+from cti.reports import store
+from cti.reports.definitions import Thresholds, queue_thresholds
+from cti.reports.intervals import INTERVALS, IntervalError, bounds
+from cti.reports.rows import KINDS, agent_rows, offer_rows
+
+MAX_QUEUES = 50
+
+
+class ReportError(ValueError):
+    """A report request that cannot be answered (the message names the field)."""
+
+    def __init__(self, field_name: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field_name
+
+
+@dataclass(frozen=True, slots=True)
+class ReportRequest:
+    kind: str
+    start: datetime
+    end: datetime
+    interval: str = "30m"
+    queues: Sequence[str] = field(default_factory=tuple)
+
+    def check(self) -> None:
+        if self.kind not in KINDS:
+            raise ReportError("kind", f"kind: expected one of {', '.join(KINDS)}")
+        if self.interval not in INTERVALS:
+            raise ReportError("interval", f"interval: expected one of {', '.join(INTERVALS)}")
+        if len(self.queues) > MAX_QUEUES or any(len(q) > 64 for q in self.queues):
+            raise ReportError("queue", f"queue: at most {MAX_QUEUES} names of 64 characters")
+
+
+async def plan_thresholds(conn: asyncpg.Connection) -> dict[str, Thresholds]:
+    """Each queue's thresholds. The plan's ``[[queues]]`` do not carry them yet (issue
+    11 adds ``sl_threshold_s`` and ``short_abandon_s``): every queue has the defaults
+    until then, and this is the one place to point at the plan."""
+    names = [r["name"] for r in await conn.fetch("SELECT name FROM queues", timeout=10)]
+    return queue_thresholds(names)
+
+
+async def make_report(
+    conn: asyncpg.Connection, request: ReportRequest, zone: tzinfo
+) -> list[dict[str, Any]]:
+    """The rows of a report."""
+    request.check()
+    if request.kind == "calls":
+        if request.end <= request.start:
+            raise ReportError("to", "to: must be after from")
+        return await store.call_rows(conn, request.start, request.end, request.queues)
+    try:
+        edges = bounds(request.start, request.end, request.interval, zone)
+    except IntervalError as exc:
+        raise ReportError("interval", str(exc)) from None
+    if request.kind == "agents":
+        return agent_rows(edges, await store.agent_totals(conn, edges, request.queues))
+    thresholds = await plan_thresholds(conn)
+    totals = await store.offer_totals(conn, request.kind, edges, thresholds, request.queues)
+    if request.kind == "queues" and request.queues:
+        groups: Sequence[str] = request.queues
+    else:
+        groups = await store.group_values(conn, request.kind)
+    return offer_rows(request.kind, edges, groups, totals)
