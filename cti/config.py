@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, cast
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import phonenumbers
 
@@ -85,6 +86,9 @@ class Config:
     session_secret: str = field(default="", repr=False)
     #: A session token expires this long after login.
     session_ttl_s: int = 43_200
+    #: The centre's time zone (IANA name) for report intervals. Empty: the routing plan's
+    #: first dialled number's zone (UTC if the plan has none).
+    timezone: str = ""
 
     @property
     def route_budget_s(self) -> float:
@@ -154,6 +158,15 @@ def _region(name: str, raw: str) -> str:
     value = raw.strip().upper()
     if value not in phonenumbers.SUPPORTED_REGIONS:
         raise ConfigError(f"{name}={raw!r}: expected a two-letter region such as US or GB")
+    return value
+
+
+def _zone(name: str, raw: str) -> str:
+    value = raw.strip()
+    try:
+        ZoneInfo(value)
+    except (ValueError, ZoneInfoNotFoundError):
+        raise ConfigError(f"{name}={raw!r}: expected a time zone such as Europe/Paris") from None
     return value
 
 
@@ -237,6 +250,8 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         fields["call_data_ttl_s"] = _int("CTI_CALL_DATA_TTL_S", raw, minimum=60)
     if (raw := get("CTI_CALL_DATA_AFTER_END_S")) is not None:
         fields["call_data_after_end_s"] = _int("CTI_CALL_DATA_AFTER_END_S", raw, minimum=0)
+    if (raw := get("CTI_TIMEZONE")) is not None:
+        fields["timezone"] = _zone("CTI_TIMEZONE", raw)
     _session(get, fields)
 
     if (raw := env.get("CTI_PLAN_CACHE")) is not None:

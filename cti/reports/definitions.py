@@ -135,8 +135,7 @@ MEASURES: tuple[Measure, ...] = (
     Measure(
         "timed_out",
         "count",
-        "offers the queue let go unanswered after which the call ended (no other queue"
-        " or agent)",
+        "offers the queue let go unanswered after which the call ended (no other queue or agent)",
         lambda o, t, n: float(o.outcome == "timed_out"),
         "outcome = 'timed_out'",
     ),
@@ -183,10 +182,18 @@ MEASURES: tuple[Measure, ...] = (
         lambda o, t, n: o.wait_s if _abandoned(o, t) else 0.0,
         f"CASE WHEN {_ABANDONED_SQL} THEN wait_s ELSE 0 END",
     ),
-    Measure("talk_sum", "sum", "talk seconds of answered offers", lambda o, t, n: o.talk_s, "talk_s"),
-    Measure("hold_sum", "sum", "hold seconds of answered offers", lambda o, t, n: o.hold_s, "hold_s"),
     Measure(
-        "wrapup_sum", "sum", "wrap-up seconds of answered offers", lambda o, t, n: o.wrapup_s, "wrapup_s"
+        "talk_sum", "sum", "talk seconds of answered offers", lambda o, t, n: o.talk_s, "talk_s"
+    ),
+    Measure(
+        "hold_sum", "sum", "hold seconds of answered offers", lambda o, t, n: o.hold_s, "hold_s"
+    ),
+    Measure(
+        "wrapup_sum",
+        "sum",
+        "wrap-up seconds of answered offers",
+        lambda o, t, n: o.wrapup_s,
+        "wrapup_s",
     ),
 )
 
@@ -273,7 +280,9 @@ DEFINITIONS: tuple[Definition, ...] = (
         lambda t: _avg(t["wait_sum"], t["offered"]),
     ),
     Definition(
-        "max_wait_s", "Longest wait of an offered offer, seconds.", lambda t: round(t["wait_max"], 1)
+        "max_wait_s",
+        "Longest wait of an offered offer, seconds.",
+        lambda t: round(t["wait_max"], 1),
     ),
     Definition(
         "avg_abandon_s",
@@ -301,7 +310,9 @@ DEFINITIONS: tuple[Definition, ...] = (
         " states record wrap-up).",
         lambda t: _avg(t["wrapup_sum"], t["answered"]),
     ),
-    Definition("transfers_out", _measure_words("transfers_out").capitalize() + ".", _count("transfers_out")),
+    Definition(
+        "transfers_out", _measure_words("transfers_out").capitalize() + ".", _count("transfers_out")
+    ),
 )
 
 

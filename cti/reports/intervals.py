@@ -73,7 +73,9 @@ def bounds(start: datetime, end: datetime, interval: str, zone: tzinfo) -> list[
     edges = [_floor(start, interval, zone)]
     while edges[-1] < end:
         if len(edges) > MAX_INTERVALS:
-            raise IntervalError(f"interval: more than {MAX_INTERVALS} rows; choose a longer interval")
+            raise IntervalError(
+                f"interval: more than {MAX_INTERVALS} rows; choose a longer interval"
+            )
         edges.append(_next(edges[-1], interval, zone))
     return edges
 

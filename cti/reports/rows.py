@@ -142,7 +142,13 @@ def to_table(kind: str, rows: Sequence[Mapping[str, Any]]) -> str:
     names = columns(kind)
     cells = [list(names), *([_cell(row.get(n)) for n in names] for row in rows)]
     widths = [max(len(line[i]) for line in cells) for i in range(len(names))]
-    return "\n".join(
-        "  ".join(c.rjust(w) if i > 1 else c.ljust(w) for i, (c, w) in enumerate(zip(line, widths, strict=True))).rstrip()
-        for line in cells
-    ) + "\n"
+    return (
+        "\n".join(
+            "  ".join(
+                c.rjust(w) if i > 1 else c.ljust(w)
+                for i, (c, w) in enumerate(zip(line, widths, strict=True))
+            ).rstrip()
+            for line in cells
+        )
+        + "\n"
+    )

@@ -242,7 +242,11 @@ def _apply(state: _State, event: CallEvent) -> None:
         case "queued":
             state.close_visit(event.at, "sent_elsewhere")
             state.visits.append(
-                _Visit(queue=str(data.get("queue") or ""), entered=event.at, position=_int(data.get("position")))
+                _Visit(
+                    queue=str(data.get("queue") or ""),
+                    entered=event.at,
+                    position=_int(data.get("position")),
+                )
             )
         case "ringing":
             leg = state.leg(event)
@@ -342,5 +346,7 @@ def _journey(visits: Sequence[QueueVisit], legs: Sequence[AgentLeg]) -> Journey 
 
 def with_wrapup(segments: CallSegments, wrapup: dict[str, float]) -> CallSegments:
     """The segments with each answered leg's wrap-up (by channel) from agent states."""
-    legs = tuple(replace(leg, wrapup_s=wrapup.get(leg.channel, leg.wrapup_s)) for leg in segments.legs)
+    legs = tuple(
+        replace(leg, wrapup_s=wrapup.get(leg.channel, leg.wrapup_s)) for leg in segments.legs
+    )
     return replace(segments, legs=legs, journey=_journey(segments.visits, legs))

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import asyncpg
 
@@ -73,3 +74,17 @@ async def make_report(
     else:
         groups = await store.group_values(conn, request.kind)
     return offer_rows(request.kind, edges, groups, totals)
+
+
+async def centre_zone(conn: asyncpg.Connection, configured: str) -> ZoneInfo:
+    """The centre's time zone: ``CTI_TIMEZONE``, else the stored plan's first dialled
+    number's (in ``dnis`` order), else UTC."""
+    if configured:
+        return ZoneInfo(configured)
+    name = await conn.fetchval(
+        "SELECT timezone FROM dialled_numbers ORDER BY dnis LIMIT 1", timeout=10
+    )
+    try:
+        return ZoneInfo(name or "UTC")
+    except (ValueError, ZoneInfoNotFoundError):
+        return ZoneInfo("UTC")

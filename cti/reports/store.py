@@ -35,7 +35,13 @@ REPORT_TIMEOUT_S = 60
 MAX_CALLS = 10_000
 
 #: The groups a report may be by: report kind → column of ``report_offers``.
-GROUPS = {"queues": "queue", "tiers": "tier", "rules": "rule", "dnis": "dnis", "services": "service"}
+GROUPS = {
+    "queues": "queue",
+    "tiers": "tier",
+    "rules": "rule",
+    "dnis": "dnis",
+    "services": "service",
+}
 
 _OFFER_COLUMNS = (
     "call_id, kind, seq, queue, entered_at, left_at, wait_s, outcome, position, agent,"
@@ -153,9 +159,7 @@ async def offer_totals(
         list(queues),
         timeout=REPORT_TIMEOUT_S,
     )
-    return {
-        (r["bucket"], r["grp"]): {m.name: float(r[m.name]) for m in MEASURES} for r in records
-    }
+    return {(r["bucket"], r["grp"]): {m.name: float(r[m.name]) for m in MEASURES} for r in records}
 
 
 #: Where the values a group can take are listed, so that a quiet one still gets its rows.

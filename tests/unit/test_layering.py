@@ -27,6 +27,10 @@ PURE = [
     "cti/calls/events.py",
     "cti/calldata/document.py",
     "cti/timeline/summary.py",
+    "cti/reports/segments.py",
+    "cti/reports/definitions.py",
+    "cti/reports/intervals.py",
+    "cti/reports/rows.py",
     "cti/text.py",
     "cti/errors.py",
     "cti/breaker.py",
@@ -74,6 +78,7 @@ def test_the_pure_core_imports_no_io(entry):
         ("cti/routing", ("cti.screenpop", "cti.agi", "cti.ami", "cti.calls", "cti.app")),
         ("cti/calldata", ("cti.screenpop", "cti.agi", "cti.ami", "cti.app")),
         ("cti/timeline", ("cti.screenpop", "cti.agi", "cti.ami", "cti.app")),
+        ("cti/reports", ("cti.screenpop", "cti.agi", "cti.ami", "cti.app")),
     ],
 )
 def test_no_upward_import(package, forbidden):

@@ -22,7 +22,7 @@ T = Thresholds(sl_threshold_s=20, short_abandon_s=5)
 
 
 @dataclass(frozen=True)
-class O:
+class Off:
     outcome: str
     wait_s: float
     talk_s: float = 0.0
@@ -30,7 +30,7 @@ class O:
     wrapup_s: float = 0.0
 
 
-def totals(*offers: O, transfers: int = 0) -> Totals:
+def totals(*offers: Off, transfers: int = 0) -> Totals:
     t = zero()
     for offer in offers:
         add(t, offer, T, transfers)
@@ -38,7 +38,7 @@ def totals(*offers: O, transfers: int = 0) -> Totals:
 
 
 def test_ciscos_worked_example_gives_77_8_70_and_80_percent():
-    offers = [O("answered", 10)] * 70 + [O("abandoned", 10)] * 10 + [O("answered", 60)] * 20
+    offers = [Off("answered", 10)] * 70 + [Off("abandoned", 10)] * 10 + [Off("answered", 60)] * 20
     f = figures(totals(*offers))
     assert (f["offered"], f["answered_in_sl"], f["abandoned_in_sl"]) == (100, 70, 10)
     assert f["sl_ignore_abandons"] == pytest.approx(77.78)
@@ -47,27 +47,44 @@ def test_ciscos_worked_example_gives_77_8_70_and_80_percent():
 
 
 def test_abandoned_exactly_at_the_thresholds():
-    f = figures(totals(O("abandoned", 4.99), O("abandoned", 5.0), O("abandoned", 20.0), O("abandoned", 20.01)))
+    f = figures(
+        totals(
+            Off("abandoned", 4.99),
+            Off("abandoned", 5.0),
+            Off("abandoned", 20.0),
+            Off("abandoned", 20.01),
+        )
+    )
     # Short: wait < 5 s. Within the threshold: wait <= 20 s.
-    assert (f["short_abandoned"], f["abandoned"], f["abandoned_in_sl"], f["offered"]) == (1, 3, 2, 3)
+    assert (f["short_abandoned"], f["abandoned"], f["abandoned_in_sl"], f["offered"]) == (
+        1,
+        3,
+        2,
+        3,
+    )
     assert f["avg_abandon_s"] == pytest.approx(round((5 + 20 + 20.01) / 3, 1))
 
 
 def test_answered_exactly_at_the_threshold_is_within_it():
-    f = figures(totals(O("answered", 20.0), O("answered", 20.5)))
+    f = figures(totals(Off("answered", 20.0), Off("answered", 20.5)))
     assert (f["answered"], f["answered_in_sl"], f["asa_s"], f["max_wait_s"]) == (2, 1, 20.2, 20.5)
 
 
 def test_short_abandons_are_not_offered_nor_waited():
-    f = figures(totals(O("abandoned", 2), O("answered", 10)))
-    assert (f["offered"], f["short_abandoned"], f["avg_wait_s"], f["max_wait_s"]) == (1, 1, 10.0, 10.0)
+    f = figures(totals(Off("abandoned", 2), Off("answered", 10)))
+    assert (f["offered"], f["short_abandoned"], f["avg_wait_s"], f["max_wait_s"]) == (
+        1,
+        1,
+        10.0,
+        10.0,
+    )
 
 
 def test_outcomes_add_up_to_offered():
     f = figures(
         totals(
-            O("answered", 1), O("abandoned", 30), O("timed_out", 300), O("sent_elsewhere", 60),
-            O("transferred_out", 5),
+            Off("answered", 1), Off("abandoned", 30), Off("timed_out", 300),
+            Off("sent_elsewhere", 60), Off("transferred_out", 5),
         )
     )  # fmt: skip
     assert f["offered"] == 5
@@ -76,13 +93,15 @@ def test_outcomes_add_up_to_offered():
 
 
 def test_handle_time_is_talk_plus_hold_plus_wrapup_per_answered():
-    f = figures(totals(O("answered", 5, 100, 20, 30), O("answered", 5, 50, 0, 0), O("abandoned", 9)))
+    f = figures(
+        totals(Off("answered", 5, 100, 20, 30), Off("answered", 5, 50, 0, 0), Off("abandoned", 9))
+    )
     assert f["aht_s"] == 100.0  # (150 + 20 + 30) / 2
     assert (f["avg_talk_s"], f["avg_hold_s"], f["avg_wrapup_s"]) == (75.0, 10.0, 15.0)
 
 
 def test_transfers_out_count_the_answering_legs_transfers():
-    assert figures(totals(O("answered", 5), transfers=2))["transfers_out"] == 2
+    assert figures(totals(Off("answered", 5), transfers=2))["transfers_out"] == 2
 
 
 def test_nothing_offered_is_zeros_and_empty_service_levels():

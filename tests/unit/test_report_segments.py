@@ -87,9 +87,16 @@ def attended(t: float, agent: str, to: str) -> CallTransferred:
 
 
 def test_an_answered_call_one_visit_one_leg():
-    s = derive(events(queued(2), ringing(3, ALICE), connected(7, ALICE), left(67, ALICE), ended(67, ALICE)))
+    s = derive(
+        events(queued(2), ringing(3, ALICE), connected(7, ALICE), left(67, ALICE), ended(67, ALICE))
+    )
     (visit,) = s.visits
-    assert (visit.queue, visit.outcome, visit.wait_s, visit.agent) == ("sales", "answered", 5.0, ALICE)
+    assert (visit.queue, visit.outcome, visit.wait_s, visit.agent) == (
+        "sales",
+        "answered",
+        5.0,
+        ALICE,
+    )
     assert (visit.talk_s, visit.position) == (60.0, 1)
     (leg,) = s.legs
     assert (leg.rang, leg.answered, leg.ended) == (T0 + 3, T0 + 7, T0 + 67)
@@ -127,7 +134,9 @@ def test_an_abandoned_call():
         events(
             queued(0),
             ringing(1, ALICE),
-            AgentRingCancelled(**CALL, at=T0 + 30, agent=ALICE, channel=LEG[ALICE], reason="CANCEL"),
+            AgentRingCancelled(
+                **CALL, at=T0 + 30, agent=ALICE, channel=LEG[ALICE], reason="CANCEL"
+            ),
             abandoned(30),
             ended(30, abandoned=True),
         )
@@ -172,11 +181,19 @@ def test_a_call_transferred_from_queue_to_queue_is_offered_to_each_and_one_call(
     assert (bob.talk_s, bob.how, bob.queue) == (60.0, "hangup", "billing")
     j = s.journey
     assert j is not None
-    assert (j.queue, j.outcome, j.wait_s, j.talk_s, j.transfers) == ("sales", "answered", 10.0, 90.0, 1)
+    assert (j.queue, j.outcome, j.wait_s, j.talk_s, j.transfers) == (
+        "sales",
+        "answered",
+        10.0,
+        90.0,
+        1,
+    )
 
 
 def test_a_queue_overflowing_into_another_is_sent_elsewhere():
-    s = derive(events(queued(0), queued(60, "overflow"), connected(70, BOB, "overflow"), ended(100, BOB)))
+    s = derive(
+        events(queued(0), queued(60, "overflow"), connected(70, BOB, "overflow"), ended(100, BOB))
+    )
     assert [(v.queue, v.outcome, v.wait_s) for v in s.visits] == [
         ("sales", "sent_elsewhere", 60.0),
         ("overflow", "answered", 10.0),
@@ -203,7 +220,13 @@ def test_an_attended_transfer_to_an_agent_outside_any_queue_splits_the_talk():
         )
     )  # fmt: skip
     alice, dave = s.legs
-    assert (alice.talk_s, alice.hold_s, alice.how, alice.to, alice.ended) == (25.0, 10.0, "attended", DAVE, T0 + 40)
+    assert (alice.talk_s, alice.hold_s, alice.how, alice.to, alice.ended) == (
+        25.0,
+        10.0,
+        "attended",
+        DAVE,
+        T0 + 40,
+    )
     assert (dave.talk_s, dave.queue, dave.rang, dave.how) == (60.0, None, None, "hangup")
     (visit,) = s.visits
     assert (visit.talk_s, visit.hold_s, visit.transferred) == (25.0, 10.0, True)
@@ -228,7 +251,9 @@ def test_hold_and_unhold_and_the_end_while_held():
 
 
 def test_a_direct_call_has_legs_and_no_journey():
-    s = derive(events(ringing(0, ALICE, None), connected(3, ALICE, None), left(33, ALICE), ended(33)))
+    s = derive(
+        events(ringing(0, ALICE, None), connected(3, ALICE, None), left(33, ALICE), ended(33))
+    )
     assert s.visits == () and s.journey is None
     assert [(leg.queue, leg.talk_s) for leg in s.legs] == [(None, 30.0)]
 
