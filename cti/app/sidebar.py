@@ -35,5 +35,6 @@ async def open_sidebar(
         metrics=metrics,
         control=calls.control if calls is not None else None,
         ami=calls.ami if calls is not None else None,
+        timezone=config.timezone,
     )
     return await supervisor.entrance(listening_http(HttpServer(app), config.http_bind))

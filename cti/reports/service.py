@@ -60,7 +60,10 @@ async def make_report(
     if request.kind == "calls":
         if request.end <= request.start:
             raise ReportError("to", "to: must be after from")
-        return await store.call_rows(conn, request.start, request.end, request.queues)
+        calls = await store.call_rows(conn, request.start, request.end, request.queues)
+        for call in calls:
+            call["entered_at"] = call["entered_at"].astimezone(zone).isoformat()
+        return calls
     try:
         edges = bounds(request.start, request.end, request.interval, zone)
     except IntervalError as exc:

@@ -18,7 +18,7 @@ from aiohttp import web
 from cti.ami.client import AmiClient
 from cti.calldata.service import CallDataService
 from cti.calls.control import CallControl
-from cti.screenpop import api, health, openapi, ws
+from cti.screenpop import api, health, openapi, reports, ws
 from cti.screenpop.access import Access
 from cti.screenpop.auth import Sessions
 from cti.screenpop.context import CONTEXT, Context, WsLimits, revocation_middleware
@@ -50,6 +50,7 @@ def build_app(
     static_dir: Path = STATIC_DIR,
     throttle: LoginThrottle | None = None,
     password_checks: PasswordChecks | None = None,
+    timezone: str = "",
 ) -> web.Application:
     """The application. ``control``/``ami`` None: call control and pausing answer 503
     ``ami_unavailable`` and /readyz reports ``"ami": null``. ``open_reader`` makes the
@@ -76,6 +77,7 @@ def build_app(
     )
     app[ws.SOCKETS] = ws.Sockets(limits.per_agent)
     api.add_routes(app)
+    reports.add_routes(app, timezone)
     health.add_routes(app)
     openapi.add_routes(app)
     app.router.add_get("/ws", ws.websocket)
