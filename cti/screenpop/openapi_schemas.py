@@ -203,6 +203,11 @@ def schemas() -> dict[str, Schema]:
             "properties": {
                 "kind": string,
                 "timezone": string,
+                "definitions": {
+                    "type": "object",
+                    "description": "Each figure's formula in words (not for agents, calls).",
+                    "additionalProperties": string,
+                },
                 "rows": {
                     "type": "array",
                     "description": "One object per row; columns in docs/reports.md.",

@@ -7,6 +7,7 @@ from aiohttp import web
 
 from cti.errors import DomainError
 from cti.reports import rows as report_rows
+from cti.reports.definitions import DEFINITIONS
 from cti.reports.intervals import INTERVALS, IntervalError, parse_moment
 from cti.reports.service import MAX_QUEUES, ReportError, ReportRequest, centre_zone, make_report
 from cti.screenpop.context import authenticate, context
@@ -60,7 +61,10 @@ async def get_report(request: web.Request) -> web.Response:
             content_type="text/csv",
             headers={"Content-Disposition": f'attachment; filename="cti-{kind}.csv"'},
         )
-    return web.json_response({"kind": kind, "timezone": zone.key, "rows": rows})
+    body = {"kind": kind, "timezone": zone.key, "rows": rows}
+    if kind not in ("agents", "calls"):
+        body["definitions"] = {d.name: d.words for d in DEFINITIONS}
+    return web.json_response(body)
 
 
 def add_routes(app: web.Application, timezone: str = "") -> None:

@@ -45,6 +45,7 @@ async def test_a_supervisor_gets_json_and_csv_in_the_plans_zone(stack: Stack) ->
     status, body = await stack.request("GET", f"/api/reports/queues?{QUERY}", "boss")
     assert status == 200, body
     assert (body["kind"], body["timezone"], len(body["rows"])) == ("queues", "America/New_York", 24)
+    assert body["definitions"]["offered"].startswith("Offers that entered the queue")
     nine = body["rows"][9]
     assert nine["interval_start"] == "2026-06-01T09:00:00-04:00"
     assert (nine["offered"], nine["answered"], nine["abandoned"]) == (2, 1, 1)
