@@ -61,7 +61,7 @@ async def get_report(request: web.Request) -> web.Response:
             content_type="text/csv",
             headers={"Content-Disposition": f'attachment; filename="cti-{kind}.csv"'},
         )
-    body = {"kind": kind, "timezone": zone.key, "rows": rows}
+    body: dict[str, object] = {"kind": kind, "timezone": zone.key, "rows": rows}
     if kind not in ("agents", "calls"):
         body["definitions"] = {d.name: d.words for d in DEFINITIONS}
     return web.json_response(body)
