@@ -14,7 +14,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, cast
 from urllib.parse import urlsplit
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import phonenumbers
 
@@ -25,6 +24,7 @@ from cti.agi.admission import (
     Network,
     parse_networks,
 )
+from cti.routing.hours import HoursError, zone
 from cti.routing.plan import NAME
 
 DEFAULT_PLAN_CACHE = str(Path.home() / ".cache" / "cti" / "routing-plan.toml")
@@ -86,8 +86,8 @@ class Config:
     session_secret: str = field(default="", repr=False)
     #: A session token expires this long after login.
     session_ttl_s: int = 43_200
-    #: The centre's time zone (IANA name) for report intervals. Empty: the routing plan's
-    #: first dialled number's zone (UTC if the plan has none).
+    #: The centre's time zone: the wallboard's "today" (IANA name). Empty: the first
+    #: dialled number's time zone in the routing plan (UTC without one).
     timezone: str = ""
 
     @property
@@ -158,15 +158,6 @@ def _region(name: str, raw: str) -> str:
     value = raw.strip().upper()
     if value not in phonenumbers.SUPPORTED_REGIONS:
         raise ConfigError(f"{name}={raw!r}: expected a two-letter region such as US or GB")
-    return value
-
-
-def _zone(name: str, raw: str) -> str:
-    value = raw.strip()
-    try:
-        ZoneInfo(value)
-    except (ValueError, ZoneInfoNotFoundError):
-        raise ConfigError(f"{name}={raw!r}: expected a time zone such as Europe/Paris") from None
     return value
 
 
@@ -251,7 +242,10 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
     if (raw := get("CTI_CALL_DATA_AFTER_END_S")) is not None:
         fields["call_data_after_end_s"] = _int("CTI_CALL_DATA_AFTER_END_S", raw, minimum=0)
     if (raw := get("CTI_TIMEZONE")) is not None:
-        fields["timezone"] = _zone("CTI_TIMEZONE", raw)
+        try:
+            fields["timezone"] = zone(raw.strip()).key
+        except HoursError as exc:
+            raise ConfigError(f"CTI_TIMEZONE: {exc}") from None
     _session(get, fields)
 
     if (raw := env.get("CTI_PLAN_CACHE")) is not None:
