@@ -37,6 +37,8 @@ PURE = [
     "cti/customer_csv.py",
     "cti/agi/protocol.py",
     "cti/ami/protocol.py",
+    "cti/agents/state.py",
+    "cti/agents/news.py",
 ]
 IO = ("asyncio", "socket", "asyncpg", "redis", "aiohttp", "subprocess", "cti.app", "cti.db")
 
@@ -79,6 +81,9 @@ def test_the_pure_core_imports_no_io(entry):
         ("cti/calldata", ("cti.screenpop", "cti.agi", "cti.ami", "cti.app")),
         ("cti/timeline", ("cti.screenpop", "cti.agi", "cti.ami", "cti.app")),
         ("cti/reports", ("cti.screenpop", "cti.agi", "cti.ami", "cti.app")),
+        # Agent states read AMI messages (the protocol) and the call model's effects;
+        # they send AMI actions through cti.calls.control, never through the client.
+        ("cti/agents", ("cti.screenpop", "cti.agi", "cti.app", "cti.ami.client")),
     ],
 )
 def test_no_upward_import(package, forbidden):
