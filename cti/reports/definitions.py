@@ -26,16 +26,15 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-DEFAULT_SL_THRESHOLD_S = 20.0
-DEFAULT_SHORT_ABANDON_S = 5.0
+from cti.routing.plan import DEFAULT_SHORT_ABANDON_S, DEFAULT_SL_THRESHOLD_S
 
 
 @dataclass(frozen=True, slots=True)
 class Thresholds:
     """A queue's service-level threshold and short-abandon limit, in seconds."""
 
-    sl_threshold_s: float = DEFAULT_SL_THRESHOLD_S
-    short_abandon_s: float = DEFAULT_SHORT_ABANDON_S
+    sl_threshold_s: float = float(DEFAULT_SL_THRESHOLD_S)
+    short_abandon_s: float = float(DEFAULT_SHORT_ABANDON_S)
 
 
 def queue_thresholds(

@@ -30,6 +30,14 @@ KINDS = (*GROUP_COLUMN, "calls")
 FORMATS = ("table", "csv", "json")
 
 AGENT_FIGURES = (
+    "staffed_s",
+    "available_s",
+    "ringing_s",
+    "on_call_s",
+    "wrapup_state_s",
+    "paused_s",
+    "paused_by_reason",
+    "occupancy",
     "presented",
     "answered",
     "talk_s",
@@ -85,21 +93,50 @@ def _avg(num: float, den: float) -> float:
 
 
 def agent_rows(
-    edges: Sequence[datetime], totals: Mapping[tuple[int, str], Mapping[str, float]]
+    edges: Sequence[datetime],
+    legs: Mapping[tuple[int, str], Mapping[str, float]],
+    states: Mapping[tuple[int, str], Mapping[str, float]] | None = None,
 ) -> list[dict[str, Any]]:
-    """Per interval and agent (every agent with a leg in the span): legs presented and
-    answered, talk, hold and wrap-up (seconds and averages per answered leg), transfers."""
-    agents = sorted({a for _, a in totals})
+    """Per interval and agent (every agent with a leg or a state in the span).
+
+    From the agent's states (time split at interval boundaries): ``staffed_s`` (every
+    state but logged out), ``available_s``, ``ringing_s``, ``on_call_s`` (on a call,
+    on hold included), ``wrapup_state_s``, ``paused_s`` and ``paused_by_reason``
+    (``reason=seconds`` pairs), ``occupancy`` = (on call + wrap-up) / (staffed −
+    paused), in percent. From the legs (counted in the interval they rang in):
+    ``presented``, ``answered``, ``talk_s``, ``hold_s``, ``wrapup_s`` (of the calls
+    the agent answered), their averages per answered leg and ``aht_s``, and
+    ``transfers_out``."""
+    states = states or {}
+    agents = sorted({a for _, a in legs} | {a for _, a in states})
     empty = dict.fromkeys(("presented", "answered", "talk", "hold", "wrapup", "transfers"), 0.0)
     rows = []
     for index, start in enumerate(edges[:-1]):
         for agent in agents:
-            t = totals.get((index, agent)) or empty
+            t = legs.get((index, agent)) or empty
+            s = states.get((index, agent)) or {}
             answered = t["answered"]
+            on_call = s.get("on_call", 0.0) + s.get("on_hold", 0.0)
+            staffed = sum(v for k, v in s.items() if ":" not in k)
+            paused = s.get("paused", 0.0)
+            handling = on_call + s.get("wrap_up", 0.0)
+            reasons = sorted(
+                (k.split(":", 1)[1], v) for k, v in s.items() if k.startswith("paused:")
+            )
             rows.append(
                 {
                     "interval_start": start.isoformat(),
                     "agent": agent,
+                    "staffed_s": round(staffed, 1),
+                    "available_s": round(s.get("available", 0.0), 1),
+                    "ringing_s": round(s.get("ringing", 0.0), 1),
+                    "on_call_s": round(on_call, 1),
+                    "wrapup_state_s": round(s.get("wrap_up", 0.0), 1),
+                    "paused_s": round(paused, 1),
+                    "paused_by_reason": " ".join(f"{r}={v:.0f}" for r, v in reasons),
+                    "occupancy": None
+                    if staffed - paused <= 0
+                    else round(100 * handling / (staffed - paused), 2),
                     "presented": int(t["presented"]),
                     "answered": int(answered),
                     "talk_s": round(t["talk"], 1),

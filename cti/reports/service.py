@@ -45,11 +45,16 @@ class ReportRequest:
 
 
 async def plan_thresholds(conn: asyncpg.Connection) -> dict[str, Thresholds]:
-    """Each queue's thresholds. The plan's ``[[queues]]`` do not carry them yet (issue
-    11 adds ``sl_threshold_s`` and ``short_abandon_s``): every queue has the defaults
-    until then, and this is the one place to point at the plan."""
-    names = [r["name"] for r in await conn.fetch("SELECT name FROM queues", timeout=10)]
-    return queue_thresholds(names)
+    """Each queue's thresholds as the stored plan has them now (``[[queues]]``
+    ``sl_threshold_s``, ``short_abandon_s``): a changed threshold restates history."""
+    records = await conn.fetch(
+        "SELECT name, sl_threshold_s, short_abandon_s FROM queues", timeout=10
+    )
+    configured = {
+        r["name"]: Thresholds(float(r["sl_threshold_s"]), float(r["short_abandon_s"]))
+        for r in records
+    }
+    return queue_thresholds(configured, configured)
 
 
 async def make_report(
@@ -69,7 +74,8 @@ async def make_report(
     except IntervalError as exc:
         raise ReportError("interval", str(exc)) from None
     if request.kind == "agents":
-        return agent_rows(edges, await store.agent_totals(conn, edges, request.queues))
+        legs = await store.agent_totals(conn, edges, request.queues)
+        return agent_rows(edges, legs, await store.agent_states(conn, edges))
     thresholds = await plan_thresholds(conn)
     totals = await store.offer_totals(conn, request.kind, edges, thresholds, request.queues)
     if request.kind == "queues" and request.queues:

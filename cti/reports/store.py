@@ -133,14 +133,27 @@ async def offer_totals(
     offer_kind = "queue" if kind == "queues" else "call"
     names = list(thresholds)
     default = Thresholds()
+    # Wrap-up is known after the call (agent states, migration 006): added here, from
+    # the agent's wrap_up intervals of the call (a visit: its answering agent's).
+    by_agent = offer_kind == "queue"
+    wrapup_keys = "call_id, agent" if by_agent else "call_id"
     sql = f"""
     SELECT width_bucket(o.entered_at, $1::timestamptz[]) - 1 AS bucket,
            coalesce(o.{column}, '') AS grp,
            {sql_select()}
-    FROM (SELECT r.*, coalesce(t.sl, $5) AS sl, coalesce(t.short, $6) AS short
+    FROM (SELECT r.{column}, r.entered_at, r.wait_s, r.outcome, r.talk_s, r.hold_s,
+                 r.transfers, r.wrapup_s + coalesce(w.secs, 0) AS wrapup_s,
+                 coalesce(t.sl, $5) AS sl, coalesce(t.short, $6) AS short
           FROM report_offers r
           LEFT JOIN unnest($2::text[], $3::float8[], $4::float8[]) AS t(queue, sl, short)
                USING (queue)
+          LEFT JOIN (SELECT {wrapup_keys},
+                            sum(extract(epoch FROM ended_at - started_at)) AS secs
+                     FROM agent_state_log
+                     WHERE state = 'wrap_up' AND queue IS NULL AND call_id IS NOT NULL
+                       AND started_at >= $8 AND started_at < $9::timestamptz + interval '1 day'
+                     GROUP BY {wrapup_keys}) w
+               ON w.call_id = r.call_id::text {"AND w.agent = r.agent" if by_agent else ""}
           WHERE r.kind = $7 AND r.entered_at >= $8 AND r.entered_at < $9
             AND (cardinality($10::text[]) = 0 OR r.queue = ANY($10))) o
     GROUP BY 1, 2
@@ -251,15 +264,23 @@ async def agent_totals(
     """Per interval (of the leg's ring, else answer) and agent: legs offered, answered,
     talk, hold, wrap-up and transfers made."""
     records = await conn.fetch(
-        """SELECT width_bucket(started_at, $1::timestamptz[]) - 1 AS bucket, agent,
+        """SELECT width_bucket(g.started_at, $1::timestamptz[]) - 1 AS bucket, g.agent,
                   count(*) AS presented,
-                  count(*) FILTER (WHERE answered_at IS NOT NULL) AS answered,
-                  coalesce(sum(talk_s), 0) AS talk, coalesce(sum(hold_s), 0) AS hold,
-                  coalesce(sum(wrapup_s), 0) AS wrapup,
-                  count(*) FILTER (WHERE how IN ('blind', 'attended')) AS transfers
-           FROM report_legs
-           WHERE started_at >= $2 AND started_at < $3
-             AND (cardinality($4::text[]) = 0 OR queue = ANY($4))
+                  count(*) FILTER (WHERE g.answered_at IS NOT NULL) AS answered,
+                  coalesce(sum(g.talk_s), 0) AS talk, coalesce(sum(g.hold_s), 0) AS hold,
+                  coalesce(sum(g.wrapup_s + coalesce(w.secs, 0)), 0) AS wrapup,
+                  count(*) FILTER (WHERE g.how IN ('blind', 'attended')) AS transfers
+           FROM report_legs g
+           LEFT JOIN (SELECT call_id, agent,
+                             sum(extract(epoch FROM ended_at - started_at)) AS secs
+                      FROM agent_state_log
+                      WHERE state = 'wrap_up' AND queue IS NULL AND call_id IS NOT NULL
+                        AND started_at >= $2 AND started_at < $3::timestamptz + interval '1 day'
+                      GROUP BY 1, 2) w
+                ON w.call_id = g.call_id::text AND w.agent = g.agent
+                   AND g.answered_at IS NOT NULL
+           WHERE g.started_at >= $2 AND g.started_at < $3
+             AND (cardinality($4::text[]) = 0 OR g.queue = ANY($4))
            GROUP BY 1, 2""",
         list(edges),
         edges[0],
@@ -273,6 +294,46 @@ async def agent_totals(
         }
         for r in records
     }
+
+
+#: A state interval starting this long before a report's span is still looked at (one
+#: that began earlier is not counted: no agent keeps a state, logged-out aside, a day).
+STATE_LOOKBACK = "1 day"
+
+
+async def agent_states(
+    conn: asyncpg.Connection, edges: Sequence[datetime]
+) -> dict[tuple[int, str], dict[str, float]]:
+    """Per interval and agent: seconds in each overall state (``agent_state_log``, queue
+    NULL), a state interval split at the interval boundaries it spans; a pause also as
+    ``paused:<reason>``."""
+    records = await conn.fetch(
+        f"""WITH b AS (
+                SELECT i - 1 AS bucket, e[i] AS s, e[i + 1] AS t
+                FROM (SELECT $1::timestamptz[] AS e) x,
+                     generate_series(1, cardinality($1::timestamptz[]) - 1) AS i)
+            SELECT b.bucket, l.agent, l.state, coalesce(l.reason, '') AS reason,
+                   sum(extract(epoch FROM least(l.ended_at, b.t) - greatest(l.started_at, b.s)))
+                       AS secs
+            FROM agent_state_log l JOIN b ON l.started_at < b.t AND l.ended_at > b.s
+            WHERE l.queue IS NULL AND l.state <> 'logged_out'
+              AND l.started_at >= $2::timestamptz - interval '{STATE_LOOKBACK}'
+              AND l.started_at < $3
+            GROUP BY 1, 2, 3, 4""",
+        list(edges),
+        edges[0],
+        edges[-1],
+        timeout=REPORT_TIMEOUT_S,
+    )
+    out: dict[tuple[int, str], dict[str, float]] = {}
+    for r in records:
+        states = out.setdefault((r["bucket"], r["agent"]), {})
+        secs = float(r["secs"])
+        states[r["state"]] = states.get(r["state"], 0.0) + secs
+        if r["state"] == "paused":
+            key = f"paused:{r['reason'] or 'none'}"
+            states[key] = states.get(key, 0.0) + secs
+    return out
 
 
 async def prune(conn: asyncpg.Connection, before: datetime) -> dict[str, int]:

@@ -15,7 +15,7 @@ import pytest
 from cti.calls.effects import AgentConnected, CallAbandoned, CallTransferred, TransferKind
 from cti.reports.definitions import Thresholds, add, figures, zero
 from cti.reports.intervals import bounds, index_of, parse_moment
-from cti.reports.segments import CallSegments, Journey, QueueVisit
+from cti.reports.segments import AgentLeg, CallSegments, Journey, QueueVisit
 from cti.reports.service import ReportRequest, make_report
 from cti.reports.store import offer_totals, store_segments
 from cti.timeline.store import timeline_batch_writer
@@ -188,3 +188,61 @@ async def test_cli_report_json_and_csv_and_prune(database_url, db):
     assert code == 0, err
     assert "interaction_events: 0 deleted" in out
     assert await db.fetchval("SELECT count(*) FROM report_offers") == 1
+
+
+async def test_thresholds_wrapup_and_agent_states_come_from_the_plan_and_agent_states(db):
+    await db.execute(
+        "INSERT INTO queues (name, sl_threshold_s, short_abandon_s) VALUES ('sales', 10, 2)"
+    )
+    call_id = str(uuid.uuid4())
+    entered = parse_moment("2026-06-01T09:10", NY).timestamp()
+    visit = QueueVisit("sales", entered, entered + 12, "answered", agent=ALICE, talk_s=100.0)
+    journey = Journey("sales", entered, entered + 12, "answered", 100.0, 0.0, 0.0, 0)
+    leg = AgentLeg(ALICE, f"{ALICE}-1", "sales", entered + 1, entered + 12, entered + 112, 100.0)
+    await store_segments(db, {call_id: CallSegments(entered, None, (visit,), (leg,), journey)})
+
+    def moment(text: str) -> datetime:
+        return parse_moment("2026-06-01T" + text if len(text) < 10 else text, NY)
+
+    await db.executemany(
+        "INSERT INTO agent_state_log (agent, queue, state, reason, started_at, ended_at, call_id)"
+        " VALUES ($1, NULL, $2, $3, $4, $5, $6)",
+        [
+            (ALICE, "available", None, moment("08:50"), moment("09:10"), None),
+            (ALICE, "on_call", None, moment("09:10"), moment("09:12"), call_id),
+            (ALICE, "wrap_up", "wrap-up", moment("09:12"), moment("09:12:30"), call_id),
+            (ALICE, "paused", "lunch", moment("09:50"), moment("10:20"), None),
+        ],
+    )  # fmt: skip
+    start = moment("2026-06-01")
+    rows = await make_report(
+        db, ReportRequest("queues", start, start + timedelta(days=1), "1h"), NY
+    )
+    nine = rows[9]
+    # 12 s is after this queue's 10 s threshold; the answering agent's 30 s wrap-up counts.
+    assert (nine["answered"], nine["answered_in_sl"], nine["avg_wrapup_s"], nine["aht_s"]) == (
+        1, 0, 30.0, 130.0,
+    )  # fmt: skip
+    tiers = await make_report(
+        db, ReportRequest("tiers", start, start + timedelta(days=1), "day"), NY
+    )
+    assert next(r for r in tiers if r["tier"] == "")["avg_wrapup_s"] == 30.0
+    agents = await make_report(
+        db, ReportRequest("agents", start, start + timedelta(days=1), "1h"), NY
+    )
+    by_hour = {r["interval_start"][11:16]: r for r in agents}
+    assert len(agents) == 24
+    eight, nine, ten = by_hour["08:00"], by_hour["09:00"], by_hour["10:00"]
+    assert (eight["staffed_s"], eight["available_s"], eight["occupancy"]) == (600.0, 600.0, 0.0)
+    # The pause 09:50-10:20 is split at 10:00: 600 s here, 1200 s in the next hour.
+    assert (nine["staffed_s"], nine["on_call_s"], nine["wrapup_state_s"], nine["paused_s"]) == (
+        1350.0, 120.0, 30.0, 600.0,
+    )  # fmt: skip
+    assert nine["paused_by_reason"] == "lunch=600" and nine["occupancy"] == 20.0  # 150/750
+    assert (nine["presented"], nine["answered"], nine["wrapup_s"], nine["aht_s"]) == (
+        1,
+        1,
+        30.0,
+        130.0,
+    )
+    assert (ten["paused_s"], ten["occupancy"]) == (1200.0, None)
