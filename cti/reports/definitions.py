@@ -305,8 +305,8 @@ DEFINITIONS: tuple[Definition, ...] = (
     ),
     Definition(
         "avg_wrapup_s",
-        "Average wrap-up: wrap-up seconds after answered offers / answered (0 until agent"
-        " states record wrap-up).",
+        "Average wrap-up: wrap-up seconds after answered offers (the answering agents'"
+        " wrap-up intervals of the call, from agent states) / answered.",
         lambda t: _avg(t["wrapup_sum"], t["answered"]),
     ),
     Definition(
