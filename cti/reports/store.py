@@ -17,6 +17,7 @@ once, in the transaction that already reads the call's events.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -203,44 +204,29 @@ async def call_rows(
     """The calls whose journey began in ``[start, end)`` (that visited one of ``queues``,
     if given), oldest first, each with its visits and legs."""
     records = await conn.fetch(
-        """SELECT c.call_id, c.entered_at, c.wait_s, c.outcome, c.tier, c.rule, c.dnis,
-                  c.service
-           FROM report_offers c
-           WHERE c.kind = 'call' AND c.entered_at >= $1 AND c.entered_at < $2
-             AND (cardinality($3::text[]) = 0 OR EXISTS (
-                  SELECT 1 FROM report_offers v WHERE v.call_id = c.call_id
-                  AND v.kind = 'queue' AND v.queue = ANY($3)))
-           ORDER BY c.entered_at LIMIT $4""",
+        """WITH c AS (
+               SELECT c.call_id, c.entered_at, c.wait_s, c.outcome, c.tier, c.rule, c.dnis,
+                      c.service
+               FROM report_offers c
+               WHERE c.kind = 'call' AND c.entered_at >= $1 AND c.entered_at < $2
+                 AND (cardinality($3::text[]) = 0 OR EXISTS (
+                      SELECT 1 FROM report_offers v WHERE v.call_id = c.call_id
+                      AND v.kind = 'queue' AND v.queue = ANY($3)))
+               ORDER BY c.entered_at LIMIT $4)
+           SELECT c.*,
+                  (SELECT json_agg(json_build_array(v.queue, v.outcome, v.wait_s) ORDER BY v.seq)
+                   FROM report_offers v WHERE v.call_id = c.call_id AND v.kind = 'queue')
+                      AS visits,
+                  (SELECT json_agg(json_build_array(g.agent, g.answered_at IS NOT NULL, g.talk_s,
+                                                    g.hold_s, g.how, g.to_whom) ORDER BY g.seq)
+                   FROM report_legs g WHERE g.call_id = c.call_id) AS legs
+           FROM c ORDER BY c.entered_at""",
         start,
         end,
         list(queues),
         limit,
         timeout=REPORT_TIMEOUT_S,
     )
-    ids = [r["call_id"] for r in records]
-    visits = await conn.fetch(
-        "SELECT call_id, queue, entered_at, wait_s, outcome, agent FROM report_offers"
-        " WHERE call_id = ANY($1) AND kind = 'queue' ORDER BY call_id, seq",
-        ids,
-        timeout=REPORT_TIMEOUT_S,
-    )
-    legs = await conn.fetch(
-        "SELECT call_id, agent, queue, answered_at, talk_s, hold_s, how, to_whom FROM report_legs"
-        " WHERE call_id = ANY($1) ORDER BY call_id, seq",
-        ids,
-        timeout=REPORT_TIMEOUT_S,
-    )
-    by_call: dict[Any, dict[str, list[str]]] = {i: {"visits": [], "legs": []} for i in ids}
-    for v in visits:
-        by_call[v["call_id"]]["visits"].append(f"{v['queue']}:{v['outcome']}:{v['wait_s']:.0f}s")
-    for leg in legs:
-        if leg["answered_at"] is None:
-            by_call[leg["call_id"]]["legs"].append(f"{leg['agent']}:rang")
-            continue
-        how = leg["how"] + (f">{leg['to_whom']}" if leg["to_whom"] else "")
-        by_call[leg["call_id"]]["legs"].append(
-            f"{leg['agent']}:{leg['talk_s']:.0f}+{leg['hold_s']:.0f}s:{how}"
-        )
     return [
         {
             "call_id": str(r["call_id"]),
@@ -251,11 +237,25 @@ async def call_rows(
             "service": r["service"] or "",
             "outcome": r["outcome"],
             "wait_s": round(r["wait_s"], 1),
-            "visits": " ".join(by_call[r["call_id"]]["visits"]),
-            "legs": " ".join(by_call[r["call_id"]]["legs"]),
+            "visits": " ".join(
+                f"{queue}:{outcome}:{wait:.0f}s" for queue, outcome, wait in _json(r["visits"])
+            ),
+            "legs": " ".join(_leg_text(*leg) for leg in _json(r["legs"])),
         }
         for r in records
     ]
+
+
+def _json(text: str | None) -> list[list[Any]]:
+    return json.loads(text) if text else []
+
+
+def _leg_text(
+    agent: str, answered: bool, talk: float, hold: float, how: str, to: str | None
+) -> str:
+    if not answered:
+        return f"{agent}:rang"
+    return f"{agent}:{talk:.0f}+{hold:.0f}s:{how}" + (f">{to}" if to else "")
 
 
 async def agent_totals(
