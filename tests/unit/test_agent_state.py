@@ -254,3 +254,45 @@ def test_wrap_up_across_an_attended_transfer() -> None:
     target = b.snapshot()["PJSIP/2003"]
     assert target.state is S.WRAP_UP and target.queue == "support"
     assert b.snapshot()[A].call_id == target.call_id
+
+
+# -- the news of a change (cti.agents.news) --------------------------------------------------
+def test_a_change_closes_the_intervals_it_ends() -> None:
+    from cti.agents.news import AGENT_EVENT, agent_event, ended_intervals, intervals_of
+
+    b = board({"support": 30})
+    b.apply(member(Timestamp="50"))
+    _call(b)  # ringing at 100, on_call at 101
+    [change] = b.apply_effects(
+        [AgentLeft(call_id="c1", linkedid="L1", at=110.0, agent=A, channel="PJSIP/2001-1")]
+    )
+    intervals = ended_intervals(change)
+    overall = [i for i in intervals if i.queue is None]
+    assert [(i.state, i.started_at, i.ended_at, i.call_id) for i in overall] == [
+        ("on_call", 101.0, 110.0, "c1")
+    ]
+    assert [(i.queue, i.state) for i in intervals if i.queue] == [("support", "on_call")]
+    event = agent_event(change)
+    assert (event.kind, event.call_key, event.agent, event.recipients) == (
+        AGENT_EVENT,
+        "agent:PJSIP/2001",
+        A,
+        (A,),
+    )
+    wire = event.as_json()
+    assert (wire["state"], wire["previous"], wire["wrapup_until"]) == ("wrap_up", "on_call", 140.0)
+    assert intervals_of(event) == intervals
+    # The same change seen by another instance has the same fingerprint.
+    assert agent_event(change).fingerprint == event.fingerprint
+
+
+def test_a_membership_that_goes_away_closes_its_interval() -> None:
+    from cti.agents.news import ended_intervals
+
+    b = board()
+    b.apply(member(Timestamp="10"))
+    [change] = b.apply(member("QueueMemberRemoved", Timestamp="20"))
+    assert [(i.queue, i.state, i.started_at, i.ended_at) for i in ended_intervals(change)] == [
+        (None, "available", 10.0, 20.0),
+        ("support", "available", 10.0, 20.0),
+    ]
