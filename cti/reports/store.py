@@ -9,6 +9,11 @@ interval and group inside PostgreSQL with the SQL of :mod:`cti.reports.definitio
 :func:`call_rows` and :func:`agent_totals` list what the ``calls`` and ``agents``
 reports show.
 
+Wrap-up and agent state time are read from the agents feature's state log
+(migration 006) through the SQL its owner writes (:func:`cti.agents.store.wrapup_by_call_sql`,
+:func:`cti.agents.store.state_time_sql`), joined here when a report is made: wrap-up ends
+after the call, so it cannot be in the segments written at the call's end.
+
 Why stored segments rather than deriving them from ``interaction_events`` on demand:
 a call has about ten events, so a month's report would read and replay some ten
 million rows each time (measured in bench/report_bench.py); the segments are written
@@ -25,6 +30,7 @@ from typing import Any
 
 import asyncpg
 
+from cti.agents.store import state_time_sql, wrapup_by_call_sql
 from cti.reports.definitions import MEASURES, Thresholds, sql_select
 from cti.reports.segments import CallSegments
 from cti.routing.model import TIERS, UNKNOWN_TIER
@@ -137,7 +143,6 @@ async def offer_totals(
     # Wrap-up is known after the call (agent states, migration 006): added here, from
     # the agent's wrap_up intervals of the call (a visit: its answering agent's).
     by_agent = offer_kind == "queue"
-    wrapup_keys = "call_id, agent" if by_agent else "call_id"
     sql = f"""
     SELECT width_bucket(o.entered_at, $1::timestamptz[]) - 1 AS bucket,
            coalesce(o.{column}, '') AS grp,
@@ -148,12 +153,7 @@ async def offer_totals(
           FROM report_offers r
           LEFT JOIN unnest($2::text[], $3::float8[], $4::float8[]) AS t(queue, sl, short)
                USING (queue)
-          LEFT JOIN (SELECT {wrapup_keys},
-                            sum(extract(epoch FROM ended_at - started_at)) AS secs
-                     FROM agent_state_log
-                     WHERE state = 'wrap_up' AND queue IS NULL AND call_id IS NOT NULL
-                       AND started_at >= $8 AND started_at < $9::timestamptz + interval '1 day'
-                     GROUP BY {wrapup_keys}) w
+          LEFT JOIN {wrapup_by_call_sql("$8", "$9::timestamptz", by_agent=by_agent)} w
                ON w.call_id = r.call_id::text {"AND w.agent = r.agent" if by_agent else ""}
           WHERE r.kind = $7 AND r.entered_at >= $8 AND r.entered_at < $9
             AND (cardinality($10::text[]) = 0 OR r.queue = ANY($10))) o
@@ -264,19 +264,14 @@ async def agent_totals(
     """Per interval (of the leg's ring, else answer) and agent: legs offered, answered,
     talk, hold, wrap-up and transfers made."""
     records = await conn.fetch(
-        """SELECT width_bucket(g.started_at, $1::timestamptz[]) - 1 AS bucket, g.agent,
+        f"""SELECT width_bucket(g.started_at, $1::timestamptz[]) - 1 AS bucket, g.agent,
                   count(*) AS presented,
                   count(*) FILTER (WHERE g.answered_at IS NOT NULL) AS answered,
                   coalesce(sum(g.talk_s), 0) AS talk, coalesce(sum(g.hold_s), 0) AS hold,
                   coalesce(sum(g.wrapup_s + coalesce(w.secs, 0)), 0) AS wrapup,
                   count(*) FILTER (WHERE g.how IN ('blind', 'attended')) AS transfers
            FROM report_legs g
-           LEFT JOIN (SELECT call_id, agent,
-                             sum(extract(epoch FROM ended_at - started_at)) AS secs
-                      FROM agent_state_log
-                      WHERE state = 'wrap_up' AND queue IS NULL AND call_id IS NOT NULL
-                        AND started_at >= $2 AND started_at < $3::timestamptz + interval '1 day'
-                      GROUP BY 1, 2) w
+           LEFT JOIN {wrapup_by_call_sql("$2", "$3::timestamptz", by_agent=True)} w
                 ON w.call_id = g.call_id::text AND w.agent = g.agent
                    AND g.answered_at IS NOT NULL
            WHERE g.started_at >= $2 AND g.started_at < $3
@@ -296,35 +291,13 @@ async def agent_totals(
     }
 
 
-#: A state interval starting this long before a report's span is still looked at (one
-#: that began earlier is not counted: no agent keeps a state, logged-out aside, a day).
-STATE_LOOKBACK = "1 day"
-
-
 async def agent_states(
     conn: asyncpg.Connection, edges: Sequence[datetime]
 ) -> dict[tuple[int, str], dict[str, float]]:
-    """Per interval and agent: seconds in each overall state (``agent_state_log``, queue
+    """Per interval and agent: seconds in each overall state (the agents feature's state log,
     NULL), a state interval split at the interval boundaries it spans; a pause also as
     ``paused:<reason>``."""
-    records = await conn.fetch(
-        f"""WITH b AS (
-                SELECT i - 1 AS bucket, e[i] AS s, e[i + 1] AS t
-                FROM (SELECT $1::timestamptz[] AS e) x,
-                     generate_series(1, cardinality($1::timestamptz[]) - 1) AS i)
-            SELECT b.bucket, l.agent, l.state, coalesce(l.reason, '') AS reason,
-                   sum(extract(epoch FROM least(l.ended_at, b.t) - greatest(l.started_at, b.s)))
-                       AS secs
-            FROM agent_state_log l JOIN b ON l.started_at < b.t AND l.ended_at > b.s
-            WHERE l.queue IS NULL AND l.state <> 'logged_out'
-              AND l.started_at >= $2::timestamptz - interval '{STATE_LOOKBACK}'
-              AND l.started_at < $3
-            GROUP BY 1, 2, 3, 4""",
-        list(edges),
-        edges[0],
-        edges[-1],
-        timeout=REPORT_TIMEOUT_S,
-    )
+    records = await conn.fetch(state_time_sql("$1"), list(edges), timeout=REPORT_TIMEOUT_S)
     out: dict[tuple[int, str], dict[str, float]] = {}
     for r in records:
         states = out.setdefault((r["bucket"], r["agent"]), {})
