@@ -294,8 +294,8 @@ async def agent_totals(
 async def agent_states(
     conn: asyncpg.Connection, edges: Sequence[datetime]
 ) -> dict[tuple[int, str], dict[str, float]]:
-    """Per interval and agent: seconds in each overall state (the agents feature's state log,
-    NULL), a state interval split at the interval boundaries it spans; a pause also as
+    """Per interval and agent: seconds in each overall state (the agents feature's state
+    log), a state interval split at the interval boundaries it spans; a pause also as
     ``paused:<reason>``."""
     records = await conn.fetch(state_time_sql("$1"), list(edges), timeout=REPORT_TIMEOUT_S)
     out: dict[tuple[int, str], dict[str, float]] = {}
