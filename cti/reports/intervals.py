@@ -17,6 +17,8 @@ INTERVALS = ("15m", "30m", "1h", "day", "week", "month")
 _MINUTES = {"15m": 15, "30m": 30, "1h": 60}
 #: Rows one report may have (a year by 15 minutes is 35,136).
 MAX_INTERVALS = 40_000
+#: The years a report's span may name (no calendar arithmetic near datetime's limits).
+MIN_YEAR, MAX_YEAR = 1971, 9000
 
 
 class IntervalError(ValueError):
@@ -104,10 +106,15 @@ def parse_moment(text: str, zone: tzinfo, *, end: bool = False) -> datetime:
     try:
         if len(text) == 10:
             day = date.fromisoformat(text)
-            return _local_midnight(day + timedelta(days=1) if end else day, zone)
-        moment = datetime.fromisoformat(text)
+            moment = datetime.combine(day, time())
+        else:
+            moment = datetime.fromisoformat(text)
     except ValueError:
         raise IntervalError(
             f"time: expected a date (2026-03-08) or a time (2026-03-08T09:30), got {text!r}"
         ) from None
+    if not MIN_YEAR <= moment.year <= MAX_YEAR:
+        raise IntervalError(f"time: years {MIN_YEAR} to {MAX_YEAR} only, got {text!r}")
+    if len(text) == 10:
+        return _local_midnight(moment.date() + timedelta(days=1) if end else moment.date(), zone)
     return moment if moment.tzinfo else moment.replace(tzinfo=zone)

@@ -15,6 +15,7 @@ from cti.reports import store
 from cti.reports.definitions import Thresholds, queue_thresholds
 from cti.reports.intervals import INTERVALS, IntervalError, bounds
 from cti.reports.rows import KINDS, agent_rows, offer_rows
+from cti.routing.plan import NAME
 
 MAX_QUEUES = 50
 
@@ -40,8 +41,10 @@ class ReportRequest:
             raise ReportError("kind", f"kind: expected one of {', '.join(KINDS)}")
         if self.interval not in INTERVALS:
             raise ReportError("interval", f"interval: expected one of {', '.join(INTERVALS)}")
-        if len(self.queues) > MAX_QUEUES or any(len(q) > 64 for q in self.queues):
-            raise ReportError("queue", f"queue: at most {MAX_QUEUES} names of 64 characters")
+        if len(self.queues) > MAX_QUEUES or not all(NAME.match(q) for q in self.queues):
+            raise ReportError(
+                "queue", f"queue: at most {MAX_QUEUES} queue names (letters, digits, _ . -)"
+            )
 
 
 async def plan_thresholds(conn: asyncpg.Connection) -> dict[str, Thresholds]:

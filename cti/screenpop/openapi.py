@@ -101,7 +101,11 @@ _REPORT: Schema = {
         _query(
             "queue",
             "Only these queues (repeat the parameter).",
-            {"type": "array", "items": {"type": "string", "maxLength": 64}, "maxItems": 50},
+            {
+                "type": "array",
+                "items": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"},
+                "maxItems": 50,
+            },
         ),
         _query("format", "JSON, or a CSV download.", {"enum": ["json", "csv"], "default": "json"}),
     ],

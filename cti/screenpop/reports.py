@@ -10,6 +10,7 @@ from cti.reports import rows as report_rows
 from cti.reports.definitions import DEFINITIONS
 from cti.reports.intervals import INTERVALS, IntervalError, parse_moment
 from cti.reports.service import MAX_QUEUES, ReportError, ReportRequest, centre_zone, make_report
+from cti.routing.plan import NAME
 from cti.screenpop.context import authenticate, context
 from cti.screenpop.errors import invalid
 
@@ -41,8 +42,8 @@ async def get_report(request: web.Request) -> web.Response:
     if interval not in INTERVALS:
         raise invalid("interval", f"expected one of {', '.join(INTERVALS)}")
     queues = request.query.getall("queue", [])
-    if len(queues) > MAX_QUEUES or any(len(q) > MAX_PARAM_CHARS for q in queues):
-        raise invalid("queue", f"at most {MAX_QUEUES} names of {MAX_PARAM_CHARS} characters")
+    if len(queues) > MAX_QUEUES or not all(NAME.match(q) for q in queues):
+        raise invalid("queue", f"at most {MAX_QUEUES} queue names (letters, digits, _ . -)")
     ctx = context(request)
     async with ctx.pool.acquire() as conn:
         zone = await centre_zone(conn, request.app[TIMEZONE])

@@ -75,6 +75,9 @@ def test_times_parse_in_the_centres_zone_unless_they_name_one():
     assert parse_moment("2026-03-08T09:30+00:00", NY) == datetime(2026, 3, 8, 9, 30, tzinfo=UTC)
     with pytest.raises(IntervalError):
         parse_moment("yesterday", NY)
+    for far in ("0001-01-01", "9999-12-31", "9999-12-31T23:59"):
+        with pytest.raises(IntervalError, match="years"):
+            parse_moment(far, NY, end=True)
     with pytest.raises(IntervalError):
         bounds(day("2026-03-08"), day("2026-03-07"), "day", NY)
     with pytest.raises(IntervalError):
