@@ -244,8 +244,47 @@ async def check_timeline(testbed: E2ESetup, call_id: str) -> None:
             uuid.UUID(call_id),
         )
         assert [r["changed_by"] for r in versions] == ["route", A, B]
+        await check_report_segments(db, call_id)
     finally:
         await db.close()
+
+
+async def check_report_segments(db: asyncpg.Connection, call_id: str) -> None:
+    """The reports' segments of the same call (cti/reports): a visit to each queue, each
+    answered; A's talk ends at the blind transfer, B's at the attended one; one journey."""
+    key = uuid.UUID(call_id)
+    visits = await db.fetch(
+        "SELECT queue, outcome, agent, wait_s, transfers FROM report_offers"
+        " WHERE call_id = $1 AND kind = 'queue' ORDER BY seq",
+        key,
+    )
+    assert [(v["queue"], v["outcome"], v["agent"], v["transfers"]) for v in visits] == [
+        ("support", "answered", A, 1),
+        ("sales", "answered", B, 1),
+    ]
+    legs = await db.fetch(
+        "SELECT agent, queue, how, to_whom, talk_s, answered_at, ended_at FROM report_legs"
+        " WHERE call_id = $1 AND answered_at IS NOT NULL ORDER BY seq",
+        key,
+    )
+    assert [(g["agent"], g["queue"], g["how"]) for g in legs] == [
+        (A, "support", "blind"),
+        (B, "sales", "attended"),
+        (C, None, "hangup"),
+    ]
+    assert legs[1]["to_whom"] == C and all(g["talk_s"] > 0 for g in legs)
+    assert legs[0]["ended_at"] <= legs[1]["answered_at"]  # the talk is split, not doubled
+    (journey,) = await db.fetch(
+        "SELECT queue, outcome, transfers, tier FROM report_offers"
+        " WHERE call_id = $1 AND kind = 'call'",
+        key,
+    )
+    assert (journey["queue"], journey["outcome"], journey["transfers"]) == (
+        "support",
+        "answered",
+        2,
+    )
+    assert journey["tier"] == "gold"
 
 
 async def test_data_follows_blind_then_attended_transfer(
