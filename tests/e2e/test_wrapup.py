@@ -11,7 +11,8 @@ for who rings.
 * A answers and hangs up -> A is paused for ``wrap-up``; the next call rings B; A saves
   the disposition through the sidebar's API -> A is unpaused and rings again;
 * the same with the time running out;
-* A paused by choice during the call stays paused (with their reason) after it;
+* A paused by choice during the call stays paused (with their reason) after it; A
+  paused for lunch in one queue before a call of another keeps that pause;
 * the leader is killed (SIGKILL) during A's wrap-up; the other daemon unpauses A on time.
 """
 
@@ -286,3 +287,27 @@ async def test_the_leader_killed_during_wrap_up_the_other_unpauses_on_time(
             assert ended + wrapup_s - 0.5 <= unpaused < ended + wrapup_s + 5
         finally:
             await client.aclose()
+
+
+async def test_a_queue_paused_by_choice_before_the_call_stays_paused(
+    sandbox, ami, agents, place_calls, agi_target, quiet_queue, wrapup_db, private_redis, tmp_path
+):
+    """A paused for lunch in ``default`` before a ``support`` call: the wrap-up pauses
+    (and then unpauses) ``support`` only; ``default`` keeps A's own reason throughout."""
+    wrapup_s = 4
+    async with wrapup_daemons(sandbox, tmp_path, wrapup_db, private_redis.url, wrapup_s, "w1") as [
+        (daemon, _)
+    ]:
+        await agi_target(daemon.addr)
+        await agents.start(2001, 2002)
+        await set_pause(ami, A, True, "lunch", Queue="default")
+        since = ami.mark()
+        await place_calls([GOLD], hold_ms=2000)
+        _, ended = await answered_by(ami, since, A)
+        await wait_member(ami, A, paused_for("wrap-up"))
+        lunch = await member(ami, A, "default")
+        assert paused_for("lunch")(lunch), lunch
+        await wait_member(ami, A, paused_for(None), within_s=wrapup_s + 15)
+        assert time.time() >= ended + wrapup_s - 0.5
+        lunch = await member(ami, A, "default")
+        assert paused_for("lunch")(lunch), lunch
