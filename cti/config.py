@@ -19,6 +19,7 @@ import phonenumbers
 
 from cti.agi.admission import DEFAULT_ALLOW, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_PER_ADDRESS
 from cti.net.admission import Network, parse_networks
+from cti.routing.hours import HoursError, zone
 from cti.routing.plan import NAME
 from cti.screenpop.connections import (
     DEFAULT_HEADER_TIMEOUT_S,
@@ -98,6 +99,9 @@ class Config:
     session_secret: str = field(default="", repr=False)
     #: A session token expires this long after login.
     session_ttl_s: int = 43_200
+    #: The centre's time zone: the wallboard's "today" (IANA name). Empty: the first
+    #: dialled number's time zone in the routing plan (UTC without one).
+    timezone: str = ""
 
     @property
     def route_budget_s(self) -> float:
@@ -274,6 +278,11 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         fields["call_data_ttl_s"] = _int("CTI_CALL_DATA_TTL_S", raw, minimum=60)
     if (raw := get("CTI_CALL_DATA_AFTER_END_S")) is not None:
         fields["call_data_after_end_s"] = _int("CTI_CALL_DATA_AFTER_END_S", raw, minimum=0)
+    if (raw := get("CTI_TIMEZONE")) is not None:
+        try:
+            fields["timezone"] = zone(raw.strip()).key
+        except HoursError as exc:
+            raise ConfigError(f"CTI_TIMEZONE: {exc}") from None
     if (raw := get("CTI_STREAM_RETENTION_S")) is not None:
         fields["stream_retention_s"] = _int(
             "CTI_STREAM_RETENTION_S", raw, minimum=60, maximum=7 * 86_400
