@@ -149,6 +149,18 @@ class CallAbandoned(Effect):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class CallLeftQueue(Effect):
+    """The caller left the queue (``QueueCallerLeave``): answered by a member (the
+    ``AgentConnect`` follows), after hanging up (``QueueCallerAbandon`` came first), or
+    let go by the queue (``Queue()`` returned: its timeout, mostly, and the dialplan goes
+    on). ``reason`` is what the model could tell at that moment: ``answered``,
+    ``abandoned`` or ``exited`` (the queue let the caller go)."""
+
+    queue: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class CallMerged(Effect):
     """This call (a consult call, say) now belongs to call ``into_*``; it is forgotten."""
 

@@ -29,6 +29,7 @@ from cti.calls.effects import (
     CallAbandoned,
     CallEnded,
     CallHeld,
+    CallLeftQueue,
     CallQueued,
     CallTransferred,
     CallUnheld,
@@ -214,6 +215,12 @@ def to_events(effect: Effect, now: float) -> list[CallEvent]:
                     "original_position": effect.original_position,
                     "hold_time_s": effect.hold_time_s,
                 },
+            )
+        case CallLeftQueue():
+            return event(
+                "queue_left",
+                f"queue_left|{effect.queue}|{stamp}",
+                data={"queue": effect.queue, "reason": effect.reason},
             )
         case CallEnded():
             return event(

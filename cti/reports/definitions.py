@@ -134,14 +134,14 @@ MEASURES: tuple[Measure, ...] = (
     Measure(
         "timed_out",
         "count",
-        "offers the queue let go unanswered after which the call ended (no other queue or agent)",
+        "offers the queue let go unanswered (its timeout), whatever the dialplan did next",
         lambda o, t, n: float(o.outcome == "timed_out"),
         "outcome = 'timed_out'",
     ),
     Measure(
         "sent_elsewhere",
         "count",
-        "offers that left the queue unanswered for another queue or an agent outside it",
+        "offers moved on unanswered while in the queue (to another queue or an agent outside it)",
         lambda o, t, n: float(o.outcome == "sent_elsewhere"),
         "outcome = 'sent_elsewhere'",
     ),

@@ -12,12 +12,14 @@ offered once to each queue and counted once as a call.
 * ``abandoned`` of this queue (or the call's end saying it was abandoned): **abandoned**;
 * ``transferred`` while the caller waits (a redirect out of the queue): **transferred_out**;
 * ``queued`` (another queue, or this one again) or ``connected`` of a leg this queue did
-  not offer (a direct dial): **sent_elsewhere**, the call moved on unanswered;
-* the call's ``ended`` otherwise: **timed_out**, the queue let the caller go and the rest
-  of the dialplan (a message, voicemail) ended the call. The timeline has no event for
-  the moment the caller leaves a queue unanswered (Asterisk's ``QueueCallerLeave`` names
-  no reason), so a queue's timeout that overflows into another queue is
-  ``sent_elsewhere``, and a timed-out visit's wait runs to the call's end.
+  not offer (a direct dial): **sent_elsewhere**, the call moved on unanswered while the
+  caller was still in the queue;
+* ``queue_left`` (Asterisk's ``QueueCallerLeave``) not followed by this queue's answer
+  or abandon: **timed_out**, the queue let the caller go (``Queue()`` returned with
+  ``QUEUESTATUS=TIMEOUT``) whatever the dialplan did next (another queue, voicemail, a
+  message); the visit ends, and its wait stops, when the caller left the queue;
+* the call's ``ended`` otherwise: **timed_out** too (a timeline recorded before
+  ``queue_left`` existed: the wait then runs to the call's end).
 
 **An agent leg** is one channel of an agent: rang at its ``ringing``, answered at its
 ``connected``, ended at its ``left``, at a transfer it made (the transferer's talk stops
@@ -132,6 +134,7 @@ class _Visit:
     left: float | None = None
     outcome: str = ""
     agent: str | None = None
+    gone: float | None = None  # the caller left the queue (``queue_left``), unanswered
 
 
 @dataclass(slots=True)
@@ -148,6 +151,15 @@ class _State:
         visit = self.open_visit()
         if visit is not None:
             visit.left, visit.outcome, visit.agent = at, outcome, agent
+
+    def move_on(self, at: float, outcome: str) -> None:
+        """Close the open visit as the call moves on unanswered: ``timed_out`` when the
+        queue had let the caller go (then at that moment), else ``outcome`` at ``at``."""
+        visit = self.open_visit()
+        if visit is not None and visit.gone is not None:
+            self.close_visit(visit.gone, "timed_out" if outcome != "transferred_out" else outcome)
+        else:
+            self.close_visit(at, outcome)
 
     def find(self, event: CallEvent) -> _Leg | None:
         """The latest leg on the event's channel (else, with no channel to match by,
@@ -205,7 +217,7 @@ def derive(events: Sequence[CallEvent]) -> CallSegments:
         _apply(state, event)
     if state.open_visit() is not None:
         abandoned = end_event is not None and bool(end_event.data.get("abandoned"))
-        state.close_visit(end, "abandoned" if abandoned else "timed_out")
+        state.move_on(end, "abandoned" if abandoned else "timed_out")
     for leg in state.legs:
         if leg.ended is None:
             leg.ended = end
@@ -240,7 +252,7 @@ def _apply(state: _State, event: CallEvent) -> None:
     data = event.data
     match event.kind:
         case "queued":
-            state.close_visit(event.at, "sent_elsewhere")
+            state.move_on(event.at, "sent_elsewhere")
             state.visits.append(
                 _Visit(
                     queue=str(data.get("queue") or ""),
@@ -268,7 +280,7 @@ def _apply(state: _State, event: CallEvent) -> None:
                     leg.visit = len(state.visits) - 1
                     state.close_visit(event.at, "answered", leg.agent)
                 else:
-                    state.close_visit(event.at, "sent_elsewhere")
+                    state.move_on(event.at, "sent_elsewhere")
         case "left":
             found = state.find(event)
             if found is not None and found.ended is None:
@@ -286,10 +298,20 @@ def _apply(state: _State, event: CallEvent) -> None:
             state.held.pop(str(data.get("channel") or event.agent or ""), None)
         case "transferred":
             _transferred(state, event)
+        case "queue_left":
+            visit = state.open_visit()
+            # answered: the connected that follows closes the visit
+            if (
+                visit is not None
+                and visit.queue == data.get("queue")
+                and visit.gone is None
+                and data.get("reason") != "answered"
+            ):
+                visit.gone = event.at
         case "abandoned":
             visit = state.open_visit()
             if visit is not None and visit.queue == data.get("queue"):
-                state.close_visit(event.at, "abandoned")
+                state.close_visit(visit.gone or event.at, "abandoned")
 
 
 def _transferred(state: _State, event: CallEvent) -> None:
@@ -300,7 +322,7 @@ def _transferred(state: _State, event: CallEvent) -> None:
     else:
         state.held.clear()
     if state.open_visit() is not None and not any(leg.up for leg in state.legs):
-        state.close_visit(event.at, "transferred_out")
+        state.move_on(event.at, "transferred_out")
     for leg in reversed(state.legs):
         if leg.up and leg.agent == transferer:
             leg.ended, leg.how = event.at, kind

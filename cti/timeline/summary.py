@@ -34,6 +34,7 @@ _LIFECYCLE = (
     "queued",
     "ringing",
     "ring_stopped",
+    "queue_left",
     "connected",
     "held",
     "unheld",

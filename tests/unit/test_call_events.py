@@ -40,9 +40,10 @@ def test_fingerprints_are_the_same_on_every_instance_and_unique_per_call(name: s
 def test_answered_call_news_in_order() -> None:
     events = events_of("answered_call")
     kinds = [e.kind for e in events]
-    assert kinds == ["queued", "ringing", "connected", "left", "ended"] or kinds == [
+    assert kinds == ["queued", "ringing", "queue_left", "connected", "left", "ended"] or kinds == [
         "queued",
         "ringing",
+        "queue_left",
         "connected",
         "ended",
         "left",
@@ -54,6 +55,15 @@ def test_answered_call_news_in_order() -> None:
     ended = next(e for e in events if e.kind == "ended")
     assert ended.to_call_agents and ended.data["agents"] == ["PJSIP/2001"]
     assert ended.as_json()["event"] == "ended"
+
+
+def test_the_caller_leaving_the_queue_is_news_for_supervisors_with_its_reason() -> None:
+    (answered,) = [e for e in events_of("answered_call") if e.kind == "queue_left"]
+    assert answered.data == {"queue": "support", "reason": "answered"}
+    assert answered.fingerprint.startswith("queue_left|support|")
+    assert answered.recipients == () and not answered.to_call_agents  # supervisors only
+    (abandoned,) = [e for e in events_of("abandoned_call") if e.kind == "queue_left"]
+    assert abandoned.data == {"queue": "collections", "reason": "abandoned"}
 
 
 def test_blind_transfer_reaches_everyone_on_the_call() -> None:

@@ -13,6 +13,7 @@ from cti.calls.effects import (
     CallAbandoned,
     CallEnded,
     CallHeld,
+    CallLeftQueue,
     CallQueued,
     CallTransferred,
     CallUnheld,
@@ -71,6 +72,10 @@ def abandoned(t: float, queue: str = "sales") -> CallAbandoned:
     return CallAbandoned(
         **CALL, at=T0 + t, queue=queue, position=1, original_position=1, hold_time_s=int(t)
     )
+
+
+def queue_left(t: float, queue: str = "sales", reason: str = "exited") -> CallLeftQueue:
+    return CallLeftQueue(**CALL, at=T0 + t, queue=queue, reason=reason)
 
 
 def blind(t: float, agent: str, to: str) -> CallTransferred:
@@ -155,6 +160,66 @@ def test_the_end_says_abandoned_without_the_queue_event():
 def test_a_queue_that_lets_the_caller_go_to_a_message_times_out():
     (visit,) = derive(events(queued(0), ended(300))).visits
     assert (visit.outcome, visit.wait_s) == ("timed_out", 300.0)
+
+
+def test_a_timed_out_visit_waits_until_the_caller_leaves_the_queue_not_to_the_end():
+    (visit,) = derive(events(queued(0), ringing(1, ALICE), queue_left(60), ended(75))).visits
+    assert (visit.outcome, visit.wait_s) == ("timed_out", 60.0)
+
+
+def test_a_timeout_that_overflows_into_another_queue_is_timed_out_not_sent_elsewhere():
+    s = derive(
+        events(
+            queued(0),
+            queue_left(20),
+            queued(20.2, "overflow"),
+            connected(26, BOB, "overflow"),
+            left(90, BOB),
+            ended(90, BOB),
+        )
+    )
+    assert [(v.queue, v.outcome, round(v.wait_s, 1)) for v in s.visits] == [
+        ("sales", "timed_out", 20.0),
+        ("overflow", "answered", 5.8),
+    ]
+    j = s.journey
+    assert j is not None and (j.queue, j.outcome, j.wait_s) == ("sales", "answered", 26.0)
+
+
+def test_a_timeout_then_a_direct_dial_is_timed_out():
+    s = derive(events(queued(0), queue_left(20), connected(25, BOB, None), ended(50, BOB)))
+    assert [(v.outcome, v.wait_s) for v in s.visits] == [("timed_out", 20.0)]
+
+
+def test_leaving_the_queue_answered_or_abandoned_keeps_those_outcomes():
+    answered = derive(
+        events(queued(0), queue_left(10, reason="answered"), connected(10.001, ALICE), ended(40))
+    )
+    assert [(v.outcome, v.agent) for v in answered.visits] == [("answered", ALICE)]
+    # the model said "exited" but the queue's own answer follows: answered all the same
+    late = derive(events(queued(0), queue_left(10), connected(10.001, ALICE), ended(40)))
+    assert [v.outcome for v in late.visits] == ["answered"]
+    # QueueCallerAbandon and QueueCallerLeave in the same instant, either order
+    for leave_at in (30.0, 29.999):
+        s = derive(
+            events(
+                queued(0),
+                queue_left(leave_at, reason="abandoned"),
+                abandoned(30),
+                ended(30, abandoned=True),
+            )
+        )
+        assert [(v.outcome, round(v.wait_s)) for v in s.visits] == [("abandoned", 30)]
+
+
+def test_a_queue_left_for_another_queue_or_twice_changes_nothing():
+    s = derive(events(queued(0), queue_left(5, "billing"), queue_left(8), queue_left(9), ended(20)))
+    assert [(v.outcome, v.wait_s) for v in s.visits] == [("timed_out", 8.0)]
+
+
+def test_a_caller_redirected_out_of_the_queue_is_transferred_out_when_it_left():
+    s = derive(events(queued(0), queue_left(15), blind(15.1, ALICE, "700"), ended(40)))
+    assert [(v.outcome, v.wait_s) for v in s.visits] == [("transferred_out", 15.0)]
 
 
 def test_a_call_transferred_from_queue_to_queue_is_offered_to_each_and_one_call():
@@ -269,3 +334,38 @@ def test_wrapup_plugs_into_legs_and_journey():
     s2 = with_wrapup(s, {LEG[ALICE]: 12.5})
     assert s2.legs[0].wrapup_s == 12.5
     assert s2.journey is not None and s2.journey.wrapup_s == pytest.approx(12.5)
+
+
+# -- recorded captures (tools/record_ami.py, real Asterisk) -----------------------------
+def _capture_segments(name: str):
+    from tests.unit.ami_replay import replay_fixture
+
+    effects = replay_fixture(name).effects
+    timeline = [e for effect in effects for e in to_events(effect, now=T0)]
+    keys = {e.call_key for e in timeline if e.kind == "queued"}
+    (key,) = keys
+    return derive([e for e in timeline if e.call_key == key]), timeline
+
+
+def test_capture_answered_call_visit_ends_at_the_answer():
+    s, timeline = _capture_segments("answered_call")
+    (visit,) = s.visits
+    connect = next(e for e in timeline if e.kind == "connected")
+    assert (visit.queue, visit.outcome, visit.left) == ("support", "answered", connect.at)
+    assert [e.data["reason"] for e in timeline if e.kind == "queue_left"] == ["answered"]
+
+
+def test_capture_abandoned_call_visit_ends_when_the_caller_hung_up():
+    s, timeline = _capture_segments("abandoned_call")
+    (visit,) = s.visits
+    gone = next(e for e in timeline if e.kind == "abandoned")
+    assert (visit.queue, visit.outcome, visit.left) == ("collections", "abandoned", gone.at)
+    assert [e.data["reason"] for e in timeline if e.kind == "queue_left"] == ["abandoned"]
+
+
+def test_capture_blind_transfer_to_a_queue_is_answered_in_both_queues():
+    s, _timeline = _capture_segments("blind_transfer_to_queue")
+    assert [(v.queue, v.outcome) for v in s.visits] == [
+        ("support", "answered"),
+        ("sales", "answered"),
+    ]

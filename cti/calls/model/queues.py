@@ -17,6 +17,7 @@ from cti.calls.effects import (
     AgentRinging,
     AgentRingNoAnswer,
     CallAbandoned,
+    CallLeftQueue,
     CallQueued,
 )
 from cti.calls.model.channels import Channels
@@ -178,9 +179,20 @@ class Queues(Channels):
         if channel is None:
             return
         call = channel.call
-        if call.queue == msg.fields.get("queue"):
+        queue = msg.fields.get("queue", "")
+        if call.queue == queue:
             call.in_queue = False
             self._mark(call)
+        if call.abandoned:
+            reason = "abandoned"
+        elif any(
+            leg.answered and leg.queue == queue and leg is not channel
+            for leg in call.channels.values()
+        ):
+            reason = "answered"  # its DialEnd ANSWER came first; AgentConnect follows
+        else:
+            reason = "exited"
+        self._emit(CallLeftQueue, call, queue=queue, reason=reason)
 
     def _on_queue_caller_abandon(self, msg: Message) -> None:
         channel = self._channel(msg)

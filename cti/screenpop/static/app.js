@@ -789,6 +789,8 @@ function describeEvent(ev) {
       return `Call${from} transferred (${ev.kind ?? "?"}) ${ev.from ? `by ${agentName(ev.from).replace(/^You$/, "you")} ` : ""}to ${ev.to ?? "?"}`;
     case "abandoned":
       return `Caller hung up while waiting${queue}`;
+    case "queue_left":
+      return `Caller left the queue${queue}${ev.reason === "exited" ? " unanswered" : ""}`;
     case "ended":
       return `Call${from} ended`;
     case "data_changed":
