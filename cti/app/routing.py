@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from cti.config import Config
 from cti.customers import PgLookup
 from cti.interactions import interaction_batch_writer
 from cti.lookup import BreakerProbe, log_transitions
+from cti.reports.store import fill_routes
 from cti.router import Router
 from cti.routing.plan_watcher import PlanWatcher
 from cti.screenpop.metrics import Metrics
@@ -68,8 +70,16 @@ async def open_routing(
 ) -> Routing:
     """Wire the router to ``plan`` and start accepting calls (last: everything it hands
     records to is running by then)."""
+    write_interactions = interaction_batch_writer(pool)
+
+    async def write_routes(outcomes: Sequence[Any]) -> None:
+        await write_interactions(outcomes)
+        # A call whose route record comes after its end: its report offers get the
+        # route's tier, rule, number and service now (idempotent, so a retry is harmless).
+        await fill_routes(pool, [o.call_id for o in outcomes])
+
     interactions: BatchWriter[Any] = BatchWriter(
-        "interactions", interaction_batch_writer(pool), dead_letters=dead_letters
+        "interactions", write_routes, dead_letters=dead_letters
     )
     created: BatchWriter[Any] = BatchWriter(
         "call-data", call_data.store.create_many, dead_letters=dead_letters

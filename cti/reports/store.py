@@ -92,6 +92,29 @@ def leg_rows(call_id: str, segments: CallSegments) -> list[tuple[Any, ...]]:
     ]  # fmt: skip
 
 
+async def fill_routes(
+    pool: asyncpg.Pool | asyncpg.Connection, call_ids: Sequence[str], timeout_s: float = TIMEOUT_S
+) -> int:
+    """Give the stored offers of these calls the tier, rule, dialled number and service of
+    their route record. For a route record written after its call ended (the interactions
+    writer was behind, or retried): the segments then went in without them. Idempotent:
+    an offer that already holds its route's values is not rewritten. Returns how many
+    offers changed."""
+    if not call_ids:
+        return 0
+    status = await pool.execute(
+        """UPDATE report_offers o SET tier = i.tier, rule = i.rule, dnis = i.dnis,
+                  service = i.service
+           FROM interactions i
+           WHERE o.call_id = ANY($1::uuid[]) AND i.call_id = o.call_id
+             AND (o.tier, o.rule, o.dnis, o.service)
+                 IS DISTINCT FROM (i.tier, i.rule, i.dnis, i.service)""",
+        [uuid.UUID(str(c)) for c in call_ids],
+        timeout=timeout_s,
+    )
+    return int(status.split()[-1])
+
+
 async def store_segments(
     conn: asyncpg.Connection, segments: Mapping[str, CallSegments], timeout_s: float = TIMEOUT_S
 ) -> None:

@@ -17,7 +17,7 @@ from cti.reports.definitions import Thresholds, add, figures, zero
 from cti.reports.intervals import bounds, index_of, parse_moment
 from cti.reports.segments import AgentLeg, CallSegments, Journey, QueueVisit
 from cti.reports.service import ReportRequest, make_report
-from cti.reports.store import offer_totals, store_segments
+from cti.reports.store import fill_routes, offer_totals, store_segments
 from cti.timeline.store import timeline_batch_writer
 from tests.integration.test_cli import cti
 from tests.integration.test_timeline_db import ALICE, Call, insert_interaction
@@ -246,3 +246,25 @@ async def test_thresholds_wrapup_and_agent_states_come_from_the_plan_and_agent_s
         130.0,
     )
     assert (ten["paused_s"], ten["occupancy"]) == (1200.0, None)
+
+
+async def test_a_route_record_written_after_the_call_ended_fills_its_offers(pool, db):
+    """The interactions writer was behind: the call's segments went in without its
+    route; the late route record's write fills them, once (a retried write changes
+    nothing)."""
+    await queue(db, "sales")
+    call_id = str(uuid.uuid4())
+    late = QCall(call_id, "1700000000.9")
+    await timeline_batch_writer(pool)(
+        late.events(late.queued(0), late.connected(5, ALICE), late.ended(60, ALICE))
+    )
+    before = await db.fetch("SELECT kind, tier, rule, dnis, service FROM report_offers")
+    assert sorted(r["kind"] for r in before) == ["call", "queue"]
+    assert all(r["tier"] is None and r["dnis"] is None for r in before)
+
+    await insert_interaction(db, call_id)
+    assert await fill_routes(pool, [call_id]) == 2
+    assert await fill_routes(pool, [call_id]) == 0  # idempotent
+    after = await db.fetch("SELECT tier, dnis FROM report_offers ORDER BY kind")
+    assert [(r["tier"], r["dnis"]) for r in after] == [("bronze", "5550100")] * 2
+    assert await fill_routes(pool, []) == 0
