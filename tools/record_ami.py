@@ -334,6 +334,15 @@ async def remove_2004_after_the_call(rec: Recording) -> None:
         )
 
 
+async def short_queue_timeout(rec: Recording) -> None:
+    await _ok(rec, "Setvar", "timeout-1", Variable="QUEUE_TIMEOUT", Value="3")
+
+
+async def restore_queue_timeout(rec: Recording) -> None:
+    await rec.wait_event(is_event("QueueCallerLeave"), 60, "QueueCallerLeave")
+    await _ok(rec, "Setvar", "timeout-2", Variable="QUEUE_TIMEOUT", Value="300")
+
+
 SUPPORT = "5550100"
 SCENARIOS: dict[str, Scenario] = {
     s.name: s
@@ -420,6 +429,21 @@ SCENARIOS: dict[str, Scenario] = {
             hold_ms=4000,
             prepare=add_2004_to_support,
             drive=remove_2004_after_the_call,
+        ),
+        # -- reports (issue 14) --------------------------------------------------------
+        Scenario(
+            "queue_timeout",
+            "before the call the client sets the global QUEUE_TIMEOUT to 3 (Action: Setvar, "
+            "ActionID timeout-1); a caller to 5550300 (collections, whose agent 2005 has no "
+            "phone) waits, Queue() returns after 3 s with QUEUESTATUS=TIMEOUT "
+            "(QueueCallerLeave, no QueueCallerAbandon), the dialplan plays tt-allbusy and "
+            "hangs up; after QueueCallerLeave the client sets QUEUE_TIMEOUT back to 300 "
+            "(timeout-2)",
+            (),
+            (("2120000005", "5550300", "", ""),),
+            hold_ms=15000,
+            prepare=short_queue_timeout,
+            drive=restore_queue_timeout,
         ),
         # -- the older captures, re-recordable the same way -----------------------------
         Scenario(
