@@ -75,7 +75,8 @@ AMI_EVENTS: Final[dict[str, AmiEvent]] = {
     "NewConnectedLine": AmiEvent(_TOUCH, LIVE),
     "Rename": AmiEvent(Channels._on_rename, LIVE),
     "Hangup": AmiEvent(Channels._on_hangup, LIVE),
-    "VarSet": AmiEvent(_TOUCH, LIVE),  # CTI_CALL_ID set after the leg's Newchannel
+    # CTI_CALL_ID set after the leg's Newchannel; QUEUESTATUS when Queue() returns
+    "VarSet": AmiEvent(Queues._on_var_set, LIVE),
     # -- dialling and queues (queues.py)
     "DialBegin": AmiEvent(Queues._on_dial_begin, LIVE),
     "DialState": AmiEvent(_TOUCH, LIVE),

@@ -170,6 +170,12 @@ class Call:
     ended: bool = False
     ended_at: float | None = None
     abandoned: bool = False
+    #: Leaving a queue, explained later (cti.calls.model.queues): the QUEUESTATUS Queue()
+    #: set since the caller last joined (a timeout's QueueCallerAbandon is no abandon),
+    #: a QueueCallerLeave and a QueueCallerAbandon waiting for that or the hang-up.
+    queue_status: str | None = None
+    left_queue: tuple[str, float | None] | None = None
+    abandon: tuple[str, int | None, int | None, int | None, float | None] | None = None
     restoring: bool = False  # rebuilt from a snapshot, CallRestored not yet emitted
     state: CallState = CallState.ROUTING
     state_agent: str | None = None
