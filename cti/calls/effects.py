@@ -150,11 +150,13 @@ class CallAbandoned(Effect):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CallLeftQueue(Effect):
-    """The caller left the queue (``QueueCallerLeave``): answered by a member (the
-    ``AgentConnect`` follows), after hanging up (``QueueCallerAbandon`` came first), or
-    let go by the queue (``Queue()`` returned: its timeout, mostly, and the dialplan goes
-    on). ``reason`` is what the model could tell at that moment: ``answered``,
-    ``abandoned`` or ``exited`` (the queue let the caller go)."""
+    """The caller left the queue (``QueueCallerLeave``), and why: ``answered`` (a
+    member's ``AgentConnect`` follows), ``abandoned`` (the caller hung up while queued),
+    or what ``Queue()`` set in ``QUEUESTATUS`` when it let the caller go and the
+    dialplan went on, lower-cased: ``timeout`` mostly (``leaveempty``, ``continue``, ...);
+    ``exited`` when nothing said. Asterisk reports a timeout with ``QueueCallerAbandon``
+    too: the model holds an abandon back until ``QUEUESTATUS`` or the caller's hang-up
+    decides (so ``at`` is the leaving's own time, the effect may come a little later)."""
 
     queue: str
     reason: str

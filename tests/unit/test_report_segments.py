@@ -74,7 +74,7 @@ def abandoned(t: float, queue: str = "sales") -> CallAbandoned:
     )
 
 
-def queue_left(t: float, queue: str = "sales", reason: str = "exited") -> CallLeftQueue:
+def queue_left(t: float, queue: str = "sales", reason: str = "timeout") -> CallLeftQueue:
     return CallLeftQueue(**CALL, at=T0 + t, queue=queue, reason=reason)
 
 
@@ -196,7 +196,7 @@ def test_leaving_the_queue_answered_or_abandoned_keeps_those_outcomes():
         events(queued(0), queue_left(10, reason="answered"), connected(10.001, ALICE), ended(40))
     )
     assert [(v.outcome, v.agent) for v in answered.visits] == [("answered", ALICE)]
-    # the model said "exited" but the queue's own answer follows: answered all the same
+    # said "timeout", yet the queue's own answer follows: answered all the same
     late = derive(events(queued(0), queue_left(10), connected(10.001, ALICE), ended(40)))
     assert [v.outcome for v in late.visits] == ["answered"]
     # QueueCallerAbandon and QueueCallerLeave in the same instant, either order
