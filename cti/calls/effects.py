@@ -152,11 +152,9 @@ class CallAbandoned(Effect):
 class CallLeftQueue(Effect):
     """The caller left the queue (``QueueCallerLeave``), and why: ``answered`` (a
     member's ``AgentConnect`` follows), ``abandoned`` (the caller hung up while queued),
-    or what ``Queue()`` set in ``QUEUESTATUS`` when it let the caller go and the
-    dialplan went on, lower-cased: ``timeout`` mostly (``leaveempty``, ``continue``, ...);
-    ``exited`` when nothing said. Asterisk reports a timeout with ``QueueCallerAbandon``
-    too: the model holds an abandon back until ``QUEUESTATUS`` or the caller's hang-up
-    decides (so ``at`` is the leaving's own time, the effect may come a little later)."""
+    ``timeout`` (the queue let the caller go and the dialplan goes on: Asterisk reports
+    that with a ``QueueCallerAbandon`` on a channel nobody asked to hang up), or
+    ``exited`` (any other way out of ``Queue()``)."""
 
     queue: str
     reason: str

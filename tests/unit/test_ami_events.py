@@ -115,4 +115,6 @@ def test_the_filter_does_drop_recorded_events():
         for block in ami_replay.split_blocks(ami_replay.load(fixture))[1]
         if ami_replay.is_event_block(block) and not pattern.search(block)
     }
-    assert {"BridgeCreate", "SoftHangupRequest"} <= dropped
+    # (SoftHangupRequest was dropped too until the model needed it: a queued caller
+    # asked to hang up abandons, one who was not timed out.)
+    assert "BridgeCreate" in dropped

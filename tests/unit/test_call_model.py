@@ -780,66 +780,54 @@ def test_effects_are_plain_frozen_dataclasses() -> None:
 
 
 # -- leaving a queue: a timeout is not an abandon ------------------------------------------
-def _timeout_story(status_first: bool, then: list[Message]) -> list[Effect]:
-    """Queue()'s timeout as app_queue reports it: QueueCallerAbandon (record_abandoned),
-    QueueCallerLeave and QUEUESTATUS=TIMEOUT (in either order), then ``then``."""
-    caller = Leg("PJSIP/trunk-00000001", "1800000000.1", "1800000000.1", "call-1")
+CALLER = Leg("PJSIP/trunk-00000001", "1800000000.1", "1800000000.1", "call-1")
+
+
+def _queue_story(*middle: Message) -> list[Effect]:
     model = CallModel()
     effects: list[Effect] = []
-    status = ev("VarSet", caller.snap(), Variable="QUEUESTATUS", Value="TIMEOUT")
-    leave = ev("QueueCallerLeave", caller.snap(), Queue="support", Position="1", Count="0")
     for msg in [
-        caller.new(),
-        ev("QueueCallerJoin", caller.snap(), Queue="support", Position="1", Count="1"),
-        ev(
-            "QueueCallerAbandon",
-            caller.snap(),
-            Queue="support",
-            Position="1",
-            OriginalPosition="1",
-            HoldTime="4",
-        ),
-        *((status, leave) if status_first else (leave, status)),
-        *then,
-        ev("Hangup", caller.snap(), Cause="16", Cause_txt="Normal Clearing"),
+        CALLER.new(),
+        ev("QueueCallerJoin", CALLER.snap(), Queue="support", Position="1", Count="1"),
+        *middle,
+        ev("Hangup", CALLER.snap(), Cause="16", Cause_txt="Normal Clearing"),
     ]:
         effects += model.apply(msg)
     return effects
 
 
-@pytest.mark.parametrize("status_first", [False, True])
-def test_a_queue_timeout_is_no_abandon_and_says_timeout(status_first: bool) -> None:
-    effects = _timeout_story(status_first, [])
+def _abandon() -> Message:
+    return ev("QueueCallerAbandon", CALLER.snap(), Queue="support", Position="1",
+              OriginalPosition="1", HoldTime="4")  # fmt: skip
+
+
+def _leave(queue: str = "support") -> Message:
+    return ev("QueueCallerLeave", CALLER.snap(), Queue=queue, Position="1", Count="0")
+
+
+def test_a_queue_timeout_is_no_abandon_and_says_timeout() -> None:
+    """app_queue reports its timeout with QueueCallerAbandon on a channel nobody asked
+    to hang up; the dialplan goes on, and hangs up later (SoftHangupRequest)."""
+    later = ev("SoftHangupRequest", CALLER.snap(), Cause="16")
+    effects = _queue_story(_abandon(), _leave(), later)
     assert not [e for e in effects if isinstance(e, CallAbandoned)]
     (left,) = [e for e in effects if isinstance(e, CallLeftQueue)]
     assert (left.queue, left.reason) == ("support", "timeout")
-    (ended,) = [e for e in effects if isinstance(e, CallEnded)]
-    assert ended.abandoned is False
+    assert next(e for e in effects if isinstance(e, CallEnded)).abandoned is False
 
 
 def test_a_queue_timeout_overflowing_to_another_queue() -> None:
-    caller = Leg("PJSIP/trunk-00000001", "1800000000.1", "1800000000.1", "call-1")
-    join = ev("QueueCallerJoin", caller.snap(), Queue="overflow", Position="1", Count="1")
-    effects = _timeout_story(False, [join])
-    kinds = [type(e).__name__ for e in effects if not isinstance(e, CallStateChanged)]
-    assert kinds[-3:] == ["CallLeftQueue", "CallQueued", "CallEnded"], kinds
+    join = ev("QueueCallerJoin", CALLER.snap(), Queue="overflow", Position="1", Count="1")
+    effects = _queue_story(_abandon(), _leave(), join, _leave("overflow"))
+    left = [(e.queue, e.reason) for e in effects if isinstance(e, CallLeftQueue)]
+    assert left == [("support", "timeout"), ("overflow", "exited")]
 
 
-def test_a_real_abandon_is_settled_when_the_caller_hangs_up() -> None:
-    caller = Leg("PJSIP/trunk-00000001", "1800000000.1", "1800000000.1", "call-1")
-    model = CallModel()
-    effects: list[Effect] = []
-    for msg in [
-        caller.new(),
-        ev("QueueCallerJoin", caller.snap(), Queue="support", Position="1", Count="1"),
-        ev("QueueCallerAbandon", caller.snap(), Queue="support", Position="1",
-           OriginalPosition="1", HoldTime="7"),
-        ev("QueueCallerLeave", caller.snap(), Queue="support", Position="1", Count="0"),
-        ev("Hangup", caller.snap(), Cause="16", Cause_txt="Normal Clearing"),
-    ]:  # fmt: skip
-        effects += model.apply(msg)
-    kinds = [type(e).__name__ for e in effects if not isinstance(e, CallStateChanged)]
-    assert kinds[-3:] == ["CallAbandoned", "CallLeftQueue", "CallEnded"], kinds
+@pytest.mark.parametrize("request_event", ["HangupRequest", "SoftHangupRequest"])
+def test_a_caller_who_hung_up_first_abandoned(request_event: str) -> None:
+    hangup = ev(request_event, CALLER.snap(), Cause="16")
+    effects = _queue_story(hangup, _abandon(), _leave())
+    assert [e.queue for e in effects if isinstance(e, CallAbandoned)] == ["support"]
     (left,) = [e for e in effects if isinstance(e, CallLeftQueue)]
     assert left.reason == "abandoned"
     assert next(e for e in effects if isinstance(e, CallEnded)).abandoned is True

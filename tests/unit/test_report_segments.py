@@ -369,3 +369,19 @@ def test_capture_blind_transfer_to_a_queue_is_answered_in_both_queues():
         ("support", "answered"),
         ("sales", "answered"),
     ]
+
+
+def test_capture_queue_timeout_is_timed_out_and_waits_until_the_queue_let_go():
+    """Queue() timed out after 3 s (QUEUE_TIMEOUT=3); Asterisk said QueueCallerAbandon,
+    the dialplan played a message for 9 s more and hung up."""
+    s, timeline = _capture_segments("queue_timeout")
+    (visit,) = s.visits
+    assert (visit.queue, visit.outcome) == ("collections", "timed_out")
+    assert 2.9 <= visit.wait_s <= 3.5, visit.wait_s
+    assert s.ended is not None and s.ended - visit.left > 5  # the message, not the wait
+    assert [e.data["reason"] for e in timeline if e.kind == "queue_left"] == ["timeout"]
+    assert not [e for e in timeline if e.kind == "abandoned"]
+    ended = next(e for e in timeline if e.kind == "ended")
+    assert ended.data["abandoned"] is False
+    j = s.journey
+    assert j is not None and j.outcome == "timed_out"

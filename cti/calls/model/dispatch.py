@@ -75,8 +75,10 @@ AMI_EVENTS: Final[dict[str, AmiEvent]] = {
     "NewConnectedLine": AmiEvent(_TOUCH, LIVE),
     "Rename": AmiEvent(Channels._on_rename, LIVE),
     "Hangup": AmiEvent(Channels._on_hangup, LIVE),
-    # CTI_CALL_ID set after the leg's Newchannel; QUEUESTATUS when Queue() returns
-    "VarSet": AmiEvent(Queues._on_var_set, LIVE),
+    "VarSet": AmiEvent(_TOUCH, LIVE),  # CTI_CALL_ID set after the leg's Newchannel
+    # a leg asked to hang up: a queued caller who then "abandons" really did (queues.py)
+    "HangupRequest": AmiEvent(Queues._on_hangup_request, LIVE),
+    "SoftHangupRequest": AmiEvent(Queues._on_hangup_request, LIVE),
     # -- dialling and queues (queues.py)
     "DialBegin": AmiEvent(Queues._on_dial_begin, LIVE),
     "DialState": AmiEvent(_TOUCH, LIVE),
@@ -117,8 +119,6 @@ AMI_EVENTS: Final[dict[str, AmiEvent]] = {
     "QueueStatusComplete": AmiEvent(_NOT_CALL, REPLY),
     # -- about a channel, understood when they come, not asked for
     "NewAccountCode": AmiEvent(_TOUCH, UNASKED),
-    "HangupRequest": AmiEvent(_TOUCH, UNASKED),
-    "SoftHangupRequest": AmiEvent(_TOUCH, UNASKED),
     "Newexten": AmiEvent(_TOUCH, UNASKED),
     "AGIExecStart": AmiEvent(_TOUCH, UNASKED),
     "AGIExecEnd": AmiEvent(_TOUCH, UNASKED),

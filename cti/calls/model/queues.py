@@ -16,6 +16,7 @@ from cti.calls.effects import (
     AgentRingCancelled,
     AgentRinging,
     AgentRingNoAnswer,
+    CallAbandoned,
     CallLeftQueue,
     CallQueued,
 )
@@ -165,8 +166,7 @@ class Queues(Channels):
         call.position = int_or_none(fields.get("position"))
         call.in_queue = True
         call.blind_pending = False
-        self._settle_queue(call)  # an earlier visit's leaving, if still unexplained
-        call.queue_status = None
+        call.leaving = None
         priority = int_or_none(msg.variable(self._prio_var)) if self._prio_var else None
         if priority is not None:
             call.priority = priority
@@ -188,42 +188,41 @@ class Queues(Channels):
             leg.answered and leg.queue == queue and leg is not channel
             for leg in call.channels.values()
         ):
-            self._emit(CallLeftQueue, call, queue=queue, reason="answered")  # AgentConnect next
-            return
-        call.left_queue = (queue, self._at())
-        if call.queue_status is not None:  # Queue() already said why
-            self._settle_queue(call, call.queue_status)
+            reason = "answered"  # its DialEnd ANSWER came first; AgentConnect follows
+        else:
+            reason = call.leaving or "exited"
+        call.leaving = None
+        self._emit(CallLeftQueue, call, queue=queue, reason=reason)
 
     def _on_queue_caller_abandon(self, msg: Message) -> None:
-        """Asterisk reports a queue's timeout as an abandon too (app_queue's
-        record_abandoned): the abandon stands only if Queue() does not go on to set
-        QUEUESTATUS (``_on_var_set``) before the caller hangs up."""
+        """A caller who hung up while queued, or one whom the queue let go: Asterisk
+        reports its timeout with QueueCallerAbandon too (app_queue's record_abandoned).
+        Only a caller whose channel was asked to hang up first (HangupRequest, the
+        caller's BYE; SoftHangupRequest) abandoned; the other timed out and the dialplan
+        goes on (tests/fixtures/ami/queue_timeout.txt)."""
         channel = self._channel(msg)
         if channel is None:
             return
+        call = channel.call
+        if not channel.hangup_requested:
+            call.leaving = "timeout"
+            return
         fields = msg.fields
-        channel.call.abandon = (
-            fields.get("queue", ""),
-            int_or_none(fields.get("position")),
-            int_or_none(fields.get("originalposition")),
-            int_or_none(fields.get("holdtime")),
-            self._at(),
+        call.abandoned = True
+        call.leaving = "abandoned"
+        self._emit(
+            CallAbandoned,
+            call,
+            queue=fields.get("queue", ""),
+            position=int_or_none(fields.get("position")),
+            original_position=int_or_none(fields.get("originalposition")),
+            hold_time_s=int_or_none(fields.get("holdtime")),
         )
 
-    def _on_var_set(self, msg: Message) -> None:
-        """``QUEUESTATUS`` (TIMEOUT, LEAVEEMPTY, CONTINUE, ...): Queue() returned and the
-        dialplan goes on; the caller did not abandon. Other variables: a touch."""
-        self._touch_only(msg)
-        if msg.fields.get("variable") != "QUEUESTATUS":
-            return
+    def _on_hangup_request(self, msg: Message) -> None:
         channel = self._channel(msg)
-        if channel is None or channel.call.ended:
-            return
-        call = channel.call
-        call.queue_status = (msg.fields.get("value") or "exited").lower()[:32]
-        call.abandon = None
-        if call.left_queue is not None:
-            self._settle_queue(call, call.queue_status)
+        if channel is not None:
+            channel.hangup_requested = True
 
     # -- queue members -----------------------------------------------------------------
     def _remember_member(self, interface: str, name: str | None, state: str | None) -> None:

@@ -101,6 +101,7 @@ class Channel:
         "call_id",
         "connected",
         "connected_seq",
+        "hangup_requested",
         "is_local",
         "linkedid",
         "member_name",
@@ -129,6 +130,7 @@ class Channel:
         self.answered = False
         self.connected = False  # AgentConnected was emitted for this leg in its call
         self.connected_seq = 0  # order of connection, for "the agent talking now"
+        self.hangup_requested = False  # (Soft)HangupRequest seen: this leg is going
 
     def __repr__(self) -> str:
         return f"<Channel {self.name} {self.uniqueid} call={self.call.linkedid}>"
@@ -170,12 +172,9 @@ class Call:
     ended: bool = False
     ended_at: float | None = None
     abandoned: bool = False
-    #: Leaving a queue, explained later (cti.calls.model.queues): the QUEUESTATUS Queue()
-    #: set since the caller last joined (a timeout's QueueCallerAbandon is no abandon),
-    #: a QueueCallerLeave and a QueueCallerAbandon waiting for that or the hang-up.
-    queue_status: str | None = None
-    left_queue: tuple[str, float | None] | None = None
-    abandon: tuple[str, int | None, int | None, int | None, float | None] | None = None
+    #: Why the caller is leaving the queue, once Asterisk said (QueueCallerAbandon),
+    #: for the QueueCallerLeave that follows: ``abandoned`` or ``timeout``.
+    leaving: str | None = None
     restoring: bool = False  # rebuilt from a snapshot, CallRestored not yet emitted
     state: CallState = CallState.ROUTING
     state_agent: str | None = None

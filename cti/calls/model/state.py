@@ -20,14 +20,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from cti.ami.protocol import Message
-from cti.calls.effects import (
-    CallAbandoned,
-    CallEnded,
-    CallLeftQueue,
-    CallState,
-    CallStateChanged,
-    Effect,
-)
+from cti.calls.effects import CallEnded, CallState, CallStateChanged, Effect
 from cti.calls.model.records import AgentOf, Call, Channel, ModelStats, default_agent_of
 
 
@@ -116,33 +109,6 @@ class ModelState:
             return
         self._out.append(cls(call_id=call.call_id, linkedid=call.linkedid, at=self._at(), **kw))
 
-    def _emit_at(self, cls: type[Effect], call: Call, at: float | None, **kw: Any) -> None:
-        """An effect of an earlier event (its time ``at``), decided only now."""
-        if not call.restoring:
-            self._out.append(cls(call_id=call.call_id, linkedid=call.linkedid, at=at, **kw))
-
-    def _settle_queue(self, call: Call, reason: str | None = None) -> None:
-        """Explain the caller's leaving the queue that is still unexplained: ``reason``
-        (a QUEUESTATUS) when Queue() said why, else an abandon when Asterisk reported
-        one, else ``exited``."""
-        abandon, call.abandon = call.abandon, None
-        if reason is None and abandon is not None:
-            queue, position, original, hold_time, at = abandon
-            call.abandoned = True
-            self._emit_at(
-                CallAbandoned,
-                call,
-                at,
-                queue=queue,
-                position=position,
-                original_position=original,
-                hold_time_s=hold_time,
-            )
-        left, call.left_queue = call.left_queue, None
-        if left is not None:
-            why = reason or ("abandoned" if abandon is not None else "exited")
-            self._emit_at(CallLeftQueue, call, left[1], queue=left[0], reason=why)
-
     def _mark(self, call: Call) -> None:
         if call not in self._dirty:
             self._dirty.append(call)
@@ -220,7 +186,6 @@ class ModelState:
         channel.bridge = None
 
     def _end(self, call: Call, cause: str | None, cause_txt: str | None) -> None:
-        self._settle_queue(call)
         call.ended = True
         call.ended_at = self._at()
         call.consult = False
