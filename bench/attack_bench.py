@@ -85,6 +85,7 @@ DESK_USER, VICTIM_USER = "bench-desk", "bench-victim"
 LOGIN_INTERVAL_S = 0.5
 SETTLE_S = 2.0  # between phases: the daemon closes what the attack left
 READY_TIMEOUT_S = 30.0
+RECORDS_TIMEOUT_S = 60.0  # after the partition heals, for its calls' interactions rows
 
 
 @dataclass(frozen=True, slots=True)
@@ -370,6 +371,10 @@ async def run_phase(
             await desk
     finally:
         counts = await _finish(attacker, ends_itself=kind == "agi") if attacker else {}
+    if attacker is not None:  # the next phase starts once the daemon routes again
+        recovery = time.perf_counter()
+        await wait_until_routing(stack.agi, workload)
+        counts["bench_recovery_s"] = round(time.perf_counter() - recovery, 2)
     await asyncio.sleep(SETTLE_S)
     cpu = cpu_usage(before, after, len(samples.latencies))
     cpu["attacker_pct"] = round(100 * attacker_s / elapsed, 1) if attacker else None
@@ -422,11 +427,17 @@ async def partition(children: Children, o: Options, workload: Workload, log: Any
         )
         last = workload.seq
         proxy.heal()
-        code = await asyncio.to_thread(Children.stop, stack.agi.proc)  # flushes its writers
+        # The records of the outage's calls land once the writer's retry gets through.
+        deadline = time.perf_counter() + RECORDS_TIMEOUT_S
+        while True:
+            by_seq = await fetch_decision_us(o.database_url, workload.run_epoch, since)
+            decisions = sorted(v for seq, v in by_seq.items() if first <= seq <= last)
+            if len(decisions) >= last - first + 1 or time.perf_counter() > deadline:
+                break
+            await asyncio.sleep(1.0)
+        code = await asyncio.to_thread(Children.stop, stack.agi.proc)
     finally:
         await proxy.close()
-    by_seq = await fetch_decision_us(o.database_url, workload.run_epoch, since)
-    decisions = sorted(v for seq, v in by_seq.items() if first <= seq <= last)
     latencies = sorted(samples.latencies)
     return {
         "seconds": o.partition_s,

@@ -13,7 +13,9 @@ P99_RATIO_MAX = 2.0  # p99 under attack / quiet
 LOGIN_P99_MAX_S = 1.0
 STANDBY_FLAT_MAX = 1.2  # bytes at minute 60 / at minute 2
 NAMES = {
-    "quiet": "quiet",
+    "quiet1": "  quiet, 1st",
+    "quiet2": "  quiet, 2nd (after a)",
+    "quiet": "quiet (pooled)",
     "http": "(a) idle HTTP + logins",
     "agi": "(b) FastAGI flood",
 }
@@ -49,6 +51,7 @@ def _summary(phases: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "login_p99_s": _pct(logins, 0.99),
         "login_statuses": statuses,
         "logins_given_up": sum(p["logins_given_up"] for p in phases),
+        "start_lag_p99_ms": [p["start_lag_p99_ms"] for p in phases],
         "server_cpu_pct": [p["cpu"]["server_pct"] for p in phases],
         "attacker_cpu_pct": [p["cpu"].get("attacker_pct") for p in phases],
         "other_cpu_pct": [p["cpu"]["other_pct"] for p in phases],
@@ -64,10 +67,14 @@ def _target(name: str, value: Any, limit: str, ok: bool | None) -> dict[str, Any
 def assess(report: dict[str, Any], idle: int, logins: int) -> dict[str, Any]:
     phases = report.get("phases", [])
     rows: dict[str, dict[str, Any]] = {}
-    for kind in NAMES:
+    for kind in ("quiet", "http", "agi"):
         mine = [p for p in phases if p["name"] == kind]
         if mine:
             rows[kind] = _summary(mine)
+    quiets = [p for p in phases if p["name"] == "quiet"]
+    if len(quiets) > 1:  # each on its own too: the second follows (a)
+        for n, phase in enumerate(quiets, 1):
+            rows[f"quiet{n}"] = {**_summary([phase]), "p99_ratio": None}
     quiet = rows.get("quiet", {})
     for kind in ("http", "agi"):
         if kind in rows:
@@ -146,7 +153,7 @@ def render(report: dict[str, Any]) -> str:
             f" phases pooled); daemon fd soft limit {o['nofile']}; sidebar {o['sidebar']}",
             f"{'phase':<24}{'routed':>7}{'failed':>7}{'f-open':>7}{'p50 ms':>8}{'p99 ms':>8}"
             f"{'max ms':>8}{'p99 x':>7}{'login p50/p99 s':>17}{'gave up':>8}{'srv cpu':>9}"
-            f"{'atk cpu':>9}{'other':>9}",
+            f"{'atk cpu':>9}{'other':>9}{'lag ms':>7}",
         ]
         for kind, name in NAMES.items():
             r = rows.get(kind)
@@ -161,8 +168,11 @@ def render(report: dict[str, Any]) -> str:
                 f"{_f(r.get('p99_ratio', 1.0), '.2f'):>7}"
                 f"{_f(r['login_p50_s'], '.3f') + ' / ' + _f(r['login_p99_s'], '.3f'):>17}"
                 f"{r['logins_given_up']:>8}{cpu:>9}{atk:>9}{other:>9}"
+                f"{_f(max(r['start_lag_p99_ms'], key=lambda x: x or 0), '.0f'):>7}"
             )
         for kind, r in rows.items():
+            if kind.startswith("quiet") and kind != "quiet":
+                continue
             if r["failures"]:
                 out.append(f"  {NAMES[kind]} failed routes by cause: {_counts(r['failures'])}")
             out.append(f"  {NAMES[kind]} login attempts by status: {_counts(r['login_statuses'])}")
