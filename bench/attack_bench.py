@@ -83,6 +83,8 @@ HTTP_ATTACK_SOURCE = "127.0.0.1"
 DESK_SOURCE = "127.0.0.3"  # the legitimate agent
 DESK_USER, VICTIM_USER = "bench-desk", "bench-victim"
 LOGIN_INTERVAL_S = 0.5
+#: Quiet phases around each attack: their pooled figures are the baseline of the ratios.
+PHASES = ("quiet", "http", "quiet", "agi", "quiet")
 SETTLE_S = 2.0  # between phases: the daemon closes what the attack left
 READY_TIMEOUT_S = 30.0
 RECORDS_TIMEOUT_S = 60.0  # after the partition heals, for its calls' interactions rows
@@ -103,6 +105,7 @@ class Options:
     standby_rate: int
     standby_minutes: int
     sidebar: str
+    pin: bool
     scenarios: tuple[str, ...]
     database_url: str
     redis_url: str
@@ -126,6 +129,11 @@ def parse_options(argv: Sequence[str] | None = None) -> Options:
     p.add_argument("--standby-rate", type=int, default=30, help="calls/s fed to the standby")
     p.add_argument("--standby-minutes", type=int, default=60, help="simulated minutes")
     p.add_argument("--sidebar", choices=("in-process", "separate"), default="in-process")
+    p.add_argument(
+        "--no-pin",
+        action="store_true",
+        help="do not pin the daemon to the first CPU and the attackers to the last",
+    )
     p.add_argument(
         "--only",
         default="agi,partition,standby",
@@ -159,6 +167,7 @@ def parse_options(argv: Sequence[str] | None = None) -> Options:
         standby_rate=a.standby_rate,
         standby_minutes=5 if a.quick else a.standby_minutes,
         sidebar=a.sidebar,
+        pin=not a.no_pin and (os.cpu_count() or 1) >= 2,
         scenarios=scenarios,
         database_url=a.database_url,
         redis_url=a.redis_url,
@@ -200,6 +209,16 @@ class Stack:
                 raise BenchError(f"{name} exited with code {proc.returncode}")
 
 
+def pin(o: Options, pid: int, which: str) -> None:
+    """The daemon on the first CPU, the attackers on the last (``--no-pin``: neither), so
+    that an attacker, which would be another host, takes at most the other core. Set
+    right after the start, before the process has made threads of its own."""
+    if o.pin:
+        cpus = sorted(os.sched_getaffinity(0))
+        with contextlib.suppress(OSError):  # it may have exited already
+            os.sched_setaffinity(pid, {cpus[0] if which == "daemon" else cpus[-1]})
+
+
 def _limited(o: Options, argv: Sequence[str]) -> list[str]:
     """``argv`` under the soft descriptor limit of a usual service (hard limit kept)."""
     return ["sh", "-c", f'ulimit -Sn {o.nofile} && exec "$@"', "sh", *argv]
@@ -227,6 +246,7 @@ def start_stack(
     else:
         env["CTI_HTTP_ENABLED"] = "no"
     proc = children.start(_limited(o, [*cti_command(), "serve"]), env=env, stdout=log, stderr=log)
+    pin(o, proc.pid, "daemon")
     stack = Stack(Target("cti", agi_port, proc), http_port)
     if http_port is not None and o.sidebar == "separate":
         side_env = cti_env(ro, CTI_HTTP_BIND=f"127.0.0.1:{http_port}", **common)
@@ -285,8 +305,8 @@ class Phase:
     attack: dict[str, Any] = field(default_factory=dict)
 
 
-async def _attacker(argv: Sequence[str]) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
+async def _attacker(o: Options, argv: Sequence[str]) -> asyncio.subprocess.Process:
+    proc = await asyncio.create_subprocess_exec(
         sys.executable,
         *argv,
         cwd=REPO_DIR,
@@ -294,6 +314,8 @@ async def _attacker(argv: Sequence[str]) -> asyncio.subprocess.Process:
         stdin=asyncio.subprocess.DEVNULL,
         start_new_session=True,
     )
+    pin(o, proc.pid, "attacker")
+    return proc
 
 
 async def _finish(proc: asyncio.subprocess.Process, *, ends_itself: bool) -> dict[str, Any]:
@@ -322,7 +344,7 @@ async def start_attack(kind: str, stack: Stack, o: Options) -> asyncio.subproces
         assert stack.http_port is not None
         argv = ["-m", "bench.attackers", str(stack.http_port), "--source", HTTP_ATTACK_SOURCE]
         argv += ["--idle", str(o.idle), "--logins", str(o.logins), "--user", VICTIM_USER]
-        proc = await _attacker([*argv, "--seconds", seconds])
+        proc = await _attacker(o, [*argv, "--seconds", seconds])
         assert proc.stdout is not None
         with contextlib.suppress(TimeoutError):  # the idle connections are open
             await asyncio.wait_for(proc.stdout.readline(), READY_TIMEOUT_S)
@@ -332,7 +354,7 @@ async def start_attack(kind: str, stack: Stack, o: Options) -> asyncio.subproces
         argv = ["-m", "tests.fakes.agi_flood", str(stack.agi.port), "--source", FLOOD_SOURCE]
         argv += ["--workers", str(o.flood_workers), "--rounds", "100000", "--pause-s", "0.2"]
         # It stops by itself just after the phase (it does not report on SIGTERM).
-        proc = await _attacker([*argv, "--seconds", str(FLOOD_LEAD_S + o.duration_s + 0.5)])
+        proc = await _attacker(o, [*argv, "--seconds", str(FLOOD_LEAD_S + o.duration_s + 0.5)])
         await asyncio.sleep(FLOOD_LEAD_S)
         return proc
     return None
@@ -387,7 +409,7 @@ async def agi_phases(stack: Stack, o: Options, workload: Workload, password: str
         await wait_http(stack)
     await closed_loop(stack.agi.port, 8, 1.0 if o.quick else 2.0, workload, Samples())
     phases = []
-    for kind in ("quiet", "http", "quiet", "agi"):
+    for kind in PHASES:
         progress(f"  phase {kind}: {o.rate} routes/s for {o.duration_s:g} s ...")
         phase = await run_phase(kind, stack, o, workload, password)
         s = phase.samples

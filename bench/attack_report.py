@@ -13,8 +13,9 @@ P99_RATIO_MAX = 2.0  # p99 under attack / quiet
 LOGIN_P99_MAX_S = 1.0
 STANDBY_FLAT_MAX = 1.2  # bytes at minute 60 / at minute 2
 NAMES = {
-    "quiet1": "  quiet, 1st",
-    "quiet2": "  quiet, 2nd (after a)",
+    "quiet1": "  quiet, first",
+    "quiet2": "  quiet, after (a)",
+    "quiet3": "  quiet, after (b)",
     "quiet": "quiet (pooled)",
     "http": "(a) idle HTTP + logins",
     "agi": "(b) FastAGI flood",
@@ -72,7 +73,7 @@ def assess(report: dict[str, Any], idle: int, logins: int) -> dict[str, Any]:
         if mine:
             rows[kind] = _summary(mine)
     quiets = [p for p in phases if p["name"] == "quiet"]
-    if len(quiets) > 1:  # each on its own too: the second follows (a)
+    if len(quiets) > 1:  # each on its own too (the machine's drift; an attack's aftermath)
         for n, phase in enumerate(quiets, 1):
             rows[f"quiet{n}"] = {**_summary([phase]), "p99_ratio": None}
     quiet = rows.get("quiet", {})
@@ -149,8 +150,9 @@ def render(report: dict[str, Any]) -> str:
     if rows:
         out += [
             "",
-            f"FastAGI at {o['rate']} routes/s, {o['duration_s']:g} s per phase (quiet: two"
-            f" phases pooled); daemon fd soft limit {o['nofile']}; sidebar {o['sidebar']}",
+            f"FastAGI at {o['rate']} routes/s, {o['duration_s']:g} s per phase (quiet: the"
+            f" quiet phases pooled); daemon fd soft limit {o['nofile']}; sidebar {o['sidebar']};"
+            f" {'daemon on the first CPU, attackers on the last' if o['pin'] else 'no pinning'}",
             f"{'phase':<24}{'routed':>7}{'failed':>7}{'f-open':>7}{'p50 ms':>8}{'p99 ms':>8}"
             f"{'max ms':>8}{'p99 x':>7}{'login p50/p99 s':>17}{'gave up':>8}{'srv cpu':>9}"
             f"{'atk cpu':>9}{'other':>9}{'lag ms':>7}",
