@@ -3,17 +3,19 @@
     .venv/bin/python -m bench.attack_bench            # about 4 minutes
     .venv/bin/python -m bench.attack_bench --quick    # smoke run, about 90 s
 
-Against a real ``cti serve`` (the sidebar in the same process, as the compose file runs
-it; ``--sidebar separate`` adds ``cti screenpop``) on real PostgreSQL and Redis, with
-the descriptor limit of a usual service (``ulimit -Sn 1024``), it measures:
+Against a real ``cti serve`` with ``cti screenpop`` beside it (the sidebar in its own
+process, as production runs it; ``--sidebar in-process`` runs it inside ``cti serve``)
+on real PostgreSQL and Redis, both under a service's usual descriptor limit (``ulimit
+-n 1024``), it measures:
 
 1. FastAGI at ``--rate`` routes/s (open loop, bench.agi_load) for ``--duration`` s:
-   quiet; during (a) ``--idle`` idle HTTP connections on the sidebar's port plus
-   ``--logins`` concurrent wrong-password logins (bench.attackers); quiet again; during
-   (b) a FastAGI connection flood from an address ``CTI_AGI_ALLOW`` does not name
-   (tests/fakes/agi_flood.py: the daemon allows 127.0.0.1 only, the flood comes from
-   127.0.0.2). The two quiet phases pooled are the baseline of the ratios. Meanwhile an
-   agent logs in every 0.5 s from 127.0.0.3 (bench.attackers.legit_logins).
+   quiet; during (a) ``--idle`` idle HTTP connections on the sidebar's port from eight
+   addresses (tests/fakes/agi_flood.py ``--http``) plus ``--logins`` concurrent
+   wrong-password logins (bench.attackers); quiet again; during (b) a FastAGI connection
+   flood from an address ``CTI_AGI_ALLOW`` does not name (tests/fakes/agi_flood.py: the
+   daemon allows 127.0.0.1 only, the flood comes from 127.0.0.2); quiet again. The
+   quiet phases pooled are the baseline of the ratios. Meanwhile an agent logs in every
+   0.5 s from 127.0.0.3 (bench.attackers.legit_logins).
 2. A PostgreSQL partition (tests/fakes/tcp_proxy.py: connections held silently) of
    ``--partition-s`` at ``--partition-rate`` calls/s: the slowest decision the daemon
    recorded (``interactions.decision_us``) against the route budget.
@@ -79,7 +81,8 @@ DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/cti_bench_attack"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/14"
 AGI_ALLOW = "127.0.0.1/32"  # the bench's calls come from here ...
 FLOOD_SOURCE = "127.0.0.2"  # ... the FastAGI flood from here
-HTTP_ATTACK_SOURCE = "127.0.0.1"
+HTTP_ATTACK_SOURCE = "127.0.0.1"  # the wrong-password logins
+IDLE_SOURCES = ",".join(f"127.0.1.{i}" for i in range(1, 9))  # eight hosts, idle HTTP
 DESK_SOURCE = "127.0.0.3"  # the legitimate agent
 DESK_USER, VICTIM_USER = "bench-desk", "bench-victim"
 LOGIN_INTERVAL_S = 0.5
@@ -123,12 +126,17 @@ def parse_options(argv: Sequence[str] | None = None) -> Options:
     p.add_argument("--idle", type=int, default=1000, help="(a) idle HTTP connections")
     p.add_argument("--logins", type=int, default=200, help="(a) wrong-password logins at once")
     p.add_argument("--flood-workers", type=int, default=1100, help="(b) FastAGI flood peers")
-    p.add_argument("--nofile", type=int, default=1024, help="the daemon's soft fd limit")
+    p.add_argument("--nofile", type=int, default=1024, help="the daemons' fd limit")
     p.add_argument("--partition-s", type=float, default=10.0)
     p.add_argument("--partition-rate", type=int, default=30, help="calls/s during it")
     p.add_argument("--standby-rate", type=int, default=30, help="calls/s fed to the standby")
     p.add_argument("--standby-minutes", type=int, default=60, help="simulated minutes")
-    p.add_argument("--sidebar", choices=("in-process", "separate"), default="in-process")
+    p.add_argument(
+        "--sidebar",
+        choices=("in-process", "separate"),
+        default="separate",
+        help="cti screenpop beside cti serve, as production runs them (default), or in it",
+    )
     p.add_argument(
         "--no-pin",
         action="store_true",
@@ -220,8 +228,8 @@ def pin(o: Options, pid: int, which: str) -> None:
 
 
 def _limited(o: Options, argv: Sequence[str]) -> list[str]:
-    """``argv`` under the soft descriptor limit of a usual service (hard limit kept)."""
-    return ["sh", "-c", f'ulimit -Sn {o.nofile} && exec "$@"', "sh", *argv]
+    """``argv`` under a service's usual descriptor limit, soft and hard (``ulimit -n``)."""
+    return ["sh", "-c", f'ulimit -n {o.nofile} && exec "$@"', "sh", *argv]
 
 
 def start_stack(
@@ -334,38 +342,55 @@ async def _finish(proc: asyncio.subprocess.Process, *, ends_itself: bool) -> dic
     return dict(json.loads(lines[-1])) if lines else {"exit": proc.returncode}
 
 
-#: The FastAGI flood runs this long before the measured phase (every worker connected).
+#: A flood runs this long before the measured phase (every worker connected).
 FLOOD_LEAD_S = 3.0
+LOGINS_LEAD_S = 1.0
 
 
-async def start_attack(kind: str, stack: Stack, o: Options) -> asyncio.subprocess.Process | None:
-    seconds = str(o.duration_s + 90)  # bounded even if we never stop it
+@dataclass(slots=True)
+class Attacker:
+    name: str
+    proc: asyncio.subprocess.Process
+    ends_itself: bool  # at its --seconds (the floods), else on SIGTERM (the logins)
+    cpu_s: float = 0.0
+
+
+async def _flood(o: Options, port: int, sources: str, workers: int, *extra: str) -> Attacker:
+    """tests/fakes/agi_flood.py: it stops by itself just after the phase (it reports its
+    counts then, not on SIGTERM); back once every worker has made its first try."""
+    argv = ["-m", "tests.fakes.agi_flood", str(port), "--source", sources, *extra]
+    argv += ["--workers", str(workers), "--rounds", "100000", "--pause-s", "0.2"]
+    seconds = FLOOD_LEAD_S + LOGINS_LEAD_S + o.duration_s + 2.0  # past the phase's end
+    proc = await _attacker(o, [*argv, "--seconds", str(seconds)])
+    started = time.perf_counter()
+    assert proc.stdout is not None
+    with contextlib.suppress(TimeoutError, ValueError):
+        await asyncio.wait_for(proc.stdout.readline(), FLOOD_LEAD_S)
+    await asyncio.sleep(max(0.0, FLOOD_LEAD_S - (time.perf_counter() - started)))
+    return Attacker("http-idle" if extra else "agi-flood", proc, ends_itself=True)
+
+
+async def start_attack(kind: str, stack: Stack, o: Options) -> list[Attacker]:
     if kind == "http":
         assert stack.http_port is not None
+        idle = await _flood(o, stack.http_port, IDLE_SOURCES, o.idle, "--http")
         argv = ["-m", "bench.attackers", str(stack.http_port), "--source", HTTP_ATTACK_SOURCE]
-        argv += ["--idle", str(o.idle), "--logins", str(o.logins), "--user", VICTIM_USER]
-        proc = await _attacker(o, [*argv, "--seconds", seconds])
-        assert proc.stdout is not None
-        with contextlib.suppress(TimeoutError):  # the idle connections are open
-            await asyncio.wait_for(proc.stdout.readline(), READY_TIMEOUT_S)
-        await asyncio.sleep(1.0)  # and the login flood has begun
-        return proc
+        argv += ["--logins", str(o.logins), "--user", VICTIM_USER]
+        logins = await _attacker(o, [*argv, "--seconds", str(o.duration_s + 90)])
+        await asyncio.sleep(LOGINS_LEAD_S)  # the login flood has begun
+        return [idle, Attacker("logins", logins, ends_itself=False)]
     if kind == "agi":
-        argv = ["-m", "tests.fakes.agi_flood", str(stack.agi.port), "--source", FLOOD_SOURCE]
-        argv += ["--workers", str(o.flood_workers), "--rounds", "100000", "--pause-s", "0.2"]
-        # It stops by itself just after the phase (it does not report on SIGTERM).
-        proc = await _attacker(o, [*argv, "--seconds", str(FLOOD_LEAD_S + o.duration_s + 0.5)])
-        await asyncio.sleep(FLOOD_LEAD_S)
-        return proc
-    return None
+        return [await _flood(o, stack.agi.port, FLOOD_SOURCE, o.flood_workers)]
+    return []
 
 
 async def run_phase(
     kind: str, stack: Stack, o: Options, workload: Workload, password: str
 ) -> Phase:
     stack.alive()
-    attacker = await start_attack(kind, stack, o)
+    attackers = await start_attack(kind, stack, o)
     samples, logins, stop = Samples(), Logins(), asyncio.Event()
+    counts: dict[str, Any] = {}
     try:
         desk = None
         if stack.http_port is not None:
@@ -381,25 +406,29 @@ async def run_phase(
                 )
             )
         before = CpuSnapshot.take(stack.agi.proc.pid)
-        attacker_before = process_cpu_s(attacker.pid) if attacker is not None else 0.0
+        for attacker in attackers:
+            attacker.cpu_s = -process_cpu_s(attacker.proc.pid)
         rng = random.Random(o.seed * 7919 + len(kind) + workload.seq)
         elapsed = await open_loop(
             stack.agi.port, o.rate, o.duration_s, workload, samples, rng, True
         )
         after = CpuSnapshot.take(stack.agi.proc.pid)
-        attacker_s = process_cpu_s(attacker.pid) - attacker_before if attacker else 0.0
+        for attacker in attackers:  # (0 if it has ended: never negative)
+            attacker.cpu_s = max(0.0, attacker.cpu_s + process_cpu_s(attacker.proc.pid))
         stop.set()
         if desk is not None:
             await desk
     finally:
-        counts = await _finish(attacker, ends_itself=kind == "agi") if attacker else {}
-    if attacker is not None:  # the next phase starts once the daemon routes again
+        for attacker in attackers:
+            counts[attacker.name] = await _finish(attacker.proc, ends_itself=attacker.ends_itself)
+    if attackers:  # the next phase starts once the daemon routes again
         recovery = time.perf_counter()
         await wait_until_routing(stack.agi, workload)
-        counts["bench_recovery_s"] = round(time.perf_counter() - recovery, 2)
+        counts["bench"] = {"recovery_s": round(time.perf_counter() - recovery, 2)}
     await asyncio.sleep(SETTLE_S)
     cpu = cpu_usage(before, after, len(samples.latencies))
-    cpu["attacker_pct"] = round(100 * attacker_s / elapsed, 1) if attacker else None
+    spent = sum(a.cpu_s for a in attackers)
+    cpu["attacker_pct"] = round(100 * spent / elapsed, 1) if attackers else None
     return Phase(kind, round(elapsed, 2), samples, logins, cpu, counts)
 
 

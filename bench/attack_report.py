@@ -178,8 +178,10 @@ def render(report: dict[str, Any]) -> str:
             if r["failures"]:
                 out.append(f"  {NAMES[kind]} failed routes by cause: {_counts(r['failures'])}")
             out.append(f"  {NAMES[kind]} login attempts by status: {_counts(r['login_statuses'])}")
-            for counts in r["attack"]:
-                out.append(f"  {NAMES[kind]} attacker: {_counts(counts)}")
+            for attack in r["attack"]:
+                for who, counts in attack.items():
+                    shown = _counts(counts) if isinstance(counts, dict) else str(counts)
+                    out.append(f"  {NAMES[kind]} {who}: {shown}")
     part = report.get("partition")
     if part is not None:
         out += [

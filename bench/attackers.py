@@ -1,18 +1,14 @@
-"""The sidebar's attackers of bench/attack_bench.py, and its legitimate agent.
+"""The login flood of bench/attack_bench.py, and its legitimate agent.
 
-Run as its own process (another host would be), bounded in connections and in time:
+Run as its own process (another host would be), bounded in time:
 
-    python -m bench.attackers PORT --idle 1000 --logins 200 --user bench-victim
+    python -m bench.attackers PORT --logins 200 --user bench-victim
 
-* ``--idle`` connections that each send ``GET /healthz HTTP/1.1``, a ``Host`` line and
-  nothing more, and hold the socket; when the server closes one (a header deadline),
-  it comes back after ``--pause-s`` (issue 9, finding 2);
-* ``--logins`` workers that each post a wrong password for ``--user`` to
-  ``/api/login`` again and again, ``--pause-s`` apart, whatever the answer (finding 4).
-
-It prints one JSON line ``{"ready": ...}`` once every idle connection has been opened
-once (or after ``--ready-s``), and on SIGTERM or after ``--seconds`` one JSON line of
-counts. :func:`legit_logins` is the agent at her desk, used by the bench's own process.
+``--logins`` workers each post a wrong password for ``--user`` to ``/api/login`` again
+and again, ``--pause-s`` apart, whatever the answer (issue 9, finding 4). On SIGTERM or
+after ``--seconds`` it prints one JSON line of counts (answers by status, errors by
+type). The idle HTTP connections that go with it come from tests/fakes/agi_flood.py
+``--http``. :func:`legit_logins` is the agent at her desk, used by the bench's process.
 """
 
 from __future__ import annotations
@@ -29,7 +25,6 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
-IDLE_REQUEST = b"GET /healthz HTTP/1.1\r\nHost: x\r\n"
 LOGIN_TIMEOUT_S = 10.0  # one attempt
 RETRY_CAP_S = 5.0  # a refused legitimate login waits Retry-After, at most this
 
@@ -40,47 +35,6 @@ def raise_nofile() -> None:
     if hard == resource.RLIM_INFINITY or soft < hard:
         with contextlib.suppress(ValueError, OSError):
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
-
-async def _idle(
-    args: argparse.Namespace, counts: Counter[str], opened: asyncio.Event, stop: asyncio.Event
-) -> None:
-    first = True
-    while not stop.is_set():
-        try:
-            reader, writer = await asyncio.open_connection(
-                args.host, args.port, local_addr=(args.source, 0)
-            )
-        except OSError:
-            counts["idle_connect_failed"] += 1
-        else:
-            counts["idle_connections"] += 1
-            if first:
-                first = False
-                counts["idle_open_once"] += 1
-                if counts["idle_open_once"] >= args.idle:
-                    opened.set()
-            started = time.monotonic()
-            try:
-                writer.write(IDLE_REQUEST)
-                await writer.drain()
-                closer = asyncio.ensure_future(reader.read())  # until the server closes
-                stopper = asyncio.ensure_future(stop.wait())
-                await asyncio.wait({closer, stopper}, return_when=asyncio.FIRST_COMPLETED)
-                stopper.cancel()
-                if closer.done():
-                    if closer.exception() is not None:  # reset rather than closed
-                        counts["idle_reset_by_server"] += 1
-                    counts["idle_closed_by_server"] += 1
-                    counts["idle_held_ms_total"] += int(1000 * (time.monotonic() - started))
-                else:
-                    closer.cancel()
-            except OSError:
-                counts["idle_reset"] += 1
-            finally:
-                writer.transport.abort()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), args.pause_s)
 
 
 async def _guesser(
@@ -107,20 +61,13 @@ async def _guesser(
 async def attack(args: argparse.Namespace) -> Counter[str]:
     counts: Counter[str] = Counter()
     stop = asyncio.Event()
-    opened = asyncio.Event()
-    if args.idle == 0:
-        opened.set()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
     connector = aiohttp.TCPConnector(local_addr=(args.source, 0), force_close=True, limit=0)
     async with aiohttp.ClientSession(connector=connector) as session:
         url = f"http://{args.host}:{args.port}/api/login"
-        tasks = [asyncio.create_task(_idle(args, counts, opened, stop)) for _ in range(args.idle)]
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(opened.wait(), args.ready_s)
-        print(json.dumps({"ready": dict(counts)}), flush=True)
-        tasks += [
+        tasks = [
             asyncio.create_task(_guesser(session, url, args, counts, stop))
             for _ in range(args.logins)
         ]
@@ -194,11 +141,9 @@ def main() -> None:
     parser.add_argument("port", type=int)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--source", default="127.0.0.1", help="the attackers' address")
-    parser.add_argument("--idle", type=int, default=1000, help="idle HTTP connections held")
     parser.add_argument("--logins", type=int, default=200, help="concurrent wrong-password logins")
     parser.add_argument("--user", default="bench-victim", help="whose password is guessed")
     parser.add_argument("--pause-s", type=float, default=0.2)
-    parser.add_argument("--ready-s", type=float, default=15.0)
     parser.add_argument("--seconds", type=float, default=120.0, help="ends by then at the latest")
     args = parser.parse_args()
     raise_nofile()
