@@ -1,7 +1,7 @@
 """Routing under attack: FastAGI p99 quiet versus during floods, in one run (issue 9).
 
-    .venv/bin/python -m bench.attack_bench            # about 4 minutes
-    .venv/bin/python -m bench.attack_bench --quick    # smoke run, about 90 s
+    .venv/bin/python -m bench.attack_bench            # about 6 minutes
+    .venv/bin/python -m bench.attack_bench --quick    # smoke run, about 2 minutes
 
 Against a real ``cti serve`` with ``cti screenpop`` beside it (the sidebar in its own
 process, as production runs it; ``--sidebar in-process`` runs it inside ``cti serve``)
@@ -14,8 +14,8 @@ on real PostgreSQL and Redis, both under a service's usual descriptor limit (``u
    wrong-password logins (bench.attackers); quiet again; during (b) a FastAGI connection
    flood from an address ``CTI_AGI_ALLOW`` does not name (tests/fakes/agi_flood.py: the
    daemon allows 127.0.0.1 only, the flood comes from 127.0.0.2); quiet again. The
-   quiet phases pooled are the baseline of the ratios. Meanwhile an agent logs in every
-   0.5 s from 127.0.0.3 (bench.attackers.legit_logins).
+   quiet phases are the baseline of the ratios (the median of their own figures).
+   Meanwhile an agent logs in every 0.5 s from 127.0.0.3 (bench.attackers.legit_logins).
 2. A PostgreSQL partition (tests/fakes/tcp_proxy.py: connections held silently) of
    ``--partition-s`` at ``--partition-rate`` calls/s: the slowest decision the daemon
    recorded (``interactions.decision_us``) against the route budget.
@@ -607,7 +607,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _slim(phase: dict[str, Any]) -> dict[str, Any]:
     """The JSON keeps summaries, not every latency."""
-    return {k: v for k, v in phase.items() if k not in ("latencies_ms",)}
+    latencies = phase["latencies_ms"]
+    summary = {
+        q: _pct(latencies, f) if latencies else None for q, f in (("p50", 0.5), ("p99", 0.99))
+    }
+    return {
+        **{k: v for k, v in phase.items() if k != "latencies_ms"},
+        "latency_ms": {**summary, "max": latencies[-1] if latencies else None},
+    }
 
 
 if __name__ == "__main__":
