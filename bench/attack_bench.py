@@ -49,6 +49,7 @@ import aiohttp
 import asyncpg
 from redis.exceptions import RedisError
 
+import cti
 from bench import route_options, standby_memory
 from bench.agi_load import (
     CpuSnapshot,
@@ -575,6 +576,7 @@ def _meta(o: Options) -> dict[str, Any]:
     return {
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "git": git.stdout.strip()[:100],
+        "cti": str(Path(cti.__file__).parent),  # PYTHONPATH may name another checkout's
         "cpus": os.cpu_count(),
         "loadavg_start": os.getloadavg(),
         "options": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(o).items()},

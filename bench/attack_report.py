@@ -158,7 +158,8 @@ def render(report: dict[str, Any]) -> str:
     meta = report["meta"]
     o = meta["options"]
     out = [
-        f"attack_bench {meta['started_at']} ({meta['git']}); {meta['cpus']} CPUs, load"
+        f"attack_bench {meta['started_at']} ({meta['git']}; cti from {meta.get('cti')});"
+        f" {meta['cpus']} CPUs, load"
         f" {meta['loadavg_start'][0]:.1f} -> {meta['loadavg_end'][0]:.1f}",
     ]
     rows = report["summary"]
