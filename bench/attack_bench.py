@@ -1,6 +1,6 @@
 """Routing under attack: FastAGI p99 quiet versus during floods, in one run (issue 9).
 
-    .venv/bin/python -m bench.attack_bench            # about 6 minutes
+    .venv/bin/python -m bench.attack_bench            # about 6 minutes (--rounds 2)
     .venv/bin/python -m bench.attack_bench --quick    # smoke run, about 2 minutes
 
 Against a real ``cti serve`` with ``cti screenpop`` beside it (the sidebar in its own
@@ -87,8 +87,9 @@ IDLE_SOURCES = ",".join(f"127.0.1.{i}" for i in range(1, 9))  # eight hosts, idl
 DESK_SOURCE = "127.0.0.3"  # the legitimate agent
 DESK_USER, VICTIM_USER = "bench-desk", "bench-victim"
 LOGIN_INTERVAL_S = 0.5
-#: Quiet phases around each attack: their pooled figures are the baseline of the ratios.
-PHASES = ("quiet", "http", "quiet", "agi", "quiet")
+#: Each round: the two attacks, each followed by a quiet phase; the run starts quiet.
+#: The quiet phases' figures are the baseline of the ratios.
+ROUND = ("http", "quiet", "agi", "quiet")
 SETTLE_S = 2.0  # between phases: the daemon closes what the attack left
 READY_TIMEOUT_S = 30.0
 RECORDS_TIMEOUT_S = 60.0  # after the partition heals, for its calls' interactions rows
@@ -99,6 +100,7 @@ class Options:
     quick: bool
     duration_s: float
     rate: int
+    rounds: int
     customers: int
     idle: int
     logins: int
@@ -121,8 +123,9 @@ class Options:
 def parse_options(argv: Sequence[str] | None = None) -> Options:
     p = argparse.ArgumentParser(prog="attack_bench", description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="short phases (smoke run)")
-    p.add_argument("--duration", type=float, help="seconds per FastAGI phase (15; quick 4)")
+    p.add_argument("--duration", type=float, help="seconds per FastAGI phase (10; quick 4)")
     p.add_argument("--rate", type=int, default=200, help="FastAGI routes/s (200)")
+    p.add_argument("--rounds", type=int, help="rounds of (a), quiet, (b), quiet (2; quick 1)")
     p.add_argument("--customers", type=int, default=100_000, help="demo customers")
     p.add_argument("--idle", type=int, default=1000, help="(a) idle HTTP connections")
     p.add_argument("--logins", type=int, default=200, help="(a) wrong-password logins at once")
@@ -157,15 +160,16 @@ def parse_options(argv: Sequence[str] | None = None) -> Options:
     scenarios = tuple(s.strip() for s in a.only.split(",") if s.strip())
     if not scenarios or set(scenarios) - {"agi", "partition", "standby"}:
         p.error("--only: a comma-separated subset of agi,partition,standby")
-    duration = a.duration if a.duration is not None else (4.0 if a.quick else 15.0)
+    duration = a.duration if a.duration is not None else (4.0 if a.quick else 10.0)
     if not 0 < duration <= 600 or a.rate < 1 or a.partition_rate < 1 or a.partition_s <= 0:
         p.error("--duration in (0, 600], rates >= 1, --partition-s > 0")
-    if min(a.idle, a.logins, a.flood_workers) < 0 or a.nofile < 64:
-        p.error("--idle, --logins, --flood-workers >= 0; --nofile >= 64")
+    if min(a.idle, a.logins, a.flood_workers) < 0 or a.nofile < 64 or (a.rounds or 1) < 1:
+        p.error("--idle, --logins, --flood-workers >= 0; --nofile >= 64; --rounds >= 1")
     return Options(
         quick=a.quick,
         duration_s=duration,
         rate=a.rate,
+        rounds=a.rounds if a.rounds is not None else (1 if a.quick else 2),
         customers=a.customers,
         idle=a.idle,
         logins=a.logins,
@@ -439,7 +443,7 @@ async def agi_phases(stack: Stack, o: Options, workload: Workload, password: str
         await wait_http(stack)
     await closed_loop(stack.agi.port, 8, 1.0 if o.quick else 2.0, workload, Samples())
     phases = []
-    for kind in PHASES:
+    for kind in ("quiet", *ROUND * o.rounds):
         progress(f"  phase {kind}: {o.rate} routes/s for {o.duration_s:g} s ...")
         phase = await run_phase(kind, stack, o, workload, password)
         s = phase.samples

@@ -14,10 +14,7 @@ P99_RATIO_MAX = 2.0  # p99 under attack / quiet
 LOGIN_P99_MAX_S = 1.0
 STANDBY_FLAT_MAX = 1.2  # bytes at minute 60 / at minute 2
 NAMES = {
-    "quiet1": "  quiet, first",
-    "quiet2": "  quiet, after (a)",
-    "quiet3": "  quiet, after (b)",
-    "quiet": "quiet (pooled)",
+    "quiet": "quiet",
     "http": "(a) idle HTTP + logins",
     "agi": "(b) FastAGI flood",
 }
@@ -81,9 +78,7 @@ def assess(report: dict[str, Any], idle: int, logins: int) -> dict[str, Any]:
         if mine:
             rows[kind] = _summary(mine)
     quiets = [p for p in phases if p["name"] == "quiet"]
-    if len(quiets) > 1:  # each on its own too (the machine's drift; an attack's aftermath)
-        for n, phase in enumerate(quiets, 1):
-            rows[f"quiet{n}"] = {**_summary([phase]), "p99_ratio": None}
+    each = [{**_summary([p]), "name": p["name"]} for p in phases]  # in the order run
     baseline = {name: _baseline(quiets, name) for name in ("p50_ms", "p99_ms", "login_p99_s")}
     if "quiet" in rows:
         rows["quiet"]["baseline"] = baseline
@@ -138,7 +133,7 @@ def assess(report: dict[str, Any], idle: int, logins: int) -> dict[str, Any]:
                 None if growth is None else growth <= STANDBY_FLAT_MAX,
             )
         )
-    return {"summary": rows, "targets": targets}
+    return {"summary": rows, "each_phase": each, "targets": targets}
 
 
 def _f(value: float | None, spec: str) -> str:
@@ -169,20 +164,19 @@ def render(report: dict[str, Any]) -> str:
             f"FastAGI at {o['rate']} routes/s, {o['duration_s']:g} s per phase;"
             f" ulimit -n {o['nofile']}; sidebar {o['sidebar']};"
             f" {'daemon on the first CPU, attackers on the last' if o['pin'] else 'no pinning'}",
-            f"{'phase':<24}{'routed':>7}{'failed':>7}{'f-open':>7}{'p50 ms':>8}{'p99 ms':>8}"
+            f"{'phase':<28}{'routed':>7}{'failed':>7}{'f-open':>7}{'p50 ms':>8}{'p99 ms':>8}"
             f"{'max ms':>8}{'p99 x':>7}{'login p50/p99 s':>17}{'gave up':>8}{'srv cpu':>9}"
             f"{'atk cpu':>9}{'other':>9}{'lag ms':>7}",
         ]
-        for kind, name in NAMES.items():
-            r = rows.get(kind)
-            if r is None:
-                continue
+        shown = [(f"  {n}. {NAMES[r['name']]}", r) for n, r in enumerate(report["each_phase"], 1)]
+        shown += [(f"{name} (all)", rows[kind]) for kind, name in NAMES.items() if kind in rows]
+        for label, r in shown:
             cpu, atk, other = (
                 _f(_max(r[name]), ".0f") + "%"
                 for name in ("server_cpu_pct", "attacker_cpu_pct", "other_cpu_pct")
             )
             out.append(
-                f"{name:<24}{r['routed']:>7}{r['failed']:>7}{r['fail_open']:>7}"
+                f"{label:<28}{r['routed']:>7}{r['failed']:>7}{r['fail_open']:>7}"
                 f"{_f(r['p50_ms'], '.2f'):>8}{_f(r['p99_ms'], '.2f'):>8}{_f(r['max_ms'], '.1f'):>8}"
                 f"{_f(r.get('p99_ratio'), '.2f'):>7}"
                 f"{_f(r['login_p50_s'], '.3f') + ' / ' + _f(r['login_p99_s'], '.3f'):>17}"
@@ -190,8 +184,6 @@ def render(report: dict[str, Any]) -> str:
                 f"{_f(_max(r['start_lag_p99_ms']), '.0f'):>7}"
             )
         for kind, r in rows.items():
-            if kind.startswith("quiet") and kind != "quiet":
-                continue
             if r["failures"]:
                 out.append(f"  {NAMES[kind]} failed routes by cause: {_counts(r['failures'])}")
             out.append(f"  {NAMES[kind]} login attempts by status: {_counts(r['login_statuses'])}")
