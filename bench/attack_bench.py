@@ -14,7 +14,7 @@ on real PostgreSQL and Redis, both under a service's usual descriptor limit (``u
    wrong-password logins (bench.attackers); quiet again; during (b) a FastAGI connection
    flood from an address ``CTI_AGI_ALLOW`` does not name (tests/fakes/agi_flood.py: the
    daemon allows 127.0.0.1 only, the flood comes from 127.0.0.2); quiet again. The
-   quiet phases are the baseline of the ratios (the median of their own figures).
+   quiet phases are the baseline of the ratios (best phase against best phase).
    Meanwhile an agent logs in every 0.5 s from 127.0.0.3 (bench.attackers.legit_logins).
 2. A PostgreSQL partition (tests/fakes/tcp_proxy.py: connections held silently) of
    ``--partition-s`` at ``--partition-rate`` calls/s: the slowest decision the daemon

@@ -58,10 +58,18 @@ def _summary(phases: Sequence[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def _baseline(quiets: Sequence[dict[str, Any]], name: str) -> float | None:
-    """The median over the quiet phases of each one's own figure: one quiet phase that
-    met a spike of the shared machine's load does not move it (pooling would)."""
-    values = [v for p in quiets if (v := _summary([p])[name]) is not None]
+def _per_phase(phases: Sequence[dict[str, Any]], name: str) -> list[float]:
+    return [v for p in phases if (v := _summary([p])[name]) is not None]
+
+
+def _best(phases: Sequence[dict[str, Any]], name: str) -> float | None:
+    """The lowest of the phases' own figures. Other tenants of a shared machine only
+    ever add latency, so of phases run alike the least disturbed one is the fairest."""
+    return min(_per_phase(phases, name), default=None)
+
+
+def _median(phases: Sequence[dict[str, Any]], name: str) -> float | None:
+    values = _per_phase(phases, name)
     return statistics.median(values) if values else None
 
 
@@ -79,16 +87,20 @@ def assess(report: dict[str, Any], idle: int, logins: int) -> dict[str, Any]:
             rows[kind] = _summary(mine)
     quiets = [p for p in phases if p["name"] == "quiet"]
     each = [{**_summary([p]), "name": p["name"]} for p in phases]  # in the order run
-    baseline = {name: _baseline(quiets, name) for name in ("p50_ms", "p99_ms", "login_p99_s")}
-    if "quiet" in rows:
-        rows["quiet"]["baseline"] = baseline
+    for kind in ("quiet", "http", "agi"):
+        if kind in rows:
+            mine = [p for p in phases if p["name"] == kind]
+            for name in ("p50_ms", "p99_ms"):
+                rows[kind][f"best_{name}"] = _best(mine, name)
+                rows[kind][f"median_{name}"] = _median(mine, name)
+    base = rows.get("quiet", {})
     for kind in ("http", "agi"):
         if kind in rows:
-            rows[kind]["p99_ratio"] = _ratio(rows[kind]["p99_ms"], baseline["p99_ms"])
-            rows[kind]["p50_ratio"] = _ratio(rows[kind]["p50_ms"], baseline["p50_ms"])
-            rows[kind]["login_p99_ratio"] = _ratio(
-                rows[kind]["login_p99_s"], baseline["login_p99_s"]
-            )
+            row = rows[kind]
+            row["p99_ratio"] = _ratio(row.get("best_p99_ms"), base.get("best_p99_ms"))
+            row["p50_ratio"] = _ratio(row.get("best_p50_ms"), base.get("best_p50_ms"))
+            row["p99_ratio_median"] = _ratio(row.get("median_p99_ms"), base.get("median_p99_ms"))
+            row["login_p99_ratio"] = _ratio(row["login_p99_s"], _median(quiets, "login_p99_s"))
     targets = []
     for kind in ("http", "agi"):
         row = rows.get(kind)
@@ -191,13 +203,17 @@ def render(report: dict[str, Any]) -> str:
                 for who, counts in attack.items():
                     shown = _counts(counts) if isinstance(counts, dict) else str(counts)
                     out.append(f"  {NAMES[kind]} {who}: {shown}")
-        base = rows.get("quiet", {}).get("baseline")
-        if base:
-            out.append(
-                f"  baseline of the ratios (median of the quiet phases' own figures):"
-                f" p50 {_f(base['p50_ms'], '.2f')} ms, p99 {_f(base['p99_ms'], '.2f')} ms,"
-                f" login p99 {_f(base['login_p99_s'], '.3f')} s"
-            )
+        for kind in ("http", "agi"):
+            r = rows.get(kind)
+            if r is not None and "quiet" in rows:
+                q = rows["quiet"]
+                out.append(
+                    f"  {NAMES[kind]}: p99 of its best phase {_f(r['best_p99_ms'], '.2f')} ms,"
+                    f" quiet's best {_f(q['best_p99_ms'], '.2f')} ms:"
+                    f" {_f(r['p99_ratio'], '.2f')}x (p99 x); medians"
+                    f" {_f(r['median_p99_ms'], '.2f')} / {_f(q['median_p99_ms'], '.2f')} ms:"
+                    f" {_f(r['p99_ratio_median'], '.2f')}x"
+                )
     part = report.get("partition")
     if part is not None:
         out += [
