@@ -24,6 +24,7 @@ from cti.agi.admission import (
     Network,
     parse_networks,
 )
+from cti.routing.hours import HoursError, zone
 from cti.routing.plan import NAME
 
 DEFAULT_PLAN_CACHE = str(Path.home() / ".cache" / "cti" / "routing-plan.toml")
@@ -85,6 +86,9 @@ class Config:
     session_secret: str = field(default="", repr=False)
     #: A session token expires this long after login.
     session_ttl_s: int = 43_200
+    #: The centre's time zone: the wallboard's "today" (IANA name). Empty: the first
+    #: dialled number's time zone in the routing plan (UTC without one).
+    timezone: str = ""
 
     @property
     def route_budget_s(self) -> float:
@@ -237,6 +241,11 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         fields["call_data_ttl_s"] = _int("CTI_CALL_DATA_TTL_S", raw, minimum=60)
     if (raw := get("CTI_CALL_DATA_AFTER_END_S")) is not None:
         fields["call_data_after_end_s"] = _int("CTI_CALL_DATA_AFTER_END_S", raw, minimum=0)
+    if (raw := get("CTI_TIMEZONE")) is not None:
+        try:
+            fields["timezone"] = zone(raw.strip()).key
+        except HoursError as exc:
+            raise ConfigError(f"CTI_TIMEZONE: {exc}") from None
     _session(get, fields)
 
     if (raw := env.get("CTI_PLAN_CACHE")) is not None:

@@ -29,14 +29,18 @@ from cti.app.resources import postgres_pool, redis_client
 from cti.app.routing import Routing, open_routing
 from cti.app.sidebar import open_sidebar
 from cti.app.supervisor import WRITER_GRACE_S, Supervisor, run_until_signalled
+from cti.app.wallboard import open_wallboard
 from cti.batch_writer import BatchWriter
 from cti.calls.lease import instance_id
 from cti.config import Config, ConfigError
 from cti.db.dead_letters import PgDeadLetters
 from cti.router import Router
 from cti.routing.plan_watcher import PlanWatcher
+from cti.routing.table import RoutingTable
 from cti.screenpop.app import HttpServer
 from cti.screenpop.metrics import Metrics
+from cti.screenpop.ws import reader_factory
+from cti.wallboard.engine import WallboardEngine
 
 log = structlog.get_logger(__name__)
 
@@ -94,6 +98,7 @@ class Parts:
     calls: CallFollowing | None = None
     http: HttpServer | None = None
     routing: Routing | None = None
+    wallboard: WallboardEngine | None = None
 
     def record_writers(self) -> list[BatchWriter[Any]]:
         """Every writer of records (the call events' outbox is not one of them)."""
@@ -185,6 +190,16 @@ class Service:
                 agi_limits=self._agi_limits,
             )
             watch_writers()
+        if parts.calls is not None and parts.calls.leadership is not None:
+            plan = parts.routing.plan if parts.routing is not None else None
+            parts.wallboard = open_wallboard(
+                supervisor,
+                config,
+                redis_client=client,
+                open_reader=reader_factory(client, block_ms=1000),
+                leadership=parts.calls.leadership,
+                table=lambda: plan.table if plan is not None else RoutingTable(),
+            )
         return parts
 
     async def shutdown(self, writer_grace_s: float = WRITER_GRACE_S) -> None:

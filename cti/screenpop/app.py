@@ -18,7 +18,7 @@ from aiohttp import web
 from cti.ami.client import AmiClient
 from cti.calldata.service import CallDataService
 from cti.calls.control import CallControl
-from cti.screenpop import api, health, openapi, ws
+from cti.screenpop import api, health, openapi, wallboard, ws
 from cti.screenpop.access import Access
 from cti.screenpop.auth import Sessions
 from cti.screenpop.context import CONTEXT, Context, WsLimits, revocation_middleware
@@ -28,6 +28,7 @@ from cti.screenpop.password_checks import PasswordChecks
 from cti.screenpop.revocation import TokenVersions
 from cti.screenpop.security import ServerLog, security_headers
 from cti.screenpop.throttle import LoginThrottle
+from cti.wallboard.store import WallboardStore
 
 log = structlog.get_logger(__name__)
 
@@ -50,12 +51,17 @@ def build_app(
     static_dir: Path = STATIC_DIR,
     throttle: LoginThrottle | None = None,
     password_checks: PasswordChecks | None = None,
+    wallboard_relay: wallboard.WallboardRelay | None = None,
 ) -> web.Application:
     """The application. ``control``/``ami`` None: call control and pausing answer 503
     ``ami_unavailable`` and /readyz reports ``"ami": null``. ``open_reader`` makes the
     Redis client of one WebSocket (default: a dedicated connection to ``redis_client``'s
     server)."""
     limits = ws_limits or WsLimits()
+    open_reader = open_reader or ws.reader_factory(redis_client, limits.block_ms)
+    metrics = metrics or Metrics()
+    relay = wallboard_relay or wallboard.WallboardRelay(WallboardStore(redis_client), open_reader)
+    metrics.watch_wallboard(lambda: relay.snapshot)
     app = web.Application(
         client_max_size=MAX_BODY_BYTES, middlewares=[error_middleware, revocation_middleware]
     )
@@ -64,9 +70,9 @@ def build_app(
         redis=redis_client,
         call_data=call_data,
         sessions=sessions,
-        metrics=metrics or Metrics(),
+        metrics=metrics,
         access=Access(pool, redis_client),
-        open_reader=open_reader or ws.reader_factory(redis_client, limits.block_ms),
+        open_reader=open_reader,
         control=control,
         ami=ami,
         ws_limits=limits,
@@ -79,6 +85,7 @@ def build_app(
     health.add_routes(app)
     openapi.add_routes(app)
     app.router.add_get("/ws", ws.websocket)
+    wallboard.add_routes(app, relay)
     _add_page(app, static_dir)
     app.on_response_prepare.append(security_headers)
     app.on_shutdown.append(_close_sockets)
@@ -110,7 +117,14 @@ def _add_page(app: web.Application, static_dir: Path) -> None:
             raise web.HTTPNotFound(reason="no such file")
         return web.FileResponse(path)
 
+    async def wallboard_page(_request: web.Request) -> web.StreamResponse:
+        page = static_dir / "wallboard.html"
+        if not page.is_file():
+            raise web.HTTPNotFound(reason="the wallboard page is not installed")
+        return web.FileResponse(page, headers={"Cache-Control": "no-cache"})
+
     app.router.add_get("/", index)
+    app.router.add_get("/wallboard", wallboard_page)
     app.router.add_get("/static/{filename}", asset)
 
 

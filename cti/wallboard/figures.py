@@ -490,9 +490,7 @@ class Figures:
             for name, q in state.get("queues", {}).items()
         }
         self.agents = {
-            name: AgentFigures(
-                a["handled_today"], CurrentCall(**a["call"]) if a["call"] else None
-            )
+            name: AgentFigures(a["handled_today"], CurrentCall(**a["call"]) if a["call"] else None)
             for name, a in state.get("agents", {}).items()
         }
         self.calls = {

@@ -128,6 +128,7 @@ def test_the_process_environment_is_the_default(monkeypatch: pytest.MonkeyPatch)
         pytest.param("CTI_INSTANCE_ID", "cti-a", "instance_id", "cti-a", id="instance"),
         pytest.param("CTI_SESSION_TTL_S", "60", "session_ttl_s", 60, id="session-ttl-min"),
         pytest.param("CTI_HTTP_ENABLED", "no", "http_enabled", False, id="http-off"),
+        pytest.param("CTI_TIMEZONE", " Europe/Paris ", "timezone", "Europe/Paris", id="tz"),
         pytest.param(
             "CTI_AGI_ALLOW",
             "127.0.0.1, 10.20.0.0/16,fd00::/8",
@@ -148,6 +149,11 @@ def test_good_values(name: str, raw: str, field: str, value: object) -> None:
     assert getattr(config, field) == value
     others = {f.name for f in dataclasses.fields(Config)} - {field}
     assert all(getattr(config, f) == getattr(Config(), f) for f in others)
+
+
+def test_an_unknown_time_zone_is_refused() -> None:
+    with pytest.raises(ConfigError, match="CTI_TIMEZONE"):
+        load_config({"CTI_TIMEZONE": "Mars/Olympus"})
 
 
 def test_an_ami_secret_turns_call_following_on() -> None:

@@ -33,6 +33,7 @@ PURE = [
     "cti/customer_csv.py",
     "cti/agi/protocol.py",
     "cti/ami/protocol.py",
+    "cti/wallboard/figures.py",
 ]
 IO = ("asyncio", "socket", "asyncpg", "redis", "aiohttp", "subprocess", "cti.app", "cti.db")
 

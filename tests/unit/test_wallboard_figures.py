@@ -14,7 +14,8 @@ T0 = datetime(2026, 12, 6, 10, 0, 0, tzinfo=PARIS).timestamp()
 
 
 def queued(key, at, queue="support", tier="gold", rule="gold-first"):
-    return {"event": "queued", "call_key": key, "at": at, "queue": queue, "tier": tier, "rule": rule}
+    event = {"event": "queued", "call_key": key, "at": at, "queue": queue}
+    return {**event, "tier": tier, "rule": rule}
 
 
 def connected(key, at, agent="PJSIP/2001", queue="support"):

@@ -177,8 +177,9 @@ class CallModel(Snapshot, Transfers, Queues):
     ``call_id_variable`` / ``priority_variable`` / ``tier_variable`` / ``rule_variable``
     name the channel variables read from ``ChanVariable`` (manager.conf ``channelvars``):
     the route's call id and, when listed there too, its queue priority, customer tier
-    and rule (the wallboard's per-tier and per-rule figures). ``agent_of`` maps a channel name to the agent (device)
-    it reaches, or ``None`` for Local channels and devices that are not agents.
+    and rule (the wallboard's per-tier and per-rule figures). ``agent_of`` maps a channel
+    name to the agent (device) it reaches, or ``None`` for Local channels and devices
+    that are not agents.
     """
 
     def apply(self, msg: Message) -> list[Effect]:
