@@ -118,8 +118,9 @@ class WallboardRelay:
         if frame.get("seq") != snapshot.get("seq", 0) + 1:
             await self._resync()
             return
-        snapshot["seq"], snapshot["at"] = frame["seq"], frame.get("at")
-        snapshot["day"] = frame.get("day", snapshot.get("day"))
+        for key, value in frame.items():
+            if key not in ("type", "queues", "agents"):
+                snapshot[key] = value
         snapshot.setdefault("queues", {}).update(frame.get("queues") or {})
         snapshot.setdefault("agents", {}).update(frame.get("agents") or {})
         self.frames += 1

@@ -211,6 +211,7 @@ class WallboardEngine:
         self._changed.queues |= set(self.figures.queues)
         self._changed.agents |= set(self.figures.agents)
         self._changed.agents |= set(self._memberships)
+        self._changed.agents |= {status.agent for status in self._agents()}
         self._wake.set()
 
     async def _flush(self, *, save_state: bool) -> None:
@@ -232,6 +233,7 @@ class WallboardEngine:
                     "seq": self.seq,
                     "at": now,
                     "day": self.figures.local_day(now),
+                    "timezone": self.figures.timezone.key,
                     "queues": {
                         q: self.figures.queue_view(q, now, statuses.values())
                         for q in sorted(changed.queues)
