@@ -1,6 +1,6 @@
 """The call data every service serves: the store, its history writer, the service that
-edits it and tells the agents on the call (one wiring for ``cti serve`` and
-``cti screenpop``)."""
+edits it and tells the agents on the call, and ends the editor's wrap-up when they save
+a disposition (one wiring for ``cti serve`` and ``cti screenpop``)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import asyncpg
 import redis.asyncio as redis
 
+from cti.agents.store import AgentStore
 from cti.app.supervisor import Supervisor
 from cti.batch_writer import BatchWriter, DeadLetterSink
 from cti.calldata.history import HistoryRecord, history_batch_writer
@@ -42,4 +43,7 @@ def open_call_data(
     supervisor.writer("call-data-history-writer", history.run)
     store = CallDataStore(redis_client, config.call_data_ttl_s, pool=pool, history=history)
     events = EventPublisher(redis_client, ttl_s=config.call_data_ttl_s)
-    return CallData(store, history, events, CallDataService(store, events))
+    # Saving a disposition ends the agent's wrap-up (the AMI leader acts on it).
+    agents = AgentStore(redis_client)
+    service = CallDataService(store, events, on_disposition=[agents.disposition_saved])
+    return CallData(store, history, events, service)

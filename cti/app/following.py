@@ -18,13 +18,16 @@ from typing import Any
 import asyncpg
 import redis.asyncio as redis
 
+from cti.agents.service import Listener
 from cti.ami.client import AmiClient
 from cti.ami.filters import event_filter
+from cti.app.agents import Agents, open_agents
 from cti.app.calldata import CallData
 from cti.app.resources import ami_client
 from cti.app.supervisor import Supervisor
 from cti.batch_writer import BatchWriter, DeadLetterSink
 from cti.calls.control import CallControl
+from cti.calls.events import CallEvent
 from cti.calls.leadership import Leadership
 from cti.calls.model import CALL_CENTRE_EVENTS, CallModel
 from cti.calls.sink import CallModelSink
@@ -44,6 +47,8 @@ class CallFollowing:
     #: None when this process only observes (it never publishes).
     leadership: Leadership | None = None
     writers: tuple[BatchWriter[Any], ...] = ()
+    #: Agent states and wrap-up (None when this process only observes).
+    agents: Agents | None = None
 
     def ami_source(self) -> AmiSource:
         """The AMI figures for /metrics."""
@@ -64,8 +69,10 @@ async def follow_calls(
     redis_client: redis.Redis,
     call_data: CallData,
     dead_letters: DeadLetterSink | None,
+    on_agent_change: Sequence[Listener] = (),
 ) -> CallFollowing:
-    """Follow, and publish while leading (see the module docstring)."""
+    """Follow, and publish while leading (see the module docstring); follow the agents'
+    states too (cti.agents: ``on_agent_change`` listeners, :mod:`cti.app.agents`)."""
     model = CallModel()
     timeline: BatchWriter[Any] = BatchWriter(
         "timeline", timeline_batch_writer(pool), dead_letters=dead_letters
@@ -79,22 +86,49 @@ async def follow_calls(
     expiry: BatchWriter[str] = BatchWriter(
         "call-data-expiry", expire_batch, dead_letters=dead_letters
     )
+    agents: Agents | None = None
+
+    def record(event: CallEvent) -> None:
+        if agents is None or not agents.record(event):
+            timeline.submit(event)
+
     leadership = Leadership(
         redis_client,
         call_data.events,
         owner,
         lease_ttl_s=config.ami_lease_ttl_s,
-        record=timeline.submit,
+        record=record,
         call_ended=expiry.submit,
     )
-    tracker = CallTracker(model, handover=leadership.take, on_connected=leadership.ami_connected)
+    controls: list[CallControl] = []
+
+    async def pause(interface: str, paused: bool, reason: str | None, queue: str | None) -> None:
+        await controls[0].pause(interface, paused, reason, queue)
+
+    agents = open_agents(
+        supervisor,
+        pool=pool,
+        redis_client=redis_client,
+        handover=leadership.take,
+        leading=lambda: leadership.leader,
+        pause=pause,
+        dead_letters=dead_letters,
+        on_change=on_agent_change,
+    )
+    tracker = CallTracker(
+        model,
+        handover=leadership.take,
+        on_connected=leadership.ami_connected,
+        followers=[agents.service],
+    )
     supervisor.writer("call-events", leadership.run)
     supervisor.writer("timeline-writer", timeline.run)
     supervisor.writer("call-data-expiry", expiry.run)
     ami = await supervisor.resource(
         ami_client(config, tracker, id_prefix=f"cti.{owner}", filters=CALL_MODEL_FILTERS)
     )
-    return CallFollowing(ami, CallControl(ami, model), leadership, (timeline, expiry))
+    controls.append(CallControl(ami, model))
+    return CallFollowing(ami, controls[0], leadership, (timeline, expiry, agents.state_log), agents)
 
 
 async def observe_calls(supervisor: Supervisor, config: Config, *, owner: str) -> CallFollowing:

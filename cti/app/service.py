@@ -189,6 +189,8 @@ class Service:
                 dead_letters=dead,
                 agi_limits=self._agi_limits,
             )
+            if parts.calls is not None and parts.calls.agents is not None:
+                parts.calls.agents.plan.watch(parts.routing.plan)  # the queues' wrapup_s
             watch_writers()
         if parts.calls is not None and parts.calls.leadership is not None:
             plan = parts.routing.plan if parts.routing is not None else None

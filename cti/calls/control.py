@@ -48,6 +48,16 @@ def check_agent(agent: str) -> str:
     return agent
 
 
+QUEUE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}")
+
+
+def check_queue(queue: str) -> str:
+    """``queue`` if it is a queue name (as the routing plan allows)."""
+    if not QUEUE.fullmatch(queue):
+        raise DomainError("invalid", f"queue {queue[:80]!r} is not a queue name", "queue")
+    return queue
+
+
 def check_pause_reason(reason: str | None) -> str | None:
     """The reason a pause is given, as QueuePause takes it: None (or empty) for none.
 
@@ -142,11 +152,15 @@ class CallControl:
     async def hangup(self, call_key: str, agent: str) -> None:
         await self._send("Hangup", Channel=self.agent_leg(call_key, agent).name)
 
-    async def pause(self, agent: str, paused: bool, reason: str | None = None) -> None:
-        """Pause (or resume) the agent's device in every queue; ``reason`` is shown to
-        supervisors and written to the queue log. Needs no call."""
+    async def pause(
+        self, agent: str, paused: bool, reason: str | None = None, queue: str | None = None
+    ) -> None:
+        """Pause (or resume) the agent's device in every queue, or in ``queue`` only;
+        ``reason`` is shown to supervisors and written to the queue log. Needs no call."""
         fields = {"Interface": check_agent(agent), "Paused": "true" if paused else "false"}
         reason = check_pause_reason(reason)
         if reason is not None:
             fields["Reason"] = reason
+        if queue is not None:
+            fields["Queue"] = check_queue(queue)
         await self._send("QueuePause", **fields)

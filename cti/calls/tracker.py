@@ -15,6 +15,10 @@ already published is not published again.
 
 AMI events are applied strictly in arrival order by the AMI client's single consumer;
 ``apply`` never waits on I/O, so a slow Redis never slows the AMI reader.
+
+``followers`` see the same feed after the model: each message with the effects it
+made (and the catch-up's effects, with no message), the resync's start and its end.
+The agent states (cti.agents) follow calls this way, without a second call model.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import Protocol
 
 from cti.ami.protocol import Message
 from cti.calls.effects import AgentConnected, AgentLeft, CallEnded, Effect
@@ -35,6 +40,16 @@ GONE = "gone while AMI was disconnected"
 def _talking_legs(call: Call) -> dict[str, str]:
     """channel name -> agent, for every agent leg talking to the caller now."""
     return {ch.name: ch.agent for ch in call.channels.values() if ch.connected and ch.agent}
+
+
+class Follower(Protocol):
+    """What else the tracker feeds (see the module docstring)."""
+
+    def reset(self) -> None: ...
+
+    def follow(self, msg: Message | None, effects: Sequence[Effect]) -> None: ...
+
+    def connected(self, up: bool) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,8 +68,10 @@ class CallTracker:
         handover: Callable[[Sequence[CallEvent]], None],
         on_connected: Callable[[bool], None] | None = None,
         clock: Callable[[], float] = time.time,
+        followers: Sequence[Follower] = (),
     ) -> None:
         self.model = model
+        self._followers = tuple(followers)
         self._handover = handover
         self._on_connected = on_connected
         self._clock = clock
@@ -70,18 +87,27 @@ class CallTracker:
                 if not call.ended
             ]
         self.model.reset()
+        for follower in self._followers:
+            follower.reset()
 
     def apply(self, msg: Message) -> None:
         effects = self.model.apply(msg)
         if effects:
             self._emit(effects)
+        for follower in self._followers:
+            follower.follow(msg, effects)
 
     def connected(self, up: bool) -> None:
         if self._on_connected is not None:
             self._on_connected(up)
         if up and self._known_before_reset is not None:
             known, self._known_before_reset = self._known_before_reset, None
-            self._emit(self._catch_up(known))
+            effects = self._catch_up(known)
+            self._emit(effects)
+            for follower in self._followers:
+                follower.follow(None, effects)
+        for follower in self._followers:
+            follower.connected(up)
 
     def _catch_up(self, known: Sequence[_Known]) -> list[Effect]:
         """What must have happened while AMI was away (see the module docstring)."""

@@ -9,6 +9,14 @@ The file looks like::
 
     [[queues]]
     name = "support"
+    wrapup_s = 30            # cti pauses an agent this long after a call (0: no wrap-up)
+    sl_threshold_s = 20      # service level: answered within this many seconds
+    short_abandon_s = 5      # an abandon this quick does not count against it
+
+    [[pause_reasons]]
+    name = "lunch"
+    productive = false       # lunch is not work
+    max_minutes = 60         # a longer pause is flagged to supervisors (absent: no limit)
 
     [[numbers]]
     dnis = "5550100"
@@ -65,8 +73,22 @@ _MATCH_LISTS = {
 _MATCH_KEYS = {*_MATCH_LISTS, "known", "hours", "days", "time"}
 _RULE_KEYS = {"name", "enabled", "match", "route", "queue", "priority"}
 _NUMBER_KEYS = {"dnis", "service", "default_queue", "timezone", "hours"}
-_QUEUE_KEYS = {"name", "description"}
-_PLAN_KEYS = {"queues", "numbers", "rules"}
+_QUEUE_KEYS = {"name", "description", "wrapup_s", "sl_threshold_s", "short_abandon_s"}
+_PAUSE_KEYS = {"name", "productive", "max_minutes"}
+_PLAN_KEYS = {"queues", "numbers", "rules", "pause_reasons"}
+#: Upper bounds of the queue timers (an hour of wrap-up is already absurd).
+MAX_WRAPUP_S = 3600
+MAX_THRESHOLD_S = 3600
+MAX_PAUSE_MINUTES = 24 * 60
+MAX_PAUSE_REASONS = 100
+#: A pause reason travels in QueuePause's Reason header and in the sidebar's button:
+#: one short word.
+PAUSE_REASON = re.compile(r"^[a-z][a-z0-9_\-]{0,31}\Z")
+#: The reason cti gives Asterisk while it holds an agent in wrap-up; a plan may not
+#: reuse it for a pause of its own.
+WRAPUP_REASON = "wrap-up"
+DEFAULT_SL_THRESHOLD_S = 20
+DEFAULT_SHORT_ABANDON_S = 5
 
 
 class PlanError(ValueError):
@@ -75,8 +97,25 @@ class PlanError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class QueueSpec:
+    """A queue. ``wrapup_s``: seconds cti keeps an agent paused after a call of this
+    queue (0: none); ``sl_threshold_s``: a call answered within it counts towards the
+    service level; ``short_abandon_s``: a caller hanging up sooner is not counted."""
+
     name: str
     description: str = ""
+    wrapup_s: int = 0
+    sl_threshold_s: int = DEFAULT_SL_THRESHOLD_S
+    short_abandon_s: int = DEFAULT_SHORT_ABANDON_S
+
+
+@dataclass(frozen=True, slots=True)
+class PauseReason:
+    """A reason an agent may give for a pause. ``productive``: the agent is working
+    (training, a meeting); ``max_minutes``: a longer pause is flagged (None: no limit)."""
+
+    name: str
+    productive: bool = False
+    max_minutes: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +123,10 @@ class RoutingPlan:
     queues: tuple[QueueSpec, ...]
     numbers: tuple[DialledNumber, ...]
     rules: tuple[Rule, ...]
+    pause_reasons: tuple[PauseReason, ...] = ()
+
+    def queue(self, name: str) -> QueueSpec | None:
+        return next((q for q in self.queues if q.name == name), None)
 
 
 # --- parsing -----------------------------------------------------------------------------
@@ -199,12 +242,62 @@ def parse_number(raw: Any, where: str) -> DialledNumber:
     return DialledNumber(key, service, default_queue, tz, hours)
 
 
+def _seconds(raw: Any, default: int, maximum: int, where: str) -> int:
+    value = default if raw is None else raw
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise PlanError(f"{where}: expected a whole number of seconds, got {brief(value)}")
+    if not 0 <= value <= maximum:
+        raise PlanError(f"{where}: must be between 0 and {maximum} seconds")
+    return value
+
+
 def parse_queue(raw: Any, where: str) -> QueueSpec:
     raw = _check_keys(raw, _QUEUE_KEYS, where)
     description = raw.get("description", "")
     if not isinstance(description, str) or len(description) > 200:
         raise PlanError(f"{where}.description: expected text of at most 200 characters")
-    return QueueSpec(_name(raw.get("name"), f"{where}.name"), description)
+    name = _name(raw.get("name"), f"{where}.name")
+    where = f'{where} "{name}"'
+    return QueueSpec(
+        name,
+        description,
+        wrapup_s=_seconds(raw.get("wrapup_s"), 0, MAX_WRAPUP_S, f"{where}.wrapup_s"),
+        sl_threshold_s=_seconds(
+            raw.get("sl_threshold_s"),
+            DEFAULT_SL_THRESHOLD_S,
+            MAX_THRESHOLD_S,
+            f"{where}.sl_threshold_s",
+        ),
+        short_abandon_s=_seconds(
+            raw.get("short_abandon_s"),
+            DEFAULT_SHORT_ABANDON_S,
+            MAX_THRESHOLD_S,
+            f"{where}.short_abandon_s",
+        ),
+    )
+
+
+def parse_pause_reason(raw: Any, where: str) -> PauseReason:
+    raw = _check_keys(raw, _PAUSE_KEYS, where)
+    name = raw.get("name")
+    if not isinstance(name, str) or not PAUSE_REASON.match(name):
+        raise PlanError(
+            f"{where}.name: {brief(name)} is not a pause reason"
+            " (one lower-case word: a-z, digits, _ -; up to 32)"
+        )
+    if name == WRAPUP_REASON:
+        raise PlanError(f'{where}.name: "{WRAPUP_REASON}" is cti\'s own; choose another word')
+    where = f'{where} "{name}"'
+    productive = raw.get("productive", False)
+    if not isinstance(productive, bool):
+        raise PlanError(f"{where}.productive: expected true or false")
+    max_minutes = raw.get("max_minutes")
+    if max_minutes is not None:
+        if isinstance(max_minutes, bool) or not isinstance(max_minutes, int):
+            raise PlanError(f"{where}.max_minutes: expected a whole number of minutes")
+        if not 1 <= max_minutes <= MAX_PAUSE_MINUTES:
+            raise PlanError(f"{where}.max_minutes: must be between 1 and {MAX_PAUSE_MINUTES}")
+    return PauseReason(name, productive, max_minutes)
 
 
 def _unique(names: Iterable[str], what: str) -> None:
@@ -230,10 +323,17 @@ def parse_plan(doc: Any) -> RoutingPlan:
     if len(raw_rules) > MAX_RULES:
         raise PlanError(f"rules: at most {MAX_RULES} rules")
     rules = tuple(parse_rule(r, f"rules[{i}]") for i, r in enumerate(raw_rules, 1))
+    raw_reasons = entries("pause_reasons")
+    if len(raw_reasons) > MAX_PAUSE_REASONS:
+        raise PlanError(f"pause_reasons: at most {MAX_PAUSE_REASONS} reasons")
+    reasons = tuple(
+        parse_pause_reason(r, f"pause_reasons[{i}]") for i, r in enumerate(raw_reasons, 1)
+    )
     _unique((q.name for q in queues), "queue")
     _unique((n.dnis for n in numbers), "number")
     _unique((r.name for r in rules), "rule")
-    return RoutingPlan(queues, numbers, rules)
+    _unique((r.name for r in reasons), "pause reason")
+    return RoutingPlan(queues, numbers, rules, reasons)
 
 
 def check_queues_exist(plan: RoutingPlan, known_queues: Iterable[str]) -> None:
@@ -344,15 +444,36 @@ def number_to_mapping(number: DialledNumber) -> dict[str, Any]:
     return out
 
 
+def queue_to_mapping(queue: QueueSpec) -> dict[str, Any]:
+    """The queue as a plan file says it: keys at their default are left out."""
+    out: dict[str, Any] = {"name": queue.name}
+    if queue.description:
+        out["description"] = queue.description
+    if queue.wrapup_s:
+        out["wrapup_s"] = queue.wrapup_s
+    if queue.sl_threshold_s != DEFAULT_SL_THRESHOLD_S:
+        out["sl_threshold_s"] = queue.sl_threshold_s
+    if queue.short_abandon_s != DEFAULT_SHORT_ABANDON_S:
+        out["short_abandon_s"] = queue.short_abandon_s
+    return out
+
+
+def pause_reason_to_mapping(reason: PauseReason) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": reason.name, "productive": reason.productive}
+    if reason.max_minutes is not None:
+        out["max_minutes"] = reason.max_minutes
+    return out
+
+
 def plan_to_document(plan: RoutingPlan) -> dict[str, Any]:
-    return {
-        "queues": [
-            {"name": q.name, **({"description": q.description} if q.description else {})}
-            for q in plan.queues
-        ],
+    doc: dict[str, Any] = {
+        "queues": [queue_to_mapping(q) for q in plan.queues],
         "numbers": [number_to_mapping(n) for n in plan.numbers],
         "rules": [rule_to_mapping(r) for r in plan.rules],
     }
+    if plan.pause_reasons:
+        doc["pause_reasons"] = [pause_reason_to_mapping(r) for r in plan.pause_reasons]
+    return doc
 
 
 def dumps(plan: RoutingPlan) -> str:

@@ -17,6 +17,7 @@ from cti.routing.plan import (
     check_queues_exist,
     match_to_mapping,
     parse_number,
+    parse_pause_reason,
     parse_queue,
     parse_rule,
 )
@@ -25,7 +26,13 @@ from cti.routing.plan import (
 async def read_plan(conn: asyncpg.Connection) -> RoutingPlan:
     """The stored plan, rules in order. Raises PlanError on a bad row."""
     async with conn.transaction(isolation="repeatable_read", readonly=True):
-        queue_rows = await conn.fetch("SELECT name, description FROM queues ORDER BY name")
+        queue_rows = await conn.fetch(
+            "SELECT name, description, wrapup_s, sl_threshold_s, short_abandon_s FROM queues"
+            " ORDER BY name"
+        )
+        reason_rows = await conn.fetch(
+            "SELECT name, productive, max_minutes FROM pause_reasons ORDER BY position"
+        )
         number_rows = await conn.fetch(
             "SELECT dnis, service, default_queue, timezone, hours FROM dialled_numbers"
             " ORDER BY dnis"
@@ -43,7 +50,11 @@ async def read_plan(conn: asyncpg.Connection) -> RoutingPlan:
         parse_rule(_row(r, json_keys=("match",)), f"routing_rules row {r['name']!r}")
         for r in rule_rows
     )
-    return RoutingPlan(queues, numbers, rules)
+    reasons = tuple(
+        parse_pause_reason(_row(r, json_keys=()), f"pause_reasons row {r['name']!r}")
+        for r in reason_rows
+    )
+    return RoutingPlan(queues, numbers, rules, reasons)
 
 
 def _row(record: asyncpg.Record, json_keys: tuple[str, ...]) -> dict[str, Any]:
@@ -55,18 +66,34 @@ def _row(record: asyncpg.Record, json_keys: tuple[str, ...]) -> dict[str, Any]:
 
 
 async def write_plan(conn: asyncpg.Connection, plan: RoutingPlan) -> None:
-    """Store ``plan``: upsert its queues and numbers, replace every rule, in one transaction.
+    """Store ``plan``: upsert its queues and numbers, replace every rule and pause
+    reason, in one transaction.
 
     Queues and numbers not in the plan are kept (calls may still be using them);
-    the rules are the plan's rules exactly, in its order.
+    the rules and pause reasons are the plan's exactly, in its order.
     """
     async with conn.transaction():
         stored = {r["name"] for r in await conn.fetch("SELECT name FROM queues")}
         check_queues_exist(plan, stored)
         await conn.executemany(
-            "INSERT INTO queues (name, description) VALUES ($1, $2)"
-            " ON CONFLICT (name) DO UPDATE SET description = EXCLUDED.description",
-            [(q.name, q.description) for q in plan.queues],
+            "INSERT INTO queues (name, description, wrapup_s, sl_threshold_s, short_abandon_s)"
+            " VALUES ($1, $2, $3, $4, $5)"
+            " ON CONFLICT (name) DO UPDATE SET description = EXCLUDED.description,"
+            " wrapup_s = EXCLUDED.wrapup_s, sl_threshold_s = EXCLUDED.sl_threshold_s,"
+            " short_abandon_s = EXCLUDED.short_abandon_s",
+            [
+                (q.name, q.description, q.wrapup_s, q.sl_threshold_s, q.short_abandon_s)
+                for q in plan.queues
+            ],
+        )
+        await conn.execute("DELETE FROM pause_reasons")
+        await conn.executemany(
+            "INSERT INTO pause_reasons (position, name, productive, max_minutes)"
+            " VALUES ($1, $2, $3, $4)",
+            [
+                (position, r.name, r.productive, r.max_minutes)
+                for position, r in enumerate(plan.pause_reasons, 1)
+            ],
         )
         await conn.executemany(
             "INSERT INTO dialled_numbers (dnis, service, default_queue, timezone, hours)"

@@ -20,6 +20,7 @@ import structlog
 from aiohttp import web
 from redis.exceptions import RedisError
 
+from cti.agents.store import AgentStore
 from cti.calldata.document import CallDocument
 from cti.calldata.store import check_version
 from cti.calls.control import CallControl, check_pause_reason
@@ -163,13 +164,17 @@ async def logout(request: web.Request) -> web.Response:
 async def me(request: web.Request) -> web.Response:
     who = authenticate(request)
     answer: dict[str, Any] = {"agent": who.agent_json()}
+    client = context(request).redis
     try:
-        answer["calls"] = list(
-            await presence.read_current_calls(context(request).redis, who.endpoint)
-        )
+        answer["calls"] = list(await presence.read_current_calls(client, who.endpoint))
+        # The agent's state as the AMI leader keeps it (cti.agents): wrapup_until drives
+        # the sidebar's wrap-up countdown until the next agent_state event.
+        states = await AgentStore(client).read_states([who.endpoint])
+        answer["agent_state"] = states.get(who.endpoint)
     except (RedisError, OSError) as exc:
         log.warning("current calls unreadable", error=repr(exc))
         answer["calls"], answer["partial"] = [], True
+        answer["agent_state"] = None
     return web.json_response(answer)
 
 
@@ -223,7 +228,7 @@ async def patch_call(request: web.Request) -> web.Response:
         raise invalid("change", "required, an object")
     if not is_call_id(key):
         raise DomainError("unknown_call", "this call has no call data")
-    document = await ctx.call_data.update(key, version, change, by=who.username)
+    document = await ctx.call_data.update(key, version, change, by=who.username, agent=who.endpoint)
     return web.json_response({"call": document})
 
 

@@ -94,7 +94,41 @@ def schemas() -> dict[str, Schema]:
             "properties": {
                 "agent": ref("Agent"),
                 "calls": {"type": "array", "items": string},
+                "agent_state": {
+                    "description": (
+                        "The agent's state as the AMI leader keeps it (cti.agents), null"
+                        " when unknown: the same object as an agent_state event carries."
+                    ),
+                    "oneOf": [ref("AgentState"), {"type": "null"}],
+                },
                 "partial": {"const": True, "description": "Redis did not answer."},
+            },
+        },
+        "AgentState": {
+            "type": "object",
+            "required": ["agent", "state", "since", "memberships"],
+            "properties": {
+                "agent": string,
+                "state": {
+                    "enum": [
+                        "logged_out",
+                        "available",
+                        "ringing",
+                        "on_call",
+                        "on_hold",
+                        "wrap_up",
+                        "paused",
+                    ]
+                },
+                "reason": {"type": ["string", "null"]},
+                "since": {"type": "number"},
+                "call_id": {"type": ["string", "null"]},
+                "queue": {"type": ["string", "null"]},
+                "wrapup_until": {
+                    "type": ["number", "null"],
+                    "description": "When cti ends the pending wrap-up (epoch seconds).",
+                },
+                "memberships": {"type": "array", "items": {"type": "object"}},
             },
         },
         "CallData": {

@@ -44,14 +44,14 @@ async def test_migrate_creates_the_database_and_is_idempotent(empty_database_url
     code, out, err = await cti("db", "migrate", database_url=empty_database_url)
     assert code == 0, err
     assert (
-        "applied 5 migration(s): 001_routing.sql, 002_call_tracking.sql, 003_agents.sql, "
-        "004_dead_letters.sql, 005_token_version.sql"
+        "applied 6 migration(s): 001_routing.sql, 002_call_tracking.sql, 003_agents.sql, "
+        "004_dead_letters.sql, 005_token_version.sql, 006_agent_states.sql"
     ) in out
     code, out, _ = await cti("db", "migrate", database_url=empty_database_url)
     assert (code, out.strip()) == (0, "applied 0 migration(s)")
     conn = await asyncpg.connect(empty_database_url)
     try:
-        assert await conn.fetchval("SELECT count(*) FROM schema_migrations") == 5
+        assert await conn.fetchval("SELECT count(*) FROM schema_migrations") == 6
         assert await conn.fetchval("SELECT to_regclass('routing_rules')::text") == "routing_rules"
     finally:
         await conn.close()
@@ -144,6 +144,10 @@ async def test_rules_export_then_load_round_trips(seeded, tmp_path):
     assert code == 0, err
     plan = tomllib.loads(exported)
     assert [r["name"] for r in plan["rules"]][:2] == ["closed", "collections"]
+    # The queues' timers and the pause reasons are stored and exported too (migration 006).
+    support = next(q for q in plan["queues"] if q["name"] == "support")
+    assert support["wrapup_s"] == 30
+    assert [r["name"] for r in plan["pause_reasons"]] == ["lunch", "break", "training", "meeting"]
     # An operator raises the gold rule's priority in the exported file and loads it back.
     gold = next(r for r in plan["rules"] if r["name"] == "gold")
     assert gold["priority"] == 10

@@ -34,6 +34,8 @@ PURE = [
     "cti/agi/protocol.py",
     "cti/ami/protocol.py",
     "cti/wallboard/figures.py",
+    "cti/agents/state.py",
+    "cti/agents/news.py",
 ]
 IO = ("asyncio", "socket", "asyncpg", "redis", "aiohttp", "subprocess", "cti.app", "cti.db")
 
@@ -75,6 +77,9 @@ def test_the_pure_core_imports_no_io(entry):
         ("cti/routing", ("cti.screenpop", "cti.agi", "cti.ami", "cti.calls", "cti.app")),
         ("cti/calldata", ("cti.screenpop", "cti.agi", "cti.ami", "cti.app")),
         ("cti/timeline", ("cti.screenpop", "cti.agi", "cti.ami", "cti.app")),
+        # Agent states read AMI messages (the protocol) and the call model's effects;
+        # they send AMI actions through cti.calls.control, never through the client.
+        ("cti/agents", ("cti.screenpop", "cti.agi", "cti.app", "cti.ami.client")),
     ],
 )
 def test_no_upward_import(package, forbidden):

@@ -92,6 +92,8 @@ AMI_EVENTS: Final[dict[str, AmiEvent]] = {
     # member roster changes: asked for (the queue-member view), the model only counts them
     "QueueMemberRemoved": AmiEvent(_NOT_CALL, LIVE),
     "QueueMemberPause": AmiEvent(_NOT_CALL, LIVE),
+    # devices: the agent states (cti/agents/state.py) see calls no queue sees
+    "DeviceStateChange": AmiEvent(_NOT_CALL, LIVE),
     # -- bridges and Local pairs (bridges.py)
     "BridgeEnter": AmiEvent(Snapshot._on_bridge_enter, LIVE),
     "BridgeLeave": AmiEvent(Snapshot._on_bridge_leave, LIVE),
@@ -143,7 +145,6 @@ AMI_EVENTS: Final[dict[str, AmiEvent]] = {
     "QueueMemberRinginuse": AmiEvent(_NOT_CALL, UNASKED),
     "QueueSummary": AmiEvent(_NOT_CALL, UNASKED),
     "QueueSummaryComplete": AmiEvent(_NOT_CALL, UNASKED),
-    "DeviceStateChange": AmiEvent(_NOT_CALL, UNASKED),
     "ExtensionStatus": AmiEvent(_NOT_CALL, UNASKED),
     "PresenceStateChange": AmiEvent(_NOT_CALL, UNASKED),
     "PeerStatus": AmiEvent(_NOT_CALL, UNASKED),

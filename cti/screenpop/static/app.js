@@ -328,6 +328,7 @@ function startApp() {
   api("GET", "/api/me")
     .then((me) => {
       const agent = me.agent ?? me;
+      if ("agent_state" in me) onAgentState(me.agent_state);
       if (session && agent?.username) {
         session.agent = { ...session.agent, ...agent };
         sessionStorage.setItem(SESSION_KEY, JSON.stringify(session));
@@ -771,7 +772,36 @@ function aboutMe(ev) {
   return sameDevice(ev.agent, session.agent.endpoint);
 }
 
+// ---------------------------------------------------------------------------------
+// Wrap-up (cti/agents): after a queue call cti holds the agent in wrap-up until they
+// save the call's disposition or the time runs out; the page counts it down. The state
+// comes from /api/me and then from each agent_state event about this agent.
+
+let wrapupUntil = null;
+
+function onAgentState(state) {
+  if (!state || !session || !sameDevice(state.agent, session.agent.endpoint)) return;
+  const pending = state.state === "wrap_up" && typeof state.wrapup_until === "number";
+  wrapupUntil = pending ? state.wrapup_until : null;
+  renderWrapup();
+}
+
+function renderWrapup() {
+  const el = $("wrapup");
+  const left = wrapupUntil === null ? 0 : wrapupUntil - Date.now() / 1000;
+  if (left <= 0) {
+    show(el, false);
+    return;
+  }
+  setText(el, `Wrap-up: ${fmtDuration(Math.ceil(left))} left. Save the disposition to take calls again.`);
+  show(el, true);
+}
+
 function handleEvent(ev, ctx) {
+  if (ev.event === "agent_state") {
+    onAgentState(ev);
+    return;
+  }
   const key = ev.call_key;
   if (!key) return;
   if (isSupervisor()) onTeamEvent(ev, ctx);
@@ -2075,6 +2105,7 @@ function renderFeed() {
 
 function tick() {
   for (const call of calls.values()) renderElapsed(call);
+  renderWrapup();
 }
 
 function unsavedCalls() {
