@@ -18,8 +18,9 @@ after the cursor is counted by whoever leads next, once.
 
 The cost per event is the same however many wallboards are open: nothing here knows
 about viewers; each web process relays the published frames (cti.screenpop.wallboard).
-Agents' states come from the agent board (``agents``); ``agent_changed`` is told when
-one changes. Every ``tick_s`` all figures are sent again (the rolling window moved, the
+Agents' states come the same way: the agent board's ``agent_state`` events
+(:mod:`cti.agents.news`) travel the same stream, so they too are counted once and
+survive a takeover. Every ``tick_s`` all figures are sent again (the rolling window moved, the
 day may have turned, a pause may have passed its maximum).
 """
 
@@ -29,7 +30,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -39,7 +40,7 @@ from redis.exceptions import RedisError
 
 from cti.backoff import Backoff
 from cti.calls.publisher import ALL_EVENTS_STREAM
-from cti.wallboard.figures import AgentView, Changed, Figures
+from cti.wallboard.figures import Changed, Figures
 from cti.wallboard.store import NotLeader, SavedState, WallboardStore
 
 log = structlog.get_logger(__name__)
@@ -69,7 +70,6 @@ class WallboardEngine:
         figures: Figures,
         *,
         is_leader: Callable[[], bool],
-        agents: Callable[[], Iterable[AgentView]] = tuple,
         flush_s: float = 0.02,
         state_every_s: float = 1.0,
         tick_s: float = 60.0,
@@ -83,7 +83,6 @@ class WallboardEngine:
         self.owner = owner
         self.figures = figures
         self._is_leader = is_leader
-        self._agents = agents
         self._flush_s = flush_s
         self._state_every_s = state_every_s
         self._tick_s = tick_s
@@ -93,18 +92,12 @@ class WallboardEngine:
         self._timezone = timezone
         self._changed = Changed()
         self._wake = asyncio.Event()
-        self._memberships: dict[str, tuple[str, ...]] = {}
         self.cursor = START
         self.seq = 0
         self.leading = False
         #: Figures for /metrics and tests.
         self.events = 0
         self.frames = 0
-
-    # -- from the agent board -----------------------------------------------------------
-    def agent_changed(self, agent: str) -> None:
-        self._changed.agents.add(agent)
-        self._wake.set()
 
     # -- running ------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
@@ -210,20 +203,12 @@ class WallboardEngine:
     def _mark_all(self) -> None:
         self._changed.queues |= set(self.figures.queues)
         self._changed.agents |= set(self.figures.agents)
-        self._changed.agents |= set(self._memberships)
-        self._changed.agents |= {status.agent for status in self._agents()}
+        self._changed.agents |= set(self.figures.statuses)
         self._wake.set()
 
     async def _flush(self, *, save_state: bool) -> None:
         changed, self._changed = self._changed, Changed()
         now = self._clock()
-        statuses = {a.agent: a for a in self._agents()}
-        for name in changed.agents:
-            changed.queues.update(self._memberships.get(name, ()))
-            status = statuses.get(name)
-            if status is not None:
-                changed.queues.update(status.queues)
-        self._memberships = {name: status.queues for name, status in statuses.items()}
         frame = ""
         if changed:
             self.seq += 1
@@ -234,18 +219,12 @@ class WallboardEngine:
                     "at": now,
                     "day": self.figures.local_day(now),
                     "timezone": self.figures.timezone.key,
-                    "queues": {
-                        q: self.figures.queue_view(q, now, statuses.values())
-                        for q in sorted(changed.queues)
-                    },
-                    "agents": {
-                        a: self.figures.agent_view(a, now, statuses.get(a))
-                        for a in sorted(changed.agents)
-                    },
+                    "queues": {q: self.figures.queue_view(q, now) for q in sorted(changed.queues)},
+                    "agents": {a: self.figures.agent_view(a, now) for a in sorted(changed.agents)},
                 },
                 separators=(",", ":"),
             )
-        snapshot = {"seq": self.seq, "at": now, **self.figures.snapshot(now, statuses.values())}
+        snapshot = {"seq": self.seq, "at": now, **self.figures.snapshot(now)}
         state = SavedState(self.cursor, self.seq, self.figures.to_state()) if save_state else None
         try:
             await self._store.save(self.owner, snapshot=snapshot, frame=frame, state=state)

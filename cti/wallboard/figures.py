@@ -33,7 +33,7 @@ Pure: no I/O, no clock (times are passed in); the state round-trips through JSON
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -67,8 +67,10 @@ class QueueTargets:
 
 @dataclass(frozen=True, slots=True)
 class AgentView:
-    """One agent as the wallboard counts it: its state's name, pause reason, since when,
-    the queues it is a member of, and its pause reason's maximum (minutes), if any."""
+    """One agent as the wallboard counts it, from its latest ``agent_state`` event
+    (:func:`cti.agents.news.agent_event`): its overall state's name, pause reason and
+    since when, the queues it is a member of with its state (and reason) in each, and
+    its pause reason's maximum in minutes (from the plan, filled in when viewed)."""
 
     agent: str
     state: str
@@ -76,6 +78,41 @@ class AgentView:
     since: float
     queues: tuple[str, ...]
     max_minutes: float | None = None
+    #: (queue, state, reason) per membership; a queue missing here counts ``state``.
+    members: tuple[tuple[str, str, str | None], ...] = ()
+
+    def in_queue(self, queue: str) -> tuple[str, str | None]:
+        for name, state, reason in self.members:
+            if name == queue:
+                return state, reason
+        return self.state, self.reason
+
+
+def agent_view(event: Mapping[str, Any]) -> AgentView | None:
+    """The agent's view from an ``agent_state`` event's wire form (None if malformed)."""
+    agent, state, since = event.get("agent"), event.get("state"), _number(event.get("since"))
+    if not isinstance(agent, str) or not isinstance(state, str) or since is None:
+        return None
+    members = []
+    for raw in event.get("memberships") or ():
+        if isinstance(raw, Mapping) and isinstance(raw.get("queue"), str):
+            reason = raw.get("reason")
+            members.append(
+                (
+                    _text(raw["queue"]),
+                    _text(raw.get("state"), state),
+                    reason if isinstance(reason, str) else None,
+                )
+            )
+    reason = event.get("reason")
+    return AgentView(
+        agent[:128],
+        state[:32],
+        reason[:128] if isinstance(reason, str) else None,
+        since,
+        tuple(m[0] for m in members),
+        members=tuple(members[:MAX_GROUPS]),
+    )
 
 
 @dataclass(slots=True)
@@ -180,9 +217,13 @@ class Figures:
         self,
         timezone: ZoneInfo,
         targets: Callable[[str], QueueTargets] = lambda _queue: QueueTargets(),
+        pause_max: Callable[[str], float | None] = lambda _reason: None,
     ) -> None:
         self.timezone = timezone
         self.targets = targets
+        self.pause_max = pause_max
+        #: Every agent's latest status (``agent_state`` events), by device.
+        self.statuses: dict[str, AgentView] = {}
         self.day = ""  # the local date the "today" counts are for (ISO), "" before any
         self.queues: dict[str, QueueFigures] = {}
         self.agents: dict[str, AgentFigures] = {}
@@ -255,7 +296,22 @@ class Figures:
                 changed.agents.add(agent)
         elif kind == "ended":
             self._ended(key, changed)
+        elif kind == "agent_state":
+            self._agent_state(event, changed)
         return changed
+
+    def _agent_state(self, event: Mapping[str, Any], changed: Changed) -> None:
+        status = agent_view(event)
+        if status is None:
+            return
+        before = self.statuses.get(status.agent)
+        if before is None and len(self.statuses) >= MAX_CALLS:
+            return
+        self.statuses[status.agent] = status
+        changed.agents.add(status.agent)
+        changed.queues.update(status.queues)
+        if before is not None:
+            changed.queues.update(before.queues)
 
     def _queued(self, key: str, at: float, event: Mapping[str, Any], changed: Changed) -> None:
         name = _text(event.get("queue"))
@@ -368,20 +424,23 @@ class Figures:
                     total.add(tally)
         return total
 
-    def queue_view(self, name: str, now: float, agents: Iterable[AgentView] = ()) -> dict[str, Any]:
-        """One queue's figures as of ``now`` (``agents``: the agents' statuses)."""
+    def queue_view(
+        self, name: str, now: float, agents: Iterable[AgentView] | None = None
+    ) -> dict[str, Any]:
+        """One queue's figures as of ``now`` (``agents``: default, the known statuses)."""
         queue = self.queues.get(name) or QueueFigures()
         targets = self.targets(name)
         stale = self.local_day(now) > self.day  # no event yet today: nothing counted today
         today = Tally() if stale else queue.today
         counts = dict.fromkeys(AGENT_STATES, 0)
         paused: dict[str, int] = {}
-        for agent in agents:
+        for agent in self.statuses.values() if agents is None else agents:
             if name not in agent.queues:
                 continue
-            counts[agent.state] = counts.get(agent.state, 0) + 1
-            if agent.state == "paused":
-                reason = agent.reason or "none"
+            state, why = agent.in_queue(name)
+            counts[state] = counts.get(state, 0) + 1
+            if state == "paused":
+                reason = why or "none"
                 paused[reason] = paused.get(reason, 0) + 1
         tiers: dict[str, dict[str, Any]] = {}
         rules: dict[str, dict[str, Any]] = {}
@@ -406,8 +465,12 @@ class Figures:
             "rules": rules,
         }
 
-    def agent_view(self, name: str, now: float, status: AgentView | None) -> dict[str, Any]:
-        """One agent: its state (from ``status``), current call and calls handled today."""
+    def agent_view(self, name: str, now: float, status: AgentView | None = None) -> dict[str, Any]:
+        """One agent: its state (``status``, default the known one; its pause's maximum
+        from the plan), current call and calls handled today."""
+        status = status or self.statuses.get(name)
+        if status is not None and status.state == "paused" and status.max_minutes is None:
+            status = replace(status, max_minutes=self.pause_max(status.reason or ""))
         figures = self.agents.get(name) or AgentFigures()
         handled = 0 if self.local_day(now) > self.day else figures.handled_today
         call = figures.call
@@ -432,9 +495,10 @@ class Figures:
             "handled_today": handled,
         }
 
-    def snapshot(self, now: float, agents: Iterable[AgentView] = ()) -> dict[str, Any]:
-        """Every queue and agent (queues named by an agent's membership included)."""
-        statuses = {a.agent: a for a in agents}
+    def snapshot(self, now: float, agents: Iterable[AgentView] | None = None) -> dict[str, Any]:
+        """Every queue and agent (queues named by an agent's membership included);
+        ``agents``: default, the statuses of the ``agent_state`` events seen."""
+        statuses = self.statuses if agents is None else {a.agent: a for a in agents}
         names = set(self.queues)
         for status in statuses.values():
             names.update(status.queues)
@@ -474,6 +538,7 @@ class Figures:
                 for name, a in self.agents.items()
             },
             "calls": {key: list(value) for key, value in self.calls.items()},
+            "statuses": [asdict(status) for status in self.statuses.values()],
         }
 
     def load_state(self, state: Mapping[str, Any]) -> None:
@@ -496,6 +561,16 @@ class Figures:
         self.calls = {
             key: (str(v[0]), str(v[1]), str(v[2])) for key, v in state.get("calls", {}).items()
         }
+        self.statuses = {}
+        for raw in state.get("statuses", ()):
+            status = AgentView(
+                **{
+                    **raw,
+                    "queues": tuple(raw["queues"]),
+                    "members": tuple(tuple(m) for m in raw["members"]),
+                }
+            )
+            self.statuses[status.agent] = status
 
 
 def _offered(tally: Tally) -> None:

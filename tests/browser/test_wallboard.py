@@ -17,7 +17,7 @@ import pytest
 from cti.calls.events import CallEvent
 from cti.screenpop.ws import reader_factory
 from cti.wallboard.engine import WallboardEngine
-from cti.wallboard.figures import AgentView, Figures
+from cti.wallboard.figures import Figures
 from cti.wallboard.store import WallboardStore
 from tests.browser.harness import OWNER, PASSWORD, Backend
 from tests.waiting import until
@@ -30,14 +30,13 @@ CAROL_PHONE, ALICE_PHONE = "PJSIP/2009", "PJSIP/2001"
 
 
 @contextlib.asynccontextmanager
-async def engine(backend: Backend, agents: list[AgentView]) -> AsyncIterator[WallboardEngine]:
+async def engine(backend: Backend) -> AsyncIterator[WallboardEngine]:
     running = WallboardEngine(
         WallboardStore(backend.redis),
         reader_factory(backend.redis, 500),
         OWNER,
-        Figures(ZoneInfo("Europe/Paris")),
+        Figures(ZoneInfo("Europe/Paris"), pause_max=lambda r: 30 if r == "lunch" else None),
         is_leader=lambda: True,
-        agents=lambda: agents,
         flush_s=0.01,
         block_ms=500,
     )
@@ -64,6 +63,21 @@ def event(kind: str, key: str, at: float, agent: str | None = None, **data: Any)
     )
 
 
+def agent_state(agent: str, since: float, state: str, reason: str | None) -> CallEvent:
+    """As cti.agents.news.agent_event makes it."""
+    member = {"queue": "support", "state": state, "reason": reason, "since": since}
+    return CallEvent(
+        kind="agent_state",
+        call_key=f"agent:{agent}",
+        call_id=None,
+        linkedid="",
+        fingerprint=f"state|{uuid.uuid4().hex}",
+        at=since,
+        agent=agent,
+        data={"state": state, "reason": reason, "since": since, "memberships": [member]},
+    )
+
+
 async def open_wallboard(browser: Browser, backend: Backend, username: str) -> Page:
     context = await browser.new_context(viewport={"width": 1600, "height": 900})
     page = await context.new_page()
@@ -86,14 +100,12 @@ async def test_the_wallboard_shows_the_figures(browser: Browser, backend: Backen
     from playwright.async_api import expect
 
     now = time.time()
-    agents = [
-        AgentView(ALICE_PHONE, "on_call", None, now, ("support",)),
-        AgentView("PJSIP/2002", "paused", "lunch", now - 3600, ("support",), max_minutes=30),
-    ]
-    async with engine(backend, agents):
+    async with engine(backend):
         page = await open_wallboard(browser, backend, "carol")
         await expect(page.get_by_test_id("wb-conn")).to_have_attribute("data-state", "live")
         await backend.publish(
+            agent_state(ALICE_PHONE, now, "on_call", None),
+            agent_state("PJSIP/2002", now - 3600, "paused", "lunch"),  # an hour, max 30 min
             # answered within 20 s, answered after, abandoned short, abandoned after 5 s
             event("queued", "a", now - 100, tier="gold", rule="vip"),
             event("connected", "a", now - 90, ALICE_PHONE),

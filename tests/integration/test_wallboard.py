@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -19,7 +20,7 @@ import redis.asyncio as redis
 from cti.calls.events import CallEvent
 from cti.screenpop.ws import reader_factory
 from cti.wallboard.engine import WallboardEngine
-from cti.wallboard.figures import AgentView, Figures
+from cti.wallboard.figures import Figures
 from cti.wallboard.store import STATE_KEY, NotLeader, WallboardStore
 from tests.integration.test_screenpop_api import ALICE, OWNER, Stack, running_stack
 from tests.waiting import until
@@ -35,16 +36,13 @@ async def stack(database_url: str, redis_client: redis.Redis) -> AsyncIterator[S
 
 
 @contextlib.asynccontextmanager
-async def engine_running(
-    client: redis.Redis, agents: Callable[[], Any] = tuple
-) -> AsyncIterator[WallboardEngine]:
+async def engine_running(client: redis.Redis) -> AsyncIterator[WallboardEngine]:
     engine = WallboardEngine(
         WallboardStore(client),
         reader_factory(client, 500),
         OWNER,
         Figures(UTC),
         is_leader=lambda: True,
-        agents=agents,
         flush_s=0.01,
         state_every_s=0.05,
         block_ms=500,
@@ -70,6 +68,16 @@ def call_event(kind: str, key: str, at: float, **data: Any) -> CallEvent:
         at=at,
         agent=agent,
         data=data,
+    )
+
+
+def agent_state(agent: str, at: float, state: str) -> CallEvent:
+    """As cti.agents.news.agent_event makes it."""
+    member = {"queue": "support", "state": state, "reason": None, "since": at, "paused": False}
+    return dataclasses.replace(
+        call_event("agent_state", f"agent:{agent}", at, agent=agent),
+        call_id=None,
+        data={"state": state, "reason": None, "since": at, "memberships": [member]},
     )
 
 
@@ -108,8 +116,8 @@ async def test_agents_are_refused_the_wallboard(stack: Stack) -> None:
 
 async def test_a_supervisor_gets_the_snapshot_then_each_change(stack: Stack) -> None:
     now = time.time()
-    statuses = [AgentView(ALICE, "available", None, now, ("support",))]
-    async with engine_running(stack.redis, lambda: statuses):
+    async with engine_running(stack.redis):
+        await stack.publish(agent_state(ALICE, now, "available"))
         ws = await stack.client.ws_connect("/ws/wallboard", params={"token": stack.tokens["boss"]})
         first = await ws.receive_json(timeout=WAIT_S)
         assert first["type"] == "snapshot" and "Service level" in first["snapshot"]["formula"]

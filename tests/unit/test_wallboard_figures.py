@@ -30,6 +30,23 @@ def ended(key, at):
     return {"event": "ended", "call_key": key, "at": at, "agent": None}
 
 
+def agent_state(agent, at, state, reason=None, members=(("support", None),)):
+    """An agent_state event as cti.agents.news makes it (members: (queue, state))."""
+    return {
+        "event": "agent_state",
+        "call_key": f"agent:{agent}",
+        "at": at,
+        "agent": agent,
+        "state": state,
+        "reason": reason,
+        "since": at,
+        "memberships": [
+            {"queue": q, "state": s or state, "reason": reason, "since": at, "paused": False}
+            for q, s in members
+        ],
+    }
+
+
 def run(figures, events):
     for event in events:
         figures.apply(event)
@@ -190,3 +207,32 @@ def test_malformed_events_change_nothing():
     for event in ({}, {"event": "queued"}, {"event": "queued", "call_key": "a", "at": "x"}):
         assert not figures.apply(event)
     assert figures.snapshot(T0)["queues"] == {}
+
+
+def test_agent_states_come_from_their_events_and_survive_a_takeover():
+    figures = Figures(PARIS, pause_max=lambda reason: 15 if reason == "lunch" else None)
+    changed = figures.apply(
+        agent_state("PJSIP/2001", T0, "on_call", members=(("support", None), ("sales", None)))
+    )
+    assert changed.agents == {"PJSIP/2001"} and changed.queues == {"support", "sales"}
+    figures.apply(agent_state("PJSIP/2002", T0, "paused", "lunch"))
+    figures.apply(
+        agent_state(
+            "PJSIP/2003", T0, "paused", "training", (("support", "paused"), ("sales", "available"))
+        )
+    )
+    snap = figures.snapshot(T0 + 16 * 60)
+    assert snap["queues"]["support"]["agents"]["on_call"] == 1
+    assert snap["queues"]["support"]["paused_by_reason"] == {"lunch": 1, "training": 1}
+    assert snap["queues"]["sales"]["agents"]["available"] == 1  # 2003's own state there
+    lunch = snap["agents"]["PJSIP/2002"]
+    assert lunch["max_minutes"] == 15 and lunch["pause_over_max"]
+    assert not snap["agents"]["PJSIP/2003"]["pause_over_max"]  # no maximum for training
+    # A move between queues changes both.
+    changed = figures.apply(
+        agent_state("PJSIP/2001", T0 + 1, "available", None, (("sales", None),))
+    )
+    assert changed.queues == {"support", "sales"}
+    copy = Figures(PARIS, pause_max=figures.pause_max)
+    copy.load_state(figures.to_state())
+    assert copy.snapshot(T0 + 20 * 60) == figures.snapshot(T0 + 20 * 60)
