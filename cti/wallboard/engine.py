@@ -116,6 +116,9 @@ class WallboardEngine:
             except (RedisError, OSError) as exc:
                 log.warning("wallboard: Redis failed; starting over", error=repr(exc))
                 await backoff.wait(stop)
+            except Exception:  # a bug must not leave the wallboard dead until a restart
+                log.exception("wallboard: failed; starting over from the saved counts")
+                await backoff.wait(stop)
             finally:
                 self.leading = False
 
@@ -165,7 +168,10 @@ class WallboardEngine:
                 except ValueError:
                     event = None
                 if isinstance(event, dict):
-                    self._changed.update(self.figures.apply(event))
+                    try:
+                        self._changed.update(self.figures.apply(event))
+                    except Exception:  # one odd event must not stop the count
+                        log.exception("wallboard: event skipped", event=event.get("event"))
                     self.events += 1
                 self.cursor = _text(raw_id)
             if entries and self._changed:

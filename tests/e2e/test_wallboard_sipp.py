@@ -1,20 +1,21 @@
 """The wallboard's figures from real calls: SIPp callers through the real Asterisk, the
 session's ``cti serve`` counting them, ``GET /api/wallboard`` read back.
 
-Five calls to 5550300 from a gold customer (rule ``gold``, queue ``billing``, whose only
-member is agent 2004), placed so that their outcomes are known:
+Five calls to 5550300 from a delinquent customer (rule ``collections``, queue
+``collections``, whose only member is agent 2005 and which has no wrap-up), placed so
+that their outcomes are known:
 
 1. no agent is signed in; the caller hangs up after about 2 s: a **short abandon**
    (waited ≤ ``short_abandon_s`` = 5 s);
 2. the same after about 9 s: an abandon that counts against the service level;
-3. the caller waits; after 22 s agent 2004's phone registers and answers: answered
+3. the caller waits; after 22 s agent 2005's phone registers and answers: answered
    **after** ``sl_threshold_s`` = 20 s;
 4. and 5. two callers, one second apart, with 2004 answering within a second of
    ringing (the second waits for the first to end): answered **within** 20 s.
 
-Expected, on top of whatever the session's earlier tests left in billing: offered +5,
-answered +3 (2 within the threshold), abandoned +2 (1 short); the gold tier and the
-``gold`` rule each +5 calls that stopped waiting; nobody waiting at the end. The
+Expected, on top of whatever the session's earlier tests left in collections: offered
++5, answered +3 (2 within the threshold), abandoned +2 (1 short); the caller's tier and
+the ``collections`` rule each +5 calls that stopped waiting; nobody waiting at the end. The
 service level of these calls alone is 2 / (3 + 1). Each wait is also read from AMI
 (QueueCallerJoin → AgentConnect / QueueCallerAbandon) to check the classification
 and the average speed of answer against what Asterisk saw.
@@ -36,8 +37,8 @@ from tests.waiting import until
 
 pytestmark = pytest.mark.e2e
 
-GOLD_TO_BILLING = ("2120000002", "5550300", "", "")
-QUEUE, TIER, RULE = "billing", "gold", "gold"
+CALLER = ("2120000005", "5550300", "", "")  # Barbara Liskov, delinquent -> collections
+QUEUE, RULE = "collections", "collections"
 PASSWORD = "wallboard e2e password"
 
 
@@ -62,13 +63,13 @@ async def _token(url: str) -> str:
 def _counts(snapshot: dict[str, Any]) -> dict[str, Any]:
     queue = snapshot["queues"].get(QUEUE) or {}
     today = queue.get("today") or {}
-    tier = (queue.get("tiers") or {}).get(TIER) or {}
+    tiers = (queue.get("tiers") or {}).values()
     rule = (queue.get("rules") or {}).get(RULE) or {}
     return {
         **{k: today.get(k, 0) for k in ("offered", "answered", "answered_within")},
         **{k: today.get(k, 0) for k in ("abandoned", "short_abandoned")},
         "answer_wait_s": (today.get("asa_s") or 0) * today.get("answered", 0),
-        "tier_waited": tier.get("waited_today", 0),
+        "tier_waited": sum(t.get("waited_today", 0) for t in tiers),
         "rule_waited": rule.get("waited_today", 0),
     }
 
@@ -87,15 +88,15 @@ async def test_known_outcomes_give_exactly_the_expected_figures(
     since = ami.mark()
 
     # 1 and 2: abandoned after ~2 s and ~9 s, nobody to answer.
-    await (await place_calls([GOLD_TO_BILLING], hold_ms=2_000)).wait(60)
-    await (await place_calls([GOLD_TO_BILLING], hold_ms=9_000)).wait(60)
+    await (await place_calls([CALLER], hold_ms=2_000)).wait(60)
+    await (await place_calls([CALLER], hold_ms=9_000)).wait(60)
     # 3: answered after the threshold: the agent signs in after 22 s.
-    late = await place_calls([GOLD_TO_BILLING], hold_ms=30_000)
+    late = await place_calls([CALLER], hold_ms=30_000)
     await asyncio.sleep(22)
-    await agents.start(2004, ring_ms=300)
+    await agents.start(2005, ring_ms=300)
     await late.wait(90)
     # 4 and 5: answered within it.
-    await (await place_calls([GOLD_TO_BILLING] * 2, hold_ms=4_000, rate=1)).wait(90)
+    await (await place_calls([CALLER] * 2, hold_ms=4_000, rate=1)).wait(90)
 
     # What Asterisk saw, call by call (by Uniqueid): the waits the figures must classify.
     def ours(name: str):
@@ -128,7 +129,14 @@ async def test_known_outcomes_give_exactly_the_expected_figures(
             return snapshot
         return None
 
-    await until(reached, within_s=30, every_s=0.5)
+    try:
+        await until(reached, within_s=30, every_s=0.5)
+    except TimeoutError:
+        last = await _wallboard(url, token)
+        raise AssertionError(
+            f"wallboard counts {_counts(last)} never reached {expected}; "
+            f"queue: {last['queues'].get(QUEUE)}; seq {last['seq']}"
+        ) from None
     await asyncio.sleep(1.5)  # nothing more may arrive: exactly, not at least
     snapshot = await _wallboard(url, token)
     after = _counts(snapshot)
@@ -143,5 +151,7 @@ async def test_known_outcomes_give_exactly_the_expected_figures(
     today = queue["today"]
     counted = today["answered"] + today["abandoned"] - today["short_abandoned"]
     assert today["service_level"] == pytest.approx(today["answered_within"] / counted)
-    assert snapshot["agents"]["PJSIP/2004"]["handled_today"] >= 3
+    assert snapshot["agents"]["PJSIP/2005"]["handled_today"] >= 3
+    assert snapshot["agents"]["PJSIP/2005"]["state"] in ("available", "on_call", "ringing")
+    assert queue["agents"]["available"] + queue["agents"]["on_call"] >= 1
     assert time.time() - snapshot["at"] < 120
