@@ -40,7 +40,7 @@ from redis.exceptions import RedisError
 
 from cti.backoff import Backoff
 from cti.calls.publisher import ALL_EVENTS_STREAM
-from cti.wallboard.figures import Changed, Figures
+from cti.wallboard.figures import FORMULA, Changed, Figures
 from cti.wallboard.store import NotLeader, SavedState, WallboardStore
 
 log = structlog.get_logger(__name__)
@@ -93,6 +93,7 @@ class WallboardEngine:
         self._changed = Changed()
         self._wake = asyncio.Event()
         self.cursor = START
+        self._reset = False
         self.seq = 0
         self.leading = False
         #: Figures for /metrics and tests.
@@ -126,7 +127,7 @@ class WallboardEngine:
         await self._load()
         self.leading = True
         log.info("wallboard: leading", cursor=self.cursor, seq=self.seq)
-        self._mark_all()
+        self._mark_all(reset=True)
         reader = self._open_reader()
         read = asyncio.create_task(self._read(reader), name="wallboard-read")
         try:
@@ -206,7 +207,9 @@ class WallboardEngine:
             if save_state:
                 last_state = now
 
-    def _mark_all(self) -> None:
+    def _mark_all(self, *, reset: bool = False) -> None:
+        """Send every figure again (``reset``: and write the snapshot afresh)."""
+        self._reset = self._reset or reset
         self._changed.queues |= set(self.figures.queues)
         self._changed.agents |= set(self.figures.agents)
         self._changed.agents |= set(self.figures.statuses)
@@ -215,27 +218,39 @@ class WallboardEngine:
     async def _flush(self, *, save_state: bool) -> None:
         changed, self._changed = self._changed, Changed()
         now = self._clock()
+        figures = self.figures
+        queues = {q: figures.queue_view(q, now) for q in sorted(changed.queues)}
+        agents = {a: figures.agent_view(a, now) for a in sorted(changed.agents)}
+        seq = self.seq + (1 if changed else 0)
+        meta: dict[str, Any] = {
+            "seq": seq,
+            "at": now,
+            "day": figures.local_day(now),
+            "timezone": figures.timezone.key,
+            "formula": FORMULA,
+        }
         frame = ""
         if changed:
-            self.seq += 1
             frame = json.dumps(
-                {
-                    "type": "wallboard",
-                    "seq": self.seq,
-                    "at": now,
-                    "day": self.figures.local_day(now),
-                    "timezone": self.figures.timezone.key,
-                    "queues": {q: self.figures.queue_view(q, now) for q in sorted(changed.queues)},
-                    "agents": {a: self.figures.agent_view(a, now) for a in sorted(changed.agents)},
-                },
+                {"type": "wallboard", **meta, "queues": queues, "agents": agents},
                 separators=(",", ":"),
             )
-        snapshot = {"seq": self.seq, "at": now, **self.figures.snapshot(now)}
-        state = SavedState(self.cursor, self.seq, self.figures.to_state()) if save_state else None
+        state = SavedState(self.cursor, seq, figures.to_state()) if save_state else None
+        reset, self._reset = self._reset, False
         try:
-            await self._store.save(self.owner, snapshot=snapshot, frame=frame, state=state)
+            await self._store.save(
+                self.owner,
+                meta=meta,
+                queues=queues,
+                agents=agents,
+                frame=frame,
+                state=state,
+                reset=reset,
+            )
         except BaseException:
             self._changed.update(changed)  # send them with the next frame
+            self._reset = self._reset or reset
             raise
+        self.seq = seq
         if frame:
             self.frames += 1

@@ -6,8 +6,11 @@ Keys (nobody else reads them; ask this module):
   the last ``cti:events`` entry they include (``cursor``) and the frame number
   (``seq``). A standby that becomes the leader loads them and reads the stream on
   from ``cursor``: no reset, no event counted twice or missed;
-* ``cti:wallboard:snapshot`` — every figure as of the last frame, with its ``seq``
-  (``GET /api/wallboard`` and a newly opened wallboard read it);
+* ``cti:wallboard:snapshot`` — every figure as of the last frame, a hash: ``meta``
+  (``seq``, ``at``, ``day``, ``timezone``, ``formula``), ``q:<queue>`` and
+  ``a:<agent>`` (each as in a frame, JSON). A frame rewrites only the fields it
+  carries, so its cost follows what changed, not the size of the centre
+  (``GET /api/wallboard`` and a relay that resynchronises read it whole);
 * channel ``cti:wallboard`` — each frame (the figures that changed), published once;
   every web process relays it to its open wallboards.
 
@@ -33,7 +36,8 @@ CHANNEL = "cti:wallboard"
 #: The largest state or snapshot read back (a runaway writer must not exhaust memory).
 MAX_BYTES = 64 * 2**20
 
-# KEYS: lease, state, snapshot. ARGV: owner, state ('' = unchanged), snapshot, channel, frame
+# KEYS: lease, state, snapshot. ARGV: owner, state ('' = unchanged), channel, frame
+# ('' = none), '1' to empty the snapshot first, then field, value, field, value, ...
 _SAVE = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
     return -1
@@ -41,9 +45,14 @@ end
 if ARGV[2] ~= '' then
     redis.call('SET', KEYS[2], ARGV[2])
 end
-redis.call('SET', KEYS[3], ARGV[3])
-if ARGV[5] ~= '' then
-    redis.call('PUBLISH', ARGV[4], ARGV[5])
+if ARGV[5] == '1' then
+    redis.call('DEL', KEYS[3])
+end
+if #ARGV > 5 then
+    redis.call('HSET', KEYS[3], unpack(ARGV, 6))
+end
+if ARGV[4] ~= '' then
+    redis.call('PUBLISH', ARGV[3], ARGV[4])
 end
 return 1
 """
@@ -83,21 +92,31 @@ class WallboardStore:
         self,
         owner: str,
         *,
-        snapshot: dict[str, Any],
+        meta: dict[str, Any],
+        queues: dict[str, Any],
+        agents: dict[str, Any],
         frame: str,
         state: SavedState | None = None,
+        reset: bool = False,
     ) -> None:
-        """Write the snapshot (and the counts, when given) and publish ``frame``
-        (``''``: none), if ``owner`` holds the lease; else :class:`NotLeader`."""
+        """Write these queues' and agents' figures into the snapshot (``reset``: and
+        nothing else: the old fields go), save the counts when given and publish
+        ``frame`` (``''``: none), if ``owner`` holds the lease; else :class:`NotLeader`."""
         args = [
             owner,
             _dumps({"cursor": state.cursor, "seq": state.seq, "figures": state.figures})
             if state is not None
             else "",
-            _dumps(snapshot),
             CHANNEL,
             frame,
+            "1" if reset else "",
+            "meta",
+            _dumps(meta),
         ]
+        for name, view in queues.items():
+            args += ("q:" + name, _dumps(view))
+        for name, view in agents.items():
+            args += ("a:" + name, _dumps(view))
         keys = [self._lease_key, STATE_KEY, SNAPSHOT_KEY]
         try:
             if self._sha is None:
@@ -118,5 +137,19 @@ class WallboardStore:
 
     async def snapshot(self) -> dict[str, Any] | None:
         """The figures as of the last frame (with its ``seq``), or None before any."""
-        snapshot = _loads(await self._redis.get(SNAPSHOT_KEY))
-        return snapshot if isinstance(snapshot, dict) else None
+        fields = await self._redis.hgetall(SNAPSHOT_KEY)
+        meta = _loads(fields.get(b"meta", fields.get("meta")))
+        if not isinstance(meta, dict):
+            return None
+        snapshot: dict[str, Any] = {**meta, "queues": {}, "agents": {}}
+        for raw_name, raw in fields.items():
+            name = raw_name.decode() if isinstance(raw_name, bytes) else raw_name
+            kind, _, key = name.partition(":")
+            view = _loads(raw)
+            if kind == "q" and isinstance(view, dict):
+                snapshot["queues"][key] = view
+            elif kind == "a" and isinstance(view, dict):
+                snapshot["agents"][key] = view
+        snapshot["queues"] = dict(sorted(snapshot["queues"].items()))
+        snapshot["agents"] = dict(sorted(snapshot["agents"].items()))
+        return snapshot

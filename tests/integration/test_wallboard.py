@@ -172,5 +172,5 @@ async def test_a_former_leader_cannot_write(stack: Stack) -> None:
     store = WallboardStore(stack.redis)
     await stack.redis.set("cti:ami:leader", "someone-else")
     with pytest.raises(NotLeader):
-        await store.save(OWNER, snapshot={"seq": 9}, frame="{}")
+        await store.save(OWNER, meta={"seq": 9}, queues={}, agents={}, frame="{}")
     assert await store.snapshot() is None
