@@ -35,8 +35,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import faulthandler
 import json
 import secrets
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -192,6 +194,7 @@ class FloorAll(Pipeline):
 
 
 def server_main(conn: Connection, ami_port: int, redis_url: str, db_url: str, key: str) -> None:
+    faulthandler.register(signal.SIGUSR1)  # kill -USR1 <pid>: where a stuck server is
     child_process(lambda c: _serve(c, ami_port, redis_url, db_url, key), conn)
 
 

@@ -163,7 +163,9 @@ async def wallboard_socket(request: web.Request) -> web.StreamResponse:
     who = verify_token(request, request.query.get("token"))
     _supervisor(who)
     ws = web.WebSocketResponse(
-        heartbeat=ctx.ws_limits.heartbeat_s, max_msg_size=ctx.ws_limits.max_frame_bytes
+        heartbeat=ctx.ws_limits.heartbeat_s,
+        max_msg_size=ctx.ws_limits.max_frame_bytes,
+        compress=False,  # deflating each frame once per socket is a cost per viewer
     )
     if not ws.can_prepare(request).ok:
         raise invalid("connection", "expected a WebSocket upgrade")
