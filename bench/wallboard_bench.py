@@ -460,6 +460,7 @@ async def run(options: Options) -> dict[str, Any]:
             key.hex(),
         )
         port = await server.receive(60)
+        progress(f"server pid {server.process.pid}")
         base = f"http://127.0.0.1:{port}"
         n = 0
         async with aiohttp.ClientSession() as http:
