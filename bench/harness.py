@@ -44,7 +44,7 @@ from cti.calls.events import CallEvent
 from cti.calls.leadership import Leadership
 from cti.calls.lease import instance_id
 from cti.calls.model import CALL_CENTRE_EVENTS, CallModel
-from cti.calls.publisher import STREAM_MAXLEN, EventPublisher
+from cti.calls.publisher import STREAM_RETENTION_S, EventPublisher
 from cti.calls.tracker import CallTracker
 from cti.config import Config
 
@@ -308,9 +308,8 @@ class FloorSink:
             separators=(",", ":"),
         )
         start = now()
-        await self._redis.xadd(
-            self._prefix + agent, {"e": payload}, maxlen=STREAM_MAXLEN, approximate=True
-        )
+        min_id = f"{int((time.time() - STREAM_RETENTION_S) * 1000)}-0"
+        await self._redis.xadd(self._prefix + agent, {"e": payload}, minid=min_id, approximate=True)
         self._stamps.apply[channel] = start
         self._stamps.publish[channel] = (start, now())
 

@@ -79,7 +79,7 @@ from cti.ami.client import AmiClient
 from cti.ami.protocol import Message
 from cti.calldata.service import CallDataService
 from cti.calldata.store import CallDataStore
-from cti.calls.publisher import ALL_EVENTS_STREAM, STREAM_MAXLEN, EventPublisher
+from cti.calls.publisher import ALL_EVENTS_STREAM, STREAM_RETENTION_S, EventPublisher
 from cti.db.migrate import migrate
 from cti.logs import configure_logging
 from cti.screenpop.app import HttpServer, build_app
@@ -184,9 +184,8 @@ class FloorAll(Pipeline):
             {"event": "ringing", "channel": msg.fields.get("destchannel", "")},
             separators=(",", ":"),
         )
-        await self._redis.xadd(
-            ALL_EVENTS_STREAM, {"e": payload}, maxlen=STREAM_MAXLEN, approximate=True
-        )
+        min_id = f"{int((time.time() - STREAM_RETENTION_S) * 1000)}-0"  # as the publisher trims
+        await self._redis.xadd(ALL_EVENTS_STREAM, {"e": payload}, minid=min_id, approximate=True)
 
     async def start(self) -> None:
         self._spawn(self.ami.run(self._stop), "ami")

@@ -68,6 +68,9 @@ class Config:
     call_data_ttl_s: int = 86_400
     #: How long a call's data stays in Redis after the call ended (PostgreSQL keeps it).
     call_data_after_end_s: int = 3_600
+    #: How long the call-event streams keep an event (supervisors' and agents'): a
+    #: sidebar away for less than this resumes where it left off.
+    stream_retention_s: int = 3_600
     #: Follow calls over AMI. Off when no AMI secret is configured (routing only).
     ami_enabled: bool = False
     #: This instance's name in the AMI lease (default: host:pid:random).
@@ -246,6 +249,10 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
             fields["timezone"] = zone(raw.strip()).key
         except HoursError as exc:
             raise ConfigError(f"CTI_TIMEZONE: {exc}") from None
+    if (raw := get("CTI_STREAM_RETENTION_S")) is not None:
+        fields["stream_retention_s"] = _int(
+            "CTI_STREAM_RETENTION_S", raw, minimum=60, maximum=7 * 86_400
+        )
     _session(get, fields)
 
     if (raw := env.get("CTI_PLAN_CACHE")) is not None:

@@ -426,6 +426,21 @@ def test_start_order():
     assert re.search(r"redis-cli\b.*\bping\b", " ".join(healthcheck("redis")))
 
 
+def test_redis_keeps_an_append_only_file_in_its_volume():
+    """Without persistence a Redis restart loses the call-event streams (issue 9,
+    finding 13): AOF fsync'd every second, in a named volume mounted on the image's
+    working directory (/data, where redis-server writes it), password still required."""
+    redis = service("redis")
+    command = " ".join(redis["command"])
+    assert command.startswith("sh -c exec docker-entrypoint.sh redis-server ")
+    words = command.split()
+    assert words[words.index("--appendonly") + 1] == "yes"
+    assert words[words.index("--appendfsync") + 1] == "everysec"
+    assert '--requirepass "$$REDIS_PASSWORD"' in command
+    volume = next(v for v in redis["volumes"] if v.endswith(":/data"))
+    assert volume.split(":")[0] in (compose().get("volumes") or {}), "a named volume"
+
+
 def test_callers_only_with_the_load_profile():
     assert service("callers").get("profiles") == ["load"]
     for name, svc in compose()["services"].items():

@@ -42,7 +42,9 @@ def open_call_data(
     )
     supervisor.writer("call-data-history-writer", history.run)
     store = CallDataStore(redis_client, config.call_data_ttl_s, pool=pool, history=history)
-    events = EventPublisher(redis_client, ttl_s=config.call_data_ttl_s)
+    events = EventPublisher(
+        redis_client, ttl_s=config.call_data_ttl_s, retention_s=config.stream_retention_s
+    )
     # Saving a disposition ends the agent's wrap-up (the AMI leader acts on it).
     agents = AgentStore(redis_client)
     service = CallDataService(store, events, on_disposition=[agents.disposition_saved])

@@ -57,6 +57,8 @@ class CallFollowing:
             connected=lambda: ami.is_connected,
             events=lambda: ami.stats.events,
             leader=lambda: leadership is not None and leadership.leader,
+            standby_window=lambda: leadership.standby_backlog if leadership else 0,
+            standby_overflow=lambda: leadership.standby_overflow if leadership else 0,
         )
 
 

@@ -8,7 +8,9 @@ decides their fate:
 * **leader** (holds the lease, :mod:`cti.calls.lease`): events go to the outbox, which
   publishes them to Redis Streams in order (:mod:`cti.calls.publisher`), to the
   timeline writer (PostgreSQL), and a call's end shortens its data's expiry;
-* **standby**: events are kept in a window of the last ``standby_window_s`` seconds.
+* **standby**: events are kept in a window of the last ``standby_window_s`` seconds,
+  pruned by age as events arrive (so the window, not the event rate, bounds the
+  standby's memory; ``standby_max`` events is only a backstop against a flood).
   When this instance becomes the leader it hands the whole window to the outbox first.
   Events the old leader already published are skipped by their fingerprints; events it
   never got to publish (it died first, or during the seconds before the lease expired)
@@ -145,7 +147,11 @@ class Leadership:
         self._call_ended = call_ended
         self._window_s = standby_window_s
         self._clock = clock
-        self._standby: deque[tuple[float, CallEvent]] = deque(maxlen=standby_max)
+        self._standby_max = standby_max
+        #: (when it was seen, the event), oldest first; the times never decrease.
+        self._standby: deque[tuple[float, CallEvent]] = deque()
+        #: Events dropped from the window by the count backstop before their time.
+        self.standby_overflow = 0
         self.leader = False
         self.ami_up = False
         self.lease = Lease(
@@ -171,6 +177,7 @@ class Leadership:
         else:
             now = self._clock()
             self._standby.extend((now, event) for event in events)
+            self._prune(now)
 
     def ami_connected(self, up: bool) -> None:
         """The AMI feed is up and resynced (True) or lost: whether we may lead."""
@@ -183,8 +190,8 @@ class Leadership:
             return
         self.leader = leader
         if leader:
-            cutoff = self._clock() - self._window_s
-            events = [event for seen, event in self._standby if seen >= cutoff]
+            self._prune(self._clock())
+            events = [event for _seen, event in self._standby]
             self._standby.clear()
             log.info("taking over call events", replayed=len(events))
             self._deliver(events)
@@ -198,9 +205,13 @@ class Leadership:
         now = self._clock()
         self.leader = False
         newer = list(self._standby)
+        # They happened before ``newer``: stamped no later than its oldest, so the
+        # window stays in time order and pruning from its old end stays right.
+        seen = min(now, newer[0][0]) if newer else now
         self._standby.clear()
-        self._standby.extend((now, event) for event in events)
+        self._standby.extend((seen, event) for event in events)
         self._standby.extend(newer)
+        self._prune(now)
 
     # -- running ----------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
@@ -222,7 +233,24 @@ class Leadership:
 
     @property
     def standby_backlog(self) -> int:
+        """Events held in the standby window now (older ones pruned first)."""
+        if not self.leader:
+            self._prune(self._clock())
         return len(self._standby)
+
+    def _prune(self, now: float) -> None:
+        """Drop what is older than the window, then (a flood) what is beyond the cap."""
+        cutoff = now - self._window_s
+        window = self._standby
+        while window and window[0][0] < cutoff:
+            window.popleft()
+        over = len(window) - self._standby_max
+        if over > 0:
+            if not self.standby_overflow:
+                log.warning("standby window full; oldest events dropped", cap=self._standby_max)
+            self.standby_overflow += over
+            for _ in range(over):
+                window.popleft()
 
     def _deliver(self, events: Sequence[CallEvent]) -> None:
         if not events:

@@ -2,8 +2,14 @@
 
 Why streams: a sidebar that reconnects asks for everything after the last entry id it
 saw (``XRANGE``/``XREAD`` from that id) and misses nothing; any daemon instance can serve
-any agent, whoever follows AMI. Streams are capped (``MAXLEN ~``), so a day's history
-per agent stays in memory and older news is in PostgreSQL (the timeline).
+any agent, whoever follows AMI. Streams keep a *time*, not a count: every ``XADD``
+trims entries older than ``retention_s`` (``MINID ~ <now - retention>``: approximate,
+so Redis drops whole internal nodes: up to one node, 100 entries, stays past it), and
+each stream expires a day after its last entry (``ttl_s``, the call data's lifetime, or
+the retention if longer: an agent who left leaves no stream behind, and one back from
+lunch still finds the entry it saw last, so it resumes without a needless resync).
+Older news is in PostgreSQL (the timeline). A client whose resume point was trimmed
+is told so by the WebSocket (:mod:`cti.screenpop.ws`), never skipped.
 
 Keys:
 
@@ -29,7 +35,8 @@ this module only knows how.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 
 import redis.asyncio as redis
 from redis.exceptions import NoScriptError
@@ -39,7 +46,8 @@ from cti.calls.lease import LEASE_KEY
 
 ALL_EVENTS_STREAM = "cti:events"
 AGENT_STREAM_PREFIX = "cti:events:agent:"
-STREAM_MAXLEN = 10_000
+#: How long the streams keep an event (seconds): CTI_STREAM_RETENTION_S.
+STREAM_RETENTION_S = 3_600
 
 
 def agent_stream(agent: str) -> str:
@@ -76,8 +84,10 @@ async def agents_connected(client: redis.Redis, call_key: str) -> frozenset[str]
 
 
 # KEYS: lease, seen, agents, all-stream, connected
-# ARGV: owner ('' = unfenced), fingerprint, payload, ttl_s, maxlen, to_call_agents,
+# ARGV: owner ('' = unfenced), fingerprint, payload, ttl_s, min id ('<ms>-0': older
+#       entries are trimmed), to_call_agents,
 #       agent stream prefix, the connected agent ('' if not a connected event),
+#       stream lifetime (ms: each stream expires this long after its last entry),
 #       recipients...
 _PUBLISH = """
 if ARGV[1] ~= '' and redis.call('GET', KEYS[1]) ~= ARGV[1] then
@@ -89,11 +99,11 @@ end
 local ttl = tonumber(ARGV[4])
 redis.call('EXPIRE', KEYS[2], ttl)
 local to = {}
-for i = 9, #ARGV do
+for i = 10, #ARGV do
     to[ARGV[i]] = true
     redis.call('SADD', KEYS[3], ARGV[i])
 end
-if #ARGV >= 9 then
+if #ARGV >= 10 then
     redis.call('EXPIRE', KEYS[3], ttl)
 end
 if ARGV[8] ~= '' then
@@ -105,9 +115,12 @@ if ARGV[6] == '1' then
         to[agent] = true
     end
 end
-redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[5], '*', 'e', ARGV[3])
+local keep_ms = tonumber(ARGV[9])
+redis.call('XADD', KEYS[4], 'MINID', '~', ARGV[5], '*', 'e', ARGV[3])
+redis.call('PEXPIRE', KEYS[4], keep_ms)
 for agent, _ in pairs(to) do
-    redis.call('XADD', ARGV[7] .. agent, 'MAXLEN', '~', ARGV[5], '*', 'e', ARGV[3])
+    redis.call('XADD', ARGV[7] .. agent, 'MINID', '~', ARGV[5], '*', 'e', ARGV[3])
+    redis.call('PEXPIRE', ARGV[7] .. agent, keep_ms)
 end
 return 1
 """
@@ -130,17 +143,20 @@ class EventPublisher:
         *,
         ttl_s: int,
         lease_key: str = LEASE_KEY,
-        maxlen: int = STREAM_MAXLEN,
+        retention_s: float = STREAM_RETENTION_S,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._redis = client
         self._sha: str | None = None  # the script's SHA once loaded into Redis
         self._ttl_s = ttl_s
         self._lease_key = lease_key
-        self._maxlen = maxlen
+        self._retention_ms = int(retention_s * 1000)
+        self._stream_life_ms = int(max(retention_s, ttl_s) * 1000)
+        self._clock = clock
         self.published = 0
         self.duplicates = 0
 
-    def _args(self, event: CallEvent, owner: str) -> tuple[list[str], list[str]]:
+    def _args(self, event: CallEvent, owner: str, min_id: str) -> tuple[list[str], list[str]]:
         keys = [
             self._lease_key,
             call_seen_key(event.call_key),
@@ -153,10 +169,11 @@ class EventPublisher:
             event.fingerprint,
             json.dumps(event.as_json(), separators=(",", ":")),
             str(self._ttl_s),
-            str(self._maxlen),
+            min_id,
             "1" if event.to_call_agents else "0",
             AGENT_STREAM_PREFIX,
             event.agent if event.kind == "connected" and event.agent else "",
+            str(self._stream_life_ms),
             *event.recipients,
         ]
         return keys, args
@@ -184,8 +201,11 @@ class EventPublisher:
         SCRIPT EXISTS first, a second round trip for every batch."""
         if self._sha is None:
             self._sha = await self._redis.script_load(_PUBLISH)
+        # Stream ids are Redis's clock in ms; ours may differ by the hosts' skew, which is
+        # seconds against a retention of an hour.
+        min_id = f"{max(int(self._clock() * 1000) - self._retention_ms, 0)}-0"
         async with self._redis.pipeline(transaction=False) as pipe:
             for event in events:
-                keys, args = self._args(event, owner)
+                keys, args = self._args(event, owner, min_id)
                 pipe.evalsha(self._sha, len(keys), *keys, *args)
             return await pipe.execute()

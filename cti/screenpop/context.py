@@ -33,6 +33,9 @@ class WsLimits:
     block_ms: int = 5000  # one blocking XREAD waits at most this
     revocation_check_s: float = 1.0  # how often an open socket checks its token is not revoked
     batch: int = 500  # entries per XREAD
+    #: A client with nothing to resume from (a new tab, or one whose resume point was
+    #: trimmed) gets at most this many of the newest entries: enough for today's calls.
+    snapshot_entries: int = 2000
 
 
 @dataclass(slots=True)

@@ -41,10 +41,14 @@ class AmiSource:
         connected: Callable[[], bool] = lambda: False,
         events: Callable[[], int] = lambda: 0,
         leader: Callable[[], bool] = lambda: False,
+        standby_window: Callable[[], int] = lambda: 0,
+        standby_overflow: Callable[[], int] = lambda: 0,
     ) -> None:
         self.connected = connected
         self.events = events
         self.leader = leader
+        self.standby_window = standby_window
+        self.standby_overflow = standby_overflow
 
 
 class _AmiCollector(Collector):
@@ -63,6 +67,16 @@ class _AmiCollector(Collector):
             "cti_ami_leader",
             "1 while this instance holds the AMI lease (publishes call events)",
             value=1 if source.leader() else 0,
+        )
+        yield GaugeMetricFamily(
+            "cti_standby_window_events",
+            "Call events a standby holds for a takeover (its window of recent events)",
+            value=source.standby_window(),
+        )
+        yield CounterMetricFamily(
+            "cti_standby_overflow_events",
+            "Events dropped from the standby window by its count cap before their time",
+            value=source.standby_overflow(),
         )
 
 
@@ -228,6 +242,13 @@ class Metrics:
             "cti_pop_latency_seconds",
             "From the AgentCalled timestamp to the ringing frame sent to the agent",
             buckets=POP_BUCKETS,
+            registry=self.registry,
+        )
+        self.resyncs = Counter(
+            "cti_websocket_resyncs",
+            "Sockets whose resume point was gone (trimmed by the retention, or Redis reset) "
+            "and were sent a snapshot instead",
+            ["reason"],
             registry=self.registry,
         )
         self.websocket_clients = Gauge(

@@ -19,6 +19,14 @@ timeout than ordinary commands.
 
 A Redis outage pauses the feed (retried with backoff, the cursor kept); nothing is lost
 because the stream still holds the entries when Redis is back.
+
+**Retention.** The streams keep a time (``CTI_STREAM_RETENTION_S``), and Redis may come
+back empty. While catching up (the first reads, and the first after a Redis error) the
+feed asks the stream, after each read, whether it still reaches back to the cursor
+(:func:`cti.screenpop.streams.lost_after`). If so it sends ``{"type": "resync",
+"reason": "trimmed"|"reset", "after": <the cursor>}`` instead of the read's entries and
+starts over from the snapshot a new tab gets: the newest ``snapshot_entries`` entries.
+A client is never silently skipped past what it missed.
 """
 
 from __future__ import annotations
@@ -41,7 +49,14 @@ from cti.screenpop.context import WsLimits, context, verify_token
 from cti.screenpop.errors import invalid
 from cti.screenpop.metrics import Metrics
 from cti.screenpop.revocation import TokenVersions
-from cti.screenpop.streams import START, STREAM_ID, entry_id, entry_json
+from cti.screenpop.streams import (
+    START,
+    STREAM_ID,
+    entry_id,
+    entry_json,
+    lost_after,
+    snapshot_start,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -146,23 +161,46 @@ class _Feed:
 
     async def run(self) -> None:
         live = False  # caught up once: from then on entries are news, and pops
+        fresh = self.cursor == START  # nothing to resume from: start at the snapshot
         while not self._ws.closed:
+            before = self.cursor
             try:
+                if fresh:
+                    before = self.cursor = await self._snapshot()
+                    fresh = False
                 reply = await self._reader.xread(
-                    {self._stream: self.cursor},
+                    {self._stream: before},
                     count=self._limits.batch,
                     block=self._limits.block_ms if live else None,
                 )
+                lost = None if live else await lost_after(self._reader, self._stream, before)
             except (RedisError, OSError) as exc:
                 log.warning("event stream unreadable; retrying", error=repr(exc))
+                live = False  # Redis may be back empty: check the cursor again
                 await asyncio.sleep(self._backoff.next_delay())
                 continue
             self._backoff.reset()
+            if lost is not None:
+                await self._resync(lost, before)
+                fresh = True
+                continue
             entries = _entries(reply)
             for raw_id, fields in entries:
                 await self._send(entry_id(raw_id), entry_json(fields), live)
             if len(entries) < self._limits.batch:
                 live = True
+
+    async def _snapshot(self) -> str:
+        return await snapshot_start(self._reader, self._stream, self._limits.snapshot_entries)
+
+    async def _resync(self, reason: str, after: str) -> None:
+        """Tell the client its resume point is gone; the snapshot follows."""
+        log.info("client resynchronised", stream=self._stream, reason=reason, after=after)
+        self._metrics.resyncs.labels(reason=reason).inc()
+        frame = json.dumps({"type": "resync", "reason": reason, "after": after})
+        async with self._send_lock:
+            await self._ws.send_str(frame)
+        self.cursor = START
 
     async def _send(self, stream_id: str, text: str | None, live: bool) -> None:
         self.cursor = stream_id  # past it even if it is not ours to send

@@ -370,6 +370,38 @@ async def test_a_dropped_network_reconnects_and_shows_the_missed_pop(
     await expect(missed).to_be_hidden()
 
 
+async def test_a_resume_point_trimmed_away_resynchronises_the_page(
+    sidebars: Sidebars, backend: Backend
+) -> None:
+    """Away longer than the streams keep events: the page is told (resync), says so,
+    and takes the snapshot as a new tab would: the call that rang meanwhile pops, the
+    card it had stays, nothing is listed as "missed" as if it were complete."""
+    from cti.calls.publisher import agent_stream
+
+    alice = await sidebars.signed_in("alice")
+    frames = sidebars.frames[alice]
+    earlier = CallScript()
+    await ring(backend, earlier, ALICE)
+    await expect(alice.get_by_test_id("call-card")).to_have_count(1)
+
+    await alice.context.set_offline(True)
+    await expect(alice.get_by_test_id("connection")).to_have_attribute("data-state", "offline")
+    call = CallScript()
+    await ring(backend, call, ALICE, ivr={"intent": "move"})
+    # The retention removes everything before the new ringing: what alice saw is gone.
+    newest = await backend.redis.xrevrange(agent_stream(ALICE), count=1)
+    await backend.redis.xtrim(agent_stream(ALICE), minid=newest[0][0], approximate=False)
+
+    await alice.context.set_offline(False)
+    await expect(alice.get_by_test_id("connection")).to_have_attribute("data-state", "connected")
+    await until(lambda: any(f.get("type") == "resync" for f in frames))
+    await expect(alice.get_by_test_id("banner")).to_contain_text("no longer on the server")
+    cards = alice.get_by_test_id("call-card")
+    await expect(cards).to_have_count(2)
+    await expect(cards.get_by_test_id("customer-name").first).to_have_text("Alan Turing")
+    await expect(alice.get_by_test_id("missed")).to_be_hidden()
+
+
 async def test_a_server_that_drops_the_socket_is_reconnected_to(
     sidebars: Sidebars, backend: Backend
 ) -> None:

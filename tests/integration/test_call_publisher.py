@@ -231,3 +231,32 @@ async def test_leadership_publishes_what_is_pending_before_it_releases_the_lease
         "ringing",
     ]
     assert not leadership.leader and await redis_client.get(LEASE_KEY) is None
+
+
+async def test_streams_keep_a_time_not_a_count(redis_client: redis.Redis) -> None:
+    """Retention is a time: 15,000 events from two hours ago (written here with their
+    ids of then) are trimmed by the next events, and 15,000 new ones (more than the old
+    10,000-entry cap) all stay; the streams expire a day after their last entry."""
+    await redis_client.set(LEASE_KEY, "me")
+    now = await redis_now(redis_client)
+    publisher = EventPublisher(redis_client, ttl_s=86_400, retention_s=3600, clock=lambda: now)
+    then_ms = int((now - 7200) * 1000)
+    for key in (ALL_EVENTS_STREAM, agent_stream("PJSIP/2001")):
+        async with redis_client.pipeline(transaction=False) as pipe:
+            for n in range(15_000):
+                pipe.xadd(key, {"e": "{}"}, id=f"{then_ms}-{n + 1}")
+            await pipe.execute()
+    events = [event("ringing", f"ringing|{n}", agent="PJSIP/2001") for n in range(15_000)]
+    for start in range(0, len(events), 1_000):
+        await publisher.publish_many(events[start : start + 1_000], "me")
+    for key in (ALL_EVENTS_STREAM, agent_stream("PJSIP/2001")):
+        # Approximate: whole internal nodes (100 entries) go, so the one where old
+        # and new meet may keep a few old entries.
+        assert 15_000 <= await redis_client.xlen(key) < 15_100, key
+        assert 86_390_000 < await redis_client.pttl(key) <= 86_400_000  # the call data's
+    assert [e["event"] for e in (await stream(redis_client, ALL_EVENTS_STREAM))[-1:]] == ["ringing"]
+
+
+async def redis_now(client: redis.Redis) -> float:
+    seconds, micros = await client.time()
+    return seconds + micros / 1_000_000

@@ -859,9 +859,12 @@ async def test_metrics_name_every_metric(stack: Stack) -> None:
         "cti_ami_connected",
         "cti_ami_events_total",
         "cti_ami_leader",
+        "cti_standby_window_events",
+        "cti_standby_overflow_events_total",
         "cti_pops_total",
         "cti_pop_latency_seconds",
         "cti_websocket_clients",
+        "cti_websocket_resyncs_total",
     ):
         assert f"# TYPE {name.removesuffix('_total')}" in text, name
 

@@ -171,11 +171,72 @@ def test_window_drops_old_events_only() -> None:
     clock.now += 61
     for msg in messages[len(messages) // 2 :]:
         standby.apply(msg)
-    recent = standby.standby_backlog - old
+    recent = standby.standby_backlog  # the old half is pruned as the new one arrives
     standby.set_leader(True)
     published = standby.published()
     assert old > 0 and recent > 0
     assert len(published) == recent and standby.standby_backlog == 0
+
+
+def steady_events(node: Node, clock: Clock, *, seconds: int, per_second: int, start: int) -> int:
+    """``per_second`` distinct events each second for ``seconds``; returns the next number."""
+    n = start
+    for _ in range(seconds):
+        node.leadership.take(
+            [
+                data_changed(f"c{n + i}", f"1.{n + i}", 1, "PJSIP/2001", clock.now)
+                for i in range(per_second)
+            ]
+        )
+        n += per_second
+        clock.now += 1
+    return n
+
+
+def test_standby_memory_is_bounded_by_the_window_not_by_the_rate() -> None:
+    """Ten minutes at 200 events/s: what the standby holds stops growing after its
+    two-minute window (it used to grow to the count cap) and takeover republishes
+    exactly the window."""
+    clock = Clock()
+    standby = Node(clock, standby_window_s=120)
+    held = []
+    n = 0
+    for _minute in range(10):
+        n = steady_events(standby, clock, seconds=60, per_second=200, start=n)
+        held.append(standby.standby_backlog)
+    assert held[0] == 60 * 200
+    assert held[1:] == [120 * 200] * 9, held  # the window and no more
+    assert standby.leadership.standby_overflow == 0
+    standby.set_leader(True)
+    published = standby.published()
+    assert [e.call_id for e in published] == [f"c{i}" for i in range(n - 120 * 200, n)]
+
+
+def test_the_count_cap_is_a_backstop_for_a_flood() -> None:
+    clock = Clock()
+    standby = Node(clock, standby_window_s=120, standby_max=1_000)
+    steady_events(standby, clock, seconds=3, per_second=600, start=0)
+    assert standby.standby_backlog == 1_000
+    assert standby.leadership.standby_overflow == 800
+    standby.set_leader(True)
+    assert [e.call_id for e in standby.published()] == [f"c{i}" for i in range(800, 1_800)]
+
+
+def test_refused_events_stay_ahead_of_newer_ones_and_age_out_with_them() -> None:
+    clock = Clock()
+    node = Node(clock, standby_window_s=120)
+    node.set_leader(True)
+    steady_events(node, clock, seconds=1, per_second=2, start=0)
+    refused = node.published()
+    node.forget_published()
+    node.set_leader(False)
+    steady_events(node, clock, seconds=1, per_second=2, start=2)
+    node.keep_unpublished(refused)
+    assert node.standby_backlog == 4
+    clock.now += 119
+    assert node.standby_backlog == 4
+    clock.now += 2
+    assert node.standby_backlog == 0
 
 
 def test_events_refused_by_the_lease_are_kept_for_the_next_leader() -> None:

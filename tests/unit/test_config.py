@@ -126,6 +126,10 @@ def test_the_process_environment_is_the_default(monkeypatch: pytest.MonkeyPatch)
         pytest.param("CTI_AMI_LEASE_TTL_S", "60", "ami_lease_ttl_s", 60, id="lease-max"),
         pytest.param("CTI_CALL_DATA_AFTER_END_S", "0", "call_data_after_end_s", 0, id="after-end"),
         pytest.param("CTI_INSTANCE_ID", "cti-a", "instance_id", "cti-a", id="instance"),
+        pytest.param("CTI_STREAM_RETENTION_S", "60", "stream_retention_s", 60, id="retention-min"),
+        pytest.param(
+            "CTI_STREAM_RETENTION_S", "604800", "stream_retention_s", 604_800, id="retention-max"
+        ),
         pytest.param("CTI_SESSION_TTL_S", "60", "session_ttl_s", 60, id="session-ttl-min"),
         pytest.param("CTI_HTTP_ENABLED", "no", "http_enabled", False, id="http-off"),
         pytest.param("CTI_TIMEZONE", " Europe/Paris ", "timezone", "Europe/Paris", id="tz"),
@@ -245,6 +249,9 @@ def test_a_short_session_secret_is_refused_without_being_shown() -> None:
         pytest.param("CTI_SESSION_TTL_S", "59", id="session-ttl-too-small"),
         pytest.param("CTI_SESSION_TTL_S", "12h", id="session-ttl-unit"),
         pytest.param("CTI_SESSION_TTL_S", "2592001", id="session-ttl-too-big"),
+        pytest.param("CTI_STREAM_RETENTION_S", "59", id="retention-too-small"),
+        pytest.param("CTI_STREAM_RETENTION_S", "604801", id="retention-too-big"),
+        pytest.param("CTI_STREAM_RETENTION_S", "1h", id="retention-unit"),
         pytest.param("CTI_HTTP_ENABLED", "maybe", id="http-enabled-word"),
         # FastAGI admission
         pytest.param("CTI_AGI_ALLOW", "10.0.0.0/8,", id="agi-allow-trailing-comma"),

@@ -11,8 +11,11 @@
  *   page was away: they are listed in "While you were disconnected". Finding that
  *   burst by a quiet gap, not by comparing clocks, keeps it right when the agent's PC
  *   clock is off.
- * - A new tab connects without `after` and gets the agent's retained stream: it
- *   rebuilds the current call from it (without announcing old news).
+ * - A new tab connects without `after` and gets the newest entries of the agent's
+ *   stream: it rebuilds the current call from them (without announcing old news). A
+ *   reconnect whose `after` the server no longer holds (streams keep an hour; Redis may
+ *   restart empty) gets a `resync` frame and then that same snapshot: the page takes it
+ *   as a new tab would, its own cards pruned by the same rules as replayed ones.
  * - Notes and disposition are saved while the agent types (debounced PATCH with the
  *   version read). The document keeps one note per writer, so a colleague's note is
  *   never in the way of ours; what can be overwritten is a field both touched (the
@@ -550,6 +553,8 @@ function onFrame(raw) {
   conn.pongTimer = null;
   if (message.type === "hello") {
     onHello();
+  } else if (message.type === "resync") {
+    onResync();
   } else if (message.type === "event" && message.event) {
     if (message.id) {
       if (conn.lastId && compareIds(message.id, conn.lastId) <= 0) return; // seen already
@@ -584,6 +589,32 @@ function onHello() {
     if (call.saveFailed) scheduleSave(call, 0);
     if (!call.doc && call.loadError?.retry) loadDoc(call);
   }
+}
+
+/** What we missed is no longer on the server (older than its retention, or Redis
+ * restarted empty): the snapshot a new tab gets follows, so take it as a new tab would.
+ * The cards already here are not dropped (a call in progress or waiting for its
+ * disposition must not vanish because Redis lost its stream): they are treated like
+ * replayed ones, so the same rules as a new tab's prune them once the snapshot is in
+ * (old news goes, a wrapped-up call goes); cards with typing not yet saved are left alone. */
+function onResync() {
+  conn.lastId = null;
+  endCatchUp(true);
+  const unsaved = new Set(unsavedCalls());
+  for (const call of calls.values()) {
+    if (!unsaved.has(call)) call.fromReplay = true;
+  }
+  team.feed = [];
+  catchUp = {
+    kind: "replay",
+    items: [],
+    quiet: null,
+    max: setTimeout(() => endCatchUp(), CATCH_UP_MAX_MS),
+  };
+  bumpCatchUp();
+  const text = "Some call updates from while you were away are no longer on the server: the page was refreshed from the current ones.";
+  setBanner(text);
+  announce(text);
 }
 
 function bumpCatchUp() {
