@@ -221,20 +221,21 @@ async def _serve(conn: Connection, ami_port: int, redis_url: str, db_url: str, k
             if command == "start":
                 stop = asyncio.Event()
                 if arg == "cti":
-                    pipeline, engine_task = await start_cti(client, ami_port, stop)
+                    started = start_cti(client, ami_port, stop)
+                    pipeline, engine_task = await _bounded("start", started)
                 else:
                     pipeline = FloorAll(client, ami_port)
-                    await pipeline.start()
+                    await _bounded("start", pipeline.start())
                 conn.send(("started", None))
             elif command == "cpu":
                 conn.send(("cpu", time.process_time()))
             elif command == "end":
                 stop.set()
                 if engine_task is not None:
-                    await engine_task
+                    await _bounded("engine stop", engine_task)
                     engine_task = None
                 if pipeline is not None:
-                    await pipeline.close()
+                    await _bounded("pipeline close", pipeline.close())
                     pipeline = None
                 conn.send(("ended", None))
             else:
@@ -243,6 +244,18 @@ async def _serve(conn: Connection, ami_port: int, redis_url: str, db_url: str, k
         await http.stop()
         await pool.close()
         await client.aclose()
+
+
+async def _bounded(step: str, awaitable: Any, timeout_s: float = 20.0) -> Any:
+    """``awaitable`` within ``timeout_s``; else every task's stack on stderr and an error
+    (a stuck step names itself rather than leaving the bench waiting)."""
+    try:
+        return await asyncio.wait_for(awaitable, timeout_s)
+    except TimeoutError:
+        for task in asyncio.all_tasks():
+            print(f"-- task {task.get_name()}", file=sys.stderr)
+            task.print_stack(file=sys.stderr)
+        raise BenchError(f"server: {step} took over {timeout_s:g} s") from None
 
 
 async def start_cti(
