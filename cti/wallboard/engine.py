@@ -10,8 +10,9 @@ leader, :mod:`cti.calls.leadership`). Then it:
    pure :class:`~cti.wallboard.figures.Figures`;
 3. at most every ``flush_s`` (50 ms; leading edge: an event after a quiet spell goes
    out at once; a busy centre gets at most 20 frames a second, which bounds what each
-   open wallboard costs: one socket write per frame), writes the snapshot and publishes one frame holding the queues and agents
-   that changed; every ``state_every_s`` the counts and cursor are saved with it.
+   open wallboard costs: one socket write per frame), writes the snapshot and
+   publishes one frame holding the queues and agents that changed; every
+   ``state_every_s`` the counts and cursor are saved with it.
 
 Reading the stream rather than taking events from the outbox directly is what makes a
 takeover exact: counts and cursor are saved together, and whatever the stream holds
