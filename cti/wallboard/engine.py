@@ -148,13 +148,10 @@ class WallboardEngine:
             self.figures.load_state(saved.figures)
             self.cursor, self.seq = saved.cursor, saved.seq
             return
-        # The first leader ever: count from now on (the stream's history is not today's).
-        reader = self._open_reader()
-        try:
-            last: Any = await reader.xrevrange(ALL_EVENTS_STREAM, count=1)
-        finally:
-            await reader.aclose()
-        self.cursor = _text(last[0][0]) if last else START
+        # The first leader ever: count what the stream still holds (its retention, an
+        # hour by default): events published before this engine got going are today's
+        # too, and the day's roll-over sorts older ones out.
+        self.cursor = START
 
     async def _read(self, reader: redis.Redis) -> None:
         while True:

@@ -84,6 +84,11 @@ async def test_known_outcomes_give_exactly_the_expected_figures(
         await db.close()
     url = f"http://127.0.0.1:{sandbox.http_port}"
     token = await _token(url)
+
+    async def leading() -> bool:  # the leader's engine has written its first snapshot
+        return (await _wallboard(url, token)).get("at") is not None
+
+    await until(leading, within_s=30, every_s=0.5)
     before = _counts(await _wallboard(url, token))
     since = ami.mark()
 
