@@ -321,7 +321,7 @@ async def _with_connection(args: argparse.Namespace, config: Config, conn) -> in
             raise InputRefused(f"{args.file}: {exc}") from None
         print(
             f"{args.file}: stored {len(plan.queues)} queue(s), {len(plan.numbers)} number(s),"
-            f" {len(plan.rules)} rule(s)"
+            f" {len(plan.rules)} rule(s), {len(plan.pause_reasons)} pause reason(s)"
         )
         return 0
     if args.command == "rules" and args.rules == "export":

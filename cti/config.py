@@ -17,15 +17,16 @@ from urllib.parse import urlsplit
 
 import phonenumbers
 
-from cti.agi.admission import (
-    DEFAULT_ALLOW,
-    DEFAULT_MAX_CONNECTIONS,
-    DEFAULT_MAX_PER_ADDRESS,
-    Network,
-    parse_networks,
-)
+from cti.agi.admission import DEFAULT_ALLOW, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_PER_ADDRESS
+from cti.net.admission import Network, parse_networks
 from cti.routing.hours import HoursError, zone
 from cti.routing.plan import NAME
+from cti.screenpop.connections import (
+    DEFAULT_HEADER_TIMEOUT_S,
+    DEFAULT_KEEPALIVE_S,
+)
+from cti.screenpop.connections import DEFAULT_MAX_CONNECTIONS as DEFAULT_HTTP_MAX_CONNECTIONS
+from cti.screenpop.connections import DEFAULT_MAX_PER_ADDRESS as DEFAULT_HTTP_MAX_PER_ADDRESS
 
 DEFAULT_PLAN_CACHE = str(Path.home() / ".cache" / "cti" / "routing-plan.toml")
 MIN_SESSION_SECRET_BYTES = 32
@@ -56,6 +57,15 @@ class Config:
     agi_max_per_address: int = DEFAULT_MAX_PER_ADDRESS
     agi_max_connections: int = DEFAULT_MAX_CONNECTIONS
     http_bind: HostPort = HostPort("127.0.0.1", 8080)
+    #: A connection whose first request's headers are not complete this long after
+    #: accept is closed; a kept-alive connection idle this long is closed.
+    http_header_timeout_s: float = DEFAULT_HEADER_TIMEOUT_S
+    http_keepalive_s: float = DEFAULT_KEEPALIVE_S
+    #: HTTP connections at once, all addresses together, and from one address.
+    http_max_connections: int = DEFAULT_HTTP_MAX_CONNECTIONS
+    http_max_per_address: int = DEFAULT_HTTP_MAX_PER_ADDRESS
+    #: Serve /metrics (and /healthz) on this address of its own, not on ``http_bind``.
+    metrics_bind: HostPort | None = None
     ami_host: str = "127.0.0.1"
     ami_port: int = 5038
     ami_username: str = "cti"
@@ -124,6 +134,16 @@ def _int(name: str, raw: str, minimum: int | None = None, maximum: int | None = 
     return value
 
 
+def _seconds(name: str, raw: str, minimum: float, maximum: float) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r}: expected a number of seconds") from None
+    if not minimum <= value <= maximum:  # False for nan too
+        raise ConfigError(f"{name}={raw!r}: must be between {minimum:g} and {maximum:g} seconds")
+    return value
+
+
 def _url(name: str, raw: str, schemes: tuple[str, ...]) -> str:
     parts = urlsplit(raw)
     if parts.scheme not in schemes or (not parts.hostname and not parts.path):
@@ -187,6 +207,19 @@ def _session(get: Callable[[str], str | None], fields: dict[str, object]) -> Non
         )
 
 
+def _http_limits(get: Callable[[str], str | None], fields: dict[str, object]) -> None:
+    if (raw := get("CTI_HTTP_HEADER_TIMEOUT_S")) is not None:
+        fields["http_header_timeout_s"] = _seconds("CTI_HTTP_HEADER_TIMEOUT_S", raw, 0.1, 300)
+    if (raw := get("CTI_HTTP_KEEPALIVE_S")) is not None:
+        fields["http_keepalive_s"] = _seconds("CTI_HTTP_KEEPALIVE_S", raw, 0.1, 3600)
+    if (raw := get("CTI_HTTP_MAX_CONNECTIONS")) is not None:
+        fields["http_max_connections"] = _int("CTI_HTTP_MAX_CONNECTIONS", raw, 1, 1_000_000)
+    if (raw := get("CTI_HTTP_MAX_PER_ADDRESS")) is not None:
+        fields["http_max_per_address"] = _int("CTI_HTTP_MAX_PER_ADDRESS", raw, 1, 1_000_000)
+    if (raw := get("CTI_METRICS_BIND")) is not None:
+        fields["metrics_bind"] = _host_port("CTI_METRICS_BIND", raw)
+
+
 def load_config(env: Mapping[str, str] | None = None) -> Config:
     """Build the configuration from ``env`` (default: the process environment)."""
     env = os.environ if env is None else env
@@ -210,6 +243,7 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         fields["agi_max_per_address"] = _int("CTI_AGI_MAX_PER_ADDRESS", raw, 1, 100_000)
     if (raw := get("CTI_HTTP_BIND")) is not None:
         fields["http_bind"] = _host_port("CTI_HTTP_BIND", raw)
+    _http_limits(get, fields)
     if (raw := get("CTI_AMI_HOST")) is not None:
         fields["ami_host"] = raw
     if (raw := get("CTI_AMI_PORT")) is not None:

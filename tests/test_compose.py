@@ -33,6 +33,7 @@ SIP_PORT = 5060
 AMI_PORT = 5038
 AGI_PORT = 4573
 HTTP_PORT = 8080
+METRICS_PORT = 9100  # the routing process's /metrics, /healthz, /readyz (compose network only)
 AGENT_PORTS = {f"200{n}": 5070 + n for n in range(1, 7)}  # agent 200N on 507N
 TRUNK_PORT = 5080
 
@@ -326,13 +327,27 @@ def test_agi_port():
     assert port_of(env("asterisk")["CTI_AGI_ADDR"]) == AGI_PORT
     assert (AGI_PORT, "tcp") in exposed("cti")
     assert f"'127.0.0.1', {AGI_PORT})" in " ".join(healthcheck("cti")), "healthcheck: AGI port"
-    assert f"127.0.0.1:{HTTP_PORT}/healthz" in " ".join(healthcheck("cti")), "healthcheck: HTTP"
+    assert f"127.0.0.1:{METRICS_PORT}/healthz" in " ".join(healthcheck("cti")), "healthcheck"
+
+
+def test_routing_and_the_sidebar_run_in_two_processes():
+    """The README's decision ("One process or two"): cti routes and follows calls with
+    no sidebar and its metrics on a port of their own; screenpop is the sidebar."""
+    assert env("cti")["CTI_HTTP_ENABLED"] == "no"
+    assert "CTI_SESSION_SECRET" not in env("cti") and "CTI_HTTP_BIND" not in env("cti")
+    assert port_of(env("cti")["CTI_METRICS_BIND"]) == METRICS_PORT
+    assert (METRICS_PORT, "tcp") in exposed("cti") and not service("cti").get("ports")
+    assert service("screenpop")["command"] == ["cti", "screenpop"]
+    assert service("screenpop")["build"] == service("cti")["build"], "the same image"
+    for name in ("CTI_DATABASE_URL", "CTI_REDIS_URL", "CTI_AMI_HOST", "CTI_AMI_SECRET"):
+        assert env("screenpop")[name] == env("cti")[name], name
 
 
 def test_http_port():
     assert Config().http_bind.port == HTTP_PORT
-    assert port_of(env("cti")["CTI_HTTP_BIND"]) == HTTP_PORT
-    assert (HTTP_PORT, "tcp") in {(p.container_port, p.protocol) for p in published("cti")}
+    assert port_of(env("screenpop")["CTI_HTTP_BIND"]) == HTTP_PORT
+    assert (HTTP_PORT, "tcp") in {(p.container_port, p.protocol) for p in published("screenpop")}
+    assert f"127.0.0.1:{HTTP_PORT}/healthz" in " ".join(healthcheck("screenpop"))
 
 
 def test_agent_ports():
@@ -405,6 +420,8 @@ def test_cti_service_variables_are_known():
     assert not unknown, (
         f"read by neither cti/config.py, cti/cli.py nor docker/cti-start.sh: {sorted(unknown)}"
     )
+    assert not set(env("screenpop")) - known, "screenpop: a variable cti/config.py ignores"
+    assert env("screenpop")["CTI_LOG_FORMAT"] == "json"
     assert env("cti")["CTI_LOG_FORMAT"] == "json"
     assert env("cti")["CTI_PLAN_CACHE"].startswith("/var/lib/cti/")
     assert any(v.endswith(":/var/lib/cti") for v in service("cti")["volumes"]), "plan cache volume"
@@ -416,6 +433,7 @@ def test_start_order():
 
     assert condition("cti", "postgres") == "service_healthy"
     assert condition("cti", "redis") == "service_healthy"
+    assert condition("screenpop", "cti") == "service_healthy"  # the database is migrated
     assert condition("asterisk", "agents") == "service_healthy"
     for name, svc in compose()["services"].items():
         for dependency, spec in (svc.get("depends_on") or {}).items():

@@ -5,8 +5,9 @@ The unit tests of the call model (tests/unit/test_call_model*.py) replay these f
 Each is the byte stream one AMI session received, from the greeting and its Login to
 its Logoff, CRLF kept, preceded by one ``# <name>: ...`` line that says how it was
 recorded. The recording session sends only Login, the scenario's own actions
-(BlindTransfer, Atxfer, Hangup) and Logoff; the actions are not in the file, their
-responses are (ActionID ``login-1``, ``xfer-1``, ..., ``logoff-1``).
+(BlindTransfer, Atxfer, Hangup, QueuePause, QueueAdd, QueueRemove) and Logoff; the
+actions are not in the file, their responses are (ActionID ``login-1``, ``xfer-1``,
+..., ``logoff-1``).
 
 Usage (as root, like the e2e tests: the sandbox uses chroot; PostgreSQL and Redis as
 for the tests, CTI_TEST_PG / CTI_RECORD_REDIS to point elsewhere)::
@@ -253,6 +254,8 @@ class Scenario:
     rate: float = 1.0  # calls per second
     drive: Callable[[Recording], Awaitable[None]] | None = None  # the AMI actions
     within_s: float = 120
+    #: AMI actions before the callers start (a pause, a member added)
+    prepare: Callable[[Recording], Awaitable[None]] | None = None
 
 
 async def _transfer_after_connect(rec: Recording, action: str, action_id: str, exten: str) -> str:
@@ -278,6 +281,57 @@ async def atxfer_to_2003_then_hang_up(rec: Recording) -> None:
     await rec.wait_event(dials("PJSIP/2003"), 30, "agent 2003 answering the consult call")
     await asyncio.sleep(2)
     await rec.action("Hangup", "hangup-1", Channel=agent_leg)
+
+
+async def _ok(rec: Recording, action: str, action_id: str, **fields: str) -> None:
+    reply = await rec.action(action, action_id, **fields)
+    if reply.get("Response") != "Success":
+        raise RuntimeError(f"{action} refused: {reply.get('Message')}")
+
+
+async def pause_2001_for_lunch(rec: Recording) -> None:
+    await _ok(rec, "QueuePause", "pause-1", Interface="PJSIP/2001", Paused="true", Reason="lunch")
+
+
+async def unpause_2001_after_the_call(rec: Recording) -> None:
+    await rec.wait_event(is_event("AgentComplete"), 60, "AgentComplete")
+    await _ok(rec, "QueuePause", "pause-2", Interface="PJSIP/2001", Paused="false")
+
+
+async def add_2004_to_support(rec: Recording) -> None:
+    for n, agent in enumerate((2001, 2002, 2003), 1):  # a lingering registration must not ring
+        await _ok(
+            rec,
+            "QueuePause",
+            f"pause-{n}",
+            Queue="support",
+            Interface=f"PJSIP/{agent}",
+            Paused="true",
+            Reason="recording",
+        )
+    await _ok(
+        rec,
+        "QueueAdd",
+        "add-1",
+        Queue="support",
+        Interface="PJSIP/2004",
+        MemberName="Agent 2004",
+        StateInterface="PJSIP/2004",
+    )
+
+
+async def remove_2004_after_the_call(rec: Recording) -> None:
+    await rec.wait_event(is_event("AgentComplete"), 60, "AgentComplete")
+    await _ok(rec, "QueueRemove", "remove-1", Queue="support", Interface="PJSIP/2004")
+    for n, agent in enumerate((2001, 2002, 2003), 4):
+        await _ok(
+            rec,
+            "QueuePause",
+            f"pause-{n}",
+            Queue="support",
+            Interface=f"PJSIP/{agent}",
+            Paused="false",
+        )
 
 
 SUPPORT = "5550100"
@@ -339,6 +393,33 @@ SCENARIOS: dict[str, Scenario] = {
             ),
             hold_ms=8000,
             rate=2,
+        ),
+        # -- agent states (issue 11) ------------------------------------------------------
+        Scenario(
+            "pause_with_reason",
+            "before the call the client sends Action: QueuePause Interface: PJSIP/2001 "
+            "Paused: true Reason: lunch (ActionID pause-1, every queue of 2001); a caller to "
+            "support skips 2001 and agent 2002 (sipp/agent.xml, rings 1 s) answers; after "
+            "AgentComplete the client unpauses 2001 (pause-2)",
+            (Phone(2001), Phone(2002)),
+            (("2120000002", SUPPORT, "", ""),),
+            hold_ms=4000,
+            prepare=pause_2001_for_lunch,
+            drive=unpause_2001_after_the_call,
+        ),
+        Scenario(
+            "member_added_removed",
+            "before the call the client sends Action: QueueAdd Queue: support Interface: "
+            "PJSIP/2004 MemberName: Agent 2004 StateInterface: PJSIP/2004 (ActionID add-1), "
+            "after pausing 2001-2003 in support (Reason: recording, pause-1..3: they have no "
+            "phone); a caller to support is answered by 2004 (sipp/agent.xml, rings 1 s); "
+            "after AgentComplete the client sends QueueRemove (remove-1) and unpauses "
+            "2001-2003 in support (pause-4..6)",
+            (Phone(2004),),
+            (("2120000002", SUPPORT, "", ""),),
+            hold_ms=4000,
+            prepare=add_2004_to_support,
+            drive=remove_2004_after_the_call,
         ),
         # -- the older captures, re-recordable the same way -----------------------------
         Scenario(
@@ -605,6 +686,8 @@ async def record(scenario: Scenario, bed: Testbed, out_dir: Path) -> Path:
         await wait_until_registered({a: phones[a] for a in standard}, workdir)
         rec = await Recording.open(AMI_HOST, AMI_PORT, AMI_USER, bed.secret)
         try:
+            if scenario.prepare is not None:
+                await scenario.prepare(rec)
             callers = await CallBatch.start(
                 workdir,
                 list(scenario.calls),

@@ -178,7 +178,10 @@ class WrapUpService:
             return
         interfaces = self._board.interfaces(agent)
         for membership in status.memberships:
-            if membership.paused and membership.reason == WRAPUP_REASON:
+            ours = membership.paused and membership.reason == WRAPUP_REASON
+            # A pause we asked for that Asterisk has not confirmed yet is ours too.
+            asked = (agent, membership.queue, True) in self._requested
+            if ours or (asked and not membership.paused):
                 await self._send(interfaces.get(membership.queue, agent), False, membership.queue)
             self._requested.pop((agent, membership.queue, True), None)
 

@@ -5,7 +5,7 @@ The adapter stays thin: it reads lines, feeds :mod:`cti.agi.protocol`, and hands
 with a peer (garbage, a header that never ends, a peer that vanishes, an unknown
 script) ends in a logged close of that one connection; the server itself never stops
 serving. Who may connect, and how many at once, is :mod:`cti.agi.admission`'s call,
-made in :mod:`cti.agi.listener`'s accept loop before a byte is read.
+made in :mod:`cti.net.listener`'s accept loop before a byte is read.
 """
 
 from __future__ import annotations
@@ -23,10 +23,8 @@ from cti.agi.admission import (
     DEFAULT_ALLOW,
     DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_PER_ADDRESS,
-    Admission,
-    Network,
+    agi_admission,
 )
-from cti.agi.listener import Listener
 from cti.agi.protocol import (
     HANGUP,
     AgiProtocolError,
@@ -35,6 +33,8 @@ from cti.agi.protocol import (
     ReplyParser,
     RequestParser,
 )
+from cti.net.admission import Network
+from cti.net.listener import Listener
 
 log = structlog.get_logger(__name__)
 
@@ -120,10 +120,10 @@ class AgiServer:
         self._scripts = dict(scripts)
         self.limits = limits or AgiLimits()
         self.stats = AgiStats()
-        self.admission = Admission(
+        self.admission = agi_admission(
             self.limits.allow, self.limits.max_per_address, self.limits.max_connections
         )
-        self._listener = Listener(self.admission, self._admitted, self._count_refused)
+        self._listener = Listener("agi", self.admission, self._admitted, self._count_refused)
         self._tasks: set[asyncio.Task[None]] = set()
         self._ids = itertools.count(1)
 

@@ -24,10 +24,11 @@ import structlog
 
 from cti.agi.server import AgiLimits, AgiServer
 from cti.app.calldata import CallData, open_call_data
+from cti.app.descriptors import fit_to_descriptors, raise_descriptor_limit
 from cti.app.following import CallFollowing, follow_calls, observe_calls
 from cti.app.resources import postgres_pool, redis_client
 from cti.app.routing import Routing, open_routing
-from cti.app.sidebar import open_sidebar
+from cti.app.sidebar import open_metrics_port, open_sidebar
 from cti.app.supervisor import WRITER_GRACE_S, Supervisor, run_until_signalled
 from cti.app.wallboard import open_wallboard
 from cti.batch_writer import BatchWriter
@@ -38,6 +39,7 @@ from cti.router import Router
 from cti.routing.plan_watcher import PlanWatcher
 from cti.routing.table import RoutingTable
 from cti.screenpop.app import HttpServer
+from cti.screenpop.health import Probes
 from cti.screenpop.metrics import Metrics
 from cti.screenpop.ws import reader_factory
 from cti.wallboard.engine import WallboardEngine
@@ -97,6 +99,7 @@ class Parts:
     call_data: CallData
     calls: CallFollowing | None = None
     http: HttpServer | None = None
+    metrics_port: HttpServer | None = None
     routing: Routing | None = None
     wallboard: WallboardEngine | None = None
 
@@ -179,6 +182,10 @@ class Service:
                 metrics=metrics,
                 calls=parts.calls,
             )
+        if config.metrics_bind is not None:
+            ami = parts.calls.ami if parts.calls is not None else None
+            probes = Probes(pool, client, metrics, ami)
+            parts.metrics_port = await open_metrics_port(supervisor, config, metrics, probes)
         if role.routing:
             parts.routing = await open_routing(
                 supervisor,
@@ -273,11 +280,19 @@ async def _run(service: Service) -> None:
     await run_until_signalled(service.stop, service.run)
 
 
+def fitted(config: Config, role: Role) -> Config:
+    """The descriptor table raised to its hard limit, and the caps fitted to it."""
+    descriptors = raise_descriptor_limit()
+    return fit_to_descriptors(
+        config, routing=role.routing, sidebar=role.sidebar, descriptors=descriptors
+    )
+
+
 async def serve(config: Config) -> None:
     """``cti serve``."""
-    await _run(daemon_service(config))
+    await _run(daemon_service(fitted(config, daemon_role(config))))
 
 
 async def serve_screenpop(config: Config) -> None:
     """``cti screenpop``."""
-    await _run(screenpop_service(config))
+    await _run(screenpop_service(fitted(config, screenpop_role(config))))

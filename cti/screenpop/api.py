@@ -103,6 +103,7 @@ async def _check_password(ctx: Context, username: str, password: str, address: s
             await ctx.throttle.check(username, address)
         except Throttled as exc:
             log.info("login throttled", username=username, address=address)
+            ctx.metrics.login_throttled.inc()
             raise DomainError(
                 "too_many_attempts",
                 "too many failed logins; try again later",

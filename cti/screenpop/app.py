@@ -7,6 +7,7 @@ opens a connection by itself.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,9 +22,10 @@ from cti.calls.control import CallControl
 from cti.screenpop import api, health, openapi, wallboard, ws
 from cti.screenpop.access import Access
 from cti.screenpop.auth import Sessions
+from cti.screenpop.connections import HttpLimits, HttpListener, request_started
 from cti.screenpop.context import CONTEXT, Context, WsLimits, revocation_middleware
 from cti.screenpop.errors import MAX_BODY_BYTES, error_middleware
-from cti.screenpop.metrics import Metrics
+from cti.screenpop.metrics import LoginQueueSource, Metrics
 from cti.screenpop.password_checks import PasswordChecks
 from cti.screenpop.revocation import TokenVersions
 from cti.screenpop.security import ServerLog, security_headers
@@ -52,16 +54,19 @@ def build_app(
     throttle: LoginThrottle | None = None,
     password_checks: PasswordChecks | None = None,
     wallboard_relay: wallboard.WallboardRelay | None = None,
+    serve_metrics: bool = True,
 ) -> web.Application:
     """The application. ``control``/``ami`` None: call control and pausing answer 503
     ``ami_unavailable`` and /readyz reports ``"ami": null``. ``open_reader`` makes the
     Redis client of one WebSocket (default: a dedicated connection to ``redis_client``'s
-    server)."""
+    server). ``serve_metrics`` False: no ``/metrics`` here (it has a port of its own)."""
     limits = ws_limits or WsLimits()
     open_reader = open_reader or ws.reader_factory(redis_client, limits.block_ms)
     metrics = metrics or Metrics()
     relay = wallboard_relay or wallboard.WallboardRelay(WallboardStore(redis_client), open_reader)
     metrics.watch_wallboard(lambda: relay.snapshot)
+    checks = password_checks or PasswordChecks()
+    metrics.watch_login_queue(LoginQueueSource(lambda: checks.admitted, lambda: checks.refused))
     app = web.Application(
         client_max_size=MAX_BODY_BYTES, middlewares=[error_middleware, revocation_middleware]
     )
@@ -77,12 +82,14 @@ def build_app(
         ami=ami,
         ws_limits=limits,
         throttle=throttle or LoginThrottle(redis_client),
-        password_checks=password_checks or PasswordChecks(),
+        password_checks=checks,
         token_versions=TokenVersions(pool),
     )
     app[ws.SOCKETS] = ws.Sockets(limits.per_agent)
     api.add_routes(app)
-    health.add_routes(app)
+    app[health.METRICS] = metrics
+    app[health.PROBES] = health.Probes(pool, redis_client, metrics, ami)
+    health.add_routes(app, with_metrics=serve_metrics)
     openapi.add_routes(app)
     app.router.add_get("/ws", ws.websocket)
     wallboard.add_routes(app, relay)
@@ -133,10 +140,17 @@ async def _close_sockets(app: web.Application) -> None:
 
 
 class HttpServer:
-    """Runs an application on one TCP address until stopped."""
+    """Runs an application on one TCP address until stopped, behind our admission
+    (cti.screenpop.connections): caps at accept, a header deadline, idle keep-alive
+    closed. ``name`` names the port in logs and metrics."""
 
-    def __init__(self, app: web.Application) -> None:
+    def __init__(
+        self, app: web.Application, limits: HttpLimits | None = None, name: str = "sidebar"
+    ) -> None:
         self.app = app
+        self.name = name
+        self.limits = limits or HttpLimits()
+        app.middlewares.insert(0, request_started)  # the header deadline is met
         # No access log: WebSocket URLs carry the token, and the daemon logs what matters.
         # A malformed request is one log line, not a traceback (cti.screenpop.security).
         self._runner = web.AppRunner(
@@ -145,16 +159,31 @@ class HttpServer:
             logger=ServerLog(),
             handle_signals=False,
             shutdown_timeout=SHUTDOWN_GRACE_S,
+            keepalive_timeout=self.limits.keepalive_s,
         )
         self.port: int | None = None
+        self.listener = HttpListener(self.name, self._handler, self.limits)
+
+    def _handler(self) -> asyncio.Protocol:
+        """aiohttp's handler for one connection (the runner is set up by then)."""
+        server = self._runner.server
+        assert server is not None
+        return server()
 
     async def start(self, host: str, port: int) -> None:
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port)
-        await site.start()
-        self.port = self._runner.addresses[0][1]
-        log.info("http serving", http=f"{host}:{self.port}")
+        await self.listener.start(host, port)
+        self.port = self.listener.port
+        log.info(
+            "http serving",
+            http=f"{host}:{self.port}",
+            port_of=self.name,
+            max_connections=self.limits.max_connections,
+            max_per_address=self.limits.max_per_address,
+        )
 
     async def stop(self) -> None:
-        """Close the sockets (clients reconnect elsewhere), finish requests, stop."""
+        """Stop accepting, close the sockets (clients reconnect elsewhere), finish
+        requests, stop."""
+        self.listener.close()
         await self._runner.cleanup()

@@ -17,15 +17,16 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import asyncpg
 import redis.asyncio as redis
 from aiohttp import web
 
+from cti.ami.client import AmiClient
 from cti.batch_writer import WriterStats
-from cti.screenpop.context import context
-from cti.screenpop.metrics import CONTENT_TYPE
+from cti.screenpop.metrics import CONTENT_TYPE, Metrics
 
 CHECK_TIMEOUT_S = 1.0
 #: A writer whose oldest unwritten record is older than this is stuck (not ready).
@@ -52,14 +53,29 @@ async def healthz(_request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
+@dataclass(frozen=True, slots=True)
+class Probes:
+    """What ``/readyz`` asks: the stores, AMI (None: this process does not follow calls)
+    and the record writers (in ``metrics``)."""
+
+    pool: asyncpg.Pool
+    redis: redis.Redis
+    metrics: Metrics
+    ami: AmiClient | None = None
+
+
+#: On the sidebar's app, and on the metrics port's when it has one.
+PROBES = web.AppKey("cti.screenpop.probes", Probes)
+
+
 async def readyz(request: web.Request) -> web.Response:
-    ctx = context(request)
-    postgres, redis_ok = await asyncio.gather(_postgres_ok(ctx.pool), _redis_ok(ctx.redis))
-    ami = ctx.ami.is_connected if ctx.ami is not None else None
+    probes = request.app[PROBES]
+    postgres, redis_ok = await asyncio.gather(_postgres_ok(probes.pool), _redis_ok(probes.redis))
+    ami = probes.ami.is_connected if probes.ami is not None else None
     ready = postgres and redis_ok and ami is not False
     body: dict[str, object] = {"postgres": postgres, "redis": redis_ok, "ami": ami}
-    if ctx.metrics.writers:
-        writers = _writers(ctx.metrics.writers, time.time())
+    if probes.metrics.writers:
+        writers = _writers(probes.metrics.writers, time.time())
         body["writers"] = writers
         ready = ready and not any(w["stuck_since"] for w in writers.values())
     return web.json_response(body, status=200 if ready else 503)
@@ -80,13 +96,31 @@ def _writers(writers: Sequence[WriterStats], now: float) -> dict[str, dict[str, 
     return report
 
 
+#: What ``/metrics`` renders: on the sidebar's app, or on the metrics port's own.
+METRICS = web.AppKey("cti.screenpop.metrics", Metrics)
+
+
 async def metrics(request: web.Request) -> web.Response:
-    return web.Response(
-        body=context(request).metrics.render(), headers={"Content-Type": CONTENT_TYPE}
-    )
+    return web.Response(body=request.app[METRICS].render(), headers={"Content-Type": CONTENT_TYPE})
 
 
-def add_routes(app: web.Application) -> None:
+def add_routes(app: web.Application, *, with_metrics: bool = True) -> None:
+    """``with_metrics`` False: ``/metrics`` is served on a port of its own
+    (``CTI_METRICS_BIND``, :func:`metrics_app`), not here."""
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    if with_metrics:
+        app.router.add_get("/metrics", metrics)
+
+
+def metrics_app(source: Metrics, probes: Probes | None = None) -> web.Application:
+    """The metrics port: ``/metrics``, ``/healthz`` and, given ``probes``, ``/readyz``
+    (the one a process without the sidebar, routing alone, answers)."""
+    app = web.Application(client_max_size=1024)
+    app[METRICS] = source
     app.router.add_get("/metrics", metrics)
+    app.router.add_get("/healthz", healthz)
+    if probes is not None:
+        app[PROBES] = probes
+        app.router.add_get("/readyz", readyz)
+    return app

@@ -153,6 +153,76 @@ class _AgiCollector(Collector):
         yield family
 
 
+class HttpPortSource:
+    """One HTTP port's admission figures, read when scraped (cti.screenpop.connections)."""
+
+    def __init__(
+        self,
+        refused: Callable[[], Mapping[str, int]],
+        header_timeouts: Callable[[], int],
+        active: Callable[[], int],
+    ) -> None:
+        self.refused = refused
+        self.header_timeouts = header_timeouts
+        self.active = active
+
+
+class _HttpCollector(Collector):
+    """Each HTTP port's connections: refused at accept by reason, closed for a request
+    not received within the header deadline, open now. Zeros included."""
+
+    def __init__(self, ports: Callable[[], Mapping[str, HttpPortSource]]) -> None:
+        self._ports = ports
+
+    def collect(self) -> Iterator[Metric]:
+        refused = CounterMetricFamily(
+            "cti_http_refused",
+            "HTTP connections refused at accept, by port and reason (per_address, global)",
+            labels=["port", "reason"],
+        )
+        timeouts = CounterMetricFamily(
+            "cti_http_header_timeouts",
+            "HTTP connections closed: no complete request within the header deadline",
+            labels=["port"],
+        )
+        active = GaugeMetricFamily(
+            "cti_http_connections", "HTTP connections open now", labels=["port"]
+        )
+        for name, source in self._ports().items():
+            counts = source.refused()
+            for reason in ("per_address", "global"):
+                refused.add_metric([name, reason], counts.get(reason, 0))
+            timeouts.add_metric([name], source.header_timeouts())
+            active.add_metric([name], source.active())
+        yield from (refused, timeouts, active)
+
+
+class LoginQueueSource:
+    """The password-check queue (cti.screenpop.password_checks.PasswordChecks)."""
+
+    def __init__(self, waiting: Callable[[], int], refused: Callable[[], int]) -> None:
+        self.waiting = waiting
+        self.refused = refused
+
+
+class _LoginQueueCollector(Collector):
+    def __init__(self, source: Callable[[], LoginQueueSource | None]) -> None:
+        self._source = source
+
+    def collect(self) -> Iterator[Metric]:
+        source = self._source()
+        yield GaugeMetricFamily(
+            "cti_password_checks_in_queue",
+            "Logins holding a place in the password-check queue (waiting or checking)",
+            value=source.waiting() if source is not None else 0,
+        )
+        yield CounterMetricFamily(
+            "cti_password_checks_refused",
+            "Logins refused at once (503 busy): the password-check queue was full",
+            value=source.refused() if source is not None else 0,
+        )
+
+
 class _BreakerCollector(Collector):
     """The customer lookup's circuit breaker, one series per state (1 for the current)."""
 
@@ -268,6 +338,15 @@ class Metrics:
         self.wallboard_clients = Gauge(
             "cti_wallboard_clients", "Open wallboard WebSockets", registry=self.registry
         )
+        self.login_throttled = Counter(
+            "cti_login_throttled",
+            "Logins refused with 429: too many failures for the user name or the address",
+            registry=self.registry,
+        )
+        self._http_ports: dict[str, HttpPortSource] = {}
+        self.registry.register(_HttpCollector(lambda: self._http_ports))
+        self._login_queue: LoginQueueSource | None = None
+        self.registry.register(_LoginQueueCollector(lambda: self._login_queue))
 
     def watch_ami(self, source: AmiSource) -> None:
         self._ami = source
@@ -287,6 +366,13 @@ class Metrics:
     def watch_agi(self, refused: Callable[[], Mapping[str, int]]) -> None:
         """Where the FastAGI refusal counts come from (cti.agi.admission.Admission.refused)."""
         self._agi_refused = refused
+
+    def watch_http(self, port: str, source: HttpPortSource) -> None:
+        """Report an HTTP port's admission (``port``: sidebar, metrics)."""
+        self._http_ports[port] = source
+
+    def watch_login_queue(self, source: LoginQueueSource) -> None:
+        self._login_queue = source
 
     def observe_route(self, outcome: RouteOutcome) -> None:
         """The router's hook, called once per routed call: must not raise, and does not."""

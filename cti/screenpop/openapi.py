@@ -379,7 +379,7 @@ def _operations() -> dict[str, Schema]:
         "/metrics": {
             "get": {
                 "operationId": "metrics",
-                "summary": "Prometheus metrics.",
+                "summary": "Prometheus metrics (on their own port if CTI_METRICS_BIND is set).",
                 "security": [],
                 "responses": {
                     "200": {

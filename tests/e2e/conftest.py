@@ -83,6 +83,9 @@ async def e2e_database(e2e_prerequisites, template_db: str) -> AsyncIterator[str
     conn = await asyncpg.connect(url)
     try:
         await seed_demo(conn, customers=DEMO_CUSTOMERS)
+        # No wrap-up for the session's daemon: its tests ring the same agents call after
+        # call. tests/e2e/test_wrapup.py runs daemons of its own, with wrap-up.
+        await conn.execute("UPDATE queues SET wrapup_s = 0")
     finally:
         await conn.close()
     yield url

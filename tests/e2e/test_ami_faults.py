@@ -210,7 +210,11 @@ async def test_asterisk_crash_mid_call_ends_the_call_and_following_resumes(
             calls = await place_calls([CALLER], hold_ms=3_000)
 
             async def next_call() -> list[dict]:
-                events = [e for e in await streams.events(A) if e["call_id"] != call_id]
+                events = [
+                    e
+                    for e in await streams.events(A)
+                    if e["call_id"] != call_id and e["event"] != "agent_state"  # calls only
+                ]
                 return events if any(e["event"] == "ended" for e in events) else []
 
             events = await until(next_call, within_s=30)

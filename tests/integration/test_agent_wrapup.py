@@ -29,7 +29,7 @@ from tests.unit import ami_replay
 from tests.waiting import until
 
 A = "PJSIP/2001"
-WRAPUP_S = 4
+WRAPUP_S = 8  # long enough for a loaded machine to act before it (the disposition)
 
 
 def member_status(**extra: str) -> dict[str, str]:
@@ -240,3 +240,31 @@ async def _state(store: AgentStore, state: str) -> dict | None:
 async def _logged(db, since: float, state: str) -> list[dict] | None:
     rows = await state_log(db, A, since)
     return rows if any(r["state"] == state and r["queue"] is None for r in rows) else None
+
+
+async def test_the_wrap_up_pause_is_applied_again_after_an_asterisk_restart(
+    ami_config: Config, fake: FakeAmi, redis_client, db
+) -> None:
+    """Asterisk restarted: its members come back unpaused (persistentmembers = no); the
+    leader pauses the agent again for what is left of the wrap-up."""
+    wrapup_s = 120  # longer than any reconnect, however loaded the machine
+    await db.execute("UPDATE queues SET wrapup_s = $1 WHERE name = 'support'", wrapup_s)
+    running = await daemon(dataclasses.replace(ami_config, ami_ping_s=1), "one")
+    try:
+        _, leadership = agents_of(running)
+        await until(lambda: leadership.leader)
+        ended_at, _ = await push_answered_call(fake)
+        await until(lambda: len(pauses(fake, "true")) == 2)
+        await pause_event(fake, True, "wrap-up")
+        before = len(fake.sessions)
+        await fake.close()
+        await fake.start()  # same port; QueueStatus says 2001 is not paused
+        await until(lambda: len(fake.live) == 1 and len(fake.sessions) > before, within_s=20)
+        again = await until(
+            lambda: [m for m in fake.sessions[-1].actions if m.get("Action") == "QueuePause"]
+        )
+        assert (again[0].get("Paused"), again[0].get("Reason")) == ("true", "wrap-up")
+        records = await AgentStore(redis_client).wrap_ups()
+        assert records[A][0].until == pytest.approx(ended_at + wrapup_s, abs=0.01)
+    finally:
+        await running.daemon.shutdown(writer_grace_s=2)

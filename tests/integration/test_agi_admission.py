@@ -19,10 +19,10 @@ import aiohttp
 import pytest
 from structlog.testing import capture_logs
 
-from cti.agi.admission import parse_networks
 from cti.agi.server import AgiLimits
 from cti.app.service import daemon_service
 from cti.config import HostPort
+from cti.net.admission import parse_networks
 from tests.fakes.asterisk_agi import AgiCallResult
 from tests.integration.conftest import RunningDaemon
 from tests.waiting import until

@@ -155,7 +155,7 @@ async def test_rules_export_then_load_round_trips(seeded, tmp_path):
     path.write_text(exported.replace("priority = 10", "priority = 30"))
     code, out, err = await cti("rules", "load", str(path), database_url=seeded)
     assert code == 0, err
-    assert "stored 6 queue(s), 3 number(s), 9 rule(s)" in out
+    assert "stored 6 queue(s), 3 number(s), 9 rule(s), 4 pause reason(s)" in out
     code, out, _ = await cti(
         "route", "--ani", "2120000002", "--dnis", "5550100", database_url=seeded
     )

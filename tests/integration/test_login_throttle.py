@@ -81,6 +81,13 @@ def _ctx(stack: Stack) -> Context:
     return stack.client.app[CONTEXT]
 
 
+async def _metric(stack: Stack, name: str) -> float:
+    async with stack.client.get("/metrics") as response:
+        text = await response.text()
+    (line,) = [line for line in text.splitlines() if line.startswith(name + " ")]
+    return float(line.rsplit(" ", 1)[1])
+
+
 async def test_a_flood_of_guesses_is_answered_429_without_checking_passwords(
     throttled: Stack,
 ) -> None:
@@ -92,6 +99,7 @@ async def test_a_flood_of_guesses_is_answered_429_without_checking_passwords(
     assert statuses[:5] == [401] * 5
     assert statuses.count(429) == 395
     assert _ctx(throttled).password_checks.checks_run == 5  # no scrypt for a 429
+    assert await _metric(throttled, "cti_login_throttled_total") == 395
     _, body, retry_after = answers[-1]
     assert body == {
         "error": "too_many_attempts",
@@ -214,6 +222,8 @@ async def test_a_burst_of_logins_is_refused_beyond_the_queue_and_a_login_still_g
                     await asyncio.sleep(int(retry_after))
                 latency = time.monotonic() - started
             answers = await asyncio.gather(*flood)
+        refused = await _metric(stack, "cti_password_checks_refused_total")
+        in_queue = await _metric(stack, "cti_password_checks_in_queue")
     finally:
         await stack.client.close()
     assert status == 200, body
@@ -221,4 +231,6 @@ async def test_a_burst_of_logins_is_refused_beyond_the_queue_and_a_login_still_g
     assert set(statuses) <= {401, 429, 503} and statuses.count(503) > 0
     assert all(r == "1" for s, _, r in answers if s == 503)
     assert checks.peak <= checks.capacity  # never more than 20 logins held at once
+    # /metrics counts each 503 (the burst's and the desk's) and the queue drained.
+    assert (refused, in_queue) == (statuses.count(503) + attempts - 1, 0)
     assert latency < 15, latency  # generous: the point is "not 7 s for 200 scrypts"

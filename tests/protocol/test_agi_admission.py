@@ -12,9 +12,9 @@ import time
 import pytest
 from structlog.testing import capture_logs
 
-from cti.agi.admission import parse_networks
 from cti.agi.protocol import set_variable
 from cti.agi.server import AgiLimits, AgiServer, AgiSession
+from cti.net.admission import parse_networks
 from tests.fakes.asterisk_agi import agi_call, environment
 from tests.waiting import until
 

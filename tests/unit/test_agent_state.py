@@ -24,7 +24,7 @@ from cti.calls.model import AMI_EVENTS, CallModel, Source
 from tests.unit import ami_replay
 
 S = AgentState
-A = "PJSIP/2001"
+A, B, C = "PJSIP/2001", "PJSIP/2002", "PJSIP/2003"
 
 
 def event(name: str, **fields: str) -> Message:
@@ -254,3 +254,79 @@ def test_wrap_up_across_an_attended_transfer() -> None:
     target = b.snapshot()["PJSIP/2003"]
     assert target.state is S.WRAP_UP and target.queue == "support"
     assert b.snapshot()[A].call_id == target.call_id
+
+
+# -- the news of a change (cti.agents.news) --------------------------------------------------
+def test_a_change_closes_the_intervals_it_ends() -> None:
+    from cti.agents.news import AGENT_EVENT, agent_event, ended_intervals, intervals_of
+
+    b = board({"support": 30})
+    b.apply(member(Timestamp="50"))
+    _call(b)  # ringing at 100, on_call at 101
+    [change] = b.apply_effects(
+        [AgentLeft(call_id="c1", linkedid="L1", at=110.0, agent=A, channel="PJSIP/2001-1")]
+    )
+    intervals = ended_intervals(change)
+    overall = [i for i in intervals if i.queue is None]
+    assert [(i.state, i.started_at, i.ended_at, i.call_id) for i in overall] == [
+        ("on_call", 101.0, 110.0, "c1")
+    ]
+    assert [(i.queue, i.state) for i in intervals if i.queue] == [("support", "on_call")]
+    event = agent_event(change)
+    assert (event.kind, event.call_key, event.agent, event.recipients) == (
+        AGENT_EVENT,
+        "agent:PJSIP/2001",
+        A,
+        (A,),
+    )
+    wire = event.as_json()
+    assert (wire["state"], wire["previous"], wire["wrapup_until"]) == ("wrap_up", "on_call", 140.0)
+    assert intervals_of(event) == intervals
+    # The same change seen by another instance has the same fingerprint.
+    assert agent_event(change).fingerprint == event.fingerprint
+
+
+def test_a_membership_that_goes_away_closes_its_interval() -> None:
+    from cti.agents.news import ended_intervals
+
+    b = board()
+    b.apply(member(Timestamp="10"))
+    [change] = b.apply(member("QueueMemberRemoved", Timestamp="20"))
+    assert [(i.queue, i.state, i.started_at, i.ended_at) for i in ended_intervals(change)] == [
+        (None, "available", 10.0, 20.0),
+        ("support", "available", 10.0, 20.0),
+    ]
+
+
+def test_pause_with_reason_capture() -> None:
+    """2001 paused for lunch in every queue: the call rings 2002; 2001 unpaused after."""
+    _, changes = replay("pause_with_reason", {"support": 0})
+    a_states = [(c.status.state, c.status.reason) for c in changes if c.status.agent == A]
+    assert (S.PAUSED, "lunch") in a_states
+    assert a_states[-1] == (S.AVAILABLE, None)
+    lunch = [c.status for c in changes if c.status.agent == A and c.status.reason == "lunch"]
+    assert {"default", "support"} in [{m.queue for m in s.memberships if m.paused} for s in lunch]
+    assert S.RINGING not in history(changes, A)
+    assert history(changes, B) == [S.RINGING, S.ON_CALL, S.AVAILABLE]
+
+
+def test_member_added_and_removed_capture() -> None:
+    """2004 added to support takes the call, then is removed from support."""
+    b, changes = replay("member_added_removed", {"support": 0})
+    d = "PJSIP/2004"
+    queues = [{m.queue for m in c.status.memberships} for c in changes if c.status.agent == d]
+    assert "support" in queues[0]
+    assert S.ON_CALL in history(changes, d)
+    assert "support" not in {m.queue for m in b.snapshot()[d].memberships}
+    paused = [c.status for c in changes if c.status.agent == "PJSIP/2003"]
+    assert (paused[0].state, paused[0].reason) == (S.PAUSED, "recording")
+    assert b.snapshot()["PJSIP/2003"].state is S.AVAILABLE
+
+
+def test_wrap_up_across_an_ami_attended_transfer() -> None:
+    """Atxfer from AMI, completed by hanging the transferer's leg up: the transferer
+    wraps up from the transfer, the target from the caller's hang-up."""
+    b, changes = replay("attended_transfer_ami", {"support": 30})
+    assert history(changes, A)[-1] is S.WRAP_UP
+    assert history(changes, C)[-1] is S.WRAP_UP
+    assert b.snapshot()[A].wrapup_until < b.snapshot()[C].wrapup_until

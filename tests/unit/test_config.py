@@ -38,6 +38,9 @@ def test_defaults_are_the_documented_ones() -> None:
         "::1/128",
     ]
     assert (config.agi_max_per_address, config.agi_max_connections) == (500, 1000)
+    assert (config.http_header_timeout_s, config.http_keepalive_s) == (10.0, 30.0)
+    assert (config.http_max_per_address, config.http_max_connections) == (500, 2000)
+    assert config.metrics_bind is None
 
 
 def test_no_variables_gives_the_dataclass_defaults() -> None:
@@ -146,6 +149,24 @@ def test_the_process_environment_is_the_default(monkeypatch: pytest.MonkeyPatch)
         ),
         pytest.param("CTI_AGI_MAX_PER_ADDRESS", "1", "agi_max_per_address", 1, id="per-address"),
         pytest.param("CTI_AGI_MAX_CONNECTIONS", "5000", "agi_max_connections", 5000, id="agi-max"),
+        # HTTP admission
+        pytest.param(
+            "CTI_HTTP_HEADER_TIMEOUT_S", "2.5", "http_header_timeout_s", 2.5, id="header-timeout"
+        ),
+        pytest.param("CTI_HTTP_KEEPALIVE_S", "75", "http_keepalive_s", 75.0, id="keepalive"),
+        pytest.param(
+            "CTI_HTTP_MAX_CONNECTIONS", "10000", "http_max_connections", 10_000, id="http-max"
+        ),
+        pytest.param(
+            "CTI_HTTP_MAX_PER_ADDRESS", "8", "http_max_per_address", 8, id="http-per-address"
+        ),
+        pytest.param(
+            "CTI_METRICS_BIND",
+            "0.0.0.0:9100",
+            "metrics_bind",
+            HostPort("0.0.0.0", 9100),
+            id="metrics",
+        ),
     ],
 )
 def test_good_values(name: str, raw: str, field: str, value: object) -> None:
@@ -262,6 +283,15 @@ def test_a_short_session_secret_is_refused_without_being_shown() -> None:
         pytest.param("CTI_AGI_MAX_PER_ADDRESS", "many", id="per-address-word"),
         pytest.param("CTI_AGI_MAX_CONNECTIONS", "0", id="agi-max-zero"),
         pytest.param("CTI_AGI_MAX_CONNECTIONS", "100001", id="agi-max-too-big"),
+        # HTTP admission
+        pytest.param("CTI_HTTP_HEADER_TIMEOUT_S", "0", id="header-timeout-zero"),
+        pytest.param("CTI_HTTP_HEADER_TIMEOUT_S", "nan", id="header-timeout-nan"),
+        pytest.param("CTI_HTTP_HEADER_TIMEOUT_S", "10s", id="header-timeout-unit"),
+        pytest.param("CTI_HTTP_KEEPALIVE_S", "3601", id="keepalive-too-long"),
+        pytest.param("CTI_HTTP_MAX_CONNECTIONS", "0", id="http-max-zero"),
+        pytest.param("CTI_HTTP_MAX_PER_ADDRESS", "-1", id="http-per-address-negative"),
+        pytest.param("CTI_METRICS_BIND", "9100", id="metrics-no-host"),
+        pytest.param("CTI_METRICS_BIND", "0.0.0.0:0", id="metrics-port-zero"),
     ],
 )
 def test_bad_values_name_the_variable(name: str, raw: str) -> None:

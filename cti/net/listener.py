@@ -1,12 +1,13 @@
-"""The FastAGI listening sockets, with our own accept loop so a refusal costs next to nothing.
+"""A listening socket with our own accept loop so a refusal costs next to nothing.
 
 asyncio's server wraps every accepted connection in a task, a transport, a protocol
 and a stream pair before our code sees it. Under a flood of strangers that work, done
 thousands of times a second on the one event loop that also routes the calls, delayed
 route decisions past their budget. Here the listening socket is read directly: each
-accepted socket is judged by :class:`~cti.agi.admission.Admission` on its peer
+accepted socket is judged by :class:`~cti.net.admission.Admission` on its peer
 address alone and, if refused, reset (SO_LINGER 0: no TIME_WAIT kept for it) before
-anything else is built. Only admitted sockets become asyncio streams.
+anything else is built. Only admitted sockets are handed on (FastAGI makes them
+asyncio streams, HTTP hands them to aiohttp's protocol).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from collections.abc import Callable
 
 import structlog
 
-from cti.agi.admission import Admission
+from cti.net.admission import Admission
 
 log = structlog.get_logger(__name__)
 
@@ -40,7 +41,10 @@ Admitted = Callable[[socket.socket, str], None]
 
 
 class Listener:
-    def __init__(self, admission: Admission, admitted: Admitted, on_refused: Callable[[], None]):
+    def __init__(
+        self, name: str, admission: Admission, admitted: Admitted, on_refused: Callable[[], None]
+    ):
+        self.name = name  # starts the log lines: "agi accept failed"
         self._admission = admission
         self._admitted = admitted
         self._on_refused = on_refused
@@ -92,7 +96,7 @@ class Listener:
                 if exc.errno in _EXHAUSTION:
                     self._pause(listening, exc)
                 else:
-                    log.warning("agi accept failed", error=repr(exc))
+                    log.warning(f"{self.name} accept failed", error=repr(exc))
                 return
             address = str(peer[0]) if isinstance(peer, tuple) else ""
             if self._admission.admit(address) is not None:  # counted, logged (rate-limited)
@@ -105,7 +109,7 @@ class Listener:
     def _pause(self, listening: socket.socket, exc: OSError) -> None:
         """Out of descriptors: accepting again at once would spin; retry in a second."""
         assert self._loop is not None
-        log.error("agi accept paused: out of resources", error=repr(exc))
+        log.error(f"{self.name} accept paused: out of resources", error=repr(exc))
         self._loop.remove_reader(listening.fileno())
 
         def resume() -> None:

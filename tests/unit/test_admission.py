@@ -1,4 +1,5 @@
-"""Who may open a FastAGI session (cti.agi.admission), with an injected clock."""
+"""Who may open a connection (cti.net.admission, FastAGI's policy in cti.agi.admission),
+with an injected clock."""
 
 from __future__ import annotations
 
@@ -7,8 +8,13 @@ import ipaddress
 import pytest
 from structlog.testing import capture_logs
 
-from cti.agi import admission as admission_module
-from cti.agi.admission import DEFAULT_ALLOW, Admission, parse_networks
+from cti.agi.admission import DEFAULT_ALLOW, agi_admission
+from cti.net import admission as admission_module
+from cti.net.admission import RESERVED_DESCRIPTORS, Admission, fit_caps, parse_networks
+
+
+def _admission(**kwargs) -> Admission:
+    return Admission(name="agi", max_per_address=500, max_connections=1000, **kwargs)
 
 
 class Clock:
@@ -41,7 +47,7 @@ class Clock:
     ],
 )
 def test_default_allow_is_loopback_and_the_private_ranges(address, allowed):
-    assert Admission().allowed(address) is allowed
+    assert agi_admission().allowed(address) is allowed
 
 
 def test_parse_networks():
@@ -57,7 +63,7 @@ def test_parse_networks():
 
 
 def test_caps_per_address_and_global_and_release():
-    admission = Admission(max_per_address=2, max_connections=3)
+    admission = agi_admission(max_per_address=2, max_connections=3)
     assert admission.admit("10.0.0.1") is None
     assert admission.admit("10.0.0.1") is None
     assert admission.admit("10.0.0.1") == "per_address"
@@ -76,7 +82,7 @@ def test_caps_per_address_and_global_and_release():
 
 def test_refusals_are_logged_once_a_second_per_address_with_the_count():
     clock = Clock()
-    admission = Admission(allow=parse_networks("127.0.0.1"), clock=clock)
+    admission = _admission(allow=parse_networks("127.0.0.1"), clock=clock)
     with capture_logs() as logs:
         for _ in range(1000):
             admission.admit("127.0.0.2")
@@ -92,11 +98,55 @@ def test_refusals_are_logged_once_a_second_per_address_with_the_count():
 
 def test_many_addresses_are_capped_in_lines_per_second_and_in_memory():
     clock = Clock()
-    admission = Admission(allow=(), clock=clock)
+    admission = _admission(allow=(), clock=clock)
     with capture_logs() as logs:
         for second in range(3):
             for i in range(5000):
                 admission.admit(f"2001:db8::{second}:{i:x}")
             clock.now += 1
     assert len(logs) == 3 * admission_module.LOG_LINES_PER_SECOND
-    assert len(admission._logged) <= admission_module.MAX_LOG_ADDRESSES
+    assert len(admission.log) <= admission_module.MAX_LOG_ADDRESSES
+
+
+def test_without_an_allow_list_every_address_is_let_in_within_the_caps():
+    admission = Admission(name="http", max_per_address=1, max_connections=3)
+    assert admission.admit("8.8.8.8") is None
+    assert admission.admit("not-an-ip") is None
+    with capture_logs() as logs:
+        assert admission.admit("8.8.8.8") == "per_address"
+        assert admission.admit("2001:db8::1") is None
+        assert admission.admit("2001:db8::2") == "global"
+    assert [(e["event"], e["reason"], e["limit"]) for e in logs] == [
+        ("http connections refused", "per_address", 1),
+        ("http connections refused", "global", 3),
+    ]
+
+
+def test_caps_fit_the_descriptor_table_routing_first():
+    plenty = 1 << 20
+    assert fit_caps(plenty, 1000, 2000) == (1000, 2000)  # nothing to lower
+    # ulimit -n 1024, one process: FastAGI half of what is left, HTTP two descriptors each
+    agi, http = fit_caps(1024, 1000, 2000)
+    assert (agi, http) == (480, 240)
+    assert agi + 2 * http + RESERVED_DESCRIPTORS <= 1024
+    assert fit_caps(1024, 1000, None) == (960, None)  # routing alone: all of it
+    assert fit_caps(1024, None, 2000) == (None, 480)  # the sidebar alone
+    assert fit_caps(1024, 100, 2000) == (100, 430)  # a small FastAGI cap leaves HTTP more
+    assert fit_caps(10, 1000, 2000) == (1, 1)  # never zero
+
+
+def test_the_composition_root_fits_the_configured_caps_and_says_so():
+    from cti.app.descriptors import fit_to_descriptors
+    from cti.config import Config
+
+    config = Config(http_max_per_address=500, agi_max_per_address=500)
+    with capture_logs() as logs:
+        fitted = fit_to_descriptors(config, routing=True, sidebar=True, descriptors=1024)
+    assert (fitted.agi_max_connections, fitted.http_max_connections) == (480, 240)
+    assert (fitted.agi_max_per_address, fitted.http_max_per_address) == (480, 240)
+    (line,) = logs
+    assert line["event"] == "connection caps lowered to fit the descriptor limit"
+    assert (line["nofile"], line["configured_http"]) == (1024, 2000)
+    with capture_logs() as logs:
+        same = fit_to_descriptors(config, routing=True, sidebar=True, descriptors=1 << 20)
+    assert same == config and logs == []
