@@ -8,8 +8,8 @@ leader, :mod:`cti.calls.leadership`). Then it:
 2. reads ``cti:events`` from that cursor with one blocking ``XREAD`` (the events the
    leader published, each once: the publisher drops repeats), and applies each to the
    pure :class:`~cti.wallboard.figures.Figures`;
-3. at most every ``flush_s`` (50 ms; leading edge: an event after a quiet spell goes
-   out at once; a busy centre gets at most 20 frames a second, which bounds what each
+3. at most every ``flush_s`` (20 ms; leading edge: an event after a quiet spell goes
+   out at once; a busy centre gets at most 50 frames a second, which bounds what each
    open wallboard costs: one socket write per frame), writes the snapshot and
    publishes one frame holding the queues and agents that changed; every
    ``state_every_s`` the counts and cursor are saved with it.
@@ -72,7 +72,7 @@ class WallboardEngine:
         figures: Figures,
         *,
         is_leader: Callable[[], bool],
-        flush_s: float = 0.05,
+        flush_s: float = 0.02,
         state_every_s: float = 1.0,
         tick_s: float = 60.0,
         block_ms: int = 1000,
