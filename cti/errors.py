@@ -23,6 +23,8 @@ ErrorCode = Literal[
     "bad_credentials",  # wrong user name or password
     "forbidden",  # not the caller's to see or change
     "unknown_call",  # no such call (told only to those who may know)
+    "unknown_agent",  # no such agent (told to supervisors only)
+    "not_in_plan",  # well formed, but not a pause reason or queue of the routing plan (yet)
     "stale_version",  # edited against a version that is no longer current
     "not_on_call",  # the agent has no leg on the call (any more)
     "refused",  # Asterisk refused the action

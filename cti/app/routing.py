@@ -44,22 +44,30 @@ class Routing:
         return (self.interactions, self.call_data)
 
 
+def watch_plan(supervisor: Supervisor, config: Config) -> PlanWatcher:
+    """The routing plan, kept in step with PostgreSQL: for the router, and for the
+    sidebar (its pause reasons and queues)."""
+    plan = PlanWatcher(
+        config.database_url,
+        cache_path=Path(config.plan_cache) if config.plan_cache else None,
+    )
+    supervisor.background("plan-watcher", plan.run)
+    return plan
+
+
 async def open_routing(
     supervisor: Supervisor,
     config: Config,
     *,
     pool: asyncpg.Pool,
+    plan: PlanWatcher,
     call_data: CallData,
     metrics: Metrics,
     dead_letters: DeadLetterSink | None,
     agi_limits: AgiLimits | None = None,
 ) -> Routing:
-    """Wire the router and start accepting calls (last: everything it hands records to
-    is running by then)."""
-    plan = PlanWatcher(
-        config.database_url,
-        cache_path=Path(config.plan_cache) if config.plan_cache else None,
-    )
+    """Wire the router to ``plan`` and start accepting calls (last: everything it hands
+    records to is running by then)."""
     interactions: BatchWriter[Any] = BatchWriter(
         "interactions", interaction_batch_writer(pool), dead_letters=dead_letters
     )
@@ -95,7 +103,6 @@ async def open_routing(
         finally:  # before the pool closes: lookups cut off at their deadline, cleaning up
             await router.lookup.aclose()
 
-    supervisor.background("plan-watcher", plan.run)
     supervisor.background("pool-warmer", warm)
     supervisor.background("lookup-breaker-probe", probe_until_stopped)
     supervisor.writer("interactions-writer", interactions.run)

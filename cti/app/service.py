@@ -27,7 +27,7 @@ from cti.app.calldata import CallData, open_call_data
 from cti.app.descriptors import fit_to_descriptors, raise_descriptor_limit
 from cti.app.following import CallFollowing, follow_calls, observe_calls
 from cti.app.resources import postgres_pool, redis_client
-from cti.app.routing import Routing, open_routing
+from cti.app.routing import Routing, open_routing, watch_plan
 from cti.app.sidebar import open_metrics_port, open_sidebar
 from cti.app.supervisor import WRITER_GRACE_S, Supervisor, run_until_signalled
 from cti.app.wallboard import open_wallboard
@@ -172,7 +172,9 @@ class Service:
         if parts.calls is not None:
             metrics.watch_ami(parts.calls.ami_source())
         watch_writers()
+        plan = watch_plan(supervisor, config) if role.routing or role.sidebar else None
         if role.sidebar:
+            assert plan is not None
             parts.http = await open_sidebar(
                 supervisor,
                 config,
@@ -181,16 +183,19 @@ class Service:
                 call_data=call_data.service,
                 metrics=metrics,
                 calls=parts.calls,
+                plan=plan,
             )
         if config.metrics_bind is not None:
             ami = parts.calls.ami if parts.calls is not None else None
             probes = Probes(pool, client, metrics, ami)
             parts.metrics_port = await open_metrics_port(supervisor, config, metrics, probes)
         if role.routing:
+            assert plan is not None
             parts.routing = await open_routing(
                 supervisor,
                 config,
                 pool=pool,
+                plan=plan,
                 call_data=call_data,
                 metrics=metrics,
                 dead_letters=dead,

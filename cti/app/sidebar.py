@@ -12,6 +12,7 @@ from cti.app.resources import listening_http
 from cti.app.supervisor import Supervisor
 from cti.calldata.service import CallDataService
 from cti.config import Config
+from cti.routing.plan_watcher import PlanWatcher
 from cti.screenpop.app import HttpServer, build_app
 from cti.screenpop.auth import Sessions
 from cti.screenpop.connections import HttpLimits
@@ -28,9 +29,11 @@ async def open_sidebar(
     call_data: CallDataService,
     metrics: Metrics,
     calls: CallFollowing | None,
+    plan: PlanWatcher,
 ) -> HttpServer:
     """Serve the API. Without AMI (``calls`` None) there is no call control: those
-    routes answer 503 ami_unavailable."""
+    routes (and the supervisor's actions) answer 503 ami_unavailable. ``plan`` offers
+    the pause reasons and queues."""
     app = build_app(
         pool=pool,
         redis_client=redis_client,
@@ -39,6 +42,7 @@ async def open_sidebar(
         metrics=metrics,
         control=calls.control if calls is not None else None,
         ami=calls.ami if calls is not None else None,
+        table=lambda: plan.table,
         serve_metrics=config.metrics_bind is None,
     )
     server = HttpServer(app, http_limits(config), name="sidebar")

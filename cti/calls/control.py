@@ -105,6 +105,21 @@ class CallControl:
         connected = [ch for ch in legs if ch.connected or ch.answered]
         return max(connected or legs, key=lambda ch: ch.connected_seq)
 
+    def talking_leg(self, agent: str) -> Channel:
+        """The leg the agent is talking on now (any call), or ``not_on_call``: for a
+        supervisor, who names the agent, not the call."""
+        check_agent(agent)
+        legs = [
+            ch
+            for call in self._model.calls()
+            if not call.ended
+            for ch in call.channels.values()
+            if ch.agent == agent and not ch.is_local and ch.connected
+        ]
+        if not legs:
+            raise DomainError("not_on_call", f"{agent} is on no call")
+        return max(legs, key=lambda ch: ch.connected_seq)
+
     def _target(self, target: str) -> str:
         if not TARGET.fullmatch(target):
             raise DomainError(
@@ -112,6 +127,12 @@ class CallControl:
                 f"transfer target {target[:80]!r}: 1 to 32 letters, digits, '_' or '-'",
             )
         return target
+
+    async def send(self, action: str, **fields: str) -> None:
+        """Send one AMI action for another service on this connection (the supervisor's
+        actions, cti.agents.supervision), with call control's refusals: ``refused``,
+        ``ami_unavailable``."""
+        await self._send(action, **fields)
 
     async def _send(self, action: str, **fields: str) -> None:
         try:

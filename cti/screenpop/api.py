@@ -21,6 +21,7 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 from cti.agents.store import AgentStore
+from cti.agents.supervision import check_plan_reason
 from cti.calldata.document import CallDocument
 from cti.calldata.store import check_version
 from cti.calls.control import CallControl, check_pause_reason
@@ -280,7 +281,8 @@ async def hangup(request: web.Request) -> web.Response:
 
 # -- the agent -------------------------------------------------------------------------
 async def pause(request: web.Request) -> web.Response:
-    """QueuePause without a queue: Asterisk pauses the member in every queue."""
+    """QueuePause without a queue: Asterisk pauses the member in every queue; the
+    reason, if any, is one of the routing plan's pause reasons."""
     ctx = context(request)
     who = authenticate(request)
     body = await read_json_object(request)
@@ -291,7 +293,8 @@ async def pause(request: web.Request) -> web.Response:
     reason = body.get("reason")
     if reason is not None and not isinstance(reason, str):
         raise invalid("reason", "required, a string")
-    reason = check_pause_reason(reason)  # refused even where there is no AMI to send it to
+    # Refused even where there is no AMI to send it to; one of the plan's reasons.
+    reason = check_plan_reason(ctx.table(), reason) if paused else check_pause_reason(reason)
     await _control(ctx, "pausing").pause(who.endpoint, paused, reason)
     log.info("agent pause", username=who.username, endpoint=who.endpoint, paused=paused)
     return web.json_response({"paused": paused})

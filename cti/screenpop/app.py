@@ -16,10 +16,13 @@ import redis.asyncio as redis
 import structlog
 from aiohttp import web
 
+from cti.agents.audit import SupervisorAudit
+from cti.agents.supervision import Supervision
 from cti.ami.client import AmiClient
 from cti.calldata.service import CallDataService
 from cti.calls.control import CallControl
-from cti.screenpop import api, health, openapi, wallboard, ws
+from cti.routing.table import RoutingTable
+from cti.screenpop import api, health, openapi, supervision_api, wallboard, ws
 from cti.screenpop.access import Access
 from cti.screenpop.auth import Sessions
 from cti.screenpop.connections import HttpLimits, HttpListener, request_started
@@ -54,14 +57,18 @@ def build_app(
     throttle: LoginThrottle | None = None,
     password_checks: PasswordChecks | None = None,
     wallboard_relay: wallboard.WallboardRelay | None = None,
+    table: Callable[[], RoutingTable] = RoutingTable,
     serve_metrics: bool = True,
 ) -> web.Application:
     """The application. ``control``/``ami`` None: call control and pausing answer 503
     ``ami_unavailable`` and /readyz reports ``"ami": null``. ``open_reader`` makes the
     Redis client of one WebSocket (default: a dedicated connection to ``redis_client``'s
-    server). ``serve_metrics`` False: no ``/metrics`` here (it has a port of its own)."""
+    server). ``table`` is the routing plan of the moment (its pause reasons and queues;
+    default: an empty plan, which offers none). ``serve_metrics`` False: no ``/metrics``
+    here (it has a port of its own)."""
     limits = ws_limits or WsLimits()
     open_reader = open_reader or ws.reader_factory(redis_client, limits.block_ms)
+    audit = SupervisorAudit(pool)
     metrics = metrics or Metrics()
     relay = wallboard_relay or wallboard.WallboardRelay(WallboardStore(redis_client), open_reader)
     metrics.watch_wallboard(lambda: relay.snapshot)
@@ -84,9 +91,13 @@ def build_app(
         throttle=throttle or LoginThrottle(redis_client),
         password_checks=checks,
         token_versions=TokenVersions(pool),
+        table=table,
+        supervision=Supervision(control, audit, table) if control is not None else None,
+        audit=audit,
     )
     app[ws.SOCKETS] = ws.Sockets(limits.per_agent)
     api.add_routes(app)
+    supervision_api.add_routes(app)
     app[health.METRICS] = metrics
     app[health.PROBES] = health.Probes(pool, redis_client, metrics, ami)
     health.add_routes(app, with_metrics=serve_metrics)

@@ -13,10 +13,13 @@ import asyncpg
 from aiohttp import web
 from redis.asyncio import Redis
 
+from cti.agents.audit import SupervisorAudit
+from cti.agents.supervision import Supervision
 from cti.ami.client import AmiClient
 from cti.calldata.service import CallDataService
 from cti.calls.control import CallControl
 from cti.errors import DomainError
+from cti.routing.table import RoutingTable
 from cti.screenpop.access import Access
 from cti.screenpop.auth import Claims, Sessions, TokenError
 from cti.screenpop.metrics import Metrics
@@ -55,6 +58,12 @@ class Context:
     throttle: LoginThrottle | None = None
     password_checks: PasswordChecks = field(default_factory=PasswordChecks)
     token_versions: TokenVersions | None = None  # None: signature only (no revocation)
+    #: The routing plan of the moment: its pause reasons and queues.
+    table: Callable[[], RoutingTable] = RoutingTable
+    #: None: no AMI, the supervisor's actions answer 503 (like call control).
+    supervision: Supervision | None = None
+    #: The supervisor actions' record (None: none kept, read as empty).
+    audit: SupervisorAudit | None = None
 
 
 CONTEXT = web.AppKey("cti.screenpop.context", Context)

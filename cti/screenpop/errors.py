@@ -35,6 +35,8 @@ STATUS: dict[ErrorCode, int] = {
     "bad_credentials": 401,
     "forbidden": 403,
     "unknown_call": 404,
+    "unknown_agent": 404,
+    "not_in_plan": 422,
     "stale_version": 409,
     "not_on_call": 409,
     "too_large": 413,

@@ -22,28 +22,14 @@ from typing import Any
 from aiohttp import web
 
 from cti.calldata import document as calldata
+from cti.screenpop import openapi_supervision
 from cti.screenpop.errors import MAX_BODY_BYTES
 from cti.screenpop.openapi_schemas import Schema, ref, schemas
+from cti.screenpop.openapi_schemas import error as _error
+from cti.screenpop.openapi_schemas import json_response as _json
+from cti.screenpop.openapi_schemas import request_body as _body
 
 PATH = "/api/openapi.json"
-
-
-def _json(schema: Schema, description: str) -> Schema:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
-
-
-def _error(description: str, *codes: str) -> Schema:
-    """A refusal: the error body, its ``error`` one of ``codes``."""
-    schema = {"allOf": [ref("Error"), {"properties": {"error": {"enum": list(codes)}}}]}
-    return _json(schema, description)
-
-
-def _body(schema: Schema, description: str) -> Schema:
-    return {
-        "required": True,
-        "description": f"{description} At most {MAX_BODY_BYTES // 1024} KB (413 too_large).",
-        "content": {"application/json": {"schema": schema}},
-    }
 
 
 _UNAUTHORIZED = _error(
@@ -256,6 +242,7 @@ def _operations() -> dict[str, Schema]:
                     "400": _INVALID_BODY,
                     "401": _UNAUTHORIZED,
                     "413": _TOO_LARGE,
+                    "422": openapi_supervision.NOT_IN_PLAN,
                     "502": _error("Asterisk refused it.", "refused"),
                     "503": _error("No AMI connection here.", "ami_unavailable"),
                 },
@@ -319,6 +306,7 @@ def _operations() -> dict[str, Schema]:
                 },
             }
         },
+        **openapi_supervision.operations(),
         PATH: {
             "get": {
                 "operationId": "openapi",
@@ -451,7 +439,7 @@ def document() -> dict[str, Any]:
                 "bearer": {"type": "http", "scheme": "bearer", "description": "POST /api/login"},
                 "queryToken": {"type": "apiKey", "in": "query", "name": "token"},
             },
-            "schemas": schemas(),
+            "schemas": {**schemas(), **openapi_supervision.schemas()},
         },
     }
 

@@ -13,18 +13,37 @@ from cti.calldata import document as calldata
 from cti.calls.control import MAX_PAUSE_REASON_CHARS, TARGET
 from cti.screenpop import api
 from cti.screenpop.auth import MAX_PASSWORD_CHARS
+from cti.screenpop.errors import MAX_BODY_BYTES
 
 Schema = dict[str, Any]
 
 _UUID = "^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$"
 #: Text with no control character (cti.text's rule: C0, DEL, C1).
-_NO_CONTROL = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$"
+NO_CONTROL = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$"
 #: Free text: the same, but newline and tab are allowed (cti.calldata.document).
 _FREE_TEXT = "^[^\\u0000-\\u0008\\u000b-\\u001f\\u007f-\\u009f]*$"
 
 
 def ref(name: str) -> Schema:
     return {"$ref": f"#/components/schemas/{name}"}
+
+
+def json_response(schema: Schema, description: str) -> Schema:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def error(description: str, *codes: str) -> Schema:
+    """A refusal: the error body, its ``error`` one of ``codes``."""
+    schema = {"allOf": [ref("Error"), {"properties": {"error": {"enum": list(codes)}}}]}
+    return json_response(schema, description)
+
+
+def request_body(schema: Schema, description: str) -> Schema:
+    return {
+        "required": True,
+        "description": f"{description} At most {MAX_BODY_BYTES // 1024} KB (413 too_large).",
+        "content": {"application/json": {"schema": schema}},
+    }
 
 
 def schemas() -> dict[str, Schema]:
@@ -221,8 +240,10 @@ def schemas() -> dict[str, Schema]:
                 "paused": {"type": "boolean"},
                 "reason": {
                     "type": ["string", "null"],
+                    "description": "To pause: one of the plan's pause reasons "
+                    "(GET /api/pause-reasons); another is 400 invalid.",
                     "maxLength": MAX_PAUSE_REASON_CHARS,
-                    "pattern": _NO_CONTROL,
+                    "pattern": NO_CONTROL,
                 },
             },
         },

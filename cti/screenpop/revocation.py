@@ -51,7 +51,13 @@ class TokenVersions:
         bumped since the token was issued)."""
         now = self._clock()
         cached = self._cache.get(who.username)
-        if cached is not None and now - cached[0] < self._ttl_s:
+        # A token newer than the version read means the read is stale (the agent logged
+        # in again, elsewhere, after a bump): it is read again, not refused.
+        if (
+            cached is not None
+            and now - cached[0] < self._ttl_s
+            and (cached[1] is None or who.token_version <= cached[1])
+        ):
             return cached[1] != who.token_version
         try:
             current = await token_version(self._pool, who.username)

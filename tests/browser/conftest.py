@@ -17,7 +17,7 @@ import os
 import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import asyncpg
@@ -28,6 +28,8 @@ from cti.calldata.service import CallDataService
 from cti.calldata.store import CallDataStore
 from cti.calls.lease import LEASE_KEY
 from cti.calls.publisher import EventPublisher
+from cti.routing.plan import loads
+from cti.routing.table import RoutingTable
 from cti.screenpop.agents import add_agent
 from cti.screenpop.app import HttpServer, build_app
 from cti.screenpop.auth import Sessions
@@ -56,12 +58,30 @@ async def browser() -> AsyncIterator[Browser]:
         await browser.close()
 
 
-@pytest.fixture
-async def backend(
-    database_url: str, redis_client: redis.Redis, browser: Browser
+#: The routing plan the back end runs on: its queues and pause reasons.
+PLAN = RoutingTable.from_plan(
+    loads(
+        """
+[[queues]]
+name = "support"
+[[queues]]
+name = "sales"
+[[pause_reasons]]
+name = "lunch"
+max_minutes = 60
+[[pause_reasons]]
+name = "training"
+productive = true
+"""
+    )
+)
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    database_url: str, redis_client: redis.Redis, control: Any
 ) -> AsyncIterator[Backend]:
-    """The sidebar's HTTP server with three agents; ``browser`` first so that a missing
-    chromium skips before any database is made."""
+    """The sidebar's HTTP server with three agents, its call control ``control``."""
     pool = await asyncpg.create_pool(database_url, min_size=1, max_size=5)
     for username, endpoint, name, role in AGENTS:
         await add_agent(pool, username, endpoint, PASSWORD, display_name=name, role=role)
@@ -74,24 +94,37 @@ async def backend(
         redis_client=redis_client,
         call_data=CallDataService(store, publisher),
         sessions=Sessions(secrets.token_bytes(32), 3600),
-        control=asterisk,  # type: ignore[arg-type]  # records instead of AMI
-        ami=asterisk,  # type: ignore[arg-type]
+        control=control(asterisk),
+        ami=asterisk,  # type: ignore[arg-type]  # records instead of AMI
+        table=lambda: PLAN,
     )
     server = HttpServer(app)
     await server.start("127.0.0.1", 0)
-    async with aiohttp.ClientSession() as http:
-        yield Backend(
-            url=f"http://127.0.0.1:{server.port}",
-            app=app,
-            redis=redis_client,
-            pool=pool,
-            store=store,
-            publisher=publisher,
-            asterisk=asterisk,
-            http=http,
-        )
-    await server.stop()
-    await pool.close()
+    try:
+        async with aiohttp.ClientSession() as http:
+            yield Backend(
+                url=f"http://127.0.0.1:{server.port}",
+                app=app,
+                redis=redis_client,
+                pool=pool,
+                store=store,
+                publisher=publisher,
+                asterisk=asterisk,
+                http=http,
+            )
+    finally:
+        await server.stop()
+        await pool.close()
+
+
+@pytest.fixture
+async def backend(
+    database_url: str, redis_client: redis.Redis, browser: Browser
+) -> AsyncIterator[Backend]:
+    """The back end, its call control recorded (``browser`` first so that a missing
+    chromium skips before any database is made)."""
+    async with serving(database_url, redis_client, lambda recorder: recorder) as served:
+        yield served
 
 
 @pytest.fixture

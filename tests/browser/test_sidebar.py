@@ -546,7 +546,7 @@ async def test_transfer_hang_up_and_pause_reach_asterisk(
     await alice.get_by_test_id("pause-toggle").click()
     await expect(alice.get_by_test_id("pause-state")).to_have_text("Available")
     assert actions[-2:] == [
-        ("QueuePause", {"Interface": ALICE, "Paused": "true", "Reason": "Lunch"}),
+        ("QueuePause", {"Interface": ALICE, "Paused": "true", "Reason": "lunch"}),
         ("QueuePause", {"Interface": ALICE, "Paused": "false"}),
     ]
 

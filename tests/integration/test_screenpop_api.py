@@ -34,6 +34,8 @@ from cti.calls.lease import LEASE_KEY
 from cti.calls.publisher import ALL_EVENTS_STREAM, EventPublisher, agent_stream
 from cti.calls.sink import CallModelSink
 from cti.config import HostPort
+from cti.routing.plan import loads
+from cti.routing.table import RoutingTable
 from cti.screenpop.agents import add_agent
 from cti.screenpop.app import build_app
 from cti.screenpop.auth import Sessions
@@ -50,6 +52,23 @@ SECRET = b"integration-test-secret-not-a-real-one"
 OWNER = "test-owner"  # the AMI lease holder the tests publish as
 ALICE, BOB, BOSS = "PJSIP/2001", "PJSIP/2002", "PJSIP/2009"
 PASSWORDS = {"alice": "alice-password", "bob": "bob-password", "boss": "boss-password"}
+#: The routing plan the stack runs on: its queues and pause reasons.
+PLAN = RoutingTable.from_plan(
+    loads(
+        """
+[[queues]]
+name = "support"
+[[queues]]
+name = "sales"
+[[pause_reasons]]
+name = "lunch"
+max_minutes = 60
+[[pause_reasons]]
+name = "training"
+productive = true
+"""
+    )
+)
 
 
 @dataclasses.dataclass
@@ -142,6 +161,7 @@ async def start_stack(
     metrics: Metrics | None = None,
     throttle: LoginThrottle | None = None,
     password_checks: PasswordChecks | None = None,
+    table: Callable[[], RoutingTable] = lambda: PLAN,
 ) -> Stack:
     store = CallDataStore(client, 3600, pool=pool)
     publisher = EventPublisher(client, ttl_s=3600)
@@ -159,6 +179,7 @@ async def start_stack(
         open_reader=open_reader,
         throttle=throttle,
         password_checks=password_checks,
+        table=table,
     )
     http = TestClient(TestServer(app))
     await http.start_server()
@@ -747,18 +768,31 @@ async def test_pause_goes_to_every_queue_of_the_agent(with_ami) -> None:
     assert (second.get("Paused"), second.get("Reason")) == ("false", None)
 
 
-async def test_a_pause_reason_may_be_any_text_without_control_characters(with_ami) -> None:
-    """The document's rule (no C0, DEL or C1), not str.isprintable's: a private-use or
-    supplementary character, a no-break space or a right-to-left name reach Asterisk."""
+async def test_a_pause_reason_is_one_of_the_plans(with_ami) -> None:
+    """The sidebar offers the plan's reasons; anything else is refused before Asterisk
+    hears of it (and a reason already refused for its characters stays refused)."""
     stack, fake, _call_id, _leg = with_ami
     fake.responses["QueuePause"] = {"Message": "Interface paused successfully"}
-    reasons = ["caf\u00e9\u00a0break", "\U000f3c7b", "\u05d0\u05e8\u05d5\u05d7\u05d4", "\U0001f355"]
-    for reason in reasons:
+    status, answer = await stack.request("GET", "/api/pause-reasons", "alice")
+    assert (status, answer) == (
+        200,
+        {
+            "pause_reasons": [
+                {"name": "lunch", "productive": False, "max_minutes": 60},
+                {"name": "training", "productive": True, "max_minutes": None},
+            ]
+        },
+    )
+    for reason in ["caf\u00e9\u00a0break", "Lunch", "wrap-up", "lunch "]:
         status, answer = await stack.request(
             "POST", "/api/agent/pause", "alice", json={"paused": True, "reason": reason}
         )
-        assert (status, answer) == (200, {"paused": True}), reason
-    assert [a.get("Reason") for a in fake.actions("QueuePause")] == reasons
+        assert (status, answer["error"], answer["field"]) == (422, "not_in_plan", "reason")
+    status, answer = await stack.request(
+        "POST", "/api/agent/pause", "alice", json={"paused": True, "reason": "training"}
+    )
+    assert (status, answer) == (200, {"paused": True})
+    assert [a.get("Reason") for a in fake.actions("QueuePause")] == ["training"]
 
 
 # -- supervisors -----------------------------------------------------------------------

@@ -79,6 +79,8 @@ def test_the_pure_core_imports_no_io(entry):
         ("cti/routing", ("cti.screenpop", "cti.agi", "cti.ami", "cti.calls", "cti.app")),
         ("cti/calldata", ("cti.screenpop", "cti.agi", "cti.ami", "cti.app")),
         ("cti/timeline", ("cti.screenpop", "cti.agi", "cti.ami", "cti.app")),
+        # Agent states, wrap-up and supervision act through call control, never an adapter.
+        ("cti/agents", ("cti.screenpop", "cti.agi", "cti.app")),
         # Agent states read AMI messages (the protocol) and the call model's effects;
         # they send AMI actions through cti.calls.control, never through the client.
         ("cti/agents", ("cti.screenpop", "cti.agi", "cti.app", "cti.ami.client")),

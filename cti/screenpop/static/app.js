@@ -319,6 +319,7 @@ function startApp() {
   show($("app-view"), true);
   renderWho();
   renderPause();
+  loadPauseReasons();
   renderIdle();
   clearTimeout(expiryTimer);
   const left = Date.parse(session.expires_at) - Date.now();
@@ -364,7 +365,7 @@ function renderPause() {
   const chip = $("pause-state");
   const toggle = $("pause-toggle");
   if (pause?.paused) {
-    setText(chip, pause.reason ? `Paused · ${pause.reason}` : "Paused");
+    setText(chip, pause.reason ? `Paused · ${humanize(pause.reason)}` : "Paused");
     chip.className = "chip chip-paused";
     setText(toggle, "Resume");
     toggle.setAttribute("aria-expanded", "false");
@@ -386,12 +387,40 @@ async function setPaused(paused, reason) {
     await api("POST", "/api/agent/pause", paused ? { paused, reason } : { paused });
     sessionStorage.setItem(PAUSE_KEY, JSON.stringify({ paused, reason: paused ? reason : null }));
     renderPause();
-    announce(paused ? `Paused: ${reason}` : "Available for calls");
+    announce(paused ? `Paused: ${humanize(reason)}` : "Available for calls");
     closePauseForm();
   } catch (err) {
     setText($("presence-error"), err.message);
   } finally {
     toggle.disabled = false;
+  }
+}
+
+/** Options of a select, keeping its choice if it is still offered. `options`: [value, label, title?]. */
+function fillSelect(select, options) {
+  const kept = select.value;
+  select.replaceChildren(
+    ...options.map(([value, label, title]) => h("option", { value, title }, label)),
+  );
+  if (options.some(([value]) => value === kept)) select.value = kept;
+}
+
+function reasonOption(reason) {
+  const limit = reason.max_minutes ? `at most ${reason.max_minutes} min` : "no limit";
+  const kind = reason.productive ? "productive" : "not productive";
+  return [reason.name, humanize(reason.name), `${kind}, ${limit}`];
+}
+
+/** The Pause button offers the routing plan's reasons (the server refuses others). */
+async function loadPauseReasons() {
+  try {
+    const data = await api("GET", "/api/pause-reasons");
+    const reasons = Array.isArray(data.pause_reasons) ? data.pause_reasons : [];
+    fillSelect($("pause-reason"), reasons.map(reasonOption));
+    $("pause-form").querySelector("[type=submit]").disabled = reasons.length === 0;
+    if (!reasons.length) setText($("presence-error"), "No pause reasons are set up.");
+  } catch (err) {
+    if (session) setText($("presence-error"), `Pause reasons not loaded: ${err.message}`);
   }
 }
 
@@ -2034,6 +2063,7 @@ const team = {
 
 function startTeam() {
   show($("team"), true);
+  loadTeamPlan();
   refreshTeam();
   team.timer = setInterval(refreshTeam, TEAM_REFRESH_MS);
 }
@@ -2047,6 +2077,7 @@ function stopTeam() {
   team.docs.clear();
   $("team-rows").replaceChildren();
   $("feed").replaceChildren();
+  closeTeamActions(false);
   show($("team"), false);
 }
 
@@ -2108,10 +2139,159 @@ function renderTeam() {
       ),
       h("td", {}, h("span", { class: `chip state state-${state.replace(/[^a-z_]/gi, "")}`, testid: "team-state" }, humanize(state))),
       h("td", { class: "team-call", testid: "team-call" }, teamCallName(agent.call_key)),
+      h(
+        "td",
+        {},
+        agent.username === session?.agent?.username
+          ? null
+          : h("button", {
+              class: "btn btn-small",
+              type: "button",
+              testid: "team-manage",
+              "aria-label": `Actions for ${agent.display_name || agent.username}`,
+              "aria-controls": "team-actions",
+              "aria-expanded": String(teamActions.username === agent.username),
+              onclick: () => openTeamActions(agent.username),
+              text: "Manage",
+            }),
+      ),
     );
   });
-  if (!rows.length) rows.push(h("tr", {}, h("td", { colspan: 3, class: "muted" }, "No agents.")));
+  if (!rows.length) rows.push(h("tr", {}, h("td", { colspan: 4, class: "muted" }, "No agents.")));
   $("team-rows").replaceChildren(...rows);
+  renderTeamActions();
+}
+
+// The supervisor's actions on one agent: a panel built once (index.html) and updated
+// in place, so the 5-second refresh of the table never loses a choice being made.
+
+const teamActions = { username: null, busy: false };
+const SPY_VERBS = { listen: "listen to", whisper: "whisper to", barge: "barge in on" };
+
+async function loadTeamPlan() {
+  try {
+    const plan = await api("GET", "/api/supervisor/plan");
+    const queues = (Array.isArray(plan.queues) ? plan.queues : []).map((q) => [
+      q.name,
+      q.name,
+      q.description || undefined,
+    ]);
+    fillSelect($("ta-reason"), (plan.pause_reasons ?? []).map(reasonOption));
+    fillSelect($("ta-pause-queue"), [["", "all queues"], ...queues]);
+    fillSelect($("ta-queue"), queues);
+  } catch (err) {
+    if (session) setText($("team-error"), `Queues and reasons not loaded: ${err.message}`);
+  }
+}
+
+function selectedAgent() {
+  return team.agents.find((agent) => agent.username === teamActions.username) ?? null;
+}
+
+function openTeamActions(username) {
+  teamActions.username = username;
+  setText($("ta-status"), "");
+  show($("team-actions"), true);
+  renderTeam();
+  const first = $("team-actions").querySelector("button:not(:disabled):not(#ta-close)");
+  (first ?? $("ta-close")).focus();
+}
+
+function closeTeamActions(returnFocus = true) {
+  const was = teamActions.username;
+  teamActions.username = null;
+  show($("team-actions"), false);
+  if (!returnFocus || !was) return;
+  renderTeam();
+  const row = [...$("team-rows").querySelectorAll("tr")].find((tr) =>
+    tr.dataset.endpoint === team.agents.find((a) => a.username === was)?.endpoint,
+  );
+  row?.querySelector("[data-testid=team-manage]")?.focus();
+}
+
+function renderTeamActions() {
+  if (!teamActions.username) return;
+  const agent = selectedAgent();
+  if (!agent) {
+    closeTeamActions(false);
+    return;
+  }
+  const name = agent.display_name || agent.username;
+  setText($("ta-name"), `${name} · ${humanize(String(agent.state ?? "unknown"))}`);
+  const onCall = agent.state === "on_call";
+  for (const button of $("team-actions").querySelectorAll("[data-mode]")) {
+    button.disabled = teamActions.busy || !onCall;
+    button.title = onCall ? `Your phone rings to ${SPY_VERBS[button.dataset.mode]} ${name}` : `${name} is on no call`;
+  }
+  for (const id of ["ta-pause", "ta-unpause", "ta-login", "ta-logout"]) {
+    $(id).disabled = teamActions.busy;
+  }
+}
+
+async function supervise(action, body, done) {
+  const agent = selectedAgent();
+  if (!agent || teamActions.busy) return;
+  teamActions.busy = true;
+  renderTeamActions();
+  setText($("ta-status"), "Sending…");
+  try {
+    const path = `/api/supervisor/agents/${encodeURIComponent(agent.username)}/${action}`;
+    await api("POST", path, body);
+    const text = done(agent.display_name || agent.username);
+    setText($("ta-status"), text);
+    announce(text);
+  } catch (err) {
+    setText($("ta-status"), err.message);
+    announce(err.message);
+  } finally {
+    teamActions.busy = false;
+    renderTeamActions();
+  }
+}
+
+function onSpy(mode) {
+  supervise("spy", { mode }, (name) => `Your phone is ringing: answer it to ${SPY_VERBS[mode]} ${name}.`);
+}
+
+function onSupervisorPause(paused) {
+  const queue = $("ta-pause-queue").value || null;
+  const where = queue ? ` in ${queue}` : "";
+  if (!paused) {
+    supervise("pause", queue ? { paused, queue } : { paused }, (name) => `${name} unpaused${where}.`);
+    return;
+  }
+  const reason = $("ta-reason").value;
+  if (!reason) {
+    setText($("ta-status"), "Choose a reason first.");
+    return;
+  }
+  const body = queue ? { paused, reason, queue } : { paused, reason };
+  supervise("pause", body, (name) => `${name} paused (${humanize(reason)})${where}.`);
+}
+
+function onSupervisorQueue(loggedIn) {
+  const queue = $("ta-queue").value;
+  if (!queue) {
+    setText($("ta-status"), "Choose a queue first.");
+    return;
+  }
+  supervise("queue", { queue, logged_in: loggedIn }, (name) =>
+    loggedIn ? `${name} logged in to ${queue}.` : `${name} logged out of ${queue}.`,
+  );
+}
+
+function bindTeamActions() {
+  for (const button of $("team-actions").querySelectorAll("[data-mode]")) {
+    button.addEventListener("click", () => onSpy(button.dataset.mode));
+  }
+  $("ta-pause").addEventListener("click", () => onSupervisorPause(true));
+  $("ta-unpause").addEventListener("click", () => onSupervisorPause(false));
+  $("ta-login").addEventListener("click", () => onSupervisorQueue(true));
+  $("ta-logout").addEventListener("click", () => onSupervisorQueue(false));
+  $("ta-close").addEventListener("click", () => closeTeamActions());
+  $("team-actions").addEventListener("keydown", (event) => {
+    if (event.key === "Escape") closeTeamActions();
+  });
 }
 
 function renderFeed() {
@@ -2176,6 +2356,7 @@ function boot() {
     $("calls").querySelector("button, textarea")?.focus();
   });
   $("pause-toggle").addEventListener("click", onPauseToggle);
+  bindTeamActions();
   $("pause-form").addEventListener("submit", (event) => {
     event.preventDefault();
     setPaused(true, $("pause-reason").value);
