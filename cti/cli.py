@@ -26,6 +26,8 @@ import asyncpg
 
 from cti.config import Config, ConfigError, load_config
 from cti.logs import configure_logging
+from cti.reports import command as report_command
+from cti.reports.service import ReportError
 from cti.text import strip_control_characters
 
 if TYPE_CHECKING:
@@ -88,6 +90,12 @@ def _parser() -> argparse.ArgumentParser:
     dead.add_argument("--limit", type=int, default=50)
     dead.add_argument("--records", action="store_true", help="print each record (JSON) too")
 
+    report_command.add_prune_arguments(
+        db.add_parser("prune", help="delete old call detail (the reports' offers stay)")
+    )
+    report_command.add_arguments(
+        commands.add_parser("report", help="queue, tier, rule, agent reports; the calls list")
+    )
     customers = commands.add_parser("customers", help="customer data").add_subparsers(
         dest="customers", required=True
     )
@@ -339,6 +347,15 @@ async def _with_connection(args: argparse.Namespace, config: Config, conn) -> in
         return 0
     if args.command == "route":
         return await _route(args, config, conn)
+    if args.command == "report":
+        try:
+            sys.stdout.write(await report_command.report(args, config.timezone, conn))
+        except ReportError as exc:
+            raise InputRefused(str(exc)) from None
+        return 0
+    if args.command == "db" and args.db == "prune":
+        await report_command.prune_command(args, conn)
+        return 0
     raise CommandError(f"unknown command {args.command}")
 
 

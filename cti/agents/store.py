@@ -210,3 +210,39 @@ async def state_log(
         timeout=TIMEOUT_S,
     )
     return [dict(r) for r in records]
+
+
+# -- for the reports (cti.reports.store): how to read the state log inside their SQL ----
+def wrapup_by_call_sql(start: str, end: str, *, by_agent: bool) -> str:
+    """A subquery of the wrap-up seconds per call (``call_id`` text) and, ``by_agent``,
+    per agent (``agent``) as ``secs``, of wrap-ups that began in ``[start, end + 1
+    day)``; ``start``/``end`` are the caller's SQL expressions (placeholders)."""
+    keys = "call_id, agent" if by_agent else "call_id"
+    return f"""(SELECT {keys}, sum(extract(epoch FROM ended_at - started_at)) AS secs
+               FROM agent_state_log
+               WHERE state = 'wrap_up' AND queue IS NULL AND call_id IS NOT NULL
+                 AND started_at >= {start} AND started_at < {end} + interval '1 day'
+               GROUP BY {keys})"""
+
+
+#: A state interval that began this long before a report's span is still looked at.
+STATE_LOOKBACK = "1 day"
+
+
+def state_time_sql(edges: str) -> str:
+    """A query of the seconds each agent spent in each overall state (and pause reason)
+    per interval of ``edges`` (a ``timestamptz[]`` placeholder: ``bucket`` 0 is its
+    first interval), a state interval split at the boundaries it spans; logged out is
+    left out, and so is a state that began more than :data:`STATE_LOOKBACK` before."""
+    return f"""WITH b AS (
+                SELECT i - 1 AS bucket, e[i] AS s, e[i + 1] AS t
+                FROM (SELECT {edges}::timestamptz[] AS e) x,
+                     generate_series(1, cardinality({edges}::timestamptz[]) - 1) AS i)
+            SELECT b.bucket, l.agent, l.state, coalesce(l.reason, '') AS reason,
+                   sum(extract(epoch FROM least(l.ended_at, b.t) - greatest(l.started_at, b.s)))
+                       AS secs
+            FROM agent_state_log l JOIN b ON l.started_at < b.t AND l.ended_at > b.s
+            WHERE l.queue IS NULL AND l.state <> 'logged_out'
+              AND l.started_at >= ({edges}::timestamptz[])[1] - interval '{STATE_LOOKBACK}'
+              AND l.started_at < ({edges}::timestamptz[])[cardinality({edges}::timestamptz[])]
+            GROUP BY 1, 2, 3, 4"""

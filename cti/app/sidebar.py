@@ -43,6 +43,7 @@ async def open_sidebar(
         control=calls.control if calls is not None else None,
         ami=calls.ami if calls is not None else None,
         table=lambda: plan.table,
+        timezone=config.timezone,
         serve_metrics=config.metrics_bind is None,
     )
     server = HttpServer(app, http_limits(config), name="sidebar")

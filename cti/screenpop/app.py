@@ -22,7 +22,7 @@ from cti.ami.client import AmiClient
 from cti.calldata.service import CallDataService
 from cti.calls.control import CallControl
 from cti.routing.table import RoutingTable
-from cti.screenpop import api, health, openapi, supervision_api, wallboard, ws
+from cti.screenpop import api, health, openapi, reports, supervision_api, wallboard, ws
 from cti.screenpop.access import Access
 from cti.screenpop.auth import Sessions
 from cti.screenpop.connections import HttpLimits, HttpListener, request_started
@@ -58,6 +58,7 @@ def build_app(
     password_checks: PasswordChecks | None = None,
     wallboard_relay: wallboard.WallboardRelay | None = None,
     table: Callable[[], RoutingTable] = RoutingTable,
+    timezone: str = "",
     serve_metrics: bool = True,
 ) -> web.Application:
     """The application. ``control``/``ami`` None: call control and pausing answer 503
@@ -98,6 +99,7 @@ def build_app(
     app[ws.SOCKETS] = ws.Sockets(limits.per_agent)
     api.add_routes(app)
     supervision_api.add_routes(app)
+    reports.add_routes(app, timezone)
     app[health.METRICS] = metrics
     app[health.PROBES] = health.Probes(pool, redis_client, metrics, ami)
     health.add_routes(app, with_metrics=serve_metrics)

@@ -22,6 +22,8 @@ from typing import Any
 from aiohttp import web
 
 from cti.calldata import document as calldata
+from cti.reports import rows as report_rows
+from cti.reports.intervals import INTERVALS
 from cti.screenpop import openapi_supervision
 from cti.screenpop.errors import MAX_BODY_BYTES
 from cti.screenpop.openapi_schemas import Schema, ref, schemas
@@ -52,6 +54,60 @@ _CALL_ID = {
     "required": True,
     "description": "The call's key: the route's call id (a UUID) or `L:<linkedid>`.",
     "schema": {"type": "string", "minLength": 1},
+}
+
+
+def _query(name: str, description: str, schema: Schema, required: bool = False) -> Schema:
+    return {
+        "name": name,
+        "in": "query",
+        "required": required,
+        "description": description,
+        "schema": schema,
+    }
+
+
+_MOMENT = {"type": "string", "minLength": 10, "maxLength": 40}
+_REPORT: Schema = {
+    "operationId": "report",
+    "summary": "A report: queues, tiers, rules, dnis, services, agents, or the calls list"
+    " (supervisors only; docs/reports.md defines every column).",
+    "security": [{"bearer": []}],
+    "parameters": [
+        {
+            "name": "kind",
+            "in": "path",
+            "required": True,
+            "description": "What each row is about.",
+            "schema": {"enum": list(report_rows.KINDS)},
+        },
+        _query("from", "A date or ISO time in the centre's zone.", _MOMENT, required=True),
+        _query("to", "A date (included) or a time (excluded).", _MOMENT, required=True),
+        _query("interval", "The rows' interval.", {"enum": list(INTERVALS), "default": "30m"}),
+        _query(
+            "queue",
+            "Only these queues (repeat the parameter).",
+            {
+                "type": "array",
+                "items": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"},
+                "maxItems": 50,
+            },
+        ),
+        _query("format", "JSON, or a CSV download.", {"enum": ["json", "csv"], "default": "json"}),
+    ],
+    "responses": {
+        "200": {
+            "description": "The rows (CSV: the same columns, a header line first).",
+            "content": {
+                "application/json": {"schema": ref("Report")},
+                "text/csv": {"schema": {"type": "string"}},
+            },
+        },
+        "400": _error("A parameter cannot be used (the field says which).", "invalid"),
+        "401": _UNAUTHORIZED,
+        "403": _error("The caller is not a supervisor.", "forbidden"),
+        "503": _UNAVAILABLE,
+    },
 }
 
 
@@ -307,6 +363,7 @@ def _operations() -> dict[str, Schema]:
             }
         },
         **openapi_supervision.operations(),
+        "/api/reports/{kind}": {"get": _REPORT},
         PATH: {
             "get": {
                 "operationId": "openapi",

@@ -252,6 +252,24 @@ def schemas() -> dict[str, Schema]:
             "required": ["paused"],
             "properties": {"paused": {"type": "boolean"}},
         },
+        "Report": {
+            "type": "object",
+            "required": ["kind", "timezone", "rows"],
+            "properties": {
+                "kind": string,
+                "timezone": string,
+                "definitions": {
+                    "type": "object",
+                    "description": "Each figure's formula in words (not for agents, calls).",
+                    "additionalProperties": string,
+                },
+                "rows": {
+                    "type": "array",
+                    "description": "One object per row; columns in docs/reports.md.",
+                    "items": {"type": "object"},
+                },
+            },
+        },
         "AgentList": {
             "type": "object",
             "required": ["agents"],

@@ -52,6 +52,8 @@ import structlog
 from cti.batch_writer import Refusals
 from cti.calls.events import CallEvent
 from cti.interactions import store_summaries
+from cti.reports.segments import derive
+from cti.reports.store import store_segments
 from cti.timeline.summary import order_key, summarize
 from cti.write_errors import is_permanent
 
@@ -197,6 +199,8 @@ async def _summarize_ended(conn: asyncpg.Connection, call_ids: set[str]) -> None
     if by_call:
         summaries = {call_id: summarize(events) for call_id, events in by_call.items()}
         await store_summaries(conn, summaries, timeout_s=TIMEOUT_S)
+        segments = {call_id: derive(events) for call_id, events in by_call.items() if call_id}
+        await store_segments(conn, segments, timeout_s=TIMEOUT_S)
 
 
 def timeline_batch_writer(

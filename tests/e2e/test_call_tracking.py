@@ -20,9 +20,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -244,8 +246,89 @@ async def check_timeline(testbed: E2ESetup, call_id: str) -> None:
             uuid.UUID(call_id),
         )
         assert [r["changed_by"] for r in versions] == ["route", A, B]
+        await check_report_segments(db, call_id)
     finally:
         await db.close()
+
+
+async def check_report_segments(db: asyncpg.Connection, call_id: str) -> None:
+    """The reports' segments of the same call (cti/reports): a visit to each queue, each
+    answered; A's talk ends at the blind transfer, B's at the attended one; one journey."""
+    key = uuid.UUID(call_id)
+    visits = await db.fetch(
+        "SELECT queue, outcome, agent, wait_s, transfers FROM report_offers"
+        " WHERE call_id = $1 AND kind = 'queue' ORDER BY seq",
+        key,
+    )
+    assert [(v["queue"], v["outcome"], v["agent"], v["transfers"]) for v in visits] == [
+        ("support", "answered", A, 1),
+        ("sales", "answered", B, 1),
+    ]
+    legs = await db.fetch(
+        "SELECT agent, queue, how, to_whom, talk_s, answered_at, ended_at FROM report_legs"
+        " WHERE call_id = $1 AND answered_at IS NOT NULL ORDER BY seq",
+        key,
+    )
+    assert [(g["agent"], g["queue"], g["how"]) for g in legs] == [
+        (A, "support", "blind"),
+        (B, "sales", "attended"),
+        (C, None, "hangup"),
+    ]
+    assert legs[1]["to_whom"] == C and all(g["talk_s"] > 0 for g in legs)
+    assert legs[0]["ended_at"] <= legs[1]["answered_at"]  # the talk is split, not doubled
+    (journey,) = await db.fetch(
+        "SELECT queue, outcome, transfers, tier FROM report_offers"
+        " WHERE call_id = $1 AND kind = 'call'",
+        key,
+    )
+    assert (journey["queue"], journey["outcome"], journey["transfers"]) == (
+        "support",
+        "answered",
+        2,
+    )
+    assert journey["tier"] == "gold"
+    await compare_with_queue_log(db, call_id, visits, legs)
+
+
+#: Asterisk's own queue statistics, in the sandbox's root (scripts/asterisk-sandbox).
+QUEUE_LOG = (
+    Path(os.environ.get("CTI_SANDBOX_CACHE", "/var/cache/cti"))
+    / "asterisk-root/var/log/asterisk/queue_log"
+)
+
+
+async def compare_with_queue_log(
+    db: asyncpg.Connection, call_id: str, visits: list, legs: list
+) -> None:
+    """Per queue, Asterisk's queue_log and our segments agree on offered, answered and
+    abandoned. They differ where queue_log cannot follow the call: agent C, reached by
+    an attended transfer outside any queue, has no line in it at all (no CONNECT, no
+    COMPLETE), while our legs give C's talk to C (docs/reports.md)."""
+    uniqueid = await db.fetchval(
+        "SELECT uniqueid FROM interactions WHERE call_id = $1", uuid.UUID(call_id)
+    )
+
+    def lines() -> list[list[str]]:
+        text = QUEUE_LOG.read_text(errors="replace") if QUEUE_LOG.exists() else ""
+        fields = [line.split("|") for line in text.splitlines()]
+        return [f for f in fields if len(f) > 4 and f[1] == uniqueid]
+
+    def complete() -> list[list[str]] | None:
+        found = lines()
+        return found if any(f[4] == "ATTENDEDTRANSFER" for f in found) else None
+
+    ours = await until(complete, within_s=10)
+    for queue in ("support", "sales"):
+        theirs = [f[4] for f in ours if f[2] == queue]
+        mine = [v for v in visits if v["queue"] == queue]
+        assert theirs.count("ENTERQUEUE") == len(mine) == 1, (queue, theirs)
+        assert theirs.count("CONNECT") == sum(v["outcome"] == "answered" for v in mine) == 1
+        assert theirs.count("ABANDON") == sum(v["outcome"] == "abandoned" for v in mine) == 0
+    events = [(f[2], f[3], f[4]) for f in ours]
+    assert ("support", "Agent 2001", "BLINDTRANSFER") in events, events
+    assert ("sales", "Agent 2004", "ATTENDEDTRANSFER") in events, events
+    assert not any("2003" in f[3] for f in ours), events  # C is nowhere in queue_log ...
+    assert legs[2]["agent"] == C and legs[2]["talk_s"] > 0  # ... and talked, in ours
 
 
 async def test_data_follows_blind_then_attended_transfer(

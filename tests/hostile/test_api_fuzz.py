@@ -34,7 +34,7 @@ import requests
 import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis import Case, Response
-from schemathesis.checks import CheckContext, not_a_server_error
+from schemathesis.checks import CheckContext, not_a_server_error, positive_data_acceptance
 
 from cti.ami import AmiClient
 from cti.calldata.service import CallDataService
@@ -305,18 +305,25 @@ def _check(case: Case, live: LiveSidebar, http: requests.Session, who: str | Non
 def _call(
     case: Case, live: LiveSidebar, session: requests.Session, headers: dict[str, str] | None
 ) -> Response:
+    excluded = [not_a_server_error]
+    if case.operation.path.startswith("/api/reports/"):
+        # A report's span has rules between its parameters that OpenAPI cannot state
+        # (from before to, real calendar dates, at most 40,000 rows): a schema-valid
+        # request may be 400 invalid. Never a 500: our own check below still holds.
+        excluded.append(positive_data_acceptance)
     return case.call_and_validate(
         base_url=live.base_url,
         session=session,
         headers=headers,
-        excluded_checks=[not_a_server_error],
+        excluded_checks=excluded,
         additional_checks=[refusals_are_json_errors],
         timeout=30,
     )
 
 
 def _who(case: Case) -> str:
-    return "boss" if case.operation.path.startswith("/api/supervisor/") else "alice"
+    supervisors = ("/api/supervisor/", "/api/reports/")
+    return "boss" if case.operation.path.startswith(supervisors) else "alice"
 
 
 @schema.parametrize()

@@ -27,6 +27,10 @@ PURE = [
     "cti/calls/events.py",
     "cti/calldata/document.py",
     "cti/timeline/summary.py",
+    "cti/reports/segments.py",
+    "cti/reports/definitions.py",
+    "cti/reports/intervals.py",
+    "cti/reports/rows.py",
     "cti/text.py",
     "cti/errors.py",
     "cti/breaker.py",
@@ -81,6 +85,7 @@ def test_the_pure_core_imports_no_io(entry):
         ("cti/timeline", ("cti.screenpop", "cti.agi", "cti.ami", "cti.app")),
         # Agent states, wrap-up and supervision act through call control, never an adapter.
         ("cti/agents", ("cti.screenpop", "cti.agi", "cti.app")),
+        ("cti/reports", ("cti.screenpop", "cti.agi", "cti.ami", "cti.app")),
         # Agent states read AMI messages (the protocol) and the call model's effects;
         # they send AMI actions through cti.calls.control, never through the client.
         ("cti/agents", ("cti.screenpop", "cti.agi", "cti.app", "cti.ami.client")),
