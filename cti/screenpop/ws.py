@@ -264,10 +264,10 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         )
         feed_task = asyncio.create_task(_guard(ws, feed), name=f"ws-feed-{who.username}")
         watch_task = asyncio.create_task(
-            _watch_revocation(ws, who, ctx.token_versions, ctx.ws_limits.revocation_check_s),
+            watch_revocation(ws, who, ctx.token_versions, ctx.ws_limits.revocation_check_s),
             name=f"ws-revocation-{who.username}",
         )
-        await _receive(ws, ctx.sessions.seconds_left(who), send_lock)
+        await receive(ws, ctx.sessions.seconds_left(who), send_lock)
     except ConnectionError:
         pass  # the client went away mid-send
     finally:
@@ -296,7 +296,7 @@ async def _guard(ws: web.WebSocketResponse, feed: _Feed) -> None:
         await ws.close(code=INTERNAL_ERROR, message=b"event feed failed; reconnect")
 
 
-async def _watch_revocation(
+async def watch_revocation(
     ws: web.WebSocketResponse, who: Claims, versions: TokenVersions | None, every_s: float
 ) -> None:
     """Close the socket 4401 once its token is revoked (logout, new password, agent
@@ -316,7 +316,7 @@ async def _watch_revocation(
             return
 
 
-async def _receive(ws: web.WebSocketResponse, valid_s: float, send_lock: asyncio.Lock) -> None:
+async def receive(ws: web.WebSocketResponse, valid_s: float, send_lock: asyncio.Lock) -> None:
     """Answer pings until the client closes, sends too big a frame, or the token expires
     (``valid_s`` from now, by the sessions' clock)."""
     try:

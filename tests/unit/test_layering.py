@@ -37,6 +37,7 @@ PURE = [
     "cti/customer_csv.py",
     "cti/agi/protocol.py",
     "cti/ami/protocol.py",
+    "cti/wallboard/figures.py",
     "cti/agents/state.py",
     "cti/agents/news.py",
 ]
