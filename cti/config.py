@@ -172,6 +172,18 @@ def _redis(raw: str, fields: dict[str, object]) -> None:
     fields["redis_url"] = raw
 
 
+def redacted_url(url: str) -> str:
+    """``url`` for a message or a log: its password (if any) replaced by ``***``. Works
+    for every form we accept, several hosts included."""
+    scheme, sep, rest = url.partition("://")
+    netloc, slash, tail = rest.partition("/")
+    userinfo, at, hosts = netloc.rpartition("@")
+    if not sep or not at or ":" not in userinfo:
+        return url
+    user = userinfo.partition(":")[0]
+    return f"{scheme}://{user}:***@{hosts}{slash}{tail}"
+
+
 def _networks(name: str, raw: str) -> tuple[Network, ...]:
     try:
         return parse_networks(raw)

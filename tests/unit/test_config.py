@@ -8,7 +8,7 @@ import ipaddress
 
 import pytest
 
-from cti.config import Config, ConfigError, HostPort, load_config
+from cti.config import Config, ConfigError, HostPort, load_config, redacted_url
 
 
 def test_defaults_are_the_documented_ones() -> None:
@@ -364,3 +364,19 @@ def test_a_sentinel_password_without_sentinel_is_refused() -> None:
 def test_a_multi_host_database_url_is_accepted_as_is() -> None:
     raw = "postgresql://cti:pw@db1:5432,db2:5433/cti?target_session_attrs=read-write"
     assert load_config({"CTI_DATABASE_URL": raw}).database_url == raw
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        (
+            "postgresql://cti:pw@db1:5432,db2:5432/cti?x=1",
+            "postgresql://cti:***@db1:5432,db2:5432/cti?x=1",
+        ),
+        ("redis+sentinel://:p%40w@h1,h2/m/0", "redis+sentinel://:***@h1,h2/m/0"),
+        ("postgresql://postgres@127.0.0.1:5432/cti", "postgresql://postgres@127.0.0.1:5432/cti"),
+        ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
+    ],
+)
+def test_redacted_url_hides_only_the_password(url: str, shown: str) -> None:
+    assert redacted_url(url) == shown
