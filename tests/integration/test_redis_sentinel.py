@@ -33,6 +33,7 @@ from cti.calls.leadership import Leadership
 from cti.calls.lease import LEASE_KEY
 from cti.calls.publisher import ALL_EVENTS_STREAM, EventPublisher
 from cti.config import Config, load_config
+from cti.screenpop.ws import reader_factory
 from tests.conftest import PG_SERVER
 from tests.processes import free_port
 from tests.sentinel import FAILOVER_S, sentinel_group
@@ -75,6 +76,13 @@ def document() -> dict[str, Any]:
 
 async def published(client: redis.Redis) -> list[str]:
     entries = cast(list[tuple[bytes, dict[bytes, bytes]]], await client.xrange(ALL_EVENTS_STREAM))
+    return [json.loads(fields[b"e"])["seq"] for _id, fields in entries]
+
+
+async def read_blocking(reader: redis.Redis) -> list[str]:
+    """What the WebSocket does: a blocking XREAD (from the start, here)."""
+    reply = await reader.xread({ALL_EVENTS_STREAM: "0"}, block=300)
+    entries = reply[0][1] if reply else []
     return [json.loads(fields[b"e"])["seq"] for _id, fields in entries]
 
 
@@ -127,6 +135,8 @@ async def test_the_master_dies_and_every_instance_carries_on_with_the_promoted_r
             await until(lambda: a.leader, within_s=CARRY_ON_S)
             b_task = asyncio.create_task(b.run(stop))
             store = CallDataStore(a_client, 3_600)
+            # A sidebar's WebSocket reads with a client of its own, made from a_client's.
+            reader = reader_factory(a_client, block_ms=300)()
 
             # Before: call data and events, written and replicated.
             before = [document() for _ in range(20)]
@@ -157,7 +167,8 @@ async def test_the_master_dies_and_every_instance_carries_on_with_the_promoted_r
             await until(
                 succeeds(lambda: _expect(published(b_client), expected)), within_s=CARRY_ON_S
             )
-            for client in (a_client, b_client):
+            await until(succeeds(lambda: _expect(read_blocking(reader), expected)), within_s=60)
+            for client in (a_client, b_client, reader):
                 server = await client.info("server")
                 assert server["tcp_port"] == group.replica_port
             for doc in before:  # straight from Redis: the store has no PostgreSQL here
@@ -174,6 +185,7 @@ async def test_the_master_dies_and_every_instance_carries_on_with_the_promoted_r
 
             stop.set()
             await asyncio.wait_for(asyncio.gather(a_task, b_task), 30)
+            await reader.aclose()
 
 
 async def _expect(got: Awaitable[list[str]], expected: list[str]) -> None:
