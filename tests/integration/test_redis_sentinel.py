@@ -12,6 +12,7 @@ was no master are published after it, each exactly once.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
 import uuid
@@ -32,9 +33,10 @@ from cti.calls.events import CallEvent
 from cti.calls.leadership import Leadership
 from cti.calls.lease import LEASE_KEY
 from cti.calls.publisher import ALL_EVENTS_STREAM, EventPublisher
-from cti.config import Config, load_config
+from cti.config import Config, HostPort, load_config
 from cti.screenpop.ws import reader_factory
 from tests.conftest import PG_SERVER
+from tests.integration.conftest import ROUTE_BUDGET_MS, start_daemon
 from tests.processes import free_port
 from tests.sentinel import FAILOVER_S, sentinel_group
 from tests.waiting import until
@@ -215,3 +217,36 @@ async def test_a_dead_first_postgresql_host_is_skipped() -> None:
         assert await pool.fetchval("SHOW transaction_read_only") == "off"
     finally:
         await close_pool(pool)
+
+
+async def test_the_daemon_routes_through_sentinel_and_keeps_the_call_data_over_a_failover(
+    seeded: str, tmp_path: Path
+) -> None:
+    """The composition root's own path: ``cti serve`` (in process) with
+    ``CTI_REDIS_URL=redis+sentinel://``; a call routed before the kill keeps its data,
+    one routed after it gets its data on the new master."""
+    async with sentinel_group(tmp_path) as group:
+        config = dataclasses.replace(
+            load_config({"CTI_REDIS_URL": group.url(db=1), "CTI_DATABASE_URL": seeded}),
+            agi_bind=HostPort("127.0.0.1", 0),
+            plan_cache=str(tmp_path / "plan-cache.toml"),
+            route_budget_ms=ROUTE_BUDGET_MS,
+        )
+        running = await start_daemon(config)
+        try:
+            async with redis.Redis(port=group.master_port, db=1) as master:
+                first = await running.call(callerid="2120000002", dnid="5550100")
+                first_key = call_key(first.variables["__CTI_CALL_ID"])
+                await until(lambda: master.exists(first_key), within_s=CARRY_ON_S)
+                assert await master.wait(1, 10_000) == 1
+            group.kill_master()
+            await until(group.promoted, within_s=FAILOVER_S, every_s=0.2)
+            second = await running.call(callerid="2120000004", dnid="5550100")
+            assert second.var("CTI_TIER") == "bronze"  # routing never needed Redis
+            second_key = call_key(second.variables["__CTI_CALL_ID"])
+            async with redis.Redis(port=group.replica_port, db=1) as promoted:
+                await until(lambda: promoted.exists(second_key), within_s=CARRY_ON_S)
+                document = json.loads(await promoted.get(first_key))
+            assert document["customer"]["account_number"] == "A0000002"
+        finally:
+            await running.daemon.shutdown(writer_grace_s=2)
