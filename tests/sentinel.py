@@ -150,3 +150,16 @@ async def sentinel_group(workdir: Path) -> AsyncIterator[SentinelGroup]:
         yield group
     finally:
         await group.stop()
+
+
+async def replicated(client: redis.Redis, within_ms: int = 10_000) -> bool:
+    """Every write the master acknowledged so far has reached the replica.
+
+    ``WAIT`` only waits for the writes of its own connection, so it is sent after a write
+    on the same one (a pipeline holds one connection); everything acknowledged before
+    that write is earlier in the replication stream."""
+    async with client.pipeline(transaction=False) as pipe:
+        pipe.set("cti:test:replicated", "1")
+        pipe.wait(1, within_ms)
+        _set, replicas = await pipe.execute()
+    return bool(replicas == 1)
