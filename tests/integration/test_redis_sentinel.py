@@ -34,6 +34,7 @@ from cti.calls.leadership import Leadership
 from cti.calls.lease import LEASE_KEY
 from cti.calls.publisher import ALL_EVENTS_STREAM, EventPublisher
 from cti.config import Config, HostPort, load_config
+from cti.db.migrate import ensure_database
 from cti.screenpop.ws import reader_factory
 from tests.conftest import PG_SERVER
 from tests.integration.conftest import ROUTE_BUDGET_MS, start_daemon
@@ -217,6 +218,7 @@ async def test_a_dead_first_postgresql_host_is_skipped() -> None:
         assert await pool.fetchval("SHOW transaction_read_only") == "off"
     finally:
         await close_pool(pool)
+    assert await ensure_database(dsn) is False  # `cti db migrate`'s first step: it is there
 
 
 async def test_the_daemon_routes_through_sentinel_and_keeps_the_call_data_over_a_failover(
