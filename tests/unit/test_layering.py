@@ -39,6 +39,7 @@ PURE = [
     "cti/ami/protocol.py",
     "cti/agents/state.py",
     "cti/agents/news.py",
+    "cti/redis_sentinel.py",
 ]
 IO = ("asyncio", "socket", "asyncpg", "redis", "aiohttp", "subprocess", "cti.app", "cti.db")
 
