@@ -110,7 +110,12 @@ SOCKETS = web.AppKey("cti.screenpop.sockets", Sockets)
 
 def reader_factory(client: redis.Redis, block_ms: int) -> Callable[[], redis.Redis]:
     """New single-connection clients to the same Redis as ``client``, whose socket
-    timeout outlasts a blocking read."""
+    timeout outlasts a blocking read.
+
+    They copy ``client``'s connection class and options, so a client made through
+    Sentinel (cti.app.resources.create_redis) gives readers whose connections ask the
+    same Sentinel-backed pool for the master, and follow it over a failover
+    (tests/integration/test_redis_sentinel.py). ``client`` must outlive them."""
     pool = client.connection_pool
     kwargs = {**pool.connection_kwargs, "socket_timeout": block_ms / 1000 + 10}
 

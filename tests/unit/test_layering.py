@@ -40,6 +40,7 @@ PURE = [
     "cti/wallboard/figures.py",
     "cti/agents/state.py",
     "cti/agents/news.py",
+    "cti/redis_sentinel.py",
 ]
 IO = ("asyncio", "socket", "asyncpg", "redis", "aiohttp", "subprocess", "cti.app", "cti.db")
 
