@@ -34,7 +34,6 @@ from cti.calls.lease import LEASE_KEY
 from cti.calls.publisher import ALL_EVENTS_STREAM, EventPublisher, agent_stream
 from cti.calls.sink import CallModelSink
 from cti.config import HostPort
-from cti.routing.plan import loads
 from cti.routing.table import RoutingTable
 from cti.screenpop.agents import add_agent
 from cti.screenpop.app import build_app
@@ -45,6 +44,7 @@ from cti.screenpop.password_checks import PasswordChecks
 from cti.screenpop.throttle import LoginThrottle
 from tests.conftest import REDIS_URL
 from tests.fakes.ami_server import FakeAmi
+from tests.plans import PLAN
 from tests.unit.ami_replay import load, parse
 from tests.waiting import until
 
@@ -52,23 +52,6 @@ SECRET = b"integration-test-secret-not-a-real-one"
 OWNER = "test-owner"  # the AMI lease holder the tests publish as
 ALICE, BOB, BOSS = "PJSIP/2001", "PJSIP/2002", "PJSIP/2009"
 PASSWORDS = {"alice": "alice-password", "bob": "bob-password", "boss": "boss-password"}
-#: The routing plan the stack runs on: its queues and pause reasons.
-PLAN = RoutingTable.from_plan(
-    loads(
-        """
-[[queues]]
-name = "support"
-[[queues]]
-name = "sales"
-[[pause_reasons]]
-name = "lunch"
-max_minutes = 60
-[[pause_reasons]]
-name = "training"
-productive = true
-"""
-    )
-)
 
 
 @dataclasses.dataclass
