@@ -675,31 +675,43 @@ async def test_a_malformed_pause_is_invalid(stack: Stack, body: dict) -> None:
     assert (status, answer["error"]) == (400, "invalid")
 
 
-@pytest.fixture
-async def with_ami(pool, redis_client, agents) -> AsyncIterator[tuple[Stack, FakeAmi, str, str]]:
-    """A stack whose call control talks to a fake Asterisk, where agent 2001 is talking
-    on a recorded call: (stack, fake, call id, agent leg)."""
+@contextlib.asynccontextmanager
+async def ami_on_a_call() -> AsyncIterator[
+    tuple[FakeAmi, AmiClient, CallModelSink, AgentConnected]
+]:
+    """A fake Asterisk and an AMI client on it whose call model has replayed the recorded
+    ``answered_call`` up to agent 2001 (alice) answering: (fake, client, sink, her
+    AgentConnected)."""
     fake = await FakeAmi().start()
     sink = CallModelSink()
     ami = AmiClient("127.0.0.1", fake.port, "cti", "s3cret", events_sink=sink)
     stop = asyncio.Event()
     task = asyncio.create_task(ami.run(stop))
-    await until(lambda: sink.up)
-    for msg in parse(load("answered_call")):
-        sink.apply(msg)
-        connected = [e for e in sink.effects if isinstance(e, AgentConnected)]
-        if connected:
-            break
-    call_id, leg = connected[0].call_id, connected[0].channel
-    assert call_id and connected[0].agent == ALICE
-    stack = await start_stack(pool, redis_client, control=CallControl(ami, sink.model), ami=ami)
-    await log_in(stack)
-    await stack.ring(call_id, ALICE)
-    yield stack, fake, call_id, leg
-    await stack.client.close()
-    stop.set()
-    await asyncio.wait_for(task, 5)
-    await fake.close()
+    try:
+        await until(lambda: sink.up)
+        for msg in parse(load("answered_call")):
+            sink.apply(msg)
+            connected = [e for e in sink.effects if isinstance(e, AgentConnected)]
+            if connected:
+                break
+        assert connected[0].agent == ALICE and connected[0].call_id
+        yield fake, ami, sink, connected[0]
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 5)
+        await fake.close()
+
+
+@pytest.fixture
+async def with_ami(pool, redis_client, agents) -> AsyncIterator[tuple[Stack, FakeAmi, str, str]]:
+    """A stack whose call control talks to a fake Asterisk, where agent 2001 is talking
+    on a recorded call: (stack, fake, call id, agent leg)."""
+    async with ami_on_a_call() as (fake, ami, sink, connected):
+        stack = await start_stack(pool, redis_client, control=CallControl(ami, sink.model), ami=ami)
+        await log_in(stack)
+        await stack.ring(connected.call_id, ALICE)
+        yield stack, fake, connected.call_id, connected.channel
+        await stack.client.close()
 
 
 async def test_a_blind_transfer_goes_out_on_the_agents_leg(with_ami) -> None:
