@@ -5,20 +5,7 @@ Times are seconds after :data:`T0`; ``queue`` defaults to ``"sales"``."""
 
 from __future__ import annotations
 
-from cti.calls.effects import (
-    AgentConnected,
-    AgentLeft,
-    AgentRinging,
-    AgentRingNoAnswer,
-    CallAbandoned,
-    CallEnded,
-    CallHeld,
-    CallQueued,
-    CallTransferred,
-    CallUnheld,
-    Effect,
-    TransferKind,
-)
+from cti.calls import effects as fx
 from cti.calls.events import CallEvent, to_events
 
 T0 = 1_700_000_000.0
@@ -28,22 +15,22 @@ ALICE, BOB, CAROL, DAVE = "PJSIP/2001", "PJSIP/2002", "PJSIP/2003", "PJSIP/2004"
 LEG = {a: f"{a}-0000000{i}" for i, a in enumerate((ALICE, BOB, CAROL, DAVE))}
 
 
-def events(*effects: Effect) -> list[CallEvent]:
+def events(*effects: fx.Effect) -> list[CallEvent]:
     return [event for effect in effects for event in to_events(effect, now=T0 + 9_999)]
 
 
-def queued(t: float, queue: str = "sales") -> CallQueued:
-    return CallQueued(**CALL, at=T0 + t, queue=queue, position=1, priority=10)
+def queued(t: float, queue: str = "sales") -> fx.CallQueued:
+    return fx.CallQueued(**CALL, at=T0 + t, queue=queue, position=1, priority=10)
 
 
-def ringing(t: float, agent: str, queue: str | None = "sales") -> AgentRinging:
-    return AgentRinging(
+def ringing(t: float, agent: str, queue: str | None = "sales") -> fx.AgentRinging:
+    return fx.AgentRinging(
         **CALL, at=T0 + t, agent=agent, member_name=None, channel=LEG[agent], queue=queue
     )
 
 
-def no_answer(t: float, agent: str) -> AgentRingNoAnswer:
-    return AgentRingNoAnswer(
+def no_answer(t: float, agent: str) -> fx.AgentRingNoAnswer:
+    return fx.AgentRingNoAnswer(
         **CALL, at=T0 + t, agent=agent, member_name=None, channel=LEG[agent], queue="sales",
         ring_time_ms=None,
     )  # fmt: skip
@@ -51,45 +38,45 @@ def no_answer(t: float, agent: str) -> AgentRingNoAnswer:
 
 def connected(
     t: float, agent: str, queue: str | None = "sales", via: tuple[str, ...] = ()
-) -> AgentConnected:
-    return AgentConnected(
+) -> fx.AgentConnected:
+    return fx.AgentConnected(
         **CALL, at=T0 + t, agent=agent, member_name=None, channel=LEG[agent], queue=queue, via=via
     )
 
 
-def left(t: float, agent: str) -> AgentLeft:
-    return AgentLeft(**CALL, at=T0 + t, agent=agent, channel=LEG[agent])
+def left(t: float, agent: str) -> fx.AgentLeft:
+    return fx.AgentLeft(**CALL, at=T0 + t, agent=agent, channel=LEG[agent])
 
 
-def held(t: float, agent: str) -> CallHeld:
-    return CallHeld(**CALL, at=T0 + t, by=agent, channel=LEG[agent])
+def held(t: float, agent: str) -> fx.CallHeld:
+    return fx.CallHeld(**CALL, at=T0 + t, by=agent, channel=LEG[agent])
 
 
-def unheld(t: float, agent: str) -> CallUnheld:
-    return CallUnheld(**CALL, at=T0 + t, by=agent, channel=LEG[agent])
+def unheld(t: float, agent: str) -> fx.CallUnheld:
+    return fx.CallUnheld(**CALL, at=T0 + t, by=agent, channel=LEG[agent])
 
 
-def ended(t: float, *agents: str, abandoned: bool = False) -> CallEnded:
-    return CallEnded(
+def ended(t: float, *agents: str, abandoned: bool = False) -> fx.CallEnded:
+    return fx.CallEnded(
         **CALL, at=T0 + t, cause="16", cause_txt="Normal Clearing", abandoned=abandoned,
         agents=agents,
     )  # fmt: skip
 
 
-def abandoned(t: float, queue: str = "sales") -> CallAbandoned:
-    return CallAbandoned(
+def abandoned(t: float, queue: str = "sales") -> fx.CallAbandoned:
+    return fx.CallAbandoned(
         **CALL, at=T0 + t, queue=queue, position=1, original_position=1, hold_time_s=int(t)
     )
 
 
-def blind(t: float, agent: str, to: str) -> CallTransferred:
-    return CallTransferred(
-        **CALL, at=T0 + t, kind=TransferKind.BLIND, from_agent=agent, to=to, context="agents"
+def blind(t: float, agent: str, to: str) -> fx.CallTransferred:
+    return fx.CallTransferred(
+        **CALL, at=T0 + t, kind=fx.TransferKind.BLIND, from_agent=agent, to=to, context="agents"
     )
 
 
-def attended(t: float, agent: str, to: str) -> CallTransferred:
-    return CallTransferred(
-        **CALL, at=T0 + t, kind=TransferKind.ATTENDED, from_agent=agent, to=to,
+def attended(t: float, agent: str, to: str) -> fx.CallTransferred:
+    return fx.CallTransferred(
+        **CALL, at=T0 + t, kind=fx.TransferKind.ATTENDED, from_agent=agent, to=to,
         to_channel=LEG[to],
     )  # fmt: skip
