@@ -71,6 +71,7 @@ from bench.route_bench import (
     guarded_run,
     prepare_stores,
     progress,
+    save_and_show,
     wait_until_routing,
 )
 from bench.route_options import BenchError
@@ -594,10 +595,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return report
     path = o.results_dir / f"attack-{stamp}.json"
     slim = {**report, "phases": [_slim(p) for p in report.get("phases", [])]}
-    path.write_text(json.dumps(slim, indent=2) + "\n")
-    print(render(report))
-    print(f"\nresults: {path}")
-    return 1 if o.strict and any(t["verdict"] == "FAIL" for t in report["targets"]) else 0
+    return save_and_show(path, slim, report, render, strict=o.strict)
 
 
 def _slim(phase: dict[str, Any]) -> dict[str, Any]:

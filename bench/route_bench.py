@@ -529,6 +529,24 @@ def guarded_run(name: str, run: Callable[[], dict[str, Any]]) -> dict[str, Any] 
         return 2
 
 
+def save_and_show(
+    path: Path,
+    saved: dict[str, Any],
+    report: dict[str, Any],
+    render: Callable[[dict[str, Any]], str],
+    *,
+    strict: bool,
+) -> int:
+    """Writes ``saved`` (the report, or a slimmer copy of it) to ``path`` as JSON and
+    prints the rendered ``report``; the exit status: 1 when ``strict`` and a target
+    failed, else 0."""
+    path.write_text(json.dumps(saved, indent=2) + "\n")
+    print(render(report))
+    print(f"\nresults: {path.relative_to(REPO_DIR) if path.is_relative_to(REPO_DIR) else path}")
+    failed = any(t["verdict"] == "FAIL" for t in report["targets"])
+    return 1 if strict and failed else 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     options = parse_options(argv)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -536,11 +554,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if isinstance(report, int):
         return report
     path = options.results_dir / f"route-{stamp}.json"
-    path.write_text(json.dumps(report, indent=2) + "\n")
-    print(render(report))
-    print(f"\nresults: {path.relative_to(REPO_DIR) if path.is_relative_to(REPO_DIR) else path}")
-    failed = any(t["verdict"] == "FAIL" for t in report["targets"])
-    return 1 if options.strict and failed else 0
+    return save_and_show(path, report, report, render, strict=options.strict)
 
 
 if __name__ == "__main__":
