@@ -46,8 +46,6 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
-import asyncpg
-from redis.exceptions import RedisError
 
 import cti
 from bench import route_options, standby_memory
@@ -70,8 +68,10 @@ from bench.route_bench import (
     cti_env,
     fetch_decision_us,
     free_port,
+    guarded_run,
     prepare_stores,
     progress,
+    save_and_show,
     wait_until_routing,
 )
 from bench.route_options import BenchError
@@ -590,25 +590,12 @@ def _meta(o: Options) -> dict[str, Any]:
 def main(argv: Sequence[str] | None = None) -> int:
     o = parse_options(argv)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-
-    def on_sigterm(_signum: int, _frame: object) -> None:
-        raise SystemExit(143)
-
-    signal.signal(signal.SIGTERM, on_sigterm)
-    try:
-        report = run_bench(o, stamp)
-    except KeyboardInterrupt:
-        progress("interrupted; subprocesses stopped")
-        return 130
-    except (BenchError, OSError, asyncpg.PostgresError, RedisError) as exc:
-        progress(f"attack_bench: {type(exc).__name__}: {exc}")
-        return 2
+    report = guarded_run("attack_bench", lambda: run_bench(o, stamp))
+    if isinstance(report, int):
+        return report
     path = o.results_dir / f"attack-{stamp}.json"
     slim = {**report, "phases": [_slim(p) for p in report.get("phases", [])]}
-    path.write_text(json.dumps(slim, indent=2) + "\n")
-    print(render(report))
-    print(f"\nresults: {path}")
-    return 1 if o.strict and any(t["verdict"] == "FAIL" for t in report["targets"]) else 0
+    return save_and_show(path, slim, report, render, strict=o.strict)
 
 
 def _slim(phase: dict[str, Any]) -> dict[str, Any]:
