@@ -36,20 +36,7 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 
-from cti.calls.effects import (
-    AgentConnected,
-    AgentLeft,
-    AgentRinging,
-    AgentRingNoAnswer,
-    CallAbandoned,
-    CallEnded,
-    CallHeld,
-    CallQueued,
-    CallTransferred,
-    CallUnheld,
-    Effect,
-    TransferKind,
-)
+from cti.calls import effects as fx
 from cti.calls.events import CallEvent, to_events
 from cti.db.migrate import migrate
 from cti.reports.definitions import add, zero
@@ -109,7 +96,7 @@ class Timeline:
     def __init__(self, rng: random.Random, start: float) -> None:
         self.rng, self.t = rng, start
         self.ids = {"call_id": str(uuid.UUID(int=rng.getrandbits(128))), "linkedid": f"{start:.6f}"}
-        self.effects: list[Effect] = []
+        self.effects: list[fx.Effect] = []
         self.legs = 0
 
     def at(self, step: float) -> float:
@@ -122,7 +109,7 @@ class Timeline:
 
     def queue(self, queue: str) -> None:
         self.effects.append(
-            CallQueued(**self.ids, at=self.at(0.2), queue=queue, position=1, priority=0)
+            fx.CallQueued(**self.ids, at=self.at(0.2), queue=queue, position=1, priority=0)
         )
 
     def answer(self, queue: str | None, wait: float) -> tuple[str, str]:
@@ -134,13 +121,13 @@ class Timeline:
             leg = self.channel(agent)
             ring_at = self.at(min(2.0, max(0.0, answer_at - self.t)))
             self.effects.append(
-                AgentRinging(
+                fx.AgentRinging(
                     **self.ids, at=ring_at, agent=agent, member_name=None, channel=leg, queue=queue
                 )
             )
             if queue is not None and answer_at - self.t > 16 and self.rng.random() < 0.25:
                 self.effects.append(
-                    AgentRingNoAnswer(
+                    fx.AgentRingNoAnswer(
                         **self.ids, at=self.at(15), agent=agent, member_name=None, channel=leg,
                         queue=queue, ring_time_ms=15_000,
                     )
@@ -148,7 +135,7 @@ class Timeline:
                 continue
             self.t = max(self.t + 1, answer_at)
             self.effects.append(
-                AgentConnected(
+                fx.AgentConnected(
                     **self.ids, at=self.t, agent=agent, member_name=None, channel=leg,
                     queue=queue, via=(),
                 )
@@ -158,9 +145,11 @@ class Timeline:
     def talk(self, agent: str, leg: str) -> None:
         self.at(self.rng.lognormvariate(5.0, 0.7))
         if self.rng.random() < 0.3:
-            self.effects.append(CallHeld(**self.ids, at=self.at(0), by=agent, channel=leg))
+            self.effects.append(fx.CallHeld(**self.ids, at=self.at(0), by=agent, channel=leg))
             self.effects.append(
-                CallUnheld(**self.ids, at=self.at(self.rng.uniform(10, 90)), by=agent, channel=leg)
+                fx.CallUnheld(
+                    **self.ids, at=self.at(self.rng.uniform(10, 90)), by=agent, channel=leg
+                )
             )
             self.at(self.rng.uniform(10, 120))
 
@@ -174,14 +163,14 @@ def make_call(rng: random.Random, start: float) -> list[CallEvent]:
     agents: list[str] = []
     if roll < 0.02:  # short abandon
         c.effects.append(
-            CallAbandoned(**c.ids, at=c.at(rng.uniform(0, 5)), queue=first, position=1,
-                          original_position=1, hold_time_s=2)
+            fx.CallAbandoned(**c.ids, at=c.at(rng.uniform(0, 5)), queue=first, position=1,
+                             original_position=1, hold_time_s=2)
         )  # fmt: skip
         abandoned = True
     elif roll < 0.10:
         c.effects.append(
-            CallAbandoned(**c.ids, at=c.at(5 + rng.expovariate(1 / 60)), queue=first, position=1,
-                          original_position=1, hold_time_s=30)
+            fx.CallAbandoned(**c.ids, at=c.at(5 + rng.expovariate(1 / 60)), queue=first, position=1,
+                             original_position=1, hold_time_s=30)
         )  # fmt: skip
         abandoned = True
     elif roll < 0.13:  # the queue's timeout, then a message
@@ -198,35 +187,35 @@ def make_call(rng: random.Random, start: float) -> list[CallEvent]:
         kind = rng.random()
         if kind < 0.10:  # blind transfer back to a queue
             c.effects.append(
-                CallTransferred(**c.ids, at=c.at(0.5), kind=TransferKind.BLIND, from_agent=agent,
-                                to="600", context="agents")
+                fx.CallTransferred(**c.ids, at=c.at(0.5), kind=fx.TransferKind.BLIND,
+                                   from_agent=agent, to="600", context="agents")
             )  # fmt: skip
-            c.effects.append(AgentLeft(**c.ids, at=c.at(0), agent=agent, channel=leg))
+            c.effects.append(fx.AgentLeft(**c.ids, at=c.at(0), agent=agent, channel=leg))
             second = rng.choice(QUEUES[:5])
             c.queue(second)
             agent, leg = c.answer(second, rng.expovariate(1 / 25))
             agents.append(agent)
             c.talk(agent, leg)
         elif kind < 0.15:  # attended transfer to an agent outside any queue
-            c.effects.append(CallHeld(**c.ids, at=c.at(0), by=agent, channel=leg))
+            c.effects.append(fx.CallHeld(**c.ids, at=c.at(0), by=agent, channel=leg))
             target = rng.choice(AGENTS)
             target_leg = c.channel(target)
             c.effects.append(
-                AgentConnected(**c.ids, at=c.at(rng.uniform(10, 60)), agent=target,
-                               member_name=None, channel=target_leg, queue=None, via=())
+                fx.AgentConnected(**c.ids, at=c.at(rng.uniform(10, 60)), agent=target,
+                                  member_name=None, channel=target_leg, queue=None, via=())
             )  # fmt: skip
             c.effects.append(
-                CallTransferred(**c.ids, at=c.at(0), kind=TransferKind.ATTENDED,
-                                from_agent=agent, to=target, to_channel=target_leg)
+                fx.CallTransferred(**c.ids, at=c.at(0), kind=fx.TransferKind.ATTENDED,
+                                   from_agent=agent, to=target, to_channel=target_leg)
             )  # fmt: skip
-            c.effects.append(AgentLeft(**c.ids, at=c.at(0.3), agent=agent, channel=leg))
+            c.effects.append(fx.AgentLeft(**c.ids, at=c.at(0.3), agent=agent, channel=leg))
             agents.append(target)
             agent, leg = target, target_leg
             c.talk(agent, leg)
-        c.effects.append(AgentLeft(**c.ids, at=c.at(0), agent=agent, channel=leg))
+        c.effects.append(fx.AgentLeft(**c.ids, at=c.at(0), agent=agent, channel=leg))
     c.effects.append(
-        CallEnded(**c.ids, at=c.at(0), cause="16", cause_txt="Normal Clearing",
-                  abandoned=abandoned, agents=tuple(agents))
+        fx.CallEnded(**c.ids, at=c.at(0), cause="16", cause_txt="Normal Clearing",
+                     abandoned=abandoned, agents=tuple(agents))
     )  # fmt: skip
     return [e for effect in c.effects for e in to_events(effect, now=c.t)]
 

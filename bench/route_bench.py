@@ -24,7 +24,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -510,28 +510,51 @@ def _git_commit() -> str | None:
     return None
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    options = parse_options(argv)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+def guarded_run(name: str, run: Callable[[], dict[str, Any]]) -> dict[str, Any] | int:
+    """``run()``'s report, with SIGTERM made a SystemExit so that the bench's ``finally``
+    blocks stop its subprocesses; or the exit status: 130 when interrupted, 2 when it
+    failed (the failure said on stderr, after ``name``)."""
 
     def on_sigterm(_signum: int, _frame: object) -> None:
         raise SystemExit(143)
 
     signal.signal(signal.SIGTERM, on_sigterm)
     try:
-        report = run_bench(options, stamp)
+        return run()
     except KeyboardInterrupt:
         progress("interrupted; subprocesses stopped")
         return 130
     except (BenchError, OSError, asyncpg.PostgresError, RedisError) as exc:
-        progress(f"route_bench: {exc}")
+        progress(f"{name}: {type(exc).__name__}: {exc}")
         return 2
-    path = options.results_dir / f"route-{stamp}.json"
-    path.write_text(json.dumps(report, indent=2) + "\n")
+
+
+def save_and_show(
+    path: Path,
+    saved: dict[str, Any],
+    report: dict[str, Any],
+    render: Callable[[dict[str, Any]], str],
+    *,
+    strict: bool,
+) -> int:
+    """Writes ``saved`` (the report, or a slimmer copy of it) to ``path`` as JSON and
+    prints the rendered ``report``; the exit status: 1 when ``strict`` and a target
+    failed, else 0."""
+    path.write_text(json.dumps(saved, indent=2) + "\n")
     print(render(report))
     print(f"\nresults: {path.relative_to(REPO_DIR) if path.is_relative_to(REPO_DIR) else path}")
     failed = any(t["verdict"] == "FAIL" for t in report["targets"])
-    return 1 if options.strict and failed else 0
+    return 1 if strict and failed else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    options = parse_options(argv)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    report = guarded_run("route_bench", lambda: run_bench(options, stamp))
+    if isinstance(report, int):
+        return report
+    path = options.results_dir / f"route-{stamp}.json"
+    return save_and_show(path, report, report, render, strict=options.strict)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ import phonenumbers
 
 from cti.agi.admission import DEFAULT_ALLOW, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_PER_ADDRESS
 from cti.net.admission import Network, parse_networks
+from cti.redis_sentinel import SentinelUrl, is_sentinel_url, parse_sentinel_url
 from cti.routing.hours import HoursError, zone
 from cti.routing.plan import NAME
 from cti.screenpop.connections import (
@@ -49,6 +50,10 @@ class HostPort:
 class Config:
     database_url: str = "postgresql://postgres@127.0.0.1:5432/cti"
     redis_url: str = "redis://127.0.0.1:6379/0"
+    #: ``redis_url`` parsed, when it is the Sentinel form (``redis+sentinel://``).
+    redis_sentinel: SentinelUrl | None = None
+    #: The sentinels' own password (sentinel.conf ``requirepass``), not the master's.
+    redis_sentinel_password: str = field(default="", repr=False)
     agi_bind: HostPort = HostPort("127.0.0.1", 4573)
     #: FastAGI peers outside these networks are refused at accept: Asterisk sits on the
     #: same host or a private network (default: loopback and the private ranges).
@@ -151,6 +156,34 @@ def _url(name: str, raw: str, schemes: tuple[str, ...]) -> str:
     return raw
 
 
+def _redis(raw: str, fields: dict[str, object]) -> None:
+    """A plain Redis URL (redis-py reads it) or the Sentinel form (:mod:`cti.redis_sentinel`)."""
+    if not is_sentinel_url(raw):
+        fields["redis_url"] = _url("CTI_REDIS_URL", raw, ("redis", "rediss", "unix"))
+        return
+    try:
+        fields["redis_sentinel"] = parse_sentinel_url(raw)
+    except ValueError as exc:
+        shown = raw.split("://", 1)[1].rpartition("@")[2]  # never the password
+        raise ConfigError(
+            f"CTI_REDIS_URL=redis+sentinel://{shown}: {exc}; expected "
+            "redis+sentinel://[:password@]host1:26379,host2:26379/<service>[/<db>]"
+        ) from None
+    fields["redis_url"] = raw
+
+
+def redacted_url(url: str) -> str:
+    """``url`` for a message or a log: its password (if any) replaced by ``***``. Works
+    for every form we accept, several hosts included."""
+    scheme, sep, rest = url.partition("://")
+    netloc, slash, tail = rest.partition("/")
+    userinfo, at, hosts = netloc.rpartition("@")
+    if not sep or not at or ":" not in userinfo:
+        return url
+    user = userinfo.partition(":")[0]
+    return f"{scheme}://{user}:***@{hosts}{slash}{tail}"
+
+
 def _networks(name: str, raw: str) -> tuple[Network, ...]:
     try:
         return parse_networks(raw)
@@ -232,7 +265,13 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
     if (raw := get("CTI_DATABASE_URL")) is not None:
         fields["database_url"] = _url("CTI_DATABASE_URL", raw, ("postgresql", "postgres"))
     if (raw := get("CTI_REDIS_URL")) is not None:
-        fields["redis_url"] = _url("CTI_REDIS_URL", raw, ("redis", "rediss", "unix"))
+        _redis(raw, fields)
+    if (raw := get("CTI_REDIS_SENTINEL_PASSWORD")) is not None:
+        if fields.get("redis_sentinel") is None:
+            raise ConfigError(
+                "CTI_REDIS_SENTINEL_PASSWORD needs CTI_REDIS_URL=redis+sentinel://..."
+            )
+        fields["redis_sentinel_password"] = raw
     if (raw := get("CTI_AGI_BIND")) is not None:
         fields["agi_bind"] = _host_port("CTI_AGI_BIND", raw)
     if (raw := get("CTI_AGI_ALLOW")) is not None:

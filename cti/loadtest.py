@@ -54,6 +54,7 @@ import asyncpg
 
 from cti.agent_phones import PhoneError, password_of, registration_argv, wait_until_registered
 from cti.callmix import CallMix
+from cti.config import redacted_url
 from cti.interactions import RoutingResult, decisions_since, routing_results
 from cti.sipp_results import SippResult, parse_sipp_results
 
@@ -338,7 +339,7 @@ async def run_loadtest(options: Options, database_url: str) -> Report:
     try:
         conn = await asyncpg.connect(database_url, timeout=10)
     except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
-        raise LoadTestError(f"database {database_url}: {exc}") from None
+        raise LoadTestError(f"database {redacted_url(database_url)}: {exc}") from None
     try:
         customers = options.customers or await demo_customer_count(conn)
         with contextlib.ExitStack() as stack:

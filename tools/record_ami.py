@@ -258,13 +258,17 @@ class Scenario:
     prepare: Callable[[Recording], Awaitable[None]] | None = None
 
 
+async def _ok(rec: Recording, action: str, action_id: str, **fields: str) -> None:
+    reply = await rec.action(action, action_id, **fields)
+    if reply.get("Response") != "Success":
+        raise RuntimeError(f"{action} refused: {reply.get('Message')}")
+
+
 async def _transfer_after_connect(rec: Recording, action: str, action_id: str, exten: str) -> str:
     connect = await rec.wait_event(is_event("AgentConnect"), 60, "AgentConnect")
     agent_leg = connect["DestChannel"]
     await asyncio.sleep(2)
-    reply = await rec.action(action, action_id, Channel=agent_leg, Context="agents", Exten=exten)
-    if reply.get("Response") != "Success":
-        raise RuntimeError(f"{action} refused: {reply.get('Message')}")
+    await _ok(rec, action, action_id, Channel=agent_leg, Context="agents", Exten=exten)
     return agent_leg
 
 
@@ -283,12 +287,6 @@ async def atxfer_to_2003_then_hang_up(rec: Recording) -> None:
     await rec.action("Hangup", "hangup-1", Channel=agent_leg)
 
 
-async def _ok(rec: Recording, action: str, action_id: str, **fields: str) -> None:
-    reply = await rec.action(action, action_id, **fields)
-    if reply.get("Response") != "Success":
-        raise RuntimeError(f"{action} refused: {reply.get('Message')}")
-
-
 async def pause_2001_for_lunch(rec: Recording) -> None:
     await _ok(rec, "QueuePause", "pause-1", Interface="PJSIP/2001", Paused="true", Reason="lunch")
 
@@ -298,17 +296,19 @@ async def unpause_2001_after_the_call(rec: Recording) -> None:
     await _ok(rec, "QueuePause", "pause-2", Interface="PJSIP/2001", Paused="false")
 
 
-async def add_2004_to_support(rec: Recording) -> None:
-    for n, agent in enumerate((2001, 2002, 2003), 1):  # a lingering registration must not ring
+async def _pause_in_support(
+    rec: Recording, agents: tuple[int, ...], first_id: int, **fields: str
+) -> None:
+    """QueuePause in support for each of ``agents`` (ActionID pause-<first_id>, ...)."""
+    for n, agent in enumerate(agents, first_id):
         await _ok(
-            rec,
-            "QueuePause",
-            f"pause-{n}",
-            Queue="support",
-            Interface=f"PJSIP/{agent}",
-            Paused="true",
-            Reason="recording",
+            rec, "QueuePause", f"pause-{n}", Queue="support", Interface=f"PJSIP/{agent}", **fields
         )
+
+
+async def add_2004_to_support(rec: Recording) -> None:
+    # a lingering registration of 2001-2003 must not ring
+    await _pause_in_support(rec, (2001, 2002, 2003), 1, Paused="true", Reason="recording")
     await _ok(
         rec,
         "QueueAdd",
@@ -323,15 +323,7 @@ async def add_2004_to_support(rec: Recording) -> None:
 async def remove_2004_after_the_call(rec: Recording) -> None:
     await rec.wait_event(is_event("AgentComplete"), 60, "AgentComplete")
     await _ok(rec, "QueueRemove", "remove-1", Queue="support", Interface="PJSIP/2004")
-    for n, agent in enumerate((2001, 2002, 2003), 4):
-        await _ok(
-            rec,
-            "QueuePause",
-            f"pause-{n}",
-            Queue="support",
-            Interface=f"PJSIP/{agent}",
-            Paused="false",
-        )
+    await _pause_in_support(rec, (2001, 2002, 2003), 4, Paused="false")
 
 
 async def short_queue_timeout(rec: Recording) -> None:
@@ -344,11 +336,27 @@ async def restore_queue_timeout(rec: Recording) -> None:
 
 
 SUPPORT = "5550100"
+
+
+def one_support_call(
+    name: str,
+    story: str,
+    phones: tuple[Phone, ...],
+    hold_ms: int,
+    *,
+    drive: Callable[[Recording], Awaitable[None]] | None = None,
+    prepare: Callable[[Recording], Awaitable[None]] | None = None,
+) -> Scenario:
+    """A scenario with one caller, 2120000002 (no IVR input), to support (5550100)."""
+    calls = (("2120000002", SUPPORT, "", ""),)
+    return Scenario(name, story, phones, calls, hold_ms, drive=drive, prepare=prepare)
+
+
 SCENARIOS: dict[str, Scenario] = {
     s.name: s
     for s in (
         # -- the four that were missing -------------------------------------------------
-        Scenario(
+        one_support_call(
             "attended_transfer_phone",
             "agent 2001 runs sipp/agent-atxfer.xml -key target 2003 -d 2000: answers after "
             "1 s ring, talks 2 s, holds the caller (re-INVITE a=sendonly), calls 2003 from "
@@ -361,10 +369,9 @@ SCENARIOS: dict[str, Scenario] = {
                 Phone(2001, 2000, "agent-atxfer.xml", (("target", "2003"),), one_call=True),
                 Phone(2003, 1000),
             ),
-            (("2120000002", SUPPORT, "", ""),),
             hold_ms=16000,
         ),
-        Scenario(
+        one_support_call(
             "blind_transfer_to_queue",
             "agent 2001 (sipp/agent.xml) answers after 1 s; 2 s after AgentConnect the client "
             "sends Action: BlindTransfer Channel: <agent 2001 leg> Context: agents Exten: "
@@ -372,7 +379,6 @@ SCENARIOS: dict[str, Scenario] = {
             "in sales, keeping its CTI_CALL_ID and CTI_PRIORITY; agent 2004 "
             "(sipp/agent.xml) answers after 1 s; the caller hangs up",
             (Phone(2001), Phone(2004)),
-            (("2120000002", SUPPORT, "", ""),),
             hold_ms=14000,
             drive=blind_transfer_to_sales,
         ),
@@ -404,19 +410,18 @@ SCENARIOS: dict[str, Scenario] = {
             rate=2,
         ),
         # -- agent states (issue 11) ------------------------------------------------------
-        Scenario(
+        one_support_call(
             "pause_with_reason",
             "before the call the client sends Action: QueuePause Interface: PJSIP/2001 "
             "Paused: true Reason: lunch (ActionID pause-1, every queue of 2001); a caller to "
             "support skips 2001 and agent 2002 (sipp/agent.xml, rings 1 s) answers; after "
             "AgentComplete the client unpauses 2001 (pause-2)",
             (Phone(2001), Phone(2002)),
-            (("2120000002", SUPPORT, "", ""),),
             hold_ms=4000,
             prepare=pause_2001_for_lunch,
             drive=unpause_2001_after_the_call,
         ),
-        Scenario(
+        one_support_call(
             "member_added_removed",
             "before the call the client sends Action: QueueAdd Queue: support Interface: "
             "PJSIP/2004 MemberName: Agent 2004 StateInterface: PJSIP/2004 (ActionID add-1), "
@@ -425,7 +430,6 @@ SCENARIOS: dict[str, Scenario] = {
             "after AgentComplete the client sends QueueRemove (remove-1) and unpauses "
             "2001-2003 in support (pause-4..6)",
             (Phone(2004),),
-            (("2120000002", SUPPORT, "", ""),),
             hold_ms=4000,
             prepare=add_2004_to_support,
             drive=remove_2004_after_the_call,

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Sequence
 import asyncpg
 import redis.asyncio as redis
 import structlog
+from redis.asyncio.sentinel import Sentinel
 
 from cti.agi.server import AgiServer
 from cti.ami.client import AmiClient, EventSink
@@ -89,23 +90,58 @@ async def warm_pool(pool: asyncpg.Pool, stop: asyncio.Event, size: int = POOL_SI
             await asyncio.wait_for(stop.wait(), 2)
 
 
-def create_redis(config: Config) -> redis.Redis:
-    """Short connect timeout: a Redis that is away must not hold up a call or a page."""
-    return redis.from_url(
-        config.redis_url,
-        socket_connect_timeout=0.5,
-        socket_timeout=2,
-        health_check_interval=15,
+#: Redis connection options: a Redis that is away must not hold up a call or a page.
+REDIS_CONNECT_TIMEOUT_S = 0.5
+REDIS_TIMEOUT_S = 2.0
+REDIS_HEALTH_CHECK_S = 15
+
+
+def create_redis(config: Config) -> tuple[redis.Redis, Sentinel | None]:
+    """The one place a Redis client is made: from a plain URL, or through Sentinel.
+
+    Through Sentinel the client asks the sentinels for the master before each new
+    connection; after a failover its connections to the old master fail (or are told
+    READONLY) and the next one goes to the promoted replica: every caller's own
+    error handling (retry, fail open) carries it over the gap. The second value is the
+    Sentinel, whose connections to the sentinels must be closed too.
+    """
+    url = config.redis_sentinel
+    if url is None:
+        client = redis.from_url(
+            config.redis_url,
+            socket_connect_timeout=REDIS_CONNECT_TIMEOUT_S,
+            socket_timeout=REDIS_TIMEOUT_S,
+            health_check_interval=REDIS_HEALTH_CHECK_S,
+        )
+        return client, None
+    sentinel_kwargs: dict[str, object] = {
+        "socket_connect_timeout": REDIS_CONNECT_TIMEOUT_S,
+        "socket_timeout": REDIS_TIMEOUT_S,
+    }
+    if config.redis_sentinel_password:
+        sentinel_kwargs["password"] = config.redis_sentinel_password
+    sentinel = Sentinel(list(url.sentinels), sentinel_kwargs=sentinel_kwargs)
+    client = sentinel.master_for(
+        url.service,
+        db=url.db,
+        username=url.username,
+        password=url.password,
+        socket_connect_timeout=REDIS_CONNECT_TIMEOUT_S,
+        socket_timeout=REDIS_TIMEOUT_S,
+        health_check_interval=REDIS_HEALTH_CHECK_S,
     )
+    return client, sentinel
 
 
 @contextlib.asynccontextmanager
 async def redis_client(config: Config) -> AsyncIterator[redis.Redis]:
-    client = create_redis(config)
+    client, sentinel = create_redis(config)
     try:
         yield client
     finally:
         await client.aclose()
+        if sentinel is not None:
+            await sentinel.aclose()
 
 
 def create_ami_client(

@@ -30,15 +30,19 @@ from cti.app.resources import postgres_pool, redis_client
 from cti.app.routing import Routing, open_routing, watch_plan
 from cti.app.sidebar import open_metrics_port, open_sidebar
 from cti.app.supervisor import WRITER_GRACE_S, Supervisor, run_until_signalled
+from cti.app.wallboard import open_wallboard
 from cti.batch_writer import BatchWriter
 from cti.calls.lease import instance_id
 from cti.config import Config, ConfigError
 from cti.db.dead_letters import PgDeadLetters
 from cti.router import Router
 from cti.routing.plan_watcher import PlanWatcher
+from cti.routing.table import RoutingTable
 from cti.screenpop.app import HttpServer
 from cti.screenpop.health import Probes
 from cti.screenpop.metrics import Metrics
+from cti.screenpop.ws import reader_factory
+from cti.wallboard.engine import WallboardEngine
 
 log = structlog.get_logger(__name__)
 
@@ -97,6 +101,7 @@ class Parts:
     http: HttpServer | None = None
     metrics_port: HttpServer | None = None
     routing: Routing | None = None
+    wallboard: WallboardEngine | None = None
 
     def record_writers(self) -> list[BatchWriter[Any]]:
         """Every writer of records (the call events' outbox is not one of them)."""
@@ -199,6 +204,16 @@ class Service:
             if parts.calls is not None and parts.calls.agents is not None:
                 parts.calls.agents.plan.watch(parts.routing.plan)  # the queues' wrapup_s
             watch_writers()
+        if parts.calls is not None and parts.calls.leadership is not None:
+            plan = parts.routing.plan if parts.routing is not None else None
+            parts.wallboard = open_wallboard(
+                supervisor,
+                config,
+                redis_client=client,
+                open_reader=reader_factory(client, block_ms=1000),
+                leadership=parts.calls.leadership,
+                table=lambda: plan.table if plan is not None else RoutingTable(),
+            )
         return parts
 
     async def shutdown(self, writer_grace_s: float = WRITER_GRACE_S) -> None:

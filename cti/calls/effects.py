@@ -59,6 +59,8 @@ class CallQueued(Effect):
     queue: str
     position: int | None
     priority: int | None  # the route's priority when the model can see it (see model)
+    tier: str | None = None  # the route's customer tier and rule, likewise
+    rule: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

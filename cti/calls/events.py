@@ -111,6 +111,8 @@ def to_events(effect: Effect, now: float) -> list[CallEvent]:
                     "queue": effect.queue,
                     "position": effect.position,
                     "priority": effect.priority,
+                    "tier": effect.tier,
+                    "rule": effect.rule,
                 },
             )
         case AgentRinging():

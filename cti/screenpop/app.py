@@ -22,7 +22,7 @@ from cti.ami.client import AmiClient
 from cti.calldata.service import CallDataService
 from cti.calls.control import CallControl
 from cti.routing.table import RoutingTable
-from cti.screenpop import api, health, openapi, reports, supervision_api, ws
+from cti.screenpop import api, health, openapi, reports, supervision_api, wallboard, ws
 from cti.screenpop.access import Access
 from cti.screenpop.auth import Sessions
 from cti.screenpop.connections import HttpLimits, HttpListener, request_started
@@ -33,6 +33,7 @@ from cti.screenpop.password_checks import PasswordChecks
 from cti.screenpop.revocation import TokenVersions
 from cti.screenpop.security import ServerLog, security_headers
 from cti.screenpop.throttle import LoginThrottle
+from cti.wallboard.store import WallboardStore
 
 log = structlog.get_logger(__name__)
 
@@ -55,6 +56,7 @@ def build_app(
     static_dir: Path = STATIC_DIR,
     throttle: LoginThrottle | None = None,
     password_checks: PasswordChecks | None = None,
+    wallboard_relay: wallboard.WallboardRelay | None = None,
     table: Callable[[], RoutingTable] = RoutingTable,
     timezone: str = "",
     serve_metrics: bool = True,
@@ -66,8 +68,11 @@ def build_app(
     default: an empty plan, which offers none). ``serve_metrics`` False: no ``/metrics``
     here (it has a port of its own)."""
     limits = ws_limits or WsLimits()
+    open_reader = open_reader or ws.reader_factory(redis_client, limits.block_ms)
     audit = SupervisorAudit(pool)
     metrics = metrics or Metrics()
+    relay = wallboard_relay or wallboard.WallboardRelay(WallboardStore(redis_client), open_reader)
+    metrics.watch_wallboard(lambda: relay.snapshot)
     checks = password_checks or PasswordChecks()
     metrics.watch_login_queue(LoginQueueSource(lambda: checks.admitted, lambda: checks.refused))
     app = web.Application(
@@ -80,7 +85,7 @@ def build_app(
         sessions=sessions,
         metrics=metrics,
         access=Access(pool, redis_client),
-        open_reader=open_reader or ws.reader_factory(redis_client, limits.block_ms),
+        open_reader=open_reader,
         control=control,
         ami=ami,
         ws_limits=limits,
@@ -100,6 +105,7 @@ def build_app(
     health.add_routes(app, with_metrics=serve_metrics)
     openapi.add_routes(app)
     app.router.add_get("/ws", ws.websocket)
+    wallboard.add_routes(app, relay)
     _add_page(app, static_dir)
     app.on_response_prepare.append(security_headers)
     app.on_shutdown.append(_close_sockets)
@@ -131,7 +137,14 @@ def _add_page(app: web.Application, static_dir: Path) -> None:
             raise web.HTTPNotFound(reason="no such file")
         return web.FileResponse(path)
 
+    async def wallboard_page(_request: web.Request) -> web.StreamResponse:
+        page = static_dir / "wallboard.html"
+        if not page.is_file():
+            raise web.HTTPNotFound(reason="the wallboard page is not installed")
+        return web.FileResponse(page, headers={"Cache-Control": "no-cache"})
+
     app.router.add_get("/", index)
+    app.router.add_get("/wallboard", wallboard_page)
     app.router.add_get("/static/{filename}", asset)
 
 

@@ -95,7 +95,7 @@ def presented_token(request: web.Request) -> str | None:
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() == "bearer" and token.strip():
         return token.strip()
-    return request.query.get("token") if request.path == "/ws" else None
+    return request.query.get("token") if request.path in ("/ws", "/ws/wallboard") else None
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

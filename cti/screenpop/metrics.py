@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -245,6 +245,49 @@ class _BreakerCollector(Collector):
         yield family
 
 
+class _WallboardCollector(Collector):
+    """The wallboard's figures per queue, from the web process's copy of the snapshot
+    (cti.screenpop.wallboard): the numbers a Grafana user needs without our page."""
+
+    STATES = ("available", "ringing", "on_call", "on_hold", "wrap_up", "paused")
+
+    def __init__(self, snapshot: Callable[[], Mapping[str, Any] | None]) -> None:
+        self._snapshot = snapshot
+
+    def collect(self) -> Iterator[Metric]:
+        snapshot = self._snapshot() or {}
+        queues = snapshot.get("queues") or {}
+        now = time.time()
+        waiting = GaugeMetricFamily(
+            "cti_wallboard_waiting", "Callers waiting in the queue now", labels=["queue"]
+        )
+        longest = GaugeMetricFamily(
+            "cti_wallboard_longest_wait_seconds",
+            "How long the queue's longest-waiting caller has waited (0: nobody waits)",
+            labels=["queue"],
+        )
+        agents = GaugeMetricFamily(
+            "cti_wallboard_agents", "The queue's members by state", labels=["queue", "state"]
+        )
+        level = GaugeMetricFamily(
+            "cti_wallboard_service_level",
+            "Answered within the queue's threshold / (answered + abandoned after the "
+            "short-abandon threshold); absent while that is zero",
+            labels=["queue", "period"],
+        )
+        for name, queue in queues.items():
+            waiting.add_metric([name], queue.get("waiting", 0))
+            since = queue.get("oldest_wait_since")
+            longest.add_metric([name], max(0.0, now - since) if since is not None else 0.0)
+            for state in self.STATES:
+                agents.add_metric([name, state], queue.get("agents", {}).get(state, 0))
+            for period in ("today", "rolling_30m"):
+                value = (queue.get(period) or {}).get("service_level")
+                if value is not None:
+                    level.add_metric([name, period], value)
+        yield from (waiting, longest, agents, level)
+
+
 class Metrics:
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock  # wall time: pop latency counts from Asterisk's event stamp
@@ -290,6 +333,11 @@ class Metrics:
         self.registry.register(_AgiCollector(lambda: self._agi_refused))
         self._breaker_state: Callable[[], BreakerState | None] = lambda: None
         self.registry.register(_BreakerCollector(lambda: self._breaker_state()))
+        self._wallboard: Callable[[], Mapping[str, Any] | None] = lambda: None
+        self.registry.register(_WallboardCollector(lambda: self._wallboard()))
+        self.wallboard_clients = Gauge(
+            "cti_wallboard_clients", "Open wallboard WebSockets", registry=self.registry
+        )
         self.login_throttled = Counter(
             "cti_login_throttled",
             "Logins refused with 429: too many failures for the user name or the address",
@@ -310,6 +358,10 @@ class Metrics:
     def watch_writers(self, writers: Sequence[WriterStats]) -> None:
         """Report these writers (their :attr:`cti.batch_writer.BatchWriter.stats`)."""
         self.writers = tuple(writers)
+
+    def watch_wallboard(self, snapshot: Callable[[], Mapping[str, Any] | None]) -> None:
+        """Where the wallboard's figures come from (cti.screenpop.wallboard's relay)."""
+        self._wallboard = snapshot
 
     def watch_agi(self, refused: Callable[[], Mapping[str, int]]) -> None:
         """Where the FastAGI refusal counts come from (cti.agi.admission.Admission.refused)."""

@@ -317,6 +317,51 @@ def _operations() -> dict[str, Schema]:
                 },
             }
         },
+        "/api/wallboard": {
+            "get": {
+                "operationId": "wallboard",
+                "summary": "The wallboard's figures as of the last frame (supervisors only).",
+                "security": bearer,
+                "responses": {
+                    "200": _json(ref("Wallboard"), "Every queue's and agent's figures."),
+                    "401": _UNAUTHORIZED,
+                    "403": _error("The caller is not a supervisor.", "forbidden"),
+                    "503": _UNAVAILABLE,
+                },
+            }
+        },
+        "/ws/wallboard": {
+            "get": {
+                "operationId": "wallboardSocket",
+                "summary": "The wallboard's frames over a WebSocket (supervisors only).",
+                "description": (
+                    "A WebSocket upgrade: a snapshot frame, then one frame per change "
+                    "(docs/screenpop-api.md, 'The wallboard')."
+                ),
+                "security": [{"queryToken": []}],
+                "parameters": list(_UPGRADE),
+                "responses": {
+                    "101": {"description": "Switched to the WebSocket protocol."},
+                    "400": _error("The request is not a WebSocket upgrade.", "invalid"),
+                    "401": _UNAUTHORIZED,
+                    "403": _error("The caller is not a supervisor.", "forbidden"),
+                },
+            }
+        },
+        "/wallboard": {
+            "get": {
+                "operationId": "wallboardPage",
+                "summary": "The wallboard page (its figures need a supervisor's sign-in).",
+                "security": [],
+                "responses": {
+                    "200": {
+                        "description": "The page.",
+                        "content": {"text/html": {"schema": {"type": "string"}}},
+                    },
+                    "404": _error("The page is not installed.", "not_found"),
+                },
+            }
+        },
         **openapi_supervision.operations(),
         "/api/reports/{kind}": {"get": _REPORT},
         PATH: {

@@ -290,6 +290,82 @@ def schemas() -> dict[str, Schema]:
                 }
             },
         },
+        "Wallboard": {
+            "type": "object",
+            "description": (
+                "Every figure as of the leader's last frame (docs/screenpop-api.md, "
+                "'The wallboard'); `seq` 0 and no queues before the first."
+            ),
+            "required": ["seq", "formula", "queues", "agents"],
+            "properties": {
+                "seq": {"type": "integer", "minimum": 0},
+                "at": {"type": ["number", "null"]},
+                "day": {"type": "string", "description": "The centre's date (ISO)."},
+                "timezone": string,
+                "formula": string,
+                "queues": {"type": "object", "additionalProperties": ref("Queue")},
+                "agents": {
+                    "type": "object",
+                    "additionalProperties": ref("WallboardAgent"),
+                },
+            },
+        },
+        "Queue": {
+            "type": "object",
+            "required": ["waiting", "oldest_wait_since", "agents", "today", "rolling_30m"],
+            "properties": {
+                "waiting": {"type": "integer"},
+                "oldest_wait_since": {
+                    "type": ["number", "null"],
+                    "description": "When the longest-waiting caller queued (epoch s).",
+                },
+                "agents": {"type": "object", "additionalProperties": {"type": "integer"}},
+                "paused_by_reason": {
+                    "type": "object",
+                    "additionalProperties": {"type": "integer"},
+                },
+                "today": ref("Period"),
+                "rolling_30m": ref("Period"),
+                "sl_threshold_s": {"type": "number"},
+                "short_abandon_s": {"type": "number"},
+                "tiers": {"type": "object", "additionalProperties": ref("Group")},
+                "rules": {"type": "object", "additionalProperties": ref("Group")},
+            },
+        },
+        "Period": {
+            "type": "object",
+            "properties": {
+                "offered": {"type": "integer"},
+                "answered": {"type": "integer"},
+                "answered_within": {"type": "integer"},
+                "abandoned": {"type": "integer"},
+                "short_abandoned": {"type": "integer"},
+                "service_level": {"type": ["number", "null"]},
+                "asa_s": {"type": ["number", "null"]},
+                "abandon_rate": {"type": ["number", "null"]},
+            },
+        },
+        "Group": {
+            "type": "object",
+            "properties": {
+                "waiting": {"type": "integer"},
+                "waited_today": {"type": "integer"},
+                "avg_wait_s": {"type": ["number", "null"]},
+            },
+        },
+        "WallboardAgent": {
+            "type": "object",
+            "properties": {
+                "state": {"type": ["string", "null"]},
+                "reason": {"type": ["string", "null"]},
+                "since": {"type": ["number", "null"]},
+                "max_minutes": {"type": ["number", "null"]},
+                "pause_over_max": {"type": "boolean"},
+                "queues": {"type": "array", "items": string},
+                "call": {"type": ["object", "null"]},
+                "handled_today": {"type": "integer"},
+            },
+        },
         "Health": {
             "type": "object",
             "required": ["status"],

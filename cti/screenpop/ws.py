@@ -110,7 +110,12 @@ SOCKETS = web.AppKey("cti.screenpop.sockets", Sockets)
 
 def reader_factory(client: redis.Redis, block_ms: int) -> Callable[[], redis.Redis]:
     """New single-connection clients to the same Redis as ``client``, whose socket
-    timeout outlasts a blocking read."""
+    timeout outlasts a blocking read.
+
+    They copy ``client``'s connection class and options, so a client made through
+    Sentinel (cti.app.resources.create_redis) gives readers whose connections ask the
+    same Sentinel-backed pool for the master, and follow it over a failover
+    (tests/integration/test_redis_sentinel.py). ``client`` must outlive them."""
     pool = client.connection_pool
     kwargs = {**pool.connection_kwargs, "socket_timeout": block_ms / 1000 + 10}
 
@@ -264,10 +269,10 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         )
         feed_task = asyncio.create_task(_guard(ws, feed), name=f"ws-feed-{who.username}")
         watch_task = asyncio.create_task(
-            _watch_revocation(ws, who, ctx.token_versions, ctx.ws_limits.revocation_check_s),
+            watch_revocation(ws, who, ctx.token_versions, ctx.ws_limits.revocation_check_s),
             name=f"ws-revocation-{who.username}",
         )
-        await _receive(ws, ctx.sessions.seconds_left(who), send_lock)
+        await receive(ws, ctx.sessions.seconds_left(who), send_lock)
     except ConnectionError:
         pass  # the client went away mid-send
     finally:
@@ -296,7 +301,7 @@ async def _guard(ws: web.WebSocketResponse, feed: _Feed) -> None:
         await ws.close(code=INTERNAL_ERROR, message=b"event feed failed; reconnect")
 
 
-async def _watch_revocation(
+async def watch_revocation(
     ws: web.WebSocketResponse, who: Claims, versions: TokenVersions | None, every_s: float
 ) -> None:
     """Close the socket 4401 once its token is revoked (logout, new password, agent
@@ -316,7 +321,7 @@ async def _watch_revocation(
             return
 
 
-async def _receive(ws: web.WebSocketResponse, valid_s: float, send_lock: asyncio.Lock) -> None:
+async def receive(ws: web.WebSocketResponse, valid_s: float, send_lock: asyncio.Lock) -> None:
     """Answer pings until the client closes, sends too big a frame, or the token expires
     (``valid_s`` from now, by the sessions' clock)."""
     try:

@@ -28,12 +28,11 @@ from cti.calldata.service import CallDataService
 from cti.calldata.store import CallDataStore
 from cti.calls.lease import LEASE_KEY
 from cti.calls.publisher import EventPublisher
-from cti.routing.plan import loads
-from cti.routing.table import RoutingTable
 from cti.screenpop.agents import add_agent
 from cti.screenpop.app import HttpServer, build_app
 from cti.screenpop.auth import Sessions
 from tests.browser.harness import AGENTS, OWNER, PASSWORD, Backend, Recorder, Sidebars
+from tests.plans import PLAN
 
 if TYPE_CHECKING:
     from playwright.async_api import Browser
@@ -56,25 +55,6 @@ async def browser() -> AsyncIterator[Browser]:
         )
         yield browser
         await browser.close()
-
-
-#: The routing plan the back end runs on: its queues and pause reasons.
-PLAN = RoutingTable.from_plan(
-    loads(
-        """
-[[queues]]
-name = "support"
-[[queues]]
-name = "sales"
-[[pause_reasons]]
-name = "lunch"
-max_minutes = 60
-[[pause_reasons]]
-name = "training"
-productive = true
-"""
-    )
-)
 
 
 @contextlib.asynccontextmanager

@@ -19,6 +19,7 @@ caller batches; all stopped by pid at the end of the test.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -71,29 +72,49 @@ def e2e_prerequisites() -> None:
         pytest.fail("sipp not found: install Debian's sip-tester package", pytrace=False)
 
 
-@pytest.fixture(scope="session")
-async def e2e_database(e2e_prerequisites, template_db: str) -> AsyncIterator[str]:
-    name = f"cti_e2e_{uuid.uuid4().hex[:12]}"
+@contextlib.asynccontextmanager
+async def demo_database(
+    template_db: str,
+    prefix: str,
+    customers: int,
+    prepare: Callable[[asyncpg.Connection], Awaitable[None]] | None = None,
+) -> AsyncIterator[str]:
+    """A fresh database named ``<prefix>_<random>`` from the migrated template, seeded
+    with the demo data and then ``prepare``d; its URL. Dropped on the way out."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     admin = await asyncpg.connect(f"{PG_SERVER}/postgres")
     try:
         await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
     finally:
         await admin.close()
     url = f"{PG_SERVER}/{name}"
-    conn = await asyncpg.connect(url)
     try:
-        await seed_demo(conn, customers=DEMO_CUSTOMERS)
-        # No wrap-up for the session's daemon: its tests ring the same agents call after
-        # call. tests/e2e/test_wrapup.py runs daemons of its own, with wrap-up.
-        await conn.execute("UPDATE queues SET wrapup_s = 0")
+        conn = await asyncpg.connect(url)
+        try:
+            await seed_demo(conn, customers=customers)
+            if prepare is not None:
+                await prepare(conn)
+        finally:
+            await conn.close()
+        yield url
     finally:
-        await conn.close()
-    yield url
-    admin = await asyncpg.connect(f"{PG_SERVER}/postgres")
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+        admin = await asyncpg.connect(f"{PG_SERVER}/postgres")
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+
+async def _no_wrapup(conn: asyncpg.Connection) -> None:
+    # No wrap-up for the session's daemon: its tests ring the same agents call after
+    # call. tests/e2e/test_wrapup.py runs daemons of its own, with wrap-up.
+    await conn.execute("UPDATE queues SET wrapup_s = 0")
+
+
+@pytest.fixture(scope="session")
+async def e2e_database(e2e_prerequisites, template_db: str) -> AsyncIterator[str]:
+    async with demo_database(template_db, "cti_e2e", DEMO_CUSTOMERS, _no_wrapup) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,7 @@ import aiohttp
 import asyncpg
 import pytest
 
-from cti.screenpop.agents import add_agent
+from cti.screenpop.agents import add_agent, remove_agent
 from tests.e2e.ami import Ami, is_event
 from tests.e2e.conftest import E2ESetup
 from tests.waiting import until
@@ -35,6 +35,11 @@ async def api(sandbox: E2ESetup) -> AsyncIterator[Any]:
     db = await asyncpg.connect(sandbox.database_url)
     try:
         await add_agent(db, AGENT, "PJSIP/2001", PASSWORD, replace=True)
+        # The session database is shared: an earlier test (test_softphone) may have given
+        # PJSIP/2005 to an agent of its own; the supervisor's phone is that endpoint here.
+        owner = await db.fetchval("SELECT username FROM agents WHERE endpoint = $1", "PJSIP/2005")
+        if owner is not None and owner != SUPERVISOR:
+            await remove_agent(db, owner)
         await add_agent(db, SUPERVISOR, "PJSIP/2005", PASSWORD, role="supervisor", replace=True)
     finally:
         await db.close()

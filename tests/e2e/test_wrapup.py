@@ -34,11 +34,9 @@ import redis.asyncio as redis
 from aiohttp import ClientSession
 
 from cti.calls.lease import LEASE_KEY
-from cti.demo.seed import seed_demo
 from cti.screenpop.agents import add_agent
-from tests.conftest import PG_SERVER
 from tests.e2e.ami import Ami, Message, call_id_of, is_event
-from tests.e2e.conftest import E2ESetup, daemon_env
+from tests.e2e.conftest import E2ESetup, daemon_env, demo_database
 from tests.e2e.stack import Daemon, free_port
 from tests.waiting import until
 
@@ -52,25 +50,11 @@ LEASE_TTL_S = 3
 
 @pytest.fixture
 async def wrapup_db(template_db: str) -> AsyncIterator[str]:
-    name = f"cti_e2e_wrapup_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(f"{PG_SERVER}/postgres")
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
-    finally:
-        await admin.close()
-    url = f"{PG_SERVER}/{name}"
-    conn = await asyncpg.connect(url)
-    try:
-        await seed_demo(conn, customers=20)
+    async def agent_2001(conn: asyncpg.Connection) -> None:
         await add_agent(conn, "agent2001", A, PASSWORD, replace=True)
-    finally:
-        await conn.close()
-    yield url
-    admin = await asyncpg.connect(f"{PG_SERVER}/postgres")
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+
+    async with demo_database(template_db, "cti_e2e_wrapup", 20, agent_2001) as url:
+        yield url
 
 
 @contextlib.asynccontextmanager

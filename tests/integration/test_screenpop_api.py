@@ -34,7 +34,6 @@ from cti.calls.lease import LEASE_KEY
 from cti.calls.publisher import ALL_EVENTS_STREAM, EventPublisher, agent_stream
 from cti.calls.sink import CallModelSink
 from cti.config import HostPort
-from cti.routing.plan import loads
 from cti.routing.table import RoutingTable
 from cti.screenpop.agents import add_agent
 from cti.screenpop.app import build_app
@@ -45,6 +44,7 @@ from cti.screenpop.password_checks import PasswordChecks
 from cti.screenpop.throttle import LoginThrottle
 from tests.conftest import REDIS_URL
 from tests.fakes.ami_server import FakeAmi
+from tests.plans import PLAN
 from tests.unit.ami_replay import load, parse
 from tests.waiting import until
 
@@ -52,23 +52,6 @@ SECRET = b"integration-test-secret-not-a-real-one"
 OWNER = "test-owner"  # the AMI lease holder the tests publish as
 ALICE, BOB, BOSS = "PJSIP/2001", "PJSIP/2002", "PJSIP/2009"
 PASSWORDS = {"alice": "alice-password", "bob": "bob-password", "boss": "boss-password"}
-#: The routing plan the stack runs on: its queues and pause reasons.
-PLAN = RoutingTable.from_plan(
-    loads(
-        """
-[[queues]]
-name = "support"
-[[queues]]
-name = "sales"
-[[pause_reasons]]
-name = "lunch"
-max_minutes = 60
-[[pause_reasons]]
-name = "training"
-productive = true
-"""
-    )
-)
 
 
 @dataclasses.dataclass
@@ -692,31 +675,43 @@ async def test_a_malformed_pause_is_invalid(stack: Stack, body: dict) -> None:
     assert (status, answer["error"]) == (400, "invalid")
 
 
-@pytest.fixture
-async def with_ami(pool, redis_client, agents) -> AsyncIterator[tuple[Stack, FakeAmi, str, str]]:
-    """A stack whose call control talks to a fake Asterisk, where agent 2001 is talking
-    on a recorded call: (stack, fake, call id, agent leg)."""
+@contextlib.asynccontextmanager
+async def ami_on_a_call() -> AsyncIterator[
+    tuple[FakeAmi, AmiClient, CallModelSink, AgentConnected]
+]:
+    """A fake Asterisk and an AMI client on it whose call model has replayed the recorded
+    ``answered_call`` up to agent 2001 (alice) answering: (fake, client, sink, her
+    AgentConnected)."""
     fake = await FakeAmi().start()
     sink = CallModelSink()
     ami = AmiClient("127.0.0.1", fake.port, "cti", "s3cret", events_sink=sink)
     stop = asyncio.Event()
     task = asyncio.create_task(ami.run(stop))
-    await until(lambda: sink.up)
-    for msg in parse(load("answered_call")):
-        sink.apply(msg)
-        connected = [e for e in sink.effects if isinstance(e, AgentConnected)]
-        if connected:
-            break
-    call_id, leg = connected[0].call_id, connected[0].channel
-    assert call_id and connected[0].agent == ALICE
-    stack = await start_stack(pool, redis_client, control=CallControl(ami, sink.model), ami=ami)
-    await log_in(stack)
-    await stack.ring(call_id, ALICE)
-    yield stack, fake, call_id, leg
-    await stack.client.close()
-    stop.set()
-    await asyncio.wait_for(task, 5)
-    await fake.close()
+    try:
+        await until(lambda: sink.up)
+        for msg in parse(load("answered_call")):
+            sink.apply(msg)
+            connected = [e for e in sink.effects if isinstance(e, AgentConnected)]
+            if connected:
+                break
+        assert connected[0].agent == ALICE and connected[0].call_id
+        yield fake, ami, sink, connected[0]
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 5)
+        await fake.close()
+
+
+@pytest.fixture
+async def with_ami(pool, redis_client, agents) -> AsyncIterator[tuple[Stack, FakeAmi, str, str]]:
+    """A stack whose call control talks to a fake Asterisk, where agent 2001 is talking
+    on a recorded call: (stack, fake, call id, agent leg)."""
+    async with ami_on_a_call() as (fake, ami, sink, connected):
+        stack = await start_stack(pool, redis_client, control=CallControl(ami, sink.model), ami=ami)
+        await log_in(stack)
+        await stack.ring(connected.call_id, ALICE)
+        yield stack, fake, connected.call_id, connected.channel
+        await stack.client.close()
 
 
 async def test_a_blind_transfer_goes_out_on_the_agents_leg(with_ami) -> None:

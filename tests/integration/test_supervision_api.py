@@ -10,27 +10,21 @@ audit table with its result, refusals included; a refusal sends nothing; an agen
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 import redis.asyncio as redis
 
-from cti.ami import AmiClient
 from cti.calls.control import CallControl
-from cti.calls.effects import AgentConnected
-from cti.calls.sink import CallModelSink
 from tests.fakes.ami_server import FakeAmi
 from tests.integration.test_screenpop_api import (
-    ALICE,
     BOB,
     BOSS,
     Stack,
+    ami_on_a_call,
     running_stack,
 )
-from tests.unit.ami_replay import load, parse
-from tests.waiting import until
 
 AUDIT_COLUMNS = "supervisor, action, target_agent, queue, reason, call_id, result"
 
@@ -41,24 +35,10 @@ async def supervised(
 ) -> AsyncIterator[tuple[Stack, FakeAmi, str, str]]:
     """A stack on a fake Asterisk where alice (2001) talks on a recorded call:
     (stack, fake, the call's id, alice's leg)."""
-    fake = await FakeAmi().start()
-    sink = CallModelSink()
-    ami = AmiClient("127.0.0.1", fake.port, "cti", "s3cret", events_sink=sink)
-    stop = asyncio.Event()
-    task = asyncio.create_task(ami.run(stop))
-    await until(lambda: sink.up)
-    for msg in parse(load("answered_call")):
-        sink.apply(msg)
-        connected = [e for e in sink.effects if isinstance(e, AgentConnected)]
-        if connected:
-            break
-    assert connected[0].agent == ALICE and connected[0].call_id
-    control = CallControl(ami, sink.model)
-    async with running_stack(database_url, redis_client, control=control, ami=ami) as stack:
-        yield stack, fake, connected[0].call_id, connected[0].channel
-    stop.set()
-    await asyncio.wait_for(task, 5)
-    await fake.close()
+    async with ami_on_a_call() as (fake, ami, sink, connected):
+        control = CallControl(ami, sink.model)
+        async with running_stack(database_url, redis_client, control=control, ami=ami) as stack:
+            yield stack, fake, connected.call_id, connected.channel
 
 
 async def audit_rows(stack: Stack) -> list[tuple[Any, ...]]:

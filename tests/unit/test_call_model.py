@@ -162,6 +162,18 @@ def test_queued_with_the_routes_priority_when_manager_conf_lists_it() -> None:
     assert [(q.queue, q.position, q.priority) for q in queued] == [("support", 1, 5)]
 
 
+def test_queued_with_the_routes_tier_and_rule_when_manager_conf_lists_them() -> None:
+    # The wallboard's per-tier and per-rule figures read them from the queued event.
+    assert replay_fixture("answered_call").of(CallQueued)[0].tier is None
+    data = ami_replay.load("answered_call").replace(
+        b"ChanVariable: CTI_CALL_ID=",
+        b"ChanVariable: CTI_TIER=gold\r\nChanVariable: CTI_RULE=gold-first\r\n"
+        b"ChanVariable: CTI_CALL_ID=",
+    )
+    queued = replay(ami_replay.parse(data)).of(CallQueued)
+    assert [(q.queue, q.tier, q.rule) for q in queued] == [("support", "gold", "gold-first")]
+
+
 def test_abandoned_call() -> None:
     result = replay_fixture("abandoned_call")
     assert story(result.effects) == [

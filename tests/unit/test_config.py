@@ -8,7 +8,7 @@ import ipaddress
 
 import pytest
 
-from cti.config import Config, ConfigError, HostPort, load_config
+from cti.config import Config, ConfigError, HostPort, load_config, redacted_url
 
 
 def test_defaults_are_the_documented_ones() -> None:
@@ -308,3 +308,75 @@ def test_config_is_frozen() -> None:
     config = load_config({})
     with pytest.raises(dataclasses.FrozenInstanceError):
         config.route_budget_ms = 1  # type: ignore[misc]
+
+
+def test_redis_through_sentinel_is_parsed_into_sentinels_service_and_db() -> None:
+    raw = "redis+sentinel://:s%40cret@10.0.0.1:26379,sentinel-b,[::1]:26380/cti-master/3"
+    config = load_config({"CTI_REDIS_URL": raw, "CTI_REDIS_SENTINEL_PASSWORD": "guard"})
+    url = config.redis_sentinel
+    assert url is not None
+    assert url.sentinels == (("10.0.0.1", 26379), ("sentinel-b", 26379), ("::1", 26380))
+    assert (url.service, url.db, url.username, url.password) == ("cti-master", 3, None, "s@cret")
+    assert config.redis_sentinel_password == "guard"
+    assert config.redis_url == raw
+    assert "s@cret" not in repr(url) and "guard" not in repr(config)
+
+
+def test_redis_sentinel_defaults_and_user() -> None:
+    url = load_config({"CTI_REDIS_URL": "redis+sentinel://cti:pw@h1/mymaster"}).redis_sentinel
+    assert url is not None
+    assert (url.sentinels, url.service, url.db) == ((("h1", 26379),), "mymaster", 0)
+    assert (url.username, url.password) == ("cti", "pw")
+
+
+def test_a_plain_redis_url_has_no_sentinel() -> None:
+    config = load_config({"CTI_REDIS_URL": "redis://127.0.0.1:6379/2"})
+    assert config.redis_sentinel is None and config.redis_url == "redis://127.0.0.1:6379/2"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        pytest.param("redis+sentinel://:topsecret@h1:26379", id="no-service"),
+        pytest.param("redis+sentinel://:topsecret@h1:26379/", id="empty-service"),
+        pytest.param("redis+sentinel://:topsecret@h1:26379/my master", id="service-space"),
+        pytest.param("redis+sentinel://:topsecret@h1:26379/m/x", id="db-not-number"),
+        pytest.param("redis+sentinel://:topsecret@h1:26379/m/1/2", id="too-many-parts"),
+        pytest.param("redis+sentinel://:topsecret@h1:0/m", id="port-zero"),
+        pytest.param("redis+sentinel://:topsecret@h1:99999/m", id="port-too-big"),
+        pytest.param("redis+sentinel://:topsecret@h1,,h2/m", id="empty-host"),
+        pytest.param("redis+sentinel://:topsecret@/m", id="no-host"),
+        pytest.param("redis+sentinel://:topsecret@h1/m?ssl=1", id="query"),
+        pytest.param("redis+sentinel://:topsecret@" + ",".join(["h"] * 17) + "/m", id="17"),
+    ],
+)
+def test_a_bad_sentinel_url_names_the_variable_not_the_password(raw: str) -> None:
+    with pytest.raises(ConfigError, match="CTI_REDIS_URL") as caught:
+        load_config({"CTI_REDIS_URL": raw})
+    assert "topsecret" not in str(caught.value)
+
+
+def test_a_sentinel_password_without_sentinel_is_refused() -> None:
+    with pytest.raises(ConfigError, match="CTI_REDIS_SENTINEL_PASSWORD"):
+        load_config({"CTI_REDIS_SENTINEL_PASSWORD": "x"})
+
+
+def test_a_multi_host_database_url_is_accepted_as_is() -> None:
+    raw = "postgresql://cti:pw@db1:5432,db2:5433/cti?target_session_attrs=read-write"
+    assert load_config({"CTI_DATABASE_URL": raw}).database_url == raw
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        (
+            "postgresql://cti:pw@db1:5432,db2:5432/cti?x=1",
+            "postgresql://cti:***@db1:5432,db2:5432/cti?x=1",
+        ),
+        ("redis+sentinel://:p%40w@h1,h2/m/0", "redis+sentinel://:***@h1,h2/m/0"),
+        ("postgresql://postgres@127.0.0.1:5432/cti", "postgresql://postgres@127.0.0.1:5432/cti"),
+        ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
+    ],
+)
+def test_redacted_url_hides_only_the_password(url: str, shown: str) -> None:
+    assert redacted_url(url) == shown

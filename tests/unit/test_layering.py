@@ -37,8 +37,10 @@ PURE = [
     "cti/customer_csv.py",
     "cti/agi/protocol.py",
     "cti/ami/protocol.py",
+    "cti/wallboard/figures.py",
     "cti/agents/state.py",
     "cti/agents/news.py",
+    "cti/redis_sentinel.py",
 ]
 IO = ("asyncio", "socket", "asyncpg", "redis", "aiohttp", "subprocess", "cti.app", "cti.db")
 

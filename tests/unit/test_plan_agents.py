@@ -19,8 +19,10 @@ from cti.routing.plan import (
     plan_to_document,
 )
 from cti.routing.table import RoutingTable
+from tests.plans import PAUSE_REASONS_TEXT
 
-PLAN = """
+PLAN = (
+    """
 [[queues]]
 name = "support"
 wrapup_s = 30
@@ -29,15 +31,9 @@ short_abandon_s = 3
 
 [[queues]]
 name = "sales"
-
-[[pause_reasons]]
-name = "lunch"
-max_minutes = 60
-
-[[pause_reasons]]
-name = "training"
-productive = true
 """
+    + PAUSE_REASONS_TEXT
+)
 
 
 def test_queue_timers_and_pause_reasons() -> None:

@@ -5,90 +5,37 @@ from __future__ import annotations
 import pytest
 
 from cti.calls.effects import (
-    AgentConnected,
-    AgentLeft,
     AgentRingCancelled,
-    AgentRinging,
-    AgentRingNoAnswer,
-    CallAbandoned,
-    CallEnded,
     CallHeld,
     CallLeftQueue,
-    CallQueued,
-    CallTransferred,
     CallUnheld,
     ConsultStarted,
-    Effect,
-    TransferKind,
 )
-from cti.calls.events import CallEvent, to_events
+from cti.calls.events import to_events
 from cti.reports.segments import derive, with_wrapup
-
-T0 = 1_700_000_000.0
-CALL = {"call_id": "3f1c9a52-5d7e-4a3b-9c1d-2b7f8e6a4c10", "linkedid": "1700000000.1"}
-ALICE, BOB, CAROL, DAVE = "PJSIP/2001", "PJSIP/2002", "PJSIP/2003", "PJSIP/2004"
-LEG = {a: f"{a}-0000000{i}" for i, a in enumerate((ALICE, BOB, CAROL, DAVE))}
-
-
-def events(*effects: Effect) -> list[CallEvent]:
-    return [event for effect in effects for event in to_events(effect, now=T0 + 9_999)]
-
-
-def queued(t: float, queue: str = "sales") -> CallQueued:
-    return CallQueued(**CALL, at=T0 + t, queue=queue, position=1, priority=10)
-
-
-def ringing(t: float, agent: str, queue: str | None = "sales") -> AgentRinging:
-    return AgentRinging(
-        **CALL, at=T0 + t, agent=agent, member_name=None, channel=LEG[agent], queue=queue
-    )
-
-
-def no_answer(t: float, agent: str) -> AgentRingNoAnswer:
-    return AgentRingNoAnswer(
-        **CALL, at=T0 + t, agent=agent, member_name=None, channel=LEG[agent], queue="sales",
-        ring_time_ms=None,
-    )  # fmt: skip
-
-
-def connected(t: float, agent: str, queue: str | None = "sales") -> AgentConnected:
-    return AgentConnected(
-        **CALL, at=T0 + t, agent=agent, member_name=None, channel=LEG[agent], queue=queue, via=()
-    )
-
-
-def left(t: float, agent: str) -> AgentLeft:
-    return AgentLeft(**CALL, at=T0 + t, agent=agent, channel=LEG[agent])
-
-
-def ended(t: float, *agents: str, abandoned: bool = False) -> CallEnded:
-    return CallEnded(
-        **CALL, at=T0 + t, cause="16", cause_txt="Normal Clearing", abandoned=abandoned,
-        agents=agents,
-    )  # fmt: skip
-
-
-def abandoned(t: float, queue: str = "sales") -> CallAbandoned:
-    return CallAbandoned(
-        **CALL, at=T0 + t, queue=queue, position=1, original_position=1, hold_time_s=int(t)
-    )
+from tests.unit.call_effects import (
+    ALICE,
+    BOB,
+    CALL,
+    CAROL,
+    DAVE,
+    LEG,
+    T0,
+    abandoned,
+    attended,
+    blind,
+    connected,
+    ended,
+    events,
+    left,
+    no_answer,
+    queued,
+    ringing,
+)
 
 
 def queue_left(t: float, queue: str = "sales", reason: str = "timeout") -> CallLeftQueue:
     return CallLeftQueue(**CALL, at=T0 + t, queue=queue, reason=reason)
-
-
-def blind(t: float, agent: str, to: str) -> CallTransferred:
-    return CallTransferred(
-        **CALL, at=T0 + t, kind=TransferKind.BLIND, from_agent=agent, to=to, context="agents"
-    )
-
-
-def attended(t: float, agent: str, to: str) -> CallTransferred:
-    return CallTransferred(
-        **CALL, at=T0 + t, kind=TransferKind.ATTENDED, from_agent=agent, to=to,
-        to_channel=LEG[to],
-    )  # fmt: skip
 
 
 def test_an_answered_call_one_visit_one_leg():

@@ -10,29 +10,14 @@ from cti.agents.supervision import SPY_CHANNEL, SPY_OPTIONS, check_plan_queue, c
 from cti.calls.control import CallControl
 from cti.calls.sink import CallModelSink
 from cti.errors import DomainError
-from cti.routing.plan import loads
 from cti.routing.table import RoutingTable
+from tests.plans import PLAN
 from tests.unit.ami_replay import load, parse
-
-TABLE = RoutingTable.from_plan(
-    loads(
-        """
-[[queues]]
-name = "support"
-[[pause_reasons]]
-name = "lunch"
-max_minutes = 60
-[[pause_reasons]]
-name = "training"
-productive = true
-"""
-    )
-)
 
 
 @pytest.mark.parametrize("reason", ["lunch", "training", None])
 def test_the_plans_reasons_are_allowed(reason: str | None) -> None:
-    assert check_plan_reason(TABLE, reason) == reason
+    assert check_plan_reason(PLAN, reason) == reason
 
 
 @pytest.mark.parametrize(
@@ -48,7 +33,7 @@ def test_the_plans_reasons_are_allowed(reason: str | None) -> None:
 )
 def test_any_other_reason_is_refused(reason: str, code: str) -> None:
     with pytest.raises(DomainError) as refused:
-        check_plan_reason(TABLE, reason)
+        check_plan_reason(PLAN, reason)
     assert (refused.value.code, refused.value.field) == (code, "reason")
 
 
@@ -58,10 +43,10 @@ def test_a_plan_without_reasons_allows_none_and_says_so() -> None:
 
 
 def test_only_the_plans_queues_are_allowed() -> None:
-    assert check_plan_queue(TABLE, "support") == "support"
-    for queue in ("sales", "Support", ""):
+    assert check_plan_queue(PLAN, "support") == "support"
+    for queue in ("billing", "Support", ""):
         with pytest.raises(DomainError) as refused:
-            check_plan_queue(TABLE, queue)
+            check_plan_queue(PLAN, queue)
         assert (refused.value.code, refused.value.field) == ("not_in_plan", "queue")
 
 

@@ -13,82 +13,38 @@ from datetime import UTC, datetime
 import pytest
 
 from cti.calls.effects import (
-    AgentConnected,
-    AgentLeft,
     AgentRingCancelled,
     AgentRinging,
     AgentRingNoAnswer,
     CallAbandoned,
     CallEnded,
-    CallHeld,
-    CallQueued,
     CallStarted,
     CallTransferred,
-    CallUnheld,
     ConsultStarted,
-    Effect,
     TransferKind,
 )
 from cti.calls.events import CallEvent, to_events
 from cti.timeline.summary import CallSummary, ordered, summarize
-
-T0 = 1_700_000_000.0
-CALL = {"call_id": "3f1c9a52-5d7e-4a3b-9c1d-2b7f8e6a4c10", "linkedid": "1700000000.1"}
-ALICE, BOB, CAROL = "PJSIP/2001", "PJSIP/2002", "PJSIP/2003"
-LEG = {ALICE: "PJSIP/2001-00000002", BOB: "PJSIP/2002-00000005", CAROL: "PJSIP/2003-00000009"}
-
-
-def events(*effects: Effect) -> list[CallEvent]:
-    return [event for effect in effects for event in to_events(effect, now=T0 + 9_999)]
+from tests.unit.call_effects import (
+    ALICE,
+    BOB,
+    CALL,
+    CAROL,
+    LEG,
+    T0,
+    connected,
+    ended,
+    events,
+    held,
+    left,
+    queued,
+    ringing,
+    unheld,
+)
 
 
 def at(offset: float) -> datetime:
     return datetime.fromtimestamp(T0 + offset, tz=UTC)
-
-
-def queued(t: float) -> CallQueued:
-    return CallQueued(**CALL, at=T0 + t, queue="sales", position=1, priority=10)
-
-
-def ringing(t: float, agent: str) -> AgentRinging:
-    return AgentRinging(
-        **CALL, at=T0 + t, agent=agent, member_name=None, channel=LEG[agent], queue="sales"
-    )
-
-
-def connected(t: float, agent: str, via: tuple[str, ...] = ()) -> AgentConnected:
-    return AgentConnected(
-        **CALL,
-        at=T0 + t,
-        agent=agent,
-        member_name=None,
-        channel=LEG[agent],
-        queue="sales",
-        via=via,
-    )
-
-
-def left(t: float, agent: str) -> AgentLeft:
-    return AgentLeft(**CALL, at=T0 + t, agent=agent, channel=LEG[agent])
-
-
-def held(t: float, agent: str) -> CallHeld:
-    return CallHeld(**CALL, at=T0 + t, by=agent, channel=LEG[agent])
-
-
-def unheld(t: float, agent: str) -> CallUnheld:
-    return CallUnheld(**CALL, at=T0 + t, by=agent, channel=LEG[agent])
-
-
-def ended(t: float, *agents: str, abandoned: bool = False) -> CallEnded:
-    return CallEnded(
-        **CALL,
-        at=T0 + t,
-        cause="16",
-        cause_txt="Normal Clearing",
-        abandoned=abandoned,
-        agents=agents,
-    )
 
 
 def answered_call() -> list[CallEvent]:

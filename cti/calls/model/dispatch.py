@@ -176,10 +176,12 @@ _DISPATCH: Final[dict[str, Handler]] = {name: row.handler for name, row in AMI_E
 class CallModel(Snapshot, Transfers, Queues):
     """Follows every call on one Asterisk from its AMI events (see the package docstring).
 
-    ``call_id_variable`` / ``priority_variable`` name the channel variables read from
-    ``ChanVariable`` (manager.conf ``channelvars``): the route's call id and, when listed
-    there too, its queue priority. ``agent_of`` maps a channel name to the agent (device)
-    it reaches, or ``None`` for Local channels and devices that are not agents.
+    ``call_id_variable`` / ``priority_variable`` / ``tier_variable`` / ``rule_variable``
+    name the channel variables read from ``ChanVariable`` (manager.conf ``channelvars``):
+    the route's call id and, when listed there too, its queue priority, customer tier
+    and rule (the wallboard's per-tier and per-rule figures). ``agent_of`` maps a channel
+    name to the agent (device) it reaches, or ``None`` for Local channels and devices
+    that are not agents.
     """
 
     def apply(self, msg: Message) -> list[Effect]:

@@ -170,8 +170,16 @@ class Queues(Channels):
         priority = int_or_none(msg.variable(self._prio_var)) if self._prio_var else None
         if priority is not None:
             call.priority = priority
+        call.tier = msg.variable(self._tier_var) or call.tier
+        call.rule = msg.variable(self._rule_var) or call.rule
         self._emit(
-            CallQueued, call, queue=call.queue or "", position=call.position, priority=call.priority
+            CallQueued,
+            call,
+            queue=call.queue or "",
+            position=call.position,
+            priority=call.priority,
+            tier=call.tier,
+            rule=call.rule,
         )
         self._mark(call)
 

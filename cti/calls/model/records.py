@@ -158,6 +158,8 @@ class Call:
     queue: str | None = None
     position: int | None = None
     priority: int | None = None
+    tier: str | None = None  # the route's CTI_TIER / CTI_RULE, when channelvars list them
+    rule: str | None = None
     in_queue: bool = False
     agents: list[str] = field(default_factory=list)  # connected agents, in order
     talking: list[Channel] = field(default_factory=list)  # connected to the caller now

@@ -91,6 +91,12 @@ class Snapshot(Bridges):
             call.priority = priority
         call.in_queue = True
         self._emit(
-            CallQueued, call, queue=call.queue or "", position=call.position, priority=call.priority
+            CallQueued,
+            call,
+            queue=call.queue or "",
+            position=call.position,
+            priority=call.priority,
+            tier=call.tier,
+            rule=call.rule,
         )
         self._mark(call)

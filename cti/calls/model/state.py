@@ -32,6 +32,8 @@ class ModelState:
         *,
         call_id_variable: str = "CTI_CALL_ID",
         priority_variable: str = "CTI_PRIORITY",
+        tier_variable: str = "CTI_TIER",
+        rule_variable: str = "CTI_RULE",
         agent_of: AgentOf = default_agent_of,
         max_remembered: int = 4096,
         max_members: int = 4096,
@@ -40,6 +42,8 @@ class ModelState:
         self._cid_head = call_id_variable + "="
         self._cid_len = len(self._cid_head)
         self._prio_var = priority_variable
+        self._tier_var = tier_variable
+        self._rule_var = rule_variable
         self._agent_of = agent_of
         self._max_remembered = max_remembered
         self._max_members = max_members
