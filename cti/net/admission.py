@@ -125,6 +125,10 @@ class Admission:
         self.max_per_address = max_per_address
         self.max_connections = max_connections
         self.refused: dict[str, int] = dict.fromkeys(REASONS, 0)  # by reason
+        #: At the global cap, asked to free a slot at once (True: one was given back by
+        #: :meth:`release`) before the newcomer is refused; the HTTP port closes an idle
+        #: connection (cti.screenpop.connections).
+        self.make_room: Callable[[], bool] | None = None
         self.active = 0
         self._per_address: dict[str, int] = {}
         self.log = RateLimitedLog(f"{name} connections refused", "refused", clock)
@@ -145,10 +149,12 @@ class Admission:
         reason: Reason | None = None
         if not self.allowed(address):
             reason = "not_allowed"
-        elif self.active >= self.max_connections:
-            reason = "global"
         elif self._per_address.get(address, 0) >= self.max_per_address:
             reason = "per_address"
+        elif self.active >= self.max_connections and not (
+            self.make_room is not None and self.make_room()
+        ):
+            reason = "global"
         if reason is not None:
             self.refused[reason] += 1
             self.log.note(address, reason=reason, limit=self._limit(reason))

@@ -80,6 +80,28 @@ def test_caps_per_address_and_global_and_release():
     assert admission.refused == {"not_allowed": 1, "per_address": 1, "global": 1}
 
 
+def test_at_the_global_cap_make_room_is_asked_before_refusing():
+    admission = agi_admission(max_per_address=2, max_connections=2)
+    asked: list[int] = []
+
+    def make_room() -> bool:  # as the HTTP port does: close one, give its slot back
+        asked.append(admission.active)
+        if len(asked) > 1:
+            return False  # nothing idle left
+        admission.release("10.0.0.1")
+        return True
+
+    admission.make_room = make_room
+    assert admission.admit("10.0.0.1") is None
+    assert admission.admit("10.0.0.1") is None
+    assert admission.admit("10.0.0.1") == "per_address"  # its own cap: no room made
+    assert asked == []
+    assert admission.admit("10.0.0.2") is None  # room made
+    assert (admission.active, admission.sessions_from("10.0.0.1")) == (2, 1)
+    assert admission.admit("10.0.0.3") == "global"
+    assert asked == [2, 2]
+
+
 def test_refusals_are_logged_once_a_second_per_address_with_the_count():
     clock = Clock()
     admission = _admission(allow=parse_networks("127.0.0.1"), clock=clock)
