@@ -3,6 +3,7 @@ with an injected clock."""
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 
 import pytest
@@ -165,7 +166,11 @@ def test_the_composition_root_fits_the_configured_caps_and_says_so():
     with capture_logs() as logs:
         fitted = fit_to_descriptors(config, routing=True, sidebar=True, descriptors=1024)
     assert (fitted.agi_max_connections, fitted.http_max_connections) == (480, 240)
-    assert (fitted.agi_max_per_address, fitted.http_max_per_address) == (480, 240)
+    # HTTP's per-address cap keeps its quarter of the global one; FastAGI's is clamped.
+    assert (fitted.agi_max_per_address, fitted.http_max_per_address) == (480, 60)
+    proxy = dataclasses.replace(config, http_max_per_address=2000)
+    fitted = fit_to_descriptors(proxy, routing=True, sidebar=True, descriptors=1024)
+    assert fitted.http_max_per_address == 240  # behind a reverse proxy: all of them
     (line,) = logs
     assert line["event"] == "connection caps lowered to fit the descriptor limit"
     assert (line["nofile"], line["configured_http"]) == (1024, 2000)
