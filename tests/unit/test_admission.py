@@ -177,3 +177,14 @@ def test_the_composition_root_fits_the_configured_caps_and_says_so():
     with capture_logs() as logs:
         same = fit_to_descriptors(config, routing=True, sidebar=True, descriptors=1 << 20)
     assert same == config and logs == []
+
+
+def test_allow_verdicts_are_remembered_within_a_bound():
+    from cti.net.admission import MAX_REMEMBERED_VERDICTS
+
+    admission = agi_admission(max_per_address=2, max_connections=3)
+    for i in range(MAX_REMEMBERED_VERDICTS + 10):
+        assert not admission.allowed(f"2001:db8::{i:x}")
+        assert len(admission._verdicts) <= MAX_REMEMBERED_VERDICTS
+    assert admission.allowed("10.0.0.1") and admission.allowed("10.0.0.1")
+    assert not admission.allowed("8.8.8.8") and not admission.allowed("8.8.8.8")
