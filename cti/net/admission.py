@@ -127,10 +127,10 @@ class Admission:
         self.max_per_address = max_per_address
         self.max_connections = max_connections
         self.refused: dict[str, int] = dict.fromkeys(REASONS, 0)  # by reason
-        #: At the global cap, asked to free a slot at once (True: one was given back by
-        #: :meth:`release`) before the newcomer is refused; the HTTP port closes an idle
-        #: connection (cti.screenpop.connections).
-        self.make_room: Callable[[], bool] | None = None
+        #: At the global cap, asked to free a slot at once for a newcomer from the given
+        #: address (True: one was given back by :meth:`release`) before it is refused;
+        #: the HTTP port closes an idle connection (cti.screenpop.connections).
+        self.make_room: Callable[[str], bool] | None = None
         self.active = 0
         self._per_address: dict[str, int] = {}
         self.log = RateLimitedLog(f"{name} connections refused", "refused", clock)
@@ -169,7 +169,7 @@ class Admission:
         elif self._per_address.get(address, 0) >= self.max_per_address:
             reason = "per_address"
         elif self.active >= self.max_connections and not (
-            self.make_room is not None and self.make_room()
+            self.make_room is not None and self.make_room(address)
         ):
             reason = "global"
         if reason is not None:

@@ -23,11 +23,14 @@ addresses (each under its per-address cap) filled the cap and an agent's connect
 was reset at accept for the header deadline's ten seconds at a time. So when the cap is
 reached, a connection with no request in flight (waiting for its first request's
 headers, or kept alive between requests) is closed to admit the newcomer: one from the
-address that holds the most connections, the longest idle of them (an agent's own idle
-connection goes last; its WebSocket, a request in flight, never). Counted in
-``/metrics`` (``cti_http_evicted_total``) and logged by the rate-limited refusal log
-(``reason="evicted"``). Only when every connection has a request in flight is the
-newcomer refused (``global``).
+address that holds the most idle connections, the longest idle of them (an agent's own
+idle connection goes last; its WebSocket, a request in flight, never), and only if that
+address holds more idle connections than the newcomer's own. So an agent (no idle
+connection) always displaces a hoarder, while the flood's own returning connections,
+once its addresses hold as many as each other, are reset at accept as cheaply as before
+rather than displacing each other in a loop. Counted in ``/metrics``
+(``cti_http_evicted_total``) and logged by the rate-limited refusal log
+(``reason="evicted"``); otherwise the newcomer is refused (``global``).
 """
 
 from __future__ import annotations
@@ -218,15 +221,20 @@ class HttpListener:
         if idle is not None and idle.pop(connection, None) is not None and not idle:
             del self._idle[connection.address]
 
-    def _evict_idle(self) -> bool:
+    def idle_connections(self) -> int:
+        return sum(len(idle) for idle in self._idle.values())
+
+    def _evict_idle(self, newcomer: str) -> bool:
         """At the global cap: close the longest idle connection of the address holding
-        the most connections, giving its slot back at once; False if none is idle."""
+        the most idle ones, giving its slot back at once, if it holds more than the
+        ``newcomer``'s address; False (the newcomer is refused) if not."""
         if not self._idle:
             return False
         address = max(
-            self._idle,
-            key=lambda a: (self.admission.sessions_from(a), -next(iter(self._idle[a].values()))),
+            self._idle, key=lambda a: (len(self._idle[a]), -next(iter(self._idle[a].values())))
         )
+        if len(self._idle[address]) <= len(self._idle.get(newcomer, ())):
+            return False
         connection = next(iter(self._idle[address]))
         self.busy(connection)
         connection.evict()

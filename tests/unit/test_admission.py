@@ -85,7 +85,8 @@ def test_at_the_global_cap_make_room_is_asked_before_refusing():
     admission = agi_admission(max_per_address=2, max_connections=2)
     asked: list[int] = []
 
-    def make_room() -> bool:  # as the HTTP port does: close one, give its slot back
+    def make_room(newcomer: str) -> bool:  # as the HTTP port does: close one, free its slot
+        assert newcomer in ("10.0.0.2", "10.0.0.3")
         asked.append(admission.active)
         if len(asked) > 1:
             return False  # nothing idle left
