@@ -56,5 +56,17 @@ def fit_to_descriptors(config: Config, *, routing: bool, sidebar: bool, descript
     return dataclasses.replace(
         fitted,
         agi_max_per_address=min(fitted.agi_max_per_address, fitted.agi_max_connections),
-        http_max_per_address=min(fitted.http_max_per_address, fitted.http_max_connections),
+        http_max_per_address=_per_address_in_proportion(
+            config.http_max_per_address, config.http_max_connections, fitted.http_max_connections
+        ),
     )
+
+
+def _per_address_in_proportion(per_address: int, configured: int, fitted: int) -> int:
+    """The HTTP per-address cap keeps its share of a lowered global cap: 500 of 2,000
+    becomes 60 of 240 (one address cannot hold every slot with requests in flight, which
+    the idle eviction cannot free), while a reverse proxy's 2,000 of 2,000 becomes 240
+    of 240. FastAGI's is only clamped: its one peer is usually the Asterisk host."""
+    if fitted >= configured:
+        return min(per_address, fitted)
+    return max(1, min(fitted, -(-per_address * fitted // configured)))

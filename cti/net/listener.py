@@ -120,8 +120,11 @@ class Listener:
         self._loop.call_later(PAUSE_ON_EXHAUSTION_S, resume)
 
 
+_LINGER_ZERO = struct.pack("ii", 1, 0)
+
+
 def _reset(conn: socket.socket) -> None:
     """Close at once with a reset: nothing read, nothing flushed, no TIME_WAIT kept."""
     with contextlib.suppress(OSError):
-        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_ZERO)
     conn.close()

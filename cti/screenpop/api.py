@@ -96,9 +96,9 @@ def _string(body: dict[str, Any], name: str, max_chars: int) -> str:
 
 
 # -- who is asking ---------------------------------------------------------------------
-async def _check_password(ctx: Context, username: str, password: str, address: str) -> Agent:
-    """The agent these credentials are, or 429 (throttled, nothing checked) or 401 (the
-    same answer for an unknown user as for a wrong password)."""
+async def _not_throttled(ctx: Context, username: str, address: str) -> None:
+    """429 if this name or address must wait: asked before the login takes a place in
+    the password-check queue, so a throttled flood holds none of its places."""
     if ctx.throttle is not None:
         try:
             await ctx.throttle.check(username, address)
@@ -110,6 +110,11 @@ async def _check_password(ctx: Context, username: str, password: str, address: s
                 "too many failed logins; try again later",
                 retry_after_s=exc.retry_after_s,
             ) from None
+
+
+async def _check_password(ctx: Context, username: str, password: str, address: str) -> Agent:
+    """The agent these credentials are, or 401 (the same answer for an unknown user as
+    for a wrong password); the caller holds a place in the password-check queue."""
     found = await find_agent(ctx.pool, username)
     stored = found[1] if found is not None else dummy_hash()
     ok = await ctx.password_checks.verify(password, stored)
@@ -130,8 +135,9 @@ async def login(request: web.Request) -> web.Response:
     username = _string(body, "username", MAX_USERNAME_CHARS)
     password = _string(body, "password", MAX_PASSWORD_CHARS)
     address = request.remote or "unknown"
+    await _not_throttled(ctx, username, address)
     try:
-        async with ctx.password_checks.place():
+        async with ctx.password_checks.place(address, username):
             found = await _check_password(ctx, username, password, address)
     except Busy:
         raise DomainError(

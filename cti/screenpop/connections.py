@@ -17,12 +17,27 @@ if refused; an admitted one is handed to aiohttp's request handler behind
 Between requests of a kept-alive connection, aiohttp's ``keepalive_timeout`` (our
 ``keepalive_s``) bounds both an idle connection and one that sends part of its next
 request: its handler is idle until a request's headers are complete.
+
+**At the global cap an idle connection makes room.** 1,000 idle connections from 8
+addresses (each under its per-address cap) filled the cap and an agent's connection
+was reset at accept for the header deadline's ten seconds at a time. So when the cap is
+reached, a connection with no request in flight (waiting for its first request's
+headers, or kept alive between requests) is closed to admit the newcomer: one from the
+address that holds the most idle connections, the longest idle of them (an agent's own
+idle connection goes last; its WebSocket, a request in flight, never), and only if that
+address holds more idle connections than the newcomer's own. So an agent (no idle
+connection) always displaces a hoarder, while the flood's own returning connections,
+once its addresses hold as many as each other, are reset at accept as cheaply as before
+rather than displacing each other in a loop. Counted in ``/metrics``
+(``cti_http_evicted_total``) and logged by the rate-limited refusal log
+(``reason="evicted"``); otherwise the newcomer is refused (``global``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import socket
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -65,6 +80,8 @@ class _Connection(asyncio.Protocol):
         self._deadline: asyncio.TimerHandle | None = None
         self.made = False
         self.requests = 0
+        self.in_flight = 0  # requests whose handler runs (a WebSocket's, all along)
+        self.evicted = False  # its slot was given back when it was closed to make room
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.made = True
@@ -73,6 +90,7 @@ class _Connection(asyncio.Protocol):
             self._owner.limits.header_timeout_s, self._expire
         )
         self._inner.connection_made(transport)
+        self._owner.idle(self)
 
     def data_received(self, data: bytes) -> None:
         self._inner.data_received(data)
@@ -92,14 +110,32 @@ class _Connection(asyncio.Protocol):
         try:
             self._inner.connection_lost(exc)
         finally:
-            self._owner.lost(self._address)
+            self._owner.lost(self)
+
+    @property
+    def address(self) -> str:
+        return self._address
 
     def request_started(self) -> None:
         """A request's headers are complete (its handler runs): the deadline is met."""
         self.requests += 1
+        self.in_flight += 1
+        self._owner.busy(self)
         if self._deadline is not None:
             self._deadline.cancel()
             self._deadline = None
+
+    def request_finished(self) -> None:
+        """Its handler returned (aiohttp writes the response it built at once)."""
+        self.in_flight -= 1
+        if self.in_flight == 0 and self._transport is not None:
+            self._owner.idle(self)
+
+    def evict(self) -> None:
+        """Closed at once (a reset) to make room; the caller has the slot back."""
+        self.evicted = True
+        if self._transport is not None:
+            self._transport.abort()  # type: ignore[attr-defined]
 
     def _expire(self) -> None:
         self._deadline = None
@@ -115,9 +151,13 @@ async def request_started(
     """Tells the connection its request arrived (the first middleware of the app)."""
     transport = request.transport
     connection = transport.get_protocol() if transport is not None else None
-    if isinstance(connection, _Connection):
-        connection.request_started()
-    return await handler(request)
+    if not isinstance(connection, _Connection):
+        return await handler(request)
+    connection.request_started()
+    try:
+        return await handler(request)
+    finally:
+        connection.request_finished()
 
 
 class HttpListener:
@@ -135,7 +175,11 @@ class HttpListener:
             max_per_address=limits.max_per_address,
             max_connections=limits.max_connections,
         )
+        self.admission.make_room = self._evict_idle
         self.header_timeouts = 0
+        self.evicted = 0
+        #: Connections with no request in flight, by address, longest idle first.
+        self._idle: dict[str, dict[_Connection, float]] = {}
         self._timeouts_log = RateLimitedLog(
             f"http {name}: no request within the header deadline; closed", "closed"
         )
@@ -155,6 +199,7 @@ class HttpListener:
         return HttpPortSource(
             refused=lambda: self.admission.refused,
             header_timeouts=lambda: self.header_timeouts,
+            evicted=lambda: self.evicted,
             active=lambda: self.admission.active,
         )
 
@@ -162,8 +207,41 @@ class HttpListener:
         """Stop accepting (the runner closes the connections it has)."""
         self._listener.close()
 
-    def lost(self, address: str) -> None:
+    def lost(self, connection: _Connection) -> None:
+        self.busy(connection)
+        if not connection.evicted:
+            self.admission.release(connection.address)
+
+    def idle(self, connection: _Connection) -> None:
+        """``connection`` has no request in flight: it may be closed to make room."""
+        self._idle.setdefault(connection.address, {})[connection] = time.monotonic()
+
+    def busy(self, connection: _Connection) -> None:
+        idle = self._idle.get(connection.address)
+        if idle is not None and idle.pop(connection, None) is not None and not idle:
+            del self._idle[connection.address]
+
+    def idle_connections(self) -> int:
+        return sum(len(idle) for idle in self._idle.values())
+
+    def _evict_idle(self, newcomer: str) -> bool:
+        """At the global cap: close the longest idle connection of the address holding
+        the most idle ones, giving its slot back at once, if it holds more than the
+        ``newcomer``'s address; False (the newcomer is refused) if not."""
+        if not self._idle:
+            return False
+        address = max(
+            self._idle, key=lambda a: (len(self._idle[a]), -next(iter(self._idle[a].values())))
+        )
+        if len(self._idle[address]) <= len(self._idle.get(newcomer, ())):
+            return False
+        connection = next(iter(self._idle[address]))
+        self.busy(connection)
+        connection.evict()
         self.admission.release(address)
+        self.evicted += 1
+        self.admission.log.note(address, reason="evicted", limit=self.admission.max_connections)
+        return True
 
     def header_timed_out(self, address: str) -> None:
         self.header_timeouts += 1

@@ -161,9 +161,11 @@ class HttpPortSource:
         refused: Callable[[], Mapping[str, int]],
         header_timeouts: Callable[[], int],
         active: Callable[[], int],
+        evicted: Callable[[], int] = lambda: 0,
     ) -> None:
         self.refused = refused
         self.header_timeouts = header_timeouts
+        self.evicted = evicted
         self.active = active
 
 
@@ -185,6 +187,11 @@ class _HttpCollector(Collector):
             "HTTP connections closed: no complete request within the header deadline",
             labels=["port"],
         )
+        evicted = CounterMetricFamily(
+            "cti_http_evicted",
+            "Idle HTTP connections closed to admit a new one at the global cap",
+            labels=["port"],
+        )
         active = GaugeMetricFamily(
             "cti_http_connections", "HTTP connections open now", labels=["port"]
         )
@@ -193,8 +200,9 @@ class _HttpCollector(Collector):
             for reason in ("per_address", "global"):
                 refused.add_metric([name, reason], counts.get(reason, 0))
             timeouts.add_metric([name], source.header_timeouts())
+            evicted.add_metric([name], source.evicted())
             active.add_metric([name], source.active())
-        yield from (refused, timeouts, active)
+        yield from (refused, timeouts, evicted, active)
 
 
 class LoginQueueSource:

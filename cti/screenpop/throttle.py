@@ -25,6 +25,7 @@ The script only applies the schedule the policy computed (its delays are argumen
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections.abc import Callable
@@ -40,6 +41,11 @@ KEY_PREFIX = "cti:login"
 #: How long a successful (user, address) pair exempts the address from the user's lock.
 KNOWN_ADDRESS_TTL_S = 30 * 24 * 3600
 MAX_KNOWN_ADDRESSES = 20
+#: Throttle look-ups in flight at once; the rest wait their turn (each is one Redis
+#: round trip). A login asks before it takes a place in the password-check queue, so a
+#: flood of concurrent logins reaches here unbounded: without this it took every
+#: connection of the Redis pool and the look-ups failed open ("not throttling").
+CHECKS_AT_ONCE = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +151,7 @@ class LoginThrottle:
         self._clock = clock
         self._check = client.register_script(_CHECK)
         self._fail = client.register_script(_FAIL)
+        self._checking = asyncio.Semaphore(CHECKS_AT_ONCE)
 
     @staticmethod
     def user_key(username: str) -> str:
@@ -169,7 +176,8 @@ class LoginThrottle:
         password-check queue still caps guesses at a few dozen a second."""
         keys = [self.user_key(username), self.address_key(address), self.known_key(username)]
         try:
-            wait_ms = int(await self._check(keys=keys, args=[self._now_ms(), address]))
+            async with self._checking:
+                wait_ms = int(await self._check(keys=keys, args=[self._now_ms(), address]))
         except (RedisError, OSError) as exc:
             log.warning("login throttle unreadable; not throttling", error=repr(exc))
             return

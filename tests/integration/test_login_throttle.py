@@ -234,3 +234,36 @@ async def test_a_burst_of_logins_is_refused_beyond_the_queue_and_a_login_still_g
     # /metrics counts each 503 (the burst's and the desk's) and the queue drained.
     assert (refused, in_queue) == (statuses.count(503) + attempts - 1, 0)
     assert latency < 15, latency  # generous: the point is "not 7 s for 200 scrypts"
+
+
+async def test_a_concurrent_guessing_flood_from_one_address_leaves_places_for_others(
+    pool: asyncpg.Pool, redis_client: redis.Redis, clock: Clock
+) -> None:
+    """200 wrong-password logins at once for one name from one address: they all pass
+    the throttle before the first has failed, but together they hold at most their
+    share of the password-check queue, so an agent at another desk is not answered
+    ``busy`` (503) and logs in at the first attempt. (One check at a time, so that the
+    flood's places drain slowly whatever this machine's speed.)"""
+    throttle = LoginThrottle(redis_client, user_policy=USER, address_policy=ADDRESS, clock=clock)
+    checks = PasswordChecks(concurrency=1, max_waiting=19)
+    stack = await start_stack(pool, redis_client, throttle=throttle, password_checks=checks)
+    try:
+        async with from_address(ATTACKER) as attacker:
+            flood = [
+                asyncio.create_task(login(stack, attacker, "alice", f"guess-{i:04}"))
+                for i in range(200)
+            ]
+            deadline = time.monotonic() + 60
+            # The flood holds as many places as it may (all of them, without a share).
+            while checks.admitted < checks.max_share:
+                assert time.monotonic() < deadline, "the flood never arrived"
+                await asyncio.sleep(0.002)
+            async with from_address(DESK) as desk:
+                status, body, _ = await login(stack, desk, "bob", PASSWORDS["bob"])
+            answers = await asyncio.gather(*flood)
+    finally:
+        await stack.client.close()
+    assert status == 200, body
+    statuses = [status for status, _, _ in answers]
+    assert set(statuses) <= {401, 429, 503} and statuses.count(401) <= checks.max_share + 5
+    assert checks.peak <= checks.capacity

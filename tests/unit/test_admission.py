@@ -3,6 +3,7 @@ with an injected clock."""
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 
 import pytest
@@ -80,6 +81,29 @@ def test_caps_per_address_and_global_and_release():
     assert admission.refused == {"not_allowed": 1, "per_address": 1, "global": 1}
 
 
+def test_at_the_global_cap_make_room_is_asked_before_refusing():
+    admission = agi_admission(max_per_address=2, max_connections=2)
+    asked: list[int] = []
+
+    def make_room(newcomer: str) -> bool:  # as the HTTP port does: close one, free its slot
+        assert newcomer in ("10.0.0.2", "10.0.0.3")
+        asked.append(admission.active)
+        if len(asked) > 1:
+            return False  # nothing idle left
+        admission.release("10.0.0.1")
+        return True
+
+    admission.make_room = make_room
+    assert admission.admit("10.0.0.1") is None
+    assert admission.admit("10.0.0.1") is None
+    assert admission.admit("10.0.0.1") == "per_address"  # its own cap: no room made
+    assert asked == []
+    assert admission.admit("10.0.0.2") is None  # room made
+    assert (admission.active, admission.sessions_from("10.0.0.1")) == (2, 1)
+    assert admission.admit("10.0.0.3") == "global"
+    assert asked == [2, 2]
+
+
 def test_refusals_are_logged_once_a_second_per_address_with_the_count():
     clock = Clock()
     admission = _admission(allow=parse_networks("127.0.0.1"), clock=clock)
@@ -143,10 +167,25 @@ def test_the_composition_root_fits_the_configured_caps_and_says_so():
     with capture_logs() as logs:
         fitted = fit_to_descriptors(config, routing=True, sidebar=True, descriptors=1024)
     assert (fitted.agi_max_connections, fitted.http_max_connections) == (480, 240)
-    assert (fitted.agi_max_per_address, fitted.http_max_per_address) == (480, 240)
+    # HTTP's per-address cap keeps its quarter of the global one; FastAGI's is clamped.
+    assert (fitted.agi_max_per_address, fitted.http_max_per_address) == (480, 60)
+    proxy = dataclasses.replace(config, http_max_per_address=2000)
+    fitted = fit_to_descriptors(proxy, routing=True, sidebar=True, descriptors=1024)
+    assert fitted.http_max_per_address == 240  # behind a reverse proxy: all of them
     (line,) = logs
     assert line["event"] == "connection caps lowered to fit the descriptor limit"
     assert (line["nofile"], line["configured_http"]) == (1024, 2000)
     with capture_logs() as logs:
         same = fit_to_descriptors(config, routing=True, sidebar=True, descriptors=1 << 20)
     assert same == config and logs == []
+
+
+def test_allow_verdicts_are_remembered_within_a_bound():
+    from cti.net.admission import MAX_REMEMBERED_VERDICTS
+
+    admission = agi_admission(max_per_address=2, max_connections=3)
+    for i in range(MAX_REMEMBERED_VERDICTS + 10):
+        assert not admission.allowed(f"2001:db8::{i:x}")
+        assert len(admission._verdicts) <= MAX_REMEMBERED_VERDICTS
+    assert admission.allowed("10.0.0.1") and admission.allowed("10.0.0.1")
+    assert not admission.allowed("8.8.8.8") and not admission.allowed("8.8.8.8")
