@@ -40,7 +40,7 @@ from cti.calls import (
     TransferKind,
 )
 from tests.unit import ami_replay
-from tests.unit.ami_replay import replay, replay_fixture
+from tests.unit.ami_replay import is_event_block, load, parse, replay, replay_fixture, split_blocks
 
 
 def rang(effects: Sequence[Effect]) -> list[tuple[str, str | None]]:
@@ -386,3 +386,27 @@ def test_interleaved_calls_in_one_recording() -> None:
     assert len(call_ids) == 3
     assert not of(result.effects, CallTransferred, CallAbandoned, AgentRingNoAnswer)
     assert result.model.size == (0, 0, 0)
+
+
+def test_attended_transfer_without_a_target_before_the_target_is_bridged() -> None:
+    """The same capture with the target's bridging (its BridgeCreate/Enter/Leave/Merge
+    after 2003 answered) arriving only after the AttendedTransfer event, so that neither
+    the event nor the topology names the target (seen once on the test bed as a report
+    leg without ``to_whom``): the target is the agent who answered the consult."""
+    head, blocks = split_blocks(load("attended_transfer_ami_no_target"))
+    events = [b for b in blocks if is_event_block(b)]
+    transfer = next(i for i, b in enumerate(events) if b.startswith(b"Event: AttendedTransfer"))
+    answered = max(i for i, b in enumerate(events[:transfer]) if b.startswith(b"Event: DialEnd"))
+    bridging = [
+        b for b in events[answered:transfer] if b.startswith((b"Event: Bridge", b"Event: MusicOn"))
+    ]
+    rest = [b for b in events[answered:transfer] if b not in bridging]
+    order = events[:answered] + rest + [events[transfer]] + bridging + events[transfer + 1 :]
+    result = replay(parse(head + b"".join(order)))
+    ((_linkedid, effects),) = result.calls().items()
+    (moved,) = of(effects, CallTransferred)
+    assert (moved.kind, moved.from_agent, moved.to) == (
+        TransferKind.ATTENDED,
+        "PJSIP/2001",
+        "PJSIP/2003",
+    )

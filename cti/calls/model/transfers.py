@@ -29,6 +29,7 @@ from cti.calls.model.records import (
     TRANSFER_TARGET,
     TRANSFEREE,
     TRANSFERER,
+    Call,
     Channel,
     Snap,
     Transfer,
@@ -150,6 +151,20 @@ class Transfers(Bridges):
         )
         self._mark(call)
 
+    def _consult_answerer(self, call: Call, *transferers: Channel | None) -> Channel | None:
+        """The agent leg that answered last, in ``call`` or one of its consult calls,
+        other than the transferers: whom an attended transfer hands the caller to when
+        the event names no target and the target is not bridged to the caller yet."""
+        legs = list(call.channels.values())
+        for linkedid in call.consult_calls:
+            consult = self._calls.get(linkedid)
+            if consult is not None:
+                legs.extend(consult.channels.values())
+        for channel in reversed(legs):
+            if channel.agent and channel.answered and channel not in transferers:
+                return channel
+        return None
+
     def _on_attended_transfer(self, msg: Message) -> None:
         orig = self._touch(msg, ORIG_TRANSFERER, relink=False)
         second = self._touch(msg, SECOND_TRANSFERER, relink=False)
@@ -176,6 +191,11 @@ class Transfers(Bridges):
                 if channel is not orig and channel is not second and channel.agent:
                     leg = channel
                     break
+            else:
+                # Not bridged to the caller yet either: the agent who answered the
+                # consult call is who the caller goes to (seen on the test bed once in
+                # a few dozen runs; the event then said neither target nor talker).
+                leg = self._consult_answerer(call, orig, second)
         from_agent = orig.agent if orig is not None else None
         to = leg.agent if leg is not None else None
         for transferer in (orig, second):
