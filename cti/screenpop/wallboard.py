@@ -65,23 +65,33 @@ class WallboardRelay:
         self.snapshot: dict[str, Any] | None = None
         self.ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self.frames = 0
         self.resyncs = 0
 
     def start(self) -> None:
         if self._task is None or self._task.done():
+            self._stopping = False
             self._task = asyncio.create_task(self._run(), name="wallboard-relay")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        """Stop relaying. A cancellation that lands while redis-py's ``get_message`` reads
+        can be swallowed by it (seen: a shutdown that waited for ever), so the loop also
+        checks ``_stopping`` after each read of at most a second, and we cancel again
+        until the task has ended."""
+        self._stopping = True
+        task = self._task
+        if task is not None:
+            while not task.done():
+                task.cancel()
+                await asyncio.wait({task}, timeout=1.0)
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+                await task
             self._task = None
 
     async def _run(self) -> None:
         backoff = Backoff(initial=0.2, cap=5.0)
-        while True:
+        while not self._stopping:
             client = self._open_subscriber()
             pubsub = client.pubsub(ignore_subscribe_messages=True)
             try:
@@ -89,8 +99,8 @@ class WallboardRelay:
                 await self._resync()  # after subscribing: no frame falls in between
                 self.ready.set()
                 backoff.reset()
-                while True:
-                    message = await pubsub.get_message(timeout=5.0)
+                while not self._stopping:
+                    message = await pubsub.get_message(timeout=1.0)
                     if message is not None and message.get("type") == "message":
                         await self._frame(message["data"])
             except (RedisError, OSError) as exc:
