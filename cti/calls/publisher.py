@@ -37,6 +37,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import redis.asyncio as redis
 from redis.exceptions import NoScriptError
@@ -48,6 +49,16 @@ ALL_EVENTS_STREAM = "cti:events"
 AGENT_STREAM_PREFIX = "cti:events:agent:"
 #: How long the streams keep an event (seconds): CTI_STREAM_RETENTION_S.
 STREAM_RETENTION_S = 3_600
+
+
+def stream_entries(reply: Any) -> list[tuple[Any, Any]]:
+    """The entries of a one-stream XREAD reply (RESP2 list or RESP3 map): the one
+    reading of our streams' replies, for every reader (the sidebar, the wallboard)."""
+    if not reply:
+        return []
+    if isinstance(reply, dict):
+        return list(next(iter(reply.values())))
+    return list(reply[0][1])
 
 
 def agent_stream(agent: str) -> str:

@@ -35,7 +35,6 @@ import asyncio
 import contextlib
 import json
 from collections.abc import Callable
-from typing import Any
 
 import redis.asyncio as redis
 import structlog
@@ -43,7 +42,7 @@ from aiohttp import WSMsgType, web
 from redis.exceptions import RedisError
 
 from cti.backoff import Backoff
-from cti.calls.publisher import ALL_EVENTS_STREAM, agent_stream
+from cti.calls.publisher import ALL_EVENTS_STREAM, agent_stream, stream_entries
 from cti.screenpop.auth import Claims
 from cti.screenpop.context import WsLimits, context, verify_token
 from cti.screenpop.errors import invalid
@@ -130,15 +129,6 @@ def reader_factory(client: redis.Redis, block_ms: int) -> Callable[[], redis.Red
     return open_reader
 
 
-def _entries(reply: Any) -> list[tuple[Any, Any]]:
-    """The entries of a one-stream XREAD reply (RESP2 list or RESP3 map)."""
-    if not reply:
-        return []
-    if isinstance(reply, dict):
-        return list(next(iter(reply.values())))
-    return list(reply[0][1])
-
-
 class _Feed:
     """Sends one stream to one socket, from ``cursor`` on, for as long as it is open."""
 
@@ -189,7 +179,7 @@ class _Feed:
                 await self._resync(lost, before)
                 fresh = True
                 continue
-            entries = _entries(reply)
+            entries = stream_entries(reply)
             for raw_id, fields in entries:
                 await self._send(entry_id(raw_id), entry_json(fields), live)
             if len(entries) < self._limits.batch:

@@ -41,22 +41,13 @@ import structlog
 from redis.exceptions import RedisError
 
 from cti.backoff import Backoff
-from cti.calls.publisher import ALL_EVENTS_STREAM
+from cti.calls.publisher import ALL_EVENTS_STREAM, stream_entries
 from cti.wallboard.figures import FORMULA, Changed, Figures
 from cti.wallboard.store import NotLeader, SavedState, WallboardStore
 
 log = structlog.get_logger(__name__)
 
 START = "0-0"
-
-
-def _entries(reply: Any) -> list[tuple[Any, Any]]:
-    """The entries of a one-stream XREAD reply (RESP2 list or RESP3 map)."""
-    if not reply:
-        return []
-    if isinstance(reply, dict):
-        return list(next(iter(reply.values())))
-    return list(reply[0][1])
 
 
 def _text(raw: bytes | str) -> str:
@@ -158,7 +149,7 @@ class WallboardEngine:
             reply = await reader.xread(
                 {ALL_EVENTS_STREAM: self.cursor}, count=self._batch, block=self._block_ms
             )
-            entries = _entries(reply)
+            entries = stream_entries(reply)
             if self._timezone is not None:
                 self.figures.timezone = self._timezone()
             for raw_id, fields in entries:

@@ -14,6 +14,7 @@ from cti.calls.effects import (
     AgentRingCancelled,
     CallIdentified,
     CallMerged,
+    CallQueued,
     CallStarted,
 )
 from cti.calls.model.records import DEST, SNAP, Call, Channel, Snap, local_base
@@ -37,6 +38,21 @@ class Channels(ModelState):
         raise NotImplementedError
 
     # -- channels and calls ------------------------------------------------------------
+    def _queued(self, call: Call) -> None:
+        """The caller waits in ``call.queue``: live (QueueCallerJoin) and at a resync
+        (QueueEntry) alike, so both say it the same way."""
+        call.in_queue = True
+        self._emit(
+            CallQueued,
+            call,
+            queue=call.queue or "",
+            position=call.position,
+            priority=call.priority,
+            tier=call.tier,
+            rule=call.rule,
+        )
+        self._mark(call)
+
     def _touch(
         self, msg: Message, snap: Snap, create: bool = False, relink: bool = True
     ) -> Channel | None:

@@ -18,7 +18,6 @@ from cti.calls.effects import (
     AgentRingNoAnswer,
     CallAbandoned,
     CallLeftQueue,
-    CallQueued,
 )
 from cti.calls.model.channels import Channels
 from cti.calls.model.records import int_or_none
@@ -172,16 +171,7 @@ class Queues(Channels):
             call.priority = priority
         call.tier = msg.variable(self._tier_var) or call.tier
         call.rule = msg.variable(self._rule_var) or call.rule
-        self._emit(
-            CallQueued,
-            call,
-            queue=call.queue or "",
-            position=call.position,
-            priority=call.priority,
-            tier=call.tier,
-            rule=call.rule,
-        )
-        self._mark(call)
+        self._queued(call)
 
     def _on_queue_caller_leave(self, msg: Message) -> None:
         channel = self._channel(msg)

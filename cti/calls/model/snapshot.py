@@ -10,7 +10,7 @@ emits one :class:`~cti.calls.effects.CallRestored` per rebuilt call.
 from __future__ import annotations
 
 from cti.ami.protocol import Message
-from cti.calls.effects import CallQueued, CallRestored, CallState
+from cti.calls.effects import CallRestored, CallState
 from cti.calls.model.bridges import Bridges
 from cti.calls.model.records import SNAP, int_or_none
 
@@ -90,13 +90,4 @@ class Snapshot(Bridges):
         if priority is not None:
             call.priority = priority
         call.in_queue = True
-        self._emit(
-            CallQueued,
-            call,
-            queue=call.queue or "",
-            position=call.position,
-            priority=call.priority,
-            tier=call.tier,
-            rule=call.rule,
-        )
-        self._mark(call)
+        self._queued(call)
