@@ -158,5 +158,15 @@ def is_event(name: str, **fields: str) -> Callable[[Message], bool]:
     return lambda e: e.get("Event") == name and all(e.get(k) == v for k, v in fields.items())
 
 
+def answered_dial(device: str) -> Callable[[Message], bool]:
+    """Predicate: a DialEnd whose destination is a channel of ``device`` (``PJSIP/2003``)
+    that answered: e.g. the target of an attended transfer's consult call."""
+    return lambda e: (
+        e.get("Event") == "DialEnd"
+        and e.get("DestChannel", "").startswith(f"{device}-")
+        and e.get("DialStatus") == "ANSWER"
+    )
+
+
 def call_id_of(event: Message) -> str:
     return event.get("ChanVariable", {}).get("CTI_CALL_ID", "")

@@ -39,7 +39,7 @@ from cti.calls.control import CallControl
 from cti.calls.model import CALL_CENTRE_EVENTS
 from cti.calls.publisher import EventPublisher, agent_stream
 from cti.calls.sink import CallModelSink
-from tests.e2e.ami import Ami
+from tests.e2e.ami import Ami, answered_dial
 from tests.e2e.conftest import AMI_PORT, AMI_USER, E2ESetup, daemon_env
 from tests.e2e.stack import Daemon, RedisServer, free_port
 from tests.waiting import until
@@ -196,11 +196,7 @@ async def follow_the_call(
         since = ami.mark()
         await sb.control.attended_transfer(call_id, B, "2003")
         await ami.wait_event(
-            lambda e: (
-                e.get("Event") == "DialEnd"
-                and e.get("DestChannel", "").startswith("PJSIP/2003-")
-                and e.get("DialStatus") == "ANSWER"
-            ),
+            answered_dial("PJSIP/2003"),
             since=since,
             within_s=20,
             what="agent 2003 answering the consult call",

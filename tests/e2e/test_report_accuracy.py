@@ -36,7 +36,7 @@ import asyncpg
 import pytest
 import redis.asyncio as redis
 
-from tests.e2e.ami import Ami
+from tests.e2e.ami import Ami, answered_dial
 from tests.e2e.conftest import E2ESetup
 from tests.e2e.test_call_tracking import QUEUE_LOG, Sidebar, Streams, call_on, sidebar
 from tests.waiting import until
@@ -173,11 +173,7 @@ async def test_scripted_calls_give_exactly_the_expected_report_and_agree_with_qu
             since = ami.mark()
             await sb.control.attended_transfer(call_id, FAST, "2003")
             await ami.wait_event(
-                lambda e: (
-                    e.get("Event") == "DialEnd"
-                    and e.get("DestChannel", "").startswith("PJSIP/2003-")
-                    and e.get("DialStatus") == "ANSWER"
-                ),
+                answered_dial("PJSIP/2003"),
                 since=since,
                 within_s=30,
                 what="agent 2003 answering the consult call",
