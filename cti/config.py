@@ -19,6 +19,7 @@ import phonenumbers
 
 from cti.agi.admission import DEFAULT_ALLOW, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_PER_ADDRESS
 from cti.net.admission import Network, parse_networks
+from cti.pbx import DEFAULT_PBX, Pbx, parse_pbxes
 from cti.redis_sentinel import SentinelUrl, is_sentinel_url, parse_sentinel_url
 from cti.routing.hours import HoursError, zone
 from cti.routing.plan import NAME
@@ -74,7 +75,10 @@ class Config:
     ami_host: str = "127.0.0.1"
     ami_port: int = 5038
     ami_username: str = "cti"
-    ami_secret: str = ""
+    ami_secret: str = field(default="", repr=False)
+    #: The PBXes followed (``CTI_PBXES``); empty: the one PBX of ``ami_host`` and
+    #: friends. Read it through :meth:`pbx_list`, which covers both.
+    pbxes: tuple[Pbx, ...] = ()
     route_budget_ms: int = 200
     log_format: str = "console"
     log_level: str = "info"
@@ -111,6 +115,12 @@ class Config:
     @property
     def route_budget_s(self) -> float:
         return self.route_budget_ms / 1000
+
+    def pbx_list(self) -> tuple[Pbx, ...]:
+        """Every PBX followed, the home PBX first (:mod:`cti.pbx`)."""
+        if self.pbxes:
+            return self.pbxes
+        return (Pbx(DEFAULT_PBX, self.ami_host, self.ami_port, self.ami_username, self.ami_secret),)
 
 
 def _host_port(name: str, raw: str) -> HostPort:
@@ -253,6 +263,33 @@ def _http_limits(get: Callable[[str], str | None], fields: dict[str, object]) ->
         fields["metrics_bind"] = _host_port("CTI_METRICS_BIND", raw)
 
 
+def _pbxes(raw: str, get: Callable[[str], str | None], fields: dict[str, object]) -> None:
+    """``CTI_PBXES``: each PBX's AMI user and secret from ``CTI_AMI_USERNAME_<NAME>`` and
+    ``CTI_AMI_SECRET_<NAME>``, else the unsuffixed ones. AMI is on when every PBX has a
+    secret (unless ``CTI_AMI_ENABLED`` says otherwise)."""
+    try:
+        listed = parse_pbxes(raw)
+    except ValueError as exc:
+        raise ConfigError(
+            f"CTI_PBXES={raw[:200]!r}: {exc}; e.g. a=10.0.0.1:5038,b=10.0.0.2:5038"
+        ) from None
+    pbxes: list[Pbx] = []
+    for index, (name, host, port) in enumerate(listed):
+        suffix = "_" + name.upper()
+        username = get("CTI_AMI_USERNAME" + suffix) or str(fields.get("ami_username", "cti"))
+        secret = get("CTI_AMI_SECRET" + suffix) or str(fields.get("ami_secret", ""))
+        pbxes.append(Pbx(name, host, port, username, secret, home=index == 0))
+    fields["pbxes"] = tuple(pbxes)
+    if get("CTI_AMI_ENABLED") is None:
+        fields["ami_enabled"] = all(pbx.secret for pbx in pbxes)
+    missing = [pbx.name for pbx in pbxes if not pbx.secret]
+    if fields["ami_enabled"] and missing:
+        names = ", ".join(f"CTI_AMI_SECRET_{name.upper()}" for name in missing)
+        raise ConfigError(
+            f"CTI_PBXES: no AMI secret for {', '.join(missing)}: set {names} or CTI_AMI_SECRET"
+        )
+
+
 def load_config(env: Mapping[str, str] | None = None) -> Config:
     """Build the configuration from ``env`` (default: the process environment)."""
     env = os.environ if env is None else env
@@ -295,7 +332,9 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         fields["ami_enabled"] = _choice("CTI_AMI_ENABLED", raw, ("yes", "no")) == "yes"
     else:
         fields["ami_enabled"] = bool(fields.get("ami_secret"))
-    if fields["ami_enabled"] and not fields.get("ami_secret"):
+    if (raw := get("CTI_PBXES")) is not None:
+        _pbxes(raw, get, fields)
+    elif fields["ami_enabled"] and not fields.get("ami_secret"):
         raise ConfigError("CTI_AMI_ENABLED=yes needs CTI_AMI_SECRET (the AMI user's secret)")
     if (raw := get("CTI_INSTANCE_ID")) is not None:
         fields["instance_id"] = raw[:64]

@@ -41,6 +41,7 @@ PURE = [
     "cti/agents/state.py",
     "cti/agents/news.py",
     "cti/redis_sentinel.py",
+    "cti/pbx.py",
 ]
 IO = ("asyncio", "socket", "asyncpg", "redis", "aiohttp", "subprocess", "cti.app", "cti.db")
 
