@@ -14,19 +14,29 @@ second PBX changes nothing for the agents of the first. A device on any other PB
 agent records, agent states, the wallboard. Before an AMI action goes to that PBX the
 suffix is taken off again (:func:`split_device`).
 
+Inter-PBX trunks: on every PBX, the PJSIP endpoint that leads to PBX ``b`` is named
+``pbx-b`` (:data:`TRUNK_PREFIX`). Its channels are plumbing, never an agent
+(:func:`agent_of`), and only they are trusted to carry a call's id from one PBX to
+another (``X-CTI-Call-ID``, the FastAGI ``attach`` script).
+
 Pure: no I/O.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
+
+from cti.calls.model.records import default_agent_of
 
 #: A PBX name: it lands in Redis keys, metric labels, device names and (upper-cased)
 #: environment variable names, so it is short and plain.
 NAME = re.compile(r"[a-z][a-z0-9_]{0,15}")
 #: The one PBX's name when ``CTI_PBXES`` is not set.
 DEFAULT_PBX = "default"
+#: The inter-PBX endpoint leading to PBX ``b`` is ``pbx-b`` on every other PBX.
+TRUNK_PREFIX = "pbx-"
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,3 +104,26 @@ def parse_pbxes(raw: str) -> list[tuple[str, str, int]]:
     if not out:
         raise ValueError("no PBX listed")
     return out
+
+
+def trunk_peer(channel: str) -> str | None:
+    """The PBX at the other end of an inter-PBX trunk channel (``PJSIP/pbx-b-0000001f``
+    → ``b``), or None for any other channel."""
+    _tech, slash, rest = channel.partition("/")
+    if not slash or not rest.startswith(TRUNK_PREFIX):
+        return None
+    peer = rest[len(TRUNK_PREFIX) :].rpartition("-")[0] or rest[len(TRUNK_PREFIX) :]
+    return peer if NAME.fullmatch(peer) else None
+
+
+def agent_of(pbx: Pbx) -> Callable[[str], str | None]:
+    """The call model's ``agent_of`` for a PBX: a channel's device as cti names it
+    (:meth:`Pbx.device`); None for Local channels and inter-PBX trunks."""
+
+    def device(channel: str) -> str | None:
+        if trunk_peer(channel) is not None:
+            return None
+        endpoint = default_agent_of(channel)
+        return None if endpoint is None else pbx.device(endpoint)
+
+    return device

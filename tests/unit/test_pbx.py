@@ -89,3 +89,17 @@ def test_devices_of_the_home_pbx_keep_their_names_others_name_their_pbx() -> Non
     assert split_device("PJSIP/x@Not-A-Name") == ("PJSIP/x@Not-A-Name", None)
     assert pbx_of("PJSIP/2001@b", "a") == "b" and pbx_of("PJSIP/2001", "a") == "a"
     assert parse_pbxes("a=[::1]:5038") == [("a", "::1", 5038)]
+
+
+def test_inter_pbx_trunks_are_plumbing_and_devices_are_named_by_pbx() -> None:
+    from cti.pbx import agent_of, trunk_peer
+
+    assert trunk_peer("PJSIP/pbx-b-0000001f") == "b"
+    assert trunk_peer("PJSIP/pbx-b") == "b"
+    assert trunk_peer("PJSIP/trunk-0000001f") is None
+    assert trunk_peer("PJSIP/2001-0000001f") is None
+    other = agent_of(Pbx("b", "h", 2, "u", home=False))
+    assert other("PJSIP/2001-0000001f") == "PJSIP/2001@b"
+    assert other("PJSIP/pbx-a-00000001") is None
+    assert other("Local/2003@agents-00000000;1") is None
+    assert agent_of(Pbx("a", "h", 1, "u"))("PJSIP/2001-0000001f") == "PJSIP/2001"
