@@ -27,9 +27,17 @@ import redis.asyncio as redis
 import structlog
 from redis.exceptions import RedisError
 
+from cti.pbx import DEFAULT_PBX
+
 log = structlog.get_logger(__name__)
 
 LEASE_KEY = "cti:ami:leader"
+
+
+def lease_key(pbx: str) -> str:
+    """The lease of one PBX's events (:mod:`cti.pbx`): the single PBX of a deployment
+    without ``CTI_PBXES`` keeps the key it always had."""
+    return LEASE_KEY if pbx == DEFAULT_PBX else f"{LEASE_KEY}:{pbx}"
 
 _RENEW = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
