@@ -41,6 +41,7 @@ def lease_key(pbx: str) -> str:
     without ``CTI_PBXES`` keeps the key it always had."""
     return LEASE_KEY if pbx == DEFAULT_PBX else f"{LEASE_KEY}:{pbx}"
 
+
 _RENEW = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
     return redis.call('PEXPIRE', KEYS[1], ARGV[2])
@@ -170,6 +171,8 @@ class Lease:
                     self._draining = False
                     self._drain(False)
                 await self.try_once()
+                if self._spread is not None and not self.held:
+                    self._spread.held(False)  # tried and failed: not ours
         elif self.held:
             log.warning("ami down on the leader; handing the lease over")
             await self.release()

@@ -13,9 +13,9 @@ asks :meth:`SpreadRule.decide` for its PBX on every turn.
   (ties all try; ``SET NX`` picks one). Waiting is bounded: a PBX still unled after
   ``patience_s`` (half a TTL) is taken by whoever can, so a slow or dead peer that
   still looks alive never leaves a PBX unled for more than about one TTL; and a PBX
-  only this instance can reach it takes at once, whatever its load (after the
-  ``settle_s`` of a fresh start, during which instances started together first see
-  each other).
+  only this instance can reach it takes at once, whatever its load (once a fresh
+  instance has read ``settle_views`` views, so that instances started together first
+  see each other).
 * **Hand over.** An instance holding at least two leases more than another instance
   that can reach one of its PBXes gives that PBX up: one lease, at most one per TTL,
   not within a TTL of taking one (the others' announcements lag a renewal behind), not
@@ -68,20 +68,24 @@ class SpreadRule:
         ttl_s: float,
         clock: Callable[[], float],
         patience_s: float | None = None,
-        settle_s: float = 0.0,
+        settle_views: int = 1,
     ) -> None:
         self.owner = owner
         self.ttl_s = ttl_s
         #: How long a PBX may stay unled before anyone who can reach it takes it.
         self.patience_s = ttl_s / 2 if patience_s is None else patience_s
-        #: After the first view, how long to wait before taking anything that a peer
-        #: could take: instances started together then see each other first.
-        self.settle_s = settle_s
+        #: How many views of the others to read before taking anything: instances
+        #: started together then see each other (and everything each can reach: the
+        #: first announcement of each has only what its first lease knew) first.
+        self.settle_views = settle_views
+        self._views = 0
         self._clock = clock
         self._reach: set[str] = set()
         self._holds: set[str] = set()
+        #: Told to take, not yet told whether it got it: counted as held meanwhile, as
+        #: the instance's leases decide concurrently.
+        self._taking: set[str] = set()
         self._peers: tuple[Peer, ...] = ()
-        self._first_seen_at: float | None = None
         self._seen_at: float | None = None
         self._unled_since: dict[str, float] = {}
         self._handed_at: float | None = None
@@ -97,8 +101,10 @@ class SpreadRule:
         self.held(pbx, held)
 
     def held(self, pbx: str, held: bool) -> None:
-        """The lease for ``pbx`` was taken or lost (told at once, not on the next turn,
-        so the next lease of this instance counts it)."""
+        """The lease for ``pbx`` was taken or lost, or an attempt to take it failed
+        (told at once, not on the next turn, so the next lease of this instance counts
+        it)."""
+        self._taking.discard(pbx)
         if held:
             if pbx not in self._holds:
                 self._took_at = self._clock()
@@ -117,8 +123,7 @@ class SpreadRule:
         """The live instances, as the presence read them (this one is skipped)."""
         now = self._clock()
         self._peers = tuple(peer for peer in peers if peer.owner != self.owner)
-        if self._first_seen_at is None:
-            self._first_seen_at = now
+        self._views += 1
         self._seen_at = now
 
     def me(self) -> Peer:
@@ -144,18 +149,21 @@ class SpreadRule:
         if any(pbx in peer.holds for peer in peers):
             self._unled_since.pop(pbx, None)
             return Verdict.WAIT
-        assert self._first_seen_at is not None  # _view returned peers
-        if now - self._first_seen_at < self.settle_s:
+        if self._views < self.settle_views:
             return Verdict.WAIT
         since = self._unled_since.setdefault(pbx, now)
         if now - since >= self.patience_s:
-            return Verdict.TAKE
+            return self._take(pbx)
         rivals = [peer for peer in peers if pbx in peer.reach]
         if not rivals:
-            return Verdict.TAKE
-        mine = len(self._holds)
+            return self._take(pbx)
+        mine = len(self._holds | self._taking)
         if any(len(peer.holds) < mine for peer in rivals):
             return Verdict.WAIT
+        return self._take(pbx)
+
+    def _take(self, pbx: str) -> Verdict:
+        self._taking.add(pbx)
         return Verdict.TAKE
 
     def _view(self, now: float) -> tuple[Peer, ...] | None:

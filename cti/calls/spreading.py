@@ -39,9 +39,9 @@ class Spreading:
         self._ttl_s = ttl_s
         self._renew_s = renew_s
         self._clock = clock
-        # Settling for a renewal and a half: instances started together announce
-        # themselves at least once before any of them takes a lease another could take.
-        self.rule = SpreadRule(owner, ttl_s=ttl_s, clock=clock, settle_s=renew_s * 1.5)
+        # Settling for three views (two renewal intervals): instances started together
+        # announce all they can reach before any of them takes a lease.
+        self.rule = SpreadRule(owner, ttl_s=ttl_s, clock=clock, settle_views=3)
         self._synced_at: float | None = None
         self._sync_lock = asyncio.Lock()
         self._seats: set[str] = set()

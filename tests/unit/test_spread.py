@@ -8,6 +8,7 @@ and does what it says; the clock moves on one renewal interval.
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections import Counter
 
@@ -32,7 +33,7 @@ class World:
         self.changes = 0
 
     def join(self, owner: str, reach=None) -> SpreadRule:
-        rule = SpreadRule(owner, ttl_s=TTL, clock=lambda: self.now, settle_s=RENEW * 1.5)
+        rule = SpreadRule(owner, ttl_s=TTL, clock=lambda: self.now, settle_views=3)
         self.rules[owner] = rule
         self.reach[owner] = set(self.pbxes if reach is None else reach)
         return rule
@@ -68,6 +69,8 @@ class World:
             self.leader[pbx] = owner
             rule.held(pbx, True)
             self.changes += 1
+        elif verdict is Verdict.TAKE:
+            rule.held(pbx, False)  # SET NX refused: someone else holds it
         elif verdict is Verdict.HAND_OVER:
             self.leader[pbx] = None
             rule.handed_over(pbx)
@@ -92,7 +95,7 @@ def test_three_instances_started_together_split_four_pbxes_two_one_one():
     world = World()
     for owner in ("i1", "i2", "i3"):
         world.join(owner)
-    world.run(4)  # settling (1.5 turns), then the lightest take one each
+    world.run(4)  # settling (three views), then the lightest take one each
     assert not world.unled()
     world.run(20)
     assert world.loads() == [2, 1, 1]
@@ -129,7 +132,7 @@ def test_handovers_are_one_per_ttl_and_never_leave_a_pbx_unled_for_long():
         for pbx in world.unled():
             unled_turns[pbx] += 1
     assert world.loads() == [4, 4] and world.handovers() == 4
-    gaps = [later - earlier for earlier, later in zip(handed_at, handed_at[1:], strict=False)]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(handed_at)]
     assert all(gap >= TTL for gap in gaps)
     # Handed over at the end of one turn, taken by the lighter instance on the next.
     assert max(unled_turns.values()) <= 1
