@@ -65,7 +65,7 @@ class LeaseSpread(Protocol):
 
     def held(self, held: bool) -> None: ...
 
-    def handed_over(self) -> None: ...
+    async def handed_over(self) -> None: ...
 
     async def leave(self) -> None: ...
 
@@ -160,10 +160,10 @@ class Lease:
         elif self._ineligible_since is None:
             self._ineligible_since = now
         ineligible_for = 0.0 if self._ineligible_since is None else now - self._ineligible_since
+        verdict = Verdict.TAKE
+        if self._spread is not None:  # told on every turn: the others see what we reach
+            verdict = await self._spread.verdict(eligible=eligible, held=self.held)
         if self._ineligible_since is None or (self.held and ineligible_for < self.ttl_s):
-            verdict = Verdict.TAKE
-            if self._spread is not None:
-                verdict = await self._spread.verdict(eligible=eligible, held=self.held)
             if self.held and verdict is Verdict.HAND_OVER:
                 await self._hand_over()
             elif self.held or verdict is Verdict.TAKE:
@@ -187,7 +187,7 @@ class Lease:
         log.info("handing the lease over to spread the PBXes", owner=self.owner, key=self.key)
         await self.release()
         assert self._spread is not None
-        self._spread.handed_over()
+        await self._spread.handed_over()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Keep trying (standby) or renewing (leader) until ``stop``; then release."""

@@ -144,6 +144,8 @@ class SpreadRule:
         peers = self._view(now)
         if pbx in self._holds:
             return Verdict.HAND_OVER if self._to_hand_over(now, peers) == pbx else Verdict.KEEP
+        if pbx not in self._reach:
+            return Verdict.WAIT  # the lease does not try anyway (AMI down)
         if peers is None:
             return Verdict.TAKE
         if any(pbx in peer.holds for peer in peers):

@@ -11,7 +11,6 @@ PBXes without waiting for it to expire.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
 
@@ -43,7 +42,8 @@ class Spreading:
         # announce all they can reach before any of them takes a lease.
         self.rule = SpreadRule(owner, ttl_s=ttl_s, clock=clock, settle_views=3)
         self._synced_at: float | None = None
-        self._sync_lock = asyncio.Lock()
+        self._syncing = False
+        self._again = False
         self._seats: set[str] = set()
         self.sync_failures = 0
 
@@ -52,22 +52,34 @@ class Spreading:
         self._seats.add(pbx)
         return Seat(self, pbx)
 
-    async def sync(self) -> None:
+    async def sync(self, *, now: bool = False) -> None:
         """Announce ourselves and read the others, at most about once a renewal
-        interval. A failure keeps the old view (the rule turns blind once it is a TTL
-        old: every lease then behaves as if there were no spreading)."""
-        async with self._sync_lock:
-            now = self._clock()
-            if self._synced_at is not None and now - self._synced_at < self._renew_s / 2:
-                return
-            try:
-                peers = await self._presence.announce(self.rule.me(), self._ttl_s)
-            except (RedisError, OSError) as exc:
-                self.sync_failures += 1
-                log.warning("instance announcement failed", error=repr(exc))
-                return
-            self._synced_at = now
-            self.rule.see(peers)
+        interval (``now``: at once, or right after the announcement under way, which
+        may say what is no longer so). A failure keeps the old view: the rule turns
+        blind once it is a TTL old, and every lease then takes as if alone."""
+        at = self._clock()
+        if self._syncing:
+            self._again = self._again or now
+            return  # another lease is at it (a slow Redis must not hold up renewals)
+        if not now and self._synced_at is not None and at - self._synced_at < self._renew_s / 2:
+            return
+        self._syncing = True
+        try:
+            while True:
+                self._again = False
+                try:
+                    peers = await self._presence.announce(self.rule.me(), self._ttl_s)
+                except (RedisError, OSError) as exc:
+                    self.sync_failures += 1
+                    log.warning("instance announcement failed", error=repr(exc))
+                    return
+                self._synced_at = at
+                self.rule.see(peers)
+                if not self._again:
+                    return
+                at = self._clock()
+        finally:
+            self._syncing = False
 
     async def leave(self, pbx: str) -> None:
         self.rule.forget(pbx)
@@ -96,8 +108,11 @@ class Seat:
     def held(self, held: bool) -> None:
         self._spreading.rule.held(self.pbx, held)
 
-    def handed_over(self) -> None:
+    async def handed_over(self) -> None:
+        """Released to spread the load: say so at once, so the instance it is meant
+        for sees the PBX unled on its next turn rather than a renewal later."""
         self._spreading.rule.handed_over(self.pbx)
+        await self._spreading.sync(now=True)
 
     async def leave(self) -> None:
         await self._spreading.leave(self.pbx)

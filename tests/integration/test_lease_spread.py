@@ -26,9 +26,10 @@ from redis.backoff import NoBackoff
 
 from cti.calls.events import CallEvent
 from cti.calls.leadership import Leadership
-from cti.calls.lease import lease_key
+from cti.calls.lease import Lease, lease_key
 from cti.calls.presence import INSTANCES_KEY, Presence
 from cti.calls.publisher import ALL_EVENTS_STREAM, EventPublisher
+from cti.calls.spread import Verdict
 from cti.calls.spreading import Spreading
 from tests.conftest import REDIS_URL
 from tests.waiting import until
@@ -288,3 +289,67 @@ async def test_an_instance_never_takes_a_pbx_it_cannot_reach(
         assert watch.held["d"] == "i3"
         assert loads(watch.held, ["i1", "i2"]) == [2, 1]
         assert "d" not in {p for p, who in watch.held.items() if who in ("i1", "i2")}
+
+
+class HandOver:
+    """A spread that always wants the lease given away once held (the rule itself is
+    tested in tests/unit/test_spread.py)."""
+
+    def __init__(self) -> None:
+        self.handed = 0
+
+    async def verdict(self, *, eligible: bool, held: bool) -> Verdict:
+        return Verdict.HAND_OVER if held else Verdict.TAKE
+
+    def held(self, held: bool) -> None:
+        pass
+
+    async def handed_over(self) -> None:
+        self.handed += 1
+
+    async def leave(self) -> None:
+        pass
+
+
+async def test_a_lease_is_handed_over_only_once_the_outbox_is_empty(
+    redis_client: redis.Redis,
+) -> None:
+    empty = [False, False, True]
+    asked: list[bool] = []
+
+    def drain(start: bool) -> bool:
+        asked.append(start)
+        return empty.pop(0)
+
+    spread = HandOver()
+    lease = Lease(redis_client, "me", key=lease_key("a"), ttl_s=30, spread=spread, drain=drain)
+    await lease.step()
+    assert lease.held
+    for _ in range(2):  # the outbox still has events: keep (and renew) the lease
+        await lease.step()
+        assert lease.held and await redis_client.get(lease_key("a")) == b"me"
+    await lease.step()
+    assert not lease.held and await redis_client.get(lease_key("a")) is None
+    assert asked == [True, True, True] and spread.handed == 1
+
+
+async def test_while_handing_over_new_events_wait_for_the_next_leader(
+    redis_client: redis.Redis,
+) -> None:
+    leadership = Leadership(
+        redis_client,
+        EventPublisher(redis_client, ttl_s=600, lease_key=lease_key("a")),
+        "me",
+        lease_key=lease_key("a"),
+    )
+    leadership.set_leader(True)
+    assert leadership.drain(True)  # nothing pending: may release at once
+    leadership.take([event("a", 1)])
+    assert leadership.backlog == 0 and leadership.standby_backlog == 1
+    # Called off (the lighter instance went away): what waited goes out after all.
+    leadership.drain(False)
+    assert leadership.backlog == 1 and leadership.standby_backlog == 0
+    assert not leadership.drain(True)  # the outbox is not empty: keep the lease for now
+    leadership.take([event("a", 2)])
+    leadership.set_leader(False)  # released: event 2 is the next leader's to publish
+    assert leadership.standby_backlog == 1 and not leadership.holding_back
