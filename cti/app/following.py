@@ -41,9 +41,9 @@ from cti.calls.leadership import Leadership
 from cti.calls.lease import lease_key
 from cti.calls.model import CALL_CENTRE_EVENTS, CallModel
 from cti.calls.sink import CallModelSink
-from cti.calls.tracker import CallTracker
+from cti.calls.tracker import CallTracker, model_for
 from cti.config import Config
-from cti.pbx import DEFAULT_PBX, Pbx, agent_of
+from cti.pbx import DEFAULT_PBX, Pbx
 from cti.screenpop.metrics import AmiSource
 from cti.timeline.store import timeline_batch_writer
 
@@ -162,7 +162,7 @@ async def follow_calls(
         await controls[0].pause(interface, paused, reason, queue)  # to the device's PBX
 
     async def follow(pbx: Pbx) -> PbxFollowing:
-        model = CallModel(agent_of=agent_of(pbx))
+        model = model_for(pbx)
         agents: Agents | None = None
 
         def record(event: CallEvent) -> None:
@@ -193,6 +193,7 @@ async def follow_calls(
             handover=leadership.take,
             on_connected=leadership.ami_connected,
             followers=[agents.service],
+            pbx=pbx,
         )
         supervisor.writer(_named("call-events", pbx), leadership.run)
         ami = await supervisor.resource(
@@ -218,7 +219,7 @@ async def observe_calls(supervisor: Supervisor, config: Config, *, owner: str) -
     """Follow every PBX for call control only (see the module docstring)."""
     followed: list[PbxFollowing] = []
     for pbx in config.pbx_list():
-        model = CallModel(agent_of=agent_of(pbx))
+        model = model_for(pbx)
         sink = CallModelSink(model, on_effects=lambda _effects: None)
         ami = await supervisor.resource(
             ami_client(
