@@ -68,6 +68,17 @@ def fingerprint_prefix(pbx: Pbx | None) -> str:
     return "" if pbx is None or pbx.home else f"@{pbx.name}|"
 
 
+def namespace_of(fingerprint: str) -> str | None:
+    """The non-home PBX whose namespace a fingerprint is in (``@b|ringing|…`` → ``b``);
+    None for the home PBX's. It tells two PBXes' parts of one call apart even in rows
+    written before events named their PBX (those all came from the home PBX)."""
+    if fingerprint.startswith("@"):
+        name, bar, _rest = fingerprint[1:].partition("|")
+        if bar and name:
+            return name
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class CallEvent:
     """One piece of news about a call.

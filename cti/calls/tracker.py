@@ -50,10 +50,13 @@ def _talking_legs(call: Call) -> dict[str, str]:
 
 
 def model_for(pbx: Pbx | None = None) -> CallModel:
-    """The call model of one PBX: its channels' devices named as cti names them
-    (:func:`cti.pbx.agent_of`: ``PJSIP/2001`` on the home PBX, ``PJSIP/2001@b`` on
-    ``b``, never an inter-PBX trunk). None: the one PBX of an unnamed deployment."""
-    return CallModel() if pbx is None else CallModel(agent_of=agent_of(pbx))
+    """The call model of one PBX: its channels' and queue members' devices named as cti
+    names them (:func:`cti.pbx.agent_of`, :meth:`cti.pbx.Pbx.device`: ``PJSIP/2001`` on
+    the home PBX, ``PJSIP/2001@b`` on ``b``; an inter-PBX trunk is never an agent).
+    None: the one PBX of an unnamed deployment."""
+    if pbx is None:
+        return CallModel()
+    return CallModel(agent_of=agent_of(pbx), device_of=None if pbx.home else pbx.device)
 
 
 class Follower(Protocol):
