@@ -132,9 +132,12 @@ async def test_each_pbxs_events_are_published_tagged_with_their_pbx(
         assert {e["agent"] for e in on_a if e["agent"]} == {"PJSIP/2001"}
         assert {e["agent"] for e in on_b if e["agent"]} == {"PJSIP/2001@b"}
         assert [e["event"] for e in on_a] == [e["event"] for e in on_b]
-        # Each agent's own stream has its own PBX's call only.
-        b_stream = await redis_client.xrange(agent_stream("PJSIP/2001@b"))
-        assert {json.loads(e[b"e"])["call_key"] for _, e in b_stream} == {CB}
+        # Each agent's own stream has its own PBX's call only (and its own states).
+        b_stream = [
+            json.loads(e[b"e"]) for _, e in await redis_client.xrange(agent_stream("PJSIP/2001@b"))
+        ]
+        assert {e["call_key"] for e in b_stream if e["event"] != "agent_state"} == {CB}
+        assert {e["agent"] for e in b_stream if e["event"] == "agent_state"} == {"PJSIP/2001@b"}
         assert await redis_client.get(lease_key("a")) == b"one"
         assert await redis_client.get(lease_key("b")) == b"one"
     finally:
@@ -222,7 +225,7 @@ async def test_call_control_for_an_agent_on_b_goes_to_bs_ami_unqualified(
 async def test_the_leader_of_b_killed_another_takes_b_and_a_never_pauses(
     two_pbx_config: Config, fakes: tuple[FakeAmi, FakeAmi], redis_client, seeded, tmp_path
 ) -> None:
-    """"one" (a real ``cti serve``, killed with SIGKILL) cannot log in to a (a wrong
+    """ "one" (a real ``cti serve``, killed with SIGKILL) cannot log in to a (a wrong
     secret), so it leads b only; "two" (in this process) leads a and stands by for b."""
     fake_a, fake_b = fakes
     process = await asyncio.create_subprocess_exec(
