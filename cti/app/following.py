@@ -104,7 +104,9 @@ async def follow_calls(
     )
     controls: list[CallControl] = []
 
-    async def pause(interface: str, paused: bool, reason: str | None, queue: str | None) -> None:
+    async def pause(
+        _pbx: str, interface: str, paused: bool, reason: str | None, queue: str | None
+    ) -> None:  # one PBX here: its own (cti.agents.wrapup.Pause)
         await controls[0].pause(interface, paused, reason, queue)
 
     agents = open_agents(
@@ -116,6 +118,7 @@ async def follow_calls(
         pause=pause,
         dead_letters=dead_letters,
         on_change=on_agent_change,
+        pbx=config.pbx_list()[0],
     )
     tracker = CallTracker(
         model,
