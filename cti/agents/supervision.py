@@ -22,6 +22,16 @@ Validation and refusals are call control's (:mod:`cti.calls.control`): the same 
 ``not_in_plan`` (it may be tomorrow: the request is not malformed). The audit row is
 written before the action is sent, so an action that cannot be recorded is not sent; a
 refusal before sending is recorded with its code.
+
+Several PBXes (:mod:`cti.pbx`): an agent's device names its PBX (``PJSIP/2001@b``).
+Every action goes to that PBX's AMI connection (``control_of``: the composition's call
+control of each PBX followed) with the device unqualified (``Interface: PJSIP/2001``),
+and the audit row names the device as cti does (``PJSIP/2001@b``). Listening needs the
+supervisor's phone and the agent's leg on the **same** PBX: ChanSpy is a dialplan
+application that spies on channels of the Asterisk it runs on, and no Asterisk sees
+another's channels (spying across a trunk would need a second call bridged into the
+agent's, which barges the customer). A supervisor on another PBX is refused with
+``other_pbx`` and told so; they can listen from a phone on the agent's PBX.
 """
 
 from __future__ import annotations
@@ -35,8 +45,9 @@ import asyncpg
 import structlog
 
 from cti.agents.audit import OK, Action, AuditEntry, SupervisorAudit
-from cti.calls.control import CallControl, check_agent, check_pause_reason
+from cti.calls.control import AGENT, CallControl, check_agent, check_pause_reason
 from cti.errors import DomainError
+from cti.pbx import DEFAULT_PBX, split_device
 from cti.routing.table import RoutingTable
 
 log = structlog.get_logger(__name__)
@@ -51,12 +62,33 @@ RING_TIMEOUT_MS = 30_000
 SPY_CHANNEL = re.compile(r"[A-Za-z0-9]+/[A-Za-z0-9_.@-]{1,100}")
 
 
+#: ``control_of(pbx)``: the call control of the PBX of that name (:mod:`cti.pbx`); it
+#: raises :class:`~cti.errors.DomainError` ``ami_unavailable`` for a PBX not followed.
+ControlOf = Callable[[str], CallControl]
+
+
+def one_pbx(control: CallControl, name: str = DEFAULT_PBX) -> ControlOf:
+    """``control_of`` of a process that follows one PBX (``name``) only."""
+
+    def control_of(pbx: str) -> CallControl:
+        if pbx != name:
+            raise DomainError("ami_unavailable", f"PBX {pbx!r} is not followed here (CTI_PBXES)")
+        return control
+
+    return control_of
+
+
 @dataclass(frozen=True, slots=True)
 class Person:
     """A supervisor or an agent: the user name (for the audit) and the device."""
 
     username: str
     endpoint: str
+
+
+def _device(agent: Person) -> str | None:
+    """The agent's device for the audit row, if it is one (a malformed one is refused)."""
+    return agent.endpoint if AGENT.fullmatch(agent.endpoint) else None
 
 
 def check_plan_reason(table: RoutingTable, reason: str | None) -> str | None:
@@ -84,21 +116,29 @@ def check_plan_queue(table: RoutingTable, queue: str) -> str:
 
 
 class Supervision:
-    """The supervisor's actions on one AMI connection (``control``'s), on the routing
-    plan of the moment (``table``), recorded in ``audit``."""
+    """The supervisor's actions, each on the AMI connection of the agent's PBX
+    (``control_of``; ``home``: the name of the PBX whose devices have no suffix), on
+    the routing plan of the moment (``table``), recorded in ``audit``."""
 
     def __init__(
         self,
-        control: CallControl,
+        control_of: ControlOf,
         audit: SupervisorAudit,
         table: Callable[[], RoutingTable],
         *,
+        home: str = DEFAULT_PBX,
         ring_timeout_ms: int = RING_TIMEOUT_MS,
     ) -> None:
-        self._control = control
+        self._control_of = control_of
         self._audit = audit
         self._table = table
+        self._home = home
         self._ring_timeout_ms = ring_timeout_ms
+
+    def _where(self, device: str) -> tuple[str, str]:
+        """A device (as cti names it, checked) → (as its PBX names it, the PBX)."""
+        endpoint, pbx = split_device(check_agent(device))
+        return endpoint, pbx or self._home
 
     async def pause(
         self,
@@ -110,11 +150,16 @@ class Supervision:
     ) -> None:
         """Pause (``reason`` required) or unpause the agent, in ``queue`` or in all."""
         entry = AuditEntry(
-            by.username, "pause" if paused else "unpause", agent.username, queue, reason
+            by.username,
+            "pause" if paused else "unpause",
+            agent.username,
+            queue,
+            reason,
+            device=_device(agent),
         )
         fields = {"Paused": "true" if paused else "false"}
         try:
-            fields["Interface"] = check_agent(agent.endpoint)
+            fields["Interface"], pbx = self._where(agent.endpoint)
             table = self._table()
             if queue is not None:
                 fields["Queue"] = check_plan_queue(table, queue)
@@ -122,42 +167,56 @@ class Supervision:
                 raise DomainError("invalid", "reason: required to pause an agent", "reason")
             if reason is not None:
                 fields["Reason"] = check_plan_reason(table, reason) or ""
+            control = self._control_of(pbx)
         except DomainError as exc:
             await self._refuse(entry, exc)
-        await self._audited(entry, "QueuePause", fields)
+        await self._audited(entry, control, "QueuePause", fields)
 
     async def queue_member(self, by: Person, agent: Person, queue: str, logged_in: bool) -> None:
         """Log the agent in to (``QueueAdd``) or out of (``QueueRemove``) a plan queue."""
         action: Action = "queue_login" if logged_in else "queue_logout"
-        entry = AuditEntry(by.username, action, agent.username, queue)
+        entry = AuditEntry(by.username, action, agent.username, queue, device=_device(agent))
         try:
-            fields = {
-                "Queue": check_plan_queue(self._table(), queue),
-                "Interface": check_agent(agent.endpoint),
-            }
+            interface, pbx = self._where(agent.endpoint)
+            fields = {"Queue": check_plan_queue(self._table(), queue), "Interface": interface}
+            control = self._control_of(pbx)
         except DomainError as exc:
             await self._refuse(entry, exc)
-        await self._audited(entry, "QueueAdd" if logged_in else "QueueRemove", fields)
+        action_name = "QueueAdd" if logged_in else "QueueRemove"
+        await self._audited(entry, control, action_name, fields)
 
     async def spy(self, by: Person, agent: Person, mode: SpyMode) -> str | None:
         """Ring the supervisor's phone into ChanSpy on the agent's call; the call's id
         (or key) the agent is on."""
-        entry = AuditEntry(by.username, mode, agent.username)
+        device = _device(agent)
+        entry = AuditEntry(by.username, mode, agent.username, device=device)
         try:
             if mode not in SPY_OPTIONS:
                 raise DomainError("invalid", "mode: 'listen', 'whisper' or 'barge'", "mode")
             if not by.endpoint:
                 raise DomainError("invalid", "your agent record has no phone to ring")
-            phone = check_agent(by.endpoint)
-            leg = self._control.talking_leg(agent.endpoint)
+            phone, phone_pbx = self._where(by.endpoint)
+            _endpoint, pbx = self._where(agent.endpoint)
+            if phone_pbx != pbx:
+                raise DomainError(
+                    "other_pbx",
+                    f"your phone is on PBX {phone_pbx!r} and {agent.username}'s on {pbx!r}: "
+                    "listening works from a phone on the agent's own PBX (ChanSpy cannot "
+                    "reach a call on another Asterisk server)",
+                )
+            control = self._control_of(pbx)
+            leg = control.talking_leg(agent.endpoint)
             if not SPY_CHANNEL.fullmatch(leg.name):
                 raise DomainError("refused", f"cannot spy on channel {leg.name[:100]!r}")
         except DomainError as exc:
             await self._refuse(entry, exc)
         call = leg.call.key
-        entry = AuditEntry(by.username, mode, agent.username, leg.queue, None, call[:128])
+        entry = AuditEntry(
+            by.username, mode, agent.username, leg.queue, None, call[:128], device=device
+        )
         await self._audited(
             entry,
+            control,
             "Originate",
             {
                 "Channel": phone,
@@ -177,14 +236,17 @@ class Supervision:
             supervisor=entry.supervisor,
             action=entry.action,
             agent=entry.target_agent,
+            device=entry.device,
             error=exc.code,
         )
         raise exc
 
-    async def _audited(self, entry: AuditEntry, action: str, fields: dict[str, str]) -> None:
+    async def _audited(
+        self, entry: AuditEntry, control: CallControl, action: str, fields: dict[str, str]
+    ) -> None:
         row = await self._audit.begin(entry)  # not recorded: not sent
         try:
-            await self._control.send(action, **fields)
+            await control.send(action, **fields)
         except DomainError as exc:
             await self._finish(row, exc.code)
             raise
@@ -194,6 +256,7 @@ class Supervision:
             supervisor=entry.supervisor,
             action=entry.action,
             agent=entry.target_agent,
+            device=entry.device,
             queue=entry.queue,
             reason=entry.reason,
             call_id=entry.call_id,
