@@ -211,7 +211,7 @@ class Service:
                 config,
                 redis_client=client,
                 open_reader=reader_factory(client, block_ms=1000),
-                leadership=parts.calls.leadership,
+                owner=owner,
                 table=lambda: plan.table if plan is not None else RoutingTable(),
             )
         return parts
