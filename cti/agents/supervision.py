@@ -24,9 +24,9 @@ written before the action is sent, so an action that cannot be recorded is not s
 refusal before sending is recorded with its code.
 
 Several PBXes (:mod:`cti.pbx`): an agent's device names its PBX (``PJSIP/2001@b``).
-Every action goes to that PBX's AMI connection (``control_of``: the composition's call
-control of each PBX followed) with the device unqualified (``Interface: PJSIP/2001``),
-and the audit row names the device as cti does (``PJSIP/2001@b``). Listening needs the
+Every action goes to that PBX's AMI connection (call control's ``send(..., pbx=)``,
+named explicitly) with the device unqualified (``Interface: PJSIP/2001``), and the
+audit row names the device as cti does (``PJSIP/2001@b``). Listening needs the
 supervisor's phone and the agent's leg on the **same** PBX: ChanSpy is a dialplan
 application that spies on channels of the Asterisk it runs on, and no Asterisk sees
 another's channels (spying across a trunk would need a second call bridged into the
@@ -47,7 +47,7 @@ import structlog
 from cti.agents.audit import OK, Action, AuditEntry, SupervisorAudit
 from cti.calls.control import AGENT, CallControl, check_agent, check_pause_reason
 from cti.errors import DomainError
-from cti.pbx import DEFAULT_PBX, split_device
+from cti.pbx import split_device
 from cti.routing.table import RoutingTable
 
 log = structlog.get_logger(__name__)
@@ -60,22 +60,6 @@ SPY_OPTIONS: dict[SpyMode, str] = {"listen": "qES", "whisper": "qESw", "barge": 
 RING_TIMEOUT_MS = 30_000
 #: The agent's leg as it goes into ChanSpy's argument list: no comma, no space.
 SPY_CHANNEL = re.compile(r"[A-Za-z0-9]+/[A-Za-z0-9_.@-]{1,100}")
-
-
-#: ``control_of(pbx)``: the call control of the PBX of that name (:mod:`cti.pbx`); it
-#: raises :class:`~cti.errors.DomainError` ``ami_unavailable`` for a PBX not followed.
-ControlOf = Callable[[str], CallControl]
-
-
-def one_pbx(control: CallControl, name: str = DEFAULT_PBX) -> ControlOf:
-    """``control_of`` of a process that follows one PBX (``name``) only."""
-
-    def control_of(pbx: str) -> CallControl:
-        if pbx != name:
-            raise DomainError("ami_unavailable", f"PBX {pbx!r} is not followed here (CTI_PBXES)")
-        return control
-
-    return control_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,29 +100,28 @@ def check_plan_queue(table: RoutingTable, queue: str) -> str:
 
 
 class Supervision:
-    """The supervisor's actions, each on the AMI connection of the agent's PBX
-    (``control_of``; ``home``: the name of the PBX whose devices have no suffix), on
-    the routing plan of the moment (``table``), recorded in ``audit``."""
+    """The supervisor's actions through call control (``control``: every PBX
+    followed, each action to the agent's), on the routing plan of the moment
+    (``table``), recorded in ``audit``."""
 
     def __init__(
         self,
-        control_of: ControlOf,
+        control: CallControl,
         audit: SupervisorAudit,
         table: Callable[[], RoutingTable],
         *,
-        home: str = DEFAULT_PBX,
         ring_timeout_ms: int = RING_TIMEOUT_MS,
     ) -> None:
-        self._control_of = control_of
+        self._control = control
         self._audit = audit
         self._table = table
-        self._home = home
         self._ring_timeout_ms = ring_timeout_ms
 
     def _where(self, device: str) -> tuple[str, str]:
-        """A device (as cti names it, checked) → (as its PBX names it, the PBX)."""
+        """A device (as cti names it, checked) → (as its PBX names it, that PBX's
+        name); ``invalid`` for a PBX not followed here."""
         endpoint, pbx = split_device(check_agent(device))
-        return endpoint, pbx or self._home
+        return endpoint, self._control.line(pbx).name
 
     async def pause(
         self,
@@ -167,10 +150,9 @@ class Supervision:
                 raise DomainError("invalid", "reason: required to pause an agent", "reason")
             if reason is not None:
                 fields["Reason"] = check_plan_reason(table, reason) or ""
-            control = self._control_of(pbx)
         except DomainError as exc:
             await self._refuse(entry, exc)
-        await self._audited(entry, control, "QueuePause", fields)
+        await self._audited(entry, pbx, "QueuePause", fields)
 
     async def queue_member(self, by: Person, agent: Person, queue: str, logged_in: bool) -> None:
         """Log the agent in to (``QueueAdd``) or out of (``QueueRemove``) a plan queue."""
@@ -179,11 +161,9 @@ class Supervision:
         try:
             interface, pbx = self._where(agent.endpoint)
             fields = {"Queue": check_plan_queue(self._table(), queue), "Interface": interface}
-            control = self._control_of(pbx)
         except DomainError as exc:
             await self._refuse(entry, exc)
-        action_name = "QueueAdd" if logged_in else "QueueRemove"
-        await self._audited(entry, control, action_name, fields)
+        await self._audited(entry, pbx, "QueueAdd" if logged_in else "QueueRemove", fields)
 
     async def spy(self, by: Person, agent: Person, mode: SpyMode) -> str | None:
         """Ring the supervisor's phone into ChanSpy on the agent's call; the call's id
@@ -204,8 +184,7 @@ class Supervision:
                     "listening works from a phone on the agent's own PBX (ChanSpy cannot "
                     "reach a call on another Asterisk server)",
                 )
-            control = self._control_of(pbx)
-            leg = control.talking_leg(agent.endpoint)
+            leg = self._control.talking_leg(agent.endpoint)
             if not SPY_CHANNEL.fullmatch(leg.name):
                 raise DomainError("refused", f"cannot spy on channel {leg.name[:100]!r}")
         except DomainError as exc:
@@ -216,7 +195,7 @@ class Supervision:
         )
         await self._audited(
             entry,
-            control,
+            pbx,
             "Originate",
             {
                 "Channel": phone,
@@ -242,11 +221,13 @@ class Supervision:
         raise exc
 
     async def _audited(
-        self, entry: AuditEntry, control: CallControl, action: str, fields: dict[str, str]
+        self, entry: AuditEntry, pbx: str, action: str, fields: dict[str, str]
     ) -> None:
+        """Record, send to ``pbx``, record the result (``fields`` name its devices as
+        ``pbx`` does)."""
         row = await self._audit.begin(entry)  # not recorded: not sent
         try:
-            await control.send(action, **fields)
+            await self._control.send(action, pbx=pbx, **fields)
         except DomainError as exc:
             await self._finish(row, exc.code)
             raise

@@ -17,11 +17,9 @@ import structlog
 from aiohttp import web
 
 from cti.agents.audit import SupervisorAudit
-from cti.agents.supervision import ControlOf, Supervision, one_pbx
-from cti.ami.client import AmiClient
+from cti.agents.supervision import Supervision
 from cti.calldata.service import CallDataService
 from cti.calls.control import CallControl
-from cti.pbx import DEFAULT_PBX
 from cti.routing.table import RoutingTable
 from cti.screenpop import api, health, openapi, reports, supervision_api, wallboard, ws
 from cti.screenpop.access import Access
@@ -51,9 +49,7 @@ def build_app(
     sessions: Sessions,
     metrics: Metrics | None = None,
     control: CallControl | None = None,
-    control_of: ControlOf | None = None,
-    home_pbx: str = DEFAULT_PBX,
-    ami: AmiClient | None = None,
+    ami: health.AmiLinks | None = None,
     ws_limits: WsLimits | None = None,
     open_reader: Callable[[], redis.Redis] | None = None,
     static_dir: Path = STATIC_DIR,
@@ -65,13 +61,12 @@ def build_app(
     serve_metrics: bool = True,
 ) -> web.Application:
     """The application. ``control``/``ami`` None: call control and pausing answer 503
-    ``ami_unavailable`` and /readyz reports ``"ami": null``. ``open_reader`` makes the
+    ``ami_unavailable`` and /readyz reports ``"ami": null``; ``ami`` is each PBX's AMI
+    connection by name (or the one PBX's client), for /readyz. ``open_reader`` makes the
     Redis client of one WebSocket (default: a dedicated connection to ``redis_client``'s
     server). ``table`` is the routing plan of the moment (its pause reasons and queues;
     default: an empty plan, which offers none). ``serve_metrics`` False: no ``/metrics``
-    here (it has a port of its own). ``control_of``: the call control of each PBX
-    followed, for the supervisor's actions (default: ``control``, as the one PBX
-    ``home_pbx``; cti.agents.supervision)."""
+    here (it has a port of its own)."""
     limits = ws_limits or WsLimits()
     open_reader = open_reader or ws.reader_factory(redis_client, limits.block_ms)
     audit = SupervisorAudit(pool)
@@ -98,7 +93,7 @@ def build_app(
         password_checks=checks,
         token_versions=TokenVersions(pool),
         table=table,
-        supervision=_supervision(control, control_of, home_pbx, audit, table),
+        supervision=Supervision(control, audit, table) if control is not None else None,
         audit=audit,
     )
     app[ws.SOCKETS] = ws.Sockets(limits.per_agent)
@@ -115,20 +110,6 @@ def build_app(
     app.on_response_prepare.append(security_headers)
     app.on_shutdown.append(_close_sockets)
     return app
-
-
-def _supervision(
-    control: CallControl | None,
-    control_of: ControlOf | None,
-    home: str,
-    audit: SupervisorAudit,
-    table: Callable[[], RoutingTable],
-) -> Supervision | None:
-    if control_of is None:
-        if control is None:
-            return None
-        control_of = one_pbx(control, home)
-    return Supervision(control_of, audit, table, home=home)
 
 
 def _add_page(app: web.Application, static_dir: Path) -> None:
