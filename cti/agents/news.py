@@ -77,7 +77,7 @@ def agent_event(change: AgentChanged) -> CallEvent:
         json.dumps(hashed, sort_keys=True, separators=(",", ":")).encode(), usedforsecurity=False
     ).hexdigest()
     away = split_device(change.status.agent)[1]
-    data: dict[str, Any] = {k: v for k, v in status.items() if k not in ("agent", "call_id")}
+    data: dict[str, Any] = {k: v for k, v in status.items() if k not in ("agent", "call_id", "pbx")}
     data["previous"] = change.previous.value if change.previous is not None else None
     data["ended"] = [asdict(i) for i in ended_intervals(change)]
     return CallEvent(
@@ -88,6 +88,7 @@ def agent_event(change: AgentChanged) -> CallEvent:
         fingerprint=f"@{away}|state|{digest}" if away else f"state|{digest}",
         at=change.at,
         agent=change.status.agent,
+        pbx=change.status.pbx,
         data=data,
         recipients=(change.status.agent,),
     )
