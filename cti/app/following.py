@@ -35,7 +35,7 @@ from cti.app.calldata import CallData
 from cti.app.resources import ami_client
 from cti.app.supervisor import Supervisor
 from cti.batch_writer import BatchWriter, DeadLetterSink
-from cti.calls.control import CallControl, PbxLine
+from cti.calls.control import CallControl, PbxLine, check_pause_reason, check_queue
 from cti.calls.events import CallEvent
 from cti.calls.leadership import Leadership
 from cti.calls.lease import lease_key
@@ -95,8 +95,8 @@ class CallFollowing:
                 return followed
         raise KeyError(name)
 
-    # The home PBX's parts: all there is without CTI_PBXES (tests, the wallboard's
-    # engine until it has a lease of its own).
+    # The home PBX's parts: all there is without CTI_PBXES (tests; the wallboard has a
+    # lease of its own, cti.app.wallboard).
     @property
     def ami(self) -> AmiClient:
         return self.home.ami
@@ -158,8 +158,15 @@ async def follow_calls(
     )
     controls: list[CallControl] = []
 
-    async def pause(interface: str, paused: bool, reason: str | None, queue: str | None) -> None:
-        await controls[0].pause(interface, paused, reason, queue)  # to the device's PBX
+    async def pause(
+        pbx: str, interface: str, paused: bool, reason: str | None, queue: str | None
+    ) -> None:  # cti.agents.wrapup.Pause: the interface as that PBX names it
+        fields = {"Interface": interface, "Paused": "true" if paused else "false"}
+        if reason is not None:
+            fields["Reason"] = check_pause_reason(reason) or ""
+        if queue is not None:
+            fields["Queue"] = check_queue(queue)
+        await controls[0].send("QueuePause", pbx=pbx, **fields)
 
     async def follow(pbx: Pbx) -> PbxFollowing:
         model = model_for(pbx)
@@ -187,6 +194,7 @@ async def follow_calls(
             pause=pause,
             dead_letters=dead_letters,
             on_change=on_agent_change,
+            pbx=pbx,
         )
         tracker = CallTracker(
             model,

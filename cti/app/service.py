@@ -201,8 +201,9 @@ class Service:
                 dead_letters=dead,
                 agi_limits=self._agi_limits,
             )
-            if parts.calls is not None and parts.calls.agents is not None:
-                parts.calls.agents.plan.watch(parts.routing.plan)  # the queues' wrapup_s
+            for followed in parts.calls.pbxes if parts.calls is not None else ():
+                if followed.agents is not None:  # every PBX's: the queues' wrapup_s
+                    followed.agents.plan.watch(parts.routing.plan)
             watch_writers()
         if parts.calls is not None and parts.calls.leadership is not None:
             plan = parts.routing.plan if parts.routing is not None else None
@@ -211,7 +212,7 @@ class Service:
                 config,
                 redis_client=client,
                 open_reader=reader_factory(client, block_ms=1000),
-                leadership=parts.calls.leadership,
+                owner=owner,
                 table=lambda: plan.table if plan is not None else RoutingTable(),
             )
         return parts

@@ -356,6 +356,11 @@ def schemas() -> dict[str, Schema]:
         "WallboardAgent": {
             "type": "object",
             "properties": {
+                "pbx": {
+                    "type": ["string", "null"],
+                    "description": "The PBX the agent's device is on (CTI_PBXES; "
+                    "'default' without it).",
+                },
                 "state": {"type": ["string", "null"]},
                 "reason": {"type": ["string", "null"]},
                 "since": {"type": ["number", "null"]},
