@@ -222,17 +222,19 @@ class CallControl:
         cti.agents.supervision), with call control's refusals: ``refused``,
         ``ami_unavailable``. It goes to ``pbx`` if given, else to the PBX of the device
         its ``Interface`` or ``Channel`` names (the home PBX if neither does); those
-        fields go unqualified (``PJSIP/2001@b`` → ``PJSIP/2001``)."""
-        named = {pbx} if pbx is not None else set()
+        fields go unqualified (``PJSIP/2001@b`` → ``PJSIP/2001``), and an unqualified
+        one is taken as ``pbx`` names it (a channel name of that PBX). Devices of two
+        PBXes in one action are ``invalid``."""
+        named: set[str | None] = set()
         for name in DEVICE_FIELDS:
             if name in fields:
-                endpoint, where = split_device(fields[name])
-                if where is not None:
-                    fields[name] = endpoint
-                    named.add(where)
-        if len(named) > 1:
+                fields[name], where = split_device(fields[name])
+                named.add(where)
+        # Unqualified: as ``pbx`` names it when given, else a home PBX device.
+        targets = {where or pbx or self._home for where in named} | ({pbx} if pbx else set())
+        if len(targets) > 1:
             raise DomainError("invalid", f"{action}: devices on different PBXes")
-        await self._send(self.line(named.pop() if named else None), action, **fields)
+        await self._send(self.line(targets.pop() if targets else None), action, **fields)
 
     async def _send(self, line: PbxLine, action: str, **fields: str) -> None:
         where = "" if len(self._lines) == 1 else f" {line.name}"

@@ -27,9 +27,11 @@ import aiohttp
 import pytest
 
 from cti.app.following import CallFollowing
+from cti.app.service import screenpop_service
 from cti.calls.lease import lease_key
 from cti.calls.publisher import ALL_EVENTS_STREAM, agent_stream
 from cti.config import Config, HostPort
+from cti.errors import DomainError
 from cti.pbx import Pbx
 from tests.conftest import REDIS_URL
 from tests.fakes.ami_server import FakeAmi
@@ -47,7 +49,7 @@ TALKING = 24
 async def fakes() -> AsyncIterator[tuple[FakeAmi, FakeAmi]]:
     a, b = await FakeAmi().start(), await FakeAmi().start()
     for fake in (a, b):
-        for action in ("QueuePause", "BlindTransfer", "Originate"):
+        for action in ("QueuePause", "BlindTransfer", "Originate", "Hangup"):
             fake.responses[action] = {"Response": "Success", "Message": "ok"}
     yield a, b
     await a.close()
@@ -234,7 +236,7 @@ async def test_call_control_for_an_agent_on_b_goes_to_bs_ami_unqualified(
         # Nothing went to a; and a's agent of the same number is a's (not on b's call).
         for name in ("BlindTransfer", "QueuePause", "Originate"):
             assert fake_a.actions(name) == []
-        with pytest.raises(Exception, match="not on call"):
+        with pytest.raises(DomainError, match="not on call"):
             calls.control.agent_leg(CB, "PJSIP/2001")
     finally:
         await running.daemon.shutdown(writer_grace_s=2)
@@ -307,3 +309,41 @@ async def any_connected(redis_client, key: str) -> bool:
 
 async def has_ended(redis_client, key: str) -> bool:
     return any(e["event"] == "ended" for e in await events_of(redis_client, key))
+
+
+async def test_the_sidebar_process_observes_every_pbx_for_call_control(
+    two_pbx_config: Config, fakes: tuple[FakeAmi, FakeAmi], redis_client
+) -> None:
+    """``cti screenpop``: a call model per PBX of its own, publishing nothing; its
+    /readyz (on the sidebar's port) names each PBX."""
+    fake_a, fake_b = fakes
+    config = dataclasses.replace(
+        two_pbx_config,
+        session_secret="s" * 48,
+        http_bind=HostPort("127.0.0.1", 0),
+        metrics_bind=None,
+    )
+    service = screenpop_service(config)
+    await service.start()
+    try:
+        calls = service.parts.calls
+        assert calls is not None and all(f.leadership is None for f in calls.pbxes)
+        await until(lambda: all(f.ami.is_connected for f in calls.pbxes))
+        await fake_b.push(b"".join(call_blocks("cb")[:TALKING]))
+        leg = await until(lambda: leg_of(calls, CB, "PJSIP/2001@b"))
+        await calls.control.hangup(CB, "PJSIP/2001@b")
+        [hangup] = await until(lambda: fake_b.actions("Hangup"))
+        assert hangup.get("Channel") == leg and fake_a.actions("Hangup") == []
+        assert service.http is not None and service.http.port is not None
+        status, body = await get(service.http.port, "/readyz")
+        assert status == 200 and json.loads(body)["pbxes"] == {"a": True, "b": True}
+        assert await redis_client.xlen(ALL_EVENTS_STREAM) == 0  # it publishes nothing
+    finally:
+        await service.shutdown(writer_grace_s=2)
+
+
+def leg_of(calls: CallFollowing, call_key: str, agent: str) -> str | None:
+    try:
+        return calls.control.agent_leg(call_key, agent).name
+    except DomainError:
+        return None
