@@ -17,7 +17,7 @@ import pytest
 from cti.calls.effects import AgentConnected, CallTransferred, Effect, TransferKind
 from cti.calls.events import CallEvent, to_events
 from cti.pbx import Pbx
-from cti.timeline.store import call_timeline, timeline_batch_writer
+from cti.timeline.store import agent_event_kinds, call_timeline, timeline_batch_writer
 from tests.integration.test_timeline_db import T0, Call, at, insert_interaction, summary_of
 
 A = Pbx(name="a", host="10.0.0.1", port=5038, username="cti", home=True)
@@ -132,3 +132,17 @@ async def test_rows_written_before_pbxes_were_named_are_the_home_pbx(pool, db):
     assert (await summary_of(db, call_id))["ended_at"] == at(50)
     pbxes = await db.fetch("SELECT pbx FROM interaction_events ORDER BY at")
     assert [r["pbx"] for r in pbxes] == [None, None, "a"]
+
+
+async def test_an_agents_part_counts_the_end_of_their_own_pbxs_part_only(pool, db):
+    """Alice on a still rings when b's part of the call ends (a consultation on b
+    declined): she may read the call; once a's part ends, her ringing has ended too."""
+    call_id = str(uuid.uuid4())
+    a, b = PbxCall(call_id, "1700000000.4", A), PbxCall(call_id, "1700000000.4", B)
+    write = timeline_batch_writer(pool)
+    await write([*b.events(b.connected(0, ALICE_B)), *a.events(a.ringing(5, ALICE_A))])
+    await write(b.events(b.ended(9, ALICE_B)))
+    assert await agent_event_kinds(pool, call_id, ALICE_A) == ["ringing"]
+    assert await agent_event_kinds(pool, call_id, ALICE_B) == ["connected", "ended"]
+    await write(a.events(a.ended(20)))
+    assert await agent_event_kinds(pool, call_id, ALICE_A) == ["ringing", "ended"]
