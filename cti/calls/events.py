@@ -19,7 +19,11 @@ an event of a non-home PBX starts with ``@<pbx>|``, and a call without ``CTI_CAL
 on a non-home PBX is keyed ``L:<linkedid>@<pbx>``. A call that crosses PBXes keeps its
 ``CTI_CALL_ID`` as its one key on both, so its published sets (agents, fingerprints) are
 shared. The home PBX's events keep exactly the keys and fingerprints of a single-PBX
-deployment.
+deployment. One thing differs once PBXes are named (``CTI_PBXES``): a PBX's ``ended`` is
+the end of that PBX's part of the call only (a consultation on b that b's agent hangs
+up, while the caller still talks to a's agent), so it goes to the agents of that part
+(its ``recipients``, from the PBX's call model), not to every agent the call ever had;
+the call ends when its last part does (:mod:`cti.timeline.summary`).
 
 Pure: no I/O, no clock (``now`` is passed in).
 """
@@ -45,7 +49,7 @@ from cti.calls.effects import (
     ConsultStarted,
     Effect,
 )
-from cti.pbx import Pbx
+from cti.pbx import DEFAULT_PBX, Pbx
 
 #: ``call_key`` prefix of a call that has no ``CTI_CALL_ID`` (it never went through the
 #: route): its Linkedid, namespaced so that it can never equal a call id.
@@ -130,6 +134,8 @@ def to_events(effect: Effect, now: float, pbx: Pbx | None = None) -> list[CallEv
     prefix = fingerprint_prefix(pbx)
     key = call_key(effect.call_id, effect.linkedid, pbx)
     pbx_name = pbx.name if pbx is not None else None
+    # Deployments that name their PBXes (CTI_PBXES); the single PBX is ``default``.
+    named = pbx_name is not None and pbx_name != DEFAULT_PBX
 
     def event(kind: str, fingerprint: str, **kw: Any) -> list[CallEvent]:
         return [
@@ -277,7 +283,9 @@ def to_events(effect: Effect, now: float, pbx: Pbx | None = None) -> list[CallEv
                     "abandoned": effect.abandoned,
                     "agents": list(effect.agents),
                 },
-                to_call_agents=True,
+                # The end of this PBX's part: for its own agents (the tracker names them
+                # from its model), not every agent the call ever had on other PBXes.
+                to_call_agents=not named,
             )
     # CallStarted, CallIdentified, CallMerged, CallStateChanged, CallRestored: model
     # bookkeeping; the state they carry reaches agents through the events above.

@@ -189,8 +189,10 @@ class CallTracker:
 
     def _to_everyone_on_the_call(self, event: CallEvent) -> CallEvent:
         """News for everyone on the call names them from the model too, not only from
-        the publisher's per-call set in Redis, which a Redis restart empties."""
-        if not event.to_call_agents:
+        the publisher's per-call set in Redis, which a Redis restart empties. A named
+        PBX's ``ended`` (not for everyone: cti.calls.events) goes to the agents of this
+        PBX's part of the call, named the same way."""
+        if not event.to_call_agents and event.kind != "ended":
             return event
         agents = list(event.recipients)
         call = self.model.call(event.call_id or event.linkedid)

@@ -55,6 +55,7 @@ import structlog
 from cti.batch_writer import Refusals
 from cti.calls.events import CallEvent
 from cti.interactions import store_summaries
+from cti.pbx import split_device
 from cti.reports.segments import derive
 from cti.reports.store import store_segments
 from cti.timeline.summary import order_key, summarize
@@ -109,9 +110,14 @@ SELECT kind, at, agent FROM interaction_events
 WHERE call_key = $1 OR (call_id IS NOT NULL AND call_id = $2::uuid)
 """
 
+#: The call-wide events that count are those of the agent's own PBX's part of the call
+#: ($3: its namespace, cti.calls.events.namespace_of; NULL for the home PBX): another
+#: PBX's ``ended`` does not stop this agent's phone ringing.
 AGENT_PART_SQL = """
 SELECT kind, at FROM interaction_events
-WHERE call_key = $1 AND (agent = $2 OR kind IN ('ended', 'abandoned'))
+WHERE call_key = $1 AND (agent = $2 OR (kind IN ('ended', 'abandoned') AND
+      CASE WHEN $3::text IS NULL THEN NOT starts_with(fingerprint, '@')
+           ELSE starts_with(fingerprint, '@' || $3::text || '|') END))
 """
 
 Row = tuple[str, str | None, str, str, datetime, str, str | None, str, str | None]
@@ -291,8 +297,10 @@ async def agent_event_kinds(
     agent: str,
     timeout_s: float = TIMEOUT_S,
 ) -> list[str]:
-    """The kinds of the call's events that concern the agent (theirs, and the call's
-    end), in timeline order: what :func:`cti.calls.part.part_from_events` decides from."""
-    records = await pool.fetch(AGENT_PART_SQL, call_key, agent, timeout=timeout_s)
+    """The kinds of the call's events that concern the agent (theirs, and the end of the
+    call's part on the agent's PBX), in timeline order: what
+    :func:`cti.calls.part.part_from_events` decides from."""
+    pbx = split_device(agent)[1]
+    records = await pool.fetch(AGENT_PART_SQL, call_key, agent, pbx, timeout=timeout_s)
     records = sorted(records, key=lambda r: order_key(r["at"].timestamp(), r["kind"]))
     return [r["kind"] for r in records]

@@ -1,5 +1,6 @@
 """Call events of several PBXes (cti.calls.events, cti.calls.tracker with ``pbx``), from
-recorded AMI traffic, without sockets.
+recorded AMI traffic, without sockets; and a call that crosses PBXes summarised
+(cti.timeline.summary) and cut into report segments (cti.reports.segments).
 
 Two Asterisk servers number their channels alike (two servers booted in the same second
 give the same Uniqueids, Linkedids and channel names), so the worst case is replayed
@@ -18,11 +19,22 @@ from dataclasses import replace
 import pytest
 
 from cti.ami.protocol import Message
-from cti.calls.effects import CallQueued
+from cti.calls.effects import (
+    AgentConnected,
+    AgentLeft,
+    CallEnded,
+    CallQueued,
+    CallTransferred,
+    Effect,
+    TransferKind,
+)
 from cti.calls.events import CallEvent, call_key, fingerprint_prefix, namespace_of, to_events
 from cti.calls.model import CallModel
 from cti.calls.tracker import GONE, CallTracker, model_for
 from cti.pbx import Pbx
+from cti.reports.segments import derive
+from cti.screenpop.access import parse_call_key
+from cti.timeline.summary import end_of, ordered, summarize
 from tests.unit.ami_replay import fixture_names, load, parse
 
 NOW = 1_800_000_000.0
@@ -101,17 +113,20 @@ def test_two_pbxes_fed_the_same_capture_never_collide(name: str, call_ids: bool)
 @pytest.mark.parametrize("call_ids", [True, False], ids=["call-ids", "linkedids"])
 @pytest.mark.parametrize("name", fixture_names())
 def test_the_home_pbx_publishes_what_one_pbx_publishes_today(name: str, call_ids: bool) -> None:
-    home = Followed(A).feed(capture(name, call_ids=call_ids))
-    assert [replace(e, pbx=None) for e in home] == today(name, call_ids=call_ids)
-    # The default PBX of a deployment without CTI_PBXES too: only "pbx" is new.
+    before = today(name, call_ids=call_ids)
+    # The default PBX of a deployment without CTI_PBXES: only "pbx" is new.
     single = Followed(DEFAULT).feed(capture(name, call_ids=call_ids))
-    for new, old in zip(single, today(name, call_ids=call_ids), strict=True):
-        assert new.as_json() == {**old.as_json(), "pbx": "default"}
-        assert (new.fingerprint, new.call_key, new.recipients) == (
-            old.fingerprint,
-            old.call_key,
-            old.recipients,
-        )
+    assert [replace(e, pbx=None) for e in single] == before
+    assert [e.as_json() for e in single] == [{**e.as_json(), "pbx": "default"} for e in before]
+    # The home PBX among named ones: the same events, to the same agents; only its
+    # ``ended`` does not also go to the agents the call had on other PBXes.
+    home = Followed(A).feed(capture(name, call_ids=call_ids))
+    assert [
+        replace(e, pbx=None, to_call_agents=e.kind == "ended" or e.to_call_agents) for e in home
+    ] == before
+    assert [(e.kind, e.to_call_agents) for e in home if e.kind == "ended"] == [
+        ("ended", False)
+    ] * len([e for e in before if e.kind == "ended"])
 
 
 def test_catch_up_events_after_a_reconnect_carry_their_pbx() -> None:
@@ -143,3 +158,77 @@ def test_fingerprints_and_keys_of_the_home_pbx_are_unchanged() -> None:
     assert plain.call_key == f"L:{effect.linkedid}" and plain.pbx is None
     assert other.fingerprint == "@b|" + plain.fingerprint
     assert other.call_key == f"L:{effect.linkedid}@b"
+
+
+# -- a call on two PBXes: its summary and segments -------------------------------------------
+def _part(pbx: Pbx, *effects: Effect) -> list[CallEvent]:
+    return [event for effect in effects for event in to_events(effect, NOW, pbx)]
+
+
+def _crossing_call() -> tuple[list[CallEvent], list[CallEvent]]:
+    """Alice on a answers, consults Alice on b (same channel name on both servers),
+    transfers; a's part ends at +90, b's at +95."""
+    ids = {"call_id": "c0ffee00-0000-4000-8000-000000000001", "linkedid": "1.1"}
+    channel = "PJSIP/2001-00000001"
+
+    def connected(t: float, agent: str) -> AgentConnected:
+        return AgentConnected(
+            **ids, at=NOW + t, agent=agent, member_name=None, channel=channel, queue="sales"
+        )
+
+    def ended(t: float, agent: str) -> CallEnded:
+        return CallEnded(
+            **ids, at=NOW + t, cause="16", cause_txt="Normal Clearing", abandoned=False,
+            agents=(agent,),
+        )  # fmt: skip
+
+    on_a = _part(
+        A,
+        CallQueued(**ids, at=NOW, queue="sales", position=1, priority=10),
+        connected(5, "PJSIP/2001"),
+        CallTransferred(
+            **ids, at=NOW + 30, kind=TransferKind.ATTENDED, from_agent="PJSIP/2001", to="2001"
+        ),
+        AgentLeft(**ids, at=NOW + 30, agent="PJSIP/2001", channel=channel),
+        ended(90, "PJSIP/2001"),
+    )
+    on_b = _part(
+        B,
+        CallQueued(**ids, at=NOW + 20, queue="sales", position=1, priority=10),
+        connected(25, "PJSIP/2001@b"),
+        ended(95, "PJSIP/2001@b"),
+    )
+    return on_a, on_b
+
+
+def test_a_call_on_two_pbxes_ends_with_its_last_part_in_any_order() -> None:
+    on_a, on_b = _crossing_call()
+    not_yet = summarize([*on_a, *on_b[:-1]])
+    assert not_yet.ended_at is None and end_of(ordered([*on_a, *on_b[:-1]]))[0] is None
+    for events in ([*on_a, *on_b], [*reversed(on_b), *on_a], [*on_b, *on_a, *on_a]):
+        summary = summarize(events)
+        assert summary.ended_at is not None and summary.ended_at.timestamp() == NOW + 95
+        assert (summary.talk_s, summary.transfers) == (90.0, 1)
+        assert summary.agents == ("PJSIP/2001", "PJSIP/2001@b")
+
+
+def test_legs_and_visits_of_two_pbxes_are_not_merged_by_channel_name() -> None:
+    on_a, on_b = _crossing_call()
+    segments = derive([*on_b, *on_a])
+    assert segments.ended == NOW + 95
+    assert [(leg.pbx, leg.agent, leg.how, leg.talk_s) for leg in segments.legs] == [
+        ("a", "PJSIP/2001", "attended", 25.0),
+        ("b", "PJSIP/2001@b", "hangup", 70.0),
+    ]
+    assert [(v.pbx, v.queue, v.outcome, v.agent) for v in segments.visits] == [
+        ("a", "sales", "answered", "PJSIP/2001"),
+        ("b", "sales", "answered", "PJSIP/2001@b"),
+    ]
+    assert segments.journey is not None and segments.journey.pbx == "a"
+
+
+def test_the_sidebar_accepts_a_linkedid_key_of_another_pbx() -> None:
+    assert parse_call_key(call_key(None, "1795410950.10", B)) == "L:1795410950.10@b"
+    assert parse_call_key("L:1795410950.10") == "L:1795410950.10"
+    assert parse_call_key("L:1795410950.10@B") is None
+    assert parse_call_key("L:1795410950.10@b@c") is None
