@@ -90,13 +90,13 @@ def open_agents(
     plan = PlanLink()
     board = AgentBoard(wrapup_s=plan.wrapup_s, clock=clock, pbx=pbx)
     store = AgentStore(redis_client)
-    state_log: BatchWriter[StateInterval] = BatchWriter(
-        "agent-state-log", state_log_batch_writer(pool), dead_letters=dead_letters
+    suffix = "" if pbx is None or pbx.name == DEFAULT_PBX else f"-{pbx.name}"
+    state_log: BatchWriter[StateInterval] = BatchWriter(  # one name per PBX: /metrics, /readyz
+        "agent-state-log" + suffix, state_log_batch_writer(pool), dead_letters=dead_letters
     )
     service = AgentService(board, store, handover=handover, leading=leading, on_change=on_change)
     wrapup = WrapUpService(board, store, pause, is_leader=leading, emit=service.emit, clock=clock)
     service.listen(wrapup.changed)
-    suffix = "" if pbx is None or pbx.name == DEFAULT_PBX else f"-{pbx.name}"
     supervisor.writer("agent-state-log" + suffix, state_log.run)
     supervisor.background("agent-states" + suffix, service.run)
     supervisor.background("wrap-up" + suffix, wrapup.run)

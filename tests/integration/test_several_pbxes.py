@@ -145,9 +145,11 @@ async def test_each_pbxs_events_are_published_tagged_with_their_pbx(
 
 
 async def get(port: int, path: str) -> tuple[int, str]:
-    async with aiohttp.ClientSession() as session:
-        async with session.get(f"http://127.0.0.1:{port}{path}") as response:
-            return response.status, await response.text()
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"http://127.0.0.1:{port}{path}") as response,
+    ):
+        return response.status, await response.text()
 
 
 async def test_one_pbx_down_leaves_the_other_followed_and_is_named(
@@ -180,6 +182,22 @@ async def test_one_pbx_down_leaves_the_other_followed_and_is_named(
         assert 'cti_ami_connected{pbx="b"} 0.0' in text
         assert 'cti_ami_leader{pbx="a"} 1.0' in text
         assert 'cti_ami_leader{pbx="b"} 0.0' in text
+    finally:
+        await running.daemon.shutdown(writer_grace_s=2)
+
+
+async def test_every_pbx_down_makes_the_instance_unready(
+    two_pbx_config: Config, fakes: tuple[FakeAmi, FakeAmi]
+) -> None:
+    for fake in fakes:
+        await fake.close()
+    running = await daemon(two_pbx_config, "one")
+    try:
+        metrics_port = running.daemon.parts.metrics_port
+        assert metrics_port is not None and metrics_port.port is not None
+        status, body = await get(metrics_port.port, "/readyz")
+        assert status == 503, body
+        assert json.loads(body)["ami_down"] == ["a", "b"]
     finally:
         await running.daemon.shutdown(writer_grace_s=2)
 
