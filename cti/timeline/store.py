@@ -17,7 +17,10 @@ Each batch is one transaction:
    query, :func:`cti.timeline.summary.summarize`, and update their ``interactions``
    rows (:func:`cti.interactions.store_summaries`, in this same transaction). A call
    with no such row yet (not routed, or its route record not written yet) gets no
-   summary; that is accepted.
+   summary; that is accepted. A call that crossed PBXes (one call id, events from each
+   PBX, each row with its ``pbx``: migration 011) has ended when the last PBX's part
+   has (:func:`cti.timeline.summary.end_of`); one part's ``ended`` alone changes
+   nothing yet.
 
 Two instances may write events of the same call at once (a handover): the one whose
 ``ended`` commits first must not miss the other's events, nor the other miss the
@@ -66,20 +69,20 @@ TIMEOUT_S = 10
 #: Serialises the summary step of concurrent writers (an arbitrary constant of our own).
 SUMMARY_LOCK = 0x43_54_49_74_6C_00  # "CTItl"
 
-_COLUMNS = "call_key, call_id, linkedid, fingerprint, at, kind, agent, detail"
+_COLUMNS = "call_key, call_id, linkedid, fingerprint, at, kind, agent, detail, pbx"
 
 INSERT_SQL = f"""
 INSERT INTO interaction_events ({_COLUMNS})
-SELECT k, c, l, f, a, t, g, d::jsonb
+SELECT k, c, l, f, a, t, g, d::jsonb, p
 FROM unnest($1::text[], $2::uuid[], $3::text[], $4::text[], $5::timestamptz[], $6::text[],
-            $7::text[], $8::text[]) AS r(k, c, l, f, a, t, g, d)
+            $7::text[], $8::text[], $9::text[]) AS r(k, c, l, f, a, t, g, d, p)
 ON CONFLICT (call_key, fingerprint) DO NOTHING
 RETURNING call_id
 """
 
 INSERT_ONE_SQL = f"""
 INSERT INTO interaction_events ({_COLUMNS})
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9)
 ON CONFLICT (call_key, fingerprint) DO NOTHING
 RETURNING call_id
 """
@@ -111,7 +114,7 @@ SELECT kind, at FROM interaction_events
 WHERE call_key = $1 AND (agent = $2 OR kind IN ('ended', 'abandoned'))
 """
 
-Row = tuple[str, str | None, str, str, datetime, str, str | None, str]
+Row = tuple[str, str | None, str, str, datetime, str, str | None, str, str | None]
 
 
 def _uuid(value: str | None) -> str | None:
@@ -141,6 +144,7 @@ def event_row(event: CallEvent) -> Row | None:
         event.kind,
         event.agent,
         json.dumps(event.data, default=str),
+        event.pbx,
     )
 
 
@@ -155,6 +159,7 @@ def _event(record: asyncpg.Record) -> CallEvent:
         at=record["at"].timestamp(),
         agent=record["agent"],
         data=json.loads(record["detail"]),
+        pbx=record["pbx"],
     )
 
 
@@ -196,10 +201,13 @@ async def _summarize_ended(conn: asyncpg.Connection, call_ids: set[str]) -> None
     for record in records:
         event = _event(record)
         by_call[event.call_id or ""].append(event)
-    if by_call:
-        summaries = {call_id: summarize(events) for call_id, events in by_call.items()}
-        await store_summaries(conn, summaries, timeout_s=TIMEOUT_S)
-        segments = {call_id: derive(events) for call_id, events in by_call.items() if call_id}
+    # A call on several PBXes has ended only once every PBX's part has (its summary
+    # says so: cti.timeline.summary.end_of); until then it keeps what it had.
+    summaries = {call_id: summarize(events) for call_id, events in by_call.items()}
+    ended = {call_id: s for call_id, s in summaries.items() if s.ended_at is not None}
+    if ended:
+        await store_summaries(conn, ended, timeout_s=TIMEOUT_S)
+        segments = {call_id: derive(by_call[call_id]) for call_id in ended if call_id}
         await store_segments(conn, segments, timeout_s=TIMEOUT_S)
 
 
@@ -246,6 +254,7 @@ async def call_timeline(
             "detail": json.loads(r["detail"]),
             "fingerprint": r["fingerprint"],
             "linkedid": r["linkedid"],
+            "pbx": r["pbx"],
         }
         for r in records
     ]
