@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -33,7 +33,8 @@ from typing import Any, TypeVar
 import structlog
 
 from cti.calldata.document import CallDocument
-from cti.calls.events import CallEvent
+from cti.calls.events import CallEvent, fingerprint_prefix
+from cti.pbx import Pbx
 from cti.router import Router, RouteRequest, Sink
 from cti.routing.attach import (
     AttachArgs,
@@ -90,7 +91,7 @@ class Attacher:
         table: Callable[[], RoutingTable],
         read_document: ReadDocument,
         read_history: ReadDocument | None,
-        pbxes: Callable[[], Collection[str]],
+        pbxes: Sequence[Pbx],
         default_queue: str,
         region: str,
         budget_s: float,
@@ -102,7 +103,7 @@ class Attacher:
         self._table = table
         self._read_document = read_document
         self._read_history = read_history
-        self._pbxes = pbxes
+        self._pbxes = {pbx.name: pbx for pbx in pbxes}
         self._default_queue = default_queue
         self._region = region
         self._budget_s = budget_s
@@ -114,7 +115,7 @@ class Attacher:
 
     async def attach(self, request: AttachRequest) -> AttachResult:
         started = time.perf_counter()
-        claim = judge_claim(request.channel, request.args, self._pbxes(), request.receiving)
+        claim = judge_claim(request.channel, request.args, self._pbxes, request.receiving)
         if claim.outcome is not None:
             return await self._new_call(request, claim.outcome, claim.reason, started, claim)
         assert claim.call_id is not None
@@ -133,7 +134,8 @@ class Attacher:
         result = AttachResult(claim.call_id, decision, AttachOutcome.ATTACHED, reason)
         self._count(result.outcome)
         if self._timeline is not None:
-            self._timeline.submit(attached_event(request, claim, decision, now))
+            receiving = self._pbxes.get(request.receiving or "")
+            self._timeline.submit(attached_event(request, claim, decision, now, receiving))
         log.info(
             "call attached",
             call_id=claim.call_id,
@@ -250,19 +252,28 @@ class Attacher:
 
 
 def attached_event(
-    request: AttachRequest, claim: Claim, decision: Decision, now: datetime
+    request: AttachRequest,
+    claim: Claim,
+    decision: Decision,
+    now: datetime,
+    receiving: Pbx | None = None,
 ) -> CallEvent:
     """The timeline's record of the crossing: under the call's key (its id), so the
     journey reads A's events, ``attached``, then B's. Its fingerprint is the receiving
-    channel's (unique on its PBX), so a retried write stores it once."""
+    channel's (unique on its PBX; in that PBX's namespace when cti knows which PBX
+    asked), so a retried write stores it once. It is no PBX's part of the call
+    (:data:`cti.timeline.summary.NOT_A_PART`): the PBX that asked may be unknown."""
     assert claim.call_id is not None
     return CallEvent(
         kind="attached",
         call_key=claim.call_id,
         call_id=claim.call_id,
         linkedid=request.uniqueid,
-        fingerprint=f"attached|{request.channel}|{request.uniqueid}",
+        fingerprint=(
+            f"{fingerprint_prefix(receiving)}attached|{request.channel}|{request.uniqueid}"
+        ),
         at=now.timestamp(),
+        pbx=receiving.name if receiving is not None else None,
         data={
             "from_pbx": claim.from_pbx,
             "pbx": request.receiving,

@@ -124,13 +124,12 @@ async def open_routing(
         return await latest_version(pool, call_id)
 
     pbxes = config.pbx_list()
-    names = frozenset(pbx.name for pbx in pbxes)
     attacher = Attacher(
         router=router,
         table=lambda: plan.table,
         read_document=call_data.store.current,
         read_history=read_history,
-        pbxes=lambda: names,
+        pbxes=pbxes,
         default_queue=config.default_queue,
         region=config.default_region,
         budget_s=config.route_budget_s,

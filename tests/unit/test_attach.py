@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from cti.calldata.document import CallDocument, new_document
+from cti.calls.events import CallEvent
 from cti.demo.seed import demo_plan
 from cti.pbx import Pbx
 from cti.routing.attach import (
@@ -22,6 +23,7 @@ from cti.routing.attach import (
 )
 from cti.routing.model import Customer, Decision, RouteKind
 from cti.routing.table import RoutingTable
+from cti.timeline.summary import end_of, ordered, summarize
 
 BILLING = "billing"
 CALL_ID = "0b5e7c1e-2f4a-4c7e-9d43-5f2b1a6e8c90"
@@ -214,3 +216,24 @@ def test_redecide_never_touches_the_document():
     before = repr(doc)
     redecide(doc, "billing", PLAN, default_queue="default", region="US", now=OPEN)
     assert repr(doc) == before
+
+
+def _event(kind: str, fingerprint: str, at: float, **kw) -> CallEvent:
+    return CallEvent(kind, CALL_ID, CALL_ID, "1.1", fingerprint, at, **kw)
+
+
+def test_an_attached_event_is_no_pbx_part_of_the_call():
+    # A call entered on b and crossed to c (neither the home PBX); the crossing's record,
+    # its asking PBX unknown, is in no namespace: it must not open a part of its own
+    # that would keep the call from ending once b's and c's parts have.
+    events = [
+        _event("queued", "@b|queued|support|1.0", 1.0, pbx="b"),
+        _event("attached", "attached|PJSIP/pbx-b-00000001|2.1", 2.0),
+        _event("queued", "@c|queued|billing|3.0", 3.0, pbx="c"),
+        _event("ended", "@c|ended", 9.0, pbx="c"),
+        _event("ended", "@b|ended", 10.0, pbx="b"),
+    ]
+    ended, parts = end_of(ordered(events))
+    assert ended is not None and ended.at == 10.0
+    assert len(parts) == 2
+    assert summarize(events).ended_at is not None
