@@ -225,7 +225,10 @@ class Attacher:
             lookup_budget_s=max(left, 0.0),
         )
         self._count(outcome)
-        log.warning(
+        # No id at all is how a call between PBXes that cti never routed arrives (a
+        # direct call between sites): news, not a warning. Every other reason is.
+        report = log.info if outcome is AttachOutcome.NO_ID else log.warning
+        report(
             "call not attached; routed as a new call",
             outcome=outcome.value,
             reason=reason,

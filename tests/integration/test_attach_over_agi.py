@@ -309,3 +309,29 @@ async def test_both_stores_away_the_caller_is_routed_as_new_within_budget(
         redis_proxy.set_mode("forward")
         pg_proxy.set_mode("forward")
         await running.daemon.shutdown(writer_grace_s=1)
+
+
+async def test_the_pbx_that_asks_is_known_by_its_address(config, redis_client, db):
+    # b alone at 127.0.0.1 (where the fake Asterisk connects from): b asks. Its trunk
+    # from a is believed; a "trunk from b" on b itself is a loop, never believed.
+    pbxes = (Pbx("a", "10.0.0.1", 5038, "cti"), Pbx("b", "127.0.0.1", 5038, "cti", home=False))
+    running = await start_daemon(dataclasses.replace(config, pbxes=pbxes))
+    try:
+        call_id, _before = await _routed_with_a_note(running, redis_client)
+        looped = await _attach(running, call_id, channel="PJSIP/pbx-b-00000001")
+        assert looped.var("CTI_ATTACHED") == "no"
+        assert _attach_counts(running)["untrusted"] == 1
+        result = await _attach(running, call_id)
+        assert (result.var("CTI_CALL_ID"), result.var("CTI_ATTACHED")) == (call_id, "yes")
+        row = await until(
+            lambda: db.fetchrow(
+                "SELECT * FROM interaction_events WHERE call_id = $1 AND kind = 'attached'",
+                uuid.UUID(call_id),
+            )
+        )
+        # In b's namespace, as b's own events are (cti.calls.events.fingerprint_prefix).
+        assert row["fingerprint"] == f"@b|attached|{FROM_A}|1795409999.7"
+        assert row["pbx"] == "b"
+        assert json.loads(row["detail"])["from_pbx"] == "a"
+    finally:
+        await running.daemon.shutdown(writer_grace_s=1)
