@@ -103,6 +103,12 @@ def test_a_malformed_id_is_quoted_short_in_the_reason():
         (["", "queue=billing"], True, AttachArgs(None, "billing", True)),
         (["garbage", "account=1"], False, AttachArgs(None, "")),
         (["call_id=a", "call_id=b"], False, AttachArgs("a", "")),  # the first counts
+        # A header that smuggles arguments in: the dialplan's own queue= (the last) counts.
+        (
+            [f"call_id={CALL_ID}", "queue=sales", "queue=billing"],
+            False,
+            AttachArgs(CALL_ID, BILLING),
+        ),
         (["queue=" + "q" * 65], False, AttachArgs(None, "")),
     ],
 )
