@@ -19,10 +19,15 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from cti.pbx import DEFAULT_PBX
+
 if TYPE_CHECKING:
     from cti.batch_writer import WriterStats
     from cti.breaker import BreakerState
     from cti.router import RouteOutcome
+
+#: The attach outcomes (cti.routing.attach.AttachOutcome's values).
+ATTACH_OUTCOMES = ("attached", "no_id", "untrusted", "malformed", "unknown", "unverified")
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -52,32 +57,42 @@ class AmiSource:
 
 
 class _AmiCollector(Collector):
-    def __init__(self, source: Callable[[], AmiSource]) -> None:
-        self._source = source
+    """Each PBX's AMI figures, labelled ``pbx`` (``default`` without ``CTI_PBXES``; a
+    process that follows no PBX reports that one with zeros)."""
+
+    def __init__(self, sources: Callable[[], Mapping[str, AmiSource]]) -> None:
+        self._sources = sources
 
     def collect(self) -> Iterator[Metric]:
-        source = self._source()
-        yield GaugeMetricFamily(
-            "cti_ami_connected",
-            "1 while logged in to AMI and resynced",
-            value=1 if source.connected() else 0,
+        sources = self._sources() or {DEFAULT_PBX: AmiSource()}
+        connected = GaugeMetricFamily(
+            "cti_ami_connected", "1 while logged in to the PBX's AMI and resynced", labels=["pbx"]
         )
-        yield CounterMetricFamily("cti_ami_events", "Live AMI events read", value=source.events())
-        yield GaugeMetricFamily(
+        events = CounterMetricFamily(
+            "cti_ami_events", "Live AMI events read from the PBX", labels=["pbx"]
+        )
+        leader = GaugeMetricFamily(
             "cti_ami_leader",
-            "1 while this instance holds the AMI lease (publishes call events)",
-            value=1 if source.leader() else 0,
+            "1 while this instance holds the PBX's lease (publishes its call events)",
+            labels=["pbx"],
         )
-        yield GaugeMetricFamily(
+        window = GaugeMetricFamily(
             "cti_standby_window_events",
-            "Call events a standby holds for a takeover (its window of recent events)",
-            value=source.standby_window(),
+            "The PBX's call events a standby holds for a takeover (its window of recent events)",
+            labels=["pbx"],
         )
-        yield CounterMetricFamily(
+        overflow = CounterMetricFamily(
             "cti_standby_overflow_events",
-            "Events dropped from the standby window by its count cap before their time",
-            value=source.standby_overflow(),
+            "Events dropped from the PBX's standby window by its count cap before their time",
+            labels=["pbx"],
         )
+        for pbx, source in sources.items():
+            connected.add_metric([pbx], 1 if source.connected() else 0)
+            events.add_metric([pbx], source.events())
+            leader.add_metric([pbx], 1 if source.leader() else 0)
+            window.add_metric([pbx], source.standby_window())
+            overflow.add_metric([pbx], source.standby_overflow())
+        yield from (connected, events, leader, window, overflow)
 
 
 class _WriterCollector(Collector):
@@ -312,6 +327,15 @@ class Metrics:
             buckets=DECISION_BUCKETS,
             registry=self.registry,
         )
+        self.attaches = Counter(
+            "cti_attach",
+            "FastAGI attach requests (calls from another of our PBXes), by outcome: "
+            "'attached' kept its call id; any other was routed as a new call",
+            ["outcome"],
+            registry=self.registry,
+        )
+        for outcome in ATTACH_OUTCOMES:  # every outcome reported, zero included
+            self.attaches.labels(outcome=outcome)
         self.pops = Counter(
             "cti_pops", "Ringing events sent live to the ringing agent's sidebar",
             registry=self.registry,
@@ -332,7 +356,7 @@ class Metrics:
         self.websocket_clients = Gauge(
             "cti_websocket_clients", "Open sidebar WebSockets", registry=self.registry
         )
-        self._ami = AmiSource()
+        self._ami: dict[str, AmiSource] = {}
         self.registry.register(_AmiCollector(lambda: self._ami))
         #: The record writers' figures, read when scraped and by ``/readyz``.
         self.writers: Sequence[WriterStats] = ()
@@ -356,8 +380,9 @@ class Metrics:
         self._login_queue: LoginQueueSource | None = None
         self.registry.register(_LoginQueueCollector(lambda: self._login_queue))
 
-    def watch_ami(self, source: AmiSource) -> None:
-        self._ami = source
+    def watch_ami(self, source: AmiSource, pbx: str = DEFAULT_PBX) -> None:
+        """Report this PBX's AMI figures (labelled ``pbx``)."""
+        self._ami[pbx] = source
 
     def watch_breaker(self, state: Callable[[], BreakerState]) -> None:
         """Report the lookup breaker's state (:class:`cti.breaker.CircuitBreaker`)."""
@@ -388,6 +413,10 @@ class Metrics:
             route=outcome.decision.route.value, fail_open=outcome.fail_open_reason or "no"
         ).inc()
         self.route_decision.observe(outcome.decision_us / 1_000_000)
+
+    def observe_attach(self, outcome: str) -> None:
+        """The attach service's hook, once per attach request: must not raise."""
+        self.attaches.labels(outcome=str(outcome)).inc()
 
     def observe_pop(self, latency_s: float) -> None:
         self.pops.inc()
