@@ -11,7 +11,8 @@
 Why one of everything per PBX: one PBX's AMI going down, restarting or resyncing must
 not disturb the others. Each PBX has its own AMI task, its own lease
 (:func:`cti.calls.lease.lease_key`) held only while that PBX's AMI is up, its own
-standby window and outbox; an instance may lead PBX ``a`` and stand by for ``b``. What
+standby window and outbox; an instance may lead PBX ``a`` and stand by for ``b`` (with
+several PBXes the leases spread over the instances: :mod:`cti.calls.spreading`). What
 they share is what is not about one PBX: the timeline and call-data writers, and one
 :class:`~cti.calls.control.CallControl` that sends each action to the PBX of the
 agent's device. Without ``CTI_PBXES`` there is one PBX, ``default``, with the lease key,
@@ -40,7 +41,9 @@ from cti.calls.events import CallEvent
 from cti.calls.leadership import Leadership
 from cti.calls.lease import lease_key
 from cti.calls.model import CALL_CENTRE_EVENTS, CallModel
+from cti.calls.presence import Presence
 from cti.calls.sink import CallModelSink
+from cti.calls.spreading import Spreading
 from cti.calls.tracker import CallTracker, model_for
 from cti.config import Config
 from cti.pbx import DEFAULT_PBX, Pbx
@@ -168,6 +171,19 @@ async def follow_calls(
             fields["Queue"] = check_queue(queue)
         await controls[0].send("QueuePause", pbx=pbx, **fields)
 
+    # Several PBXes: their leases spread over the instances (cti.calls.spread); one PBX
+    # keeps the plain lease, taken whenever possible.
+    spreading = (
+        Spreading(
+            Presence(redis_client),
+            owner,
+            ttl_s=config.ami_lease_ttl_s,
+            renew_s=config.ami_lease_ttl_s / 5,  # the Leadership's renewal interval
+        )
+        if len(config.pbx_list()) > 1
+        else None
+    )
+
     async def follow(pbx: Pbx) -> PbxFollowing:
         model = model_for(pbx)
         agents: Agents | None = None
@@ -184,6 +200,7 @@ async def follow_calls(
             lease_key=lease_key(pbx.name),
             record=record,
             call_ended=expiry.submit,
+            spread=None if spreading is None else spreading.seat(pbx.name),
         )
         agents = open_agents(
             supervisor,

@@ -146,6 +146,34 @@ async def test_each_pbxs_events_are_published_tagged_with_their_pbx(
         await running.daemon.shutdown(writer_grace_s=2)
 
 
+async def test_a_second_instance_gets_one_of_the_two_leases(
+    two_pbx_config: Config, fakes: tuple[FakeAmi, FakeAmi], redis_client
+) -> None:
+    """Two daemons that reach both PBXes lead one each (cti.calls.spread): the first
+    takes both, hands one over once the second is there, and nothing moves after."""
+    one = await daemon(two_pbx_config, "one")
+    two: RunningDaemon | None = None
+    try:
+        await until(lambda: all(f.leadership and f.leadership.leader for f in following(one).pbxes))
+        two = await daemon(two_pbx_config, "two")
+
+        async def split() -> bool:
+            held = await redis_client.mget([lease_key("a"), lease_key("b")])
+            return sorted(h or b"" for h in held) == [b"one", b"two"]
+
+        await until(split, within_s=TTL_S * 10)
+        await asyncio.sleep(TTL_S * 2)
+        assert await split()
+        leases = [
+            f.leadership.lease for d in (one, two) for f in following(d).pbxes if f.leadership
+        ]
+        assert sum(lease.changes for lease in leases) == 4  # one took two, one left, one taken
+    finally:
+        for running in (one, two):
+            if running is not None:
+                await running.daemon.shutdown(writer_grace_s=2)
+
+
 async def get(port: int, path: str) -> tuple[int, str]:
     async with (
         aiohttp.ClientSession() as session,
