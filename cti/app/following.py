@@ -21,7 +21,7 @@ task names and AMI action ids it always had.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -160,6 +160,21 @@ async def follow_calls(
         "call-data-expiry", expire_batch, dead_letters=dead_letters
     )
     controls: list[CallControl] = []
+    models: dict[str, CallModel] = {}
+
+    def call_ended(pbx: str) -> Callable[[str], None]:
+        def ended(call_id: str) -> None:
+            # A call on several PBXes ends with its last part: while another PBX still
+            # carries it (a transfer that left its first leg up, an overflow), its data
+            # keeps its full lifetime, or CTI_CALL_DATA_AFTER_END_S=0 would delete it
+            # under the agent who has the call now.
+            for name, model in models.items():
+                live = model.call(call_id) if name != pbx else None
+                if live is not None and not live.ended:
+                    return
+            expiry.submit(call_id)
+
+        return ended
 
     async def pause(
         pbx: str, interface: str, paused: bool, reason: str | None, queue: str | None
@@ -185,7 +200,7 @@ async def follow_calls(
     )
 
     async def follow(pbx: Pbx) -> PbxFollowing:
-        model = model_for(pbx)
+        model = models[pbx.name] = model_for(pbx)
         agents: Agents | None = None
 
         def record(event: CallEvent) -> None:
@@ -199,7 +214,7 @@ async def follow_calls(
             lease_ttl_s=config.ami_lease_ttl_s,
             lease_key=lease_key(pbx.name),
             record=record,
-            call_ended=expiry.submit,
+            call_ended=call_ended(pbx.name),
             spread=None if spreading is None else spreading.seat(pbx.name),
         )
         agents = open_agents(

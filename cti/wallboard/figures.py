@@ -172,6 +172,8 @@ class Waiter:
     since: float
     tier: str
     rule: str
+    #: The PBX whose queue the caller waits in (None: one PBX, or saved before).
+    pbx: str | None = None
 
 
 @dataclass(slots=True)
@@ -189,6 +191,8 @@ class CurrentCall:
     queue: str | None
     tier: str | None
     talk_since: float
+    #: The PBX of the agent's leg (None: one PBX, or saved before).
+    pbx: str | None = None
 
 
 @dataclass(slots=True)
@@ -307,7 +311,7 @@ class Figures:
                 figures.call = None
                 changed.agents.add(agent)
         elif kind == "ended":
-            self._ended(key, changed)
+            self._ended(key, _text(event.get("pbx")) or None, changed)
         elif kind == "agent_state":
             self._agent_state(event, changed)
         return changed
@@ -332,7 +336,7 @@ class Figures:
         tier, rule = _text(event.get("tier"), "unknown"), _text(event.get("rule"), "none")
         self._stop_waiting(key, changed)
         queue = self._queue(name)
-        queue.waiting[key] = Waiter(key, at, tier, rule)
+        queue.waiting[key] = Waiter(key, at, tier, rule, _text(event.get("pbx")) or None)
         if key not in self.calls and len(self.calls) >= MAX_CALLS:
             del self.calls[next(iter(self.calls))]
         self.calls[key] = (name, tier, rule)
@@ -392,6 +396,7 @@ class Figures:
             _text(event.get("queue")) or (known[0] if known else None),
             known[1] if known else None,
             at,
+            _text(event.get("pbx")) or None,
         )
         changed.agents.add(agent)
 
@@ -417,11 +422,20 @@ class Figures:
         self._count(queue, at, abandoned)
         changed.queues.add(name)
 
-    def _ended(self, key: str, changed: Changed) -> None:
-        self._stop_waiting(key, changed)
-        self.calls.pop(key, None)
+    def _ended(self, key: str, pbx: str | None, changed: Changed) -> None:
+        """The call's part on ``pbx`` ended (a call that crossed PBXes ends once per
+        PBX): only what happened on that PBX is over; the same call waiting or talking
+        on another PBX goes on. ``pbx`` None (or figures saved without one): all of it."""
+
+        def here(where: str | None) -> bool:
+            return pbx is None or where is None or where == pbx
+
+        found = self._waiter(key)
+        if found is None or here(found[2].pbx):
+            self._stop_waiting(key, changed)
+            self.calls.pop(key, None)
         for name, figures in self.agents.items():
-            if figures.call is not None and figures.call.call_key == key:
+            if figures.call is not None and figures.call.call_key == key and here(figures.call.pbx):
                 figures.call = None
                 changed.agents.add(name)
 

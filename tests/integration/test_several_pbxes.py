@@ -19,6 +19,7 @@ import json
 import os
 import sys
 import time
+import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
@@ -375,3 +376,43 @@ def leg_of(calls: CallFollowing, call_key: str, agent: str) -> str | None:
         return calls.control.agent_leg(call_key, agent).name
     except DomainError:
         return None
+
+
+async def test_a_call_still_on_another_pbx_keeps_its_data_when_one_part_ends(
+    two_pbx_config: Config, fakes: tuple[FakeAmi, FakeAmi], redis_client
+) -> None:
+    """The same call (one CTI_CALL_ID) on a and b: a's part ending must not expire the
+    data b's agent is working on (CTI_CALL_DATA_AFTER_END_S=0 would delete it at once);
+    the last part ending does."""
+    from tests.integration.test_calldata_store import new_document
+
+    fake_a, fake_b = fakes
+    config = dataclasses.replace(two_pbx_config, call_data_after_end_s=0)
+    running = await daemon(config, "one")
+    try:
+        calls = following(running)
+        await until(lambda: all(f.leadership and f.leadership.leader for f in calls.pbxes))
+        store = running.daemon.parts.call_data.store
+        call_id = str(uuid.uuid4())  # the recorded call's, as the route makes them
+        await store.create_many([new_document(call_id=call_id)])  # type: ignore[list-item]
+        # The same recorded call, with the same id, on both PBXes.
+        blocks = [block.replace(CA.encode(), call_id.encode()) for block in call_blocks("ca")]
+        await fake_b.push(b"".join(blocks[:TALKING]))  # b: the agent is talking
+        live_b = calls.pbx("b").model
+        await until(lambda: (c := live_b.call(call_id)) is not None and c.talking)
+        await fake_a.push(b"".join(blocks))  # a's part goes all the way to its end
+        await until(lambda: has_ended(redis_client, call_id))
+        lead_a = calls.pbx("a").leadership
+        assert lead_a is not None
+        await until(lambda: lead_a.backlog == 0)
+        expiry = next(w for w in calls.writers if w.name == "call-data-expiry")
+        await until(lambda: expiry.backlog == 0)
+        assert await store.get(call_id) is not None, "b's agent lost the call's data"
+        await fake_b.push(b"".join(blocks[TALKING:]))  # now b's part ends too
+
+        async def deleted() -> bool:
+            return await store.get(call_id) is None
+
+        await until(deleted)
+    finally:
+        await running.daemon.shutdown(writer_grace_s=2)
