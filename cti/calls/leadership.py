@@ -34,6 +34,7 @@ they may share one :class:`~cti.calls.publisher.EventPublisher`.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -46,6 +47,7 @@ from cti.backoff import Backoff
 from cti.calls.events import CallEvent
 from cti.calls.lease import LEASE_KEY, Lease, LeaseSpread
 from cti.calls.publisher import EventPublisher, NotLeader
+from cti.calls.recent import PublishMarks, RecentlyPublished, mark_key
 
 log = structlog.get_logger(__name__)
 
@@ -66,7 +68,13 @@ class Outbox:
         max_batch: int = 256,
         backoff: Backoff | None = None,
         lease_key: str = LEASE_KEY,
+        recent_window_s: float = 120.0,
+        check_every_s: float = 1.0,
+        clock: Callable[[], float] = time.time,
     ) -> None:
+        """``recent_window_s``: how long published events are kept to publish again if
+        Redis loses them (:mod:`cti.calls.recent`); ``check_every_s``: how often the
+        marks are checked while no batch goes out and the window is not empty."""
         self._publisher = publisher
         self._owner = owner
         #: The lease the owner must hold to publish: its PBX's (cti.calls.lease.lease_key).
@@ -77,6 +85,13 @@ class Outbox:
         self._pending: list[CallEvent] = []
         self._wake = asyncio.Event()
         self.failures = 0
+        self._clock = clock
+        self._check_every_s = check_every_s
+        self.recent = RecentlyPublished(recent_window_s)
+        self.marks = PublishMarks()
+        self._mark_key = mark_key(lease_key, owner)
+        #: Times Redis was found to have lost what was published (the window went back).
+        self.losses = 0
 
     @property
     def backlog(self) -> int:
@@ -96,6 +111,31 @@ class Outbox:
         pending, self._pending = self._pending, []
         return pending
 
+    def take_published(self) -> list[tuple[float, CallEvent]]:
+        """Remove and return the recently published events, with when each went out
+        (leadership lost: they join the standby window; the marks start again)."""
+        self.marks.forget()
+        return self.recent.take(self._clock())
+
+    def _lost(self, why: str) -> None:
+        """Redis lost (perhaps) what we published: the window goes out again, ahead of
+        what is waiting (it happened first). Fingerprints skip what survived."""
+        events = [event for _at, event in self.recent.take(self._clock())]
+        self.losses += 1
+        log.warning(why, republished=len(events))
+        if events:
+            self._pending[:0] = events
+            self._wake.set()
+
+    async def _check_marks(self) -> None:
+        """Between batches: is the last batch's mark still there?"""
+        try:
+            found = await self._publisher.read_mark(self._mark_key)
+        except (RedisError, OSError):
+            return  # Redis away: the next check or batch will tell
+        if not self.marks.still_there(found):
+            self._lost("redis lost recently published call events; publishing them again")
+
     async def run(self, stop: asyncio.Event) -> None:
         """Publish until ``stop`` is set and nothing is pending (or Redis is away)."""
         while True:
@@ -105,13 +145,23 @@ class Outbox:
                 self._wake.clear()
                 waiter = asyncio.ensure_future(self._wake.wait())
                 stopper = asyncio.ensure_future(stop.wait())
-                await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                checking = self.marks.expected is not None and len(self.recent) > 0
+                done, _ = await asyncio.wait(
+                    {waiter, stopper},
+                    timeout=self._check_every_s if checking else None,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
                 waiter.cancel()
                 stopper.cancel()
+                if not done:
+                    await self._check_marks()
                 continue
             batch = self._pending[: self._max_batch]
+            mark = self.marks.next()
             try:
-                await self._publisher.publish_many(batch, self._owner, lease_key=self._lease_key)
+                found = await self._publisher.publish_many(
+                    batch, self._owner, lease_key=self._lease_key, mark=(self._mark_key, mark)
+                )
             except NotLeader:
                 log.warning("not the AMI leader any more; events kept for later")
                 self._on_not_leader(self.take_all())
@@ -124,6 +174,9 @@ class Outbox:
                 continue
             self._backoff.reset()
             del self._pending[: len(batch)]
+            if not self.marks.batch_went_in(mark, found):
+                self._lost("redis lost recently published call events; publishing them again")
+            self.recent.add(self._clock(), batch)
 
 
 class Leadership:
@@ -183,6 +236,9 @@ class Leadership:
             on_not_leader=self.keep_unpublished,
             backoff=outbox_backoff,
             lease_key=lease_key,
+            recent_window_s=standby_window_s,
+            check_every_s=lease_ttl_s / 5,
+            clock=clock,
         )
 
     # -- from the tracker -----------------------------------------------------------------
@@ -210,6 +266,8 @@ class Leadership:
         self.leader = leader
         if leader:
             self._replay("taking over call events")
+        else:
+            self._keep_published()
 
     def drain(self, start: bool) -> bool:
         """The lease is about to be handed over (``start``): new events wait in the
@@ -240,6 +298,7 @@ class Leadership:
             return
         now = self._clock()
         self.leader = False
+        self._keep_published()
         newer = list(self._standby)
         # They happened before ``newer``: stamped no later than its oldest, so the
         # window stays in time order and pruning from its old end stays right.
@@ -248,6 +307,18 @@ class Leadership:
         self._standby.extend((seen, event) for event in events)
         self._standby.extend(newer)
         self._prune(now)
+
+    def _keep_published(self) -> None:
+        """Leadership lost: what we published lately joins the standby window (in time
+        order), so that if we lead again it goes out again with the rest: a lease lost
+        because Redis lost its key (restarted empty, a failover's replication window)
+        lost those events too, and the fingerprints skip the ones still there."""
+        published = self.outbox.take_published()
+        if published:
+            merged = list(heapq.merge(published, self._standby, key=lambda seen: seen[0]))
+            self._standby.clear()
+            self._standby.extend(merged)
+            self._prune(self._clock())
 
     # -- running ----------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:

@@ -201,20 +201,30 @@ class EventPublisher:
         return keys, args
 
     async def publish_many(
-        self, events: Sequence[CallEvent], owner: str, *, lease_key: str | None = None
-    ) -> None:
+        self,
+        events: Sequence[CallEvent],
+        owner: str,
+        *,
+        lease_key: str | None = None,
+        mark: tuple[str, str] | None = None,
+    ) -> str | None:
         """One round trip for the batch. ``owner=''`` publishes without the lease check
         (edits of call data, which any instance may make). ``lease_key``: the lease
         ``owner`` must hold, that of the PBX the events came from (default: the one
-        given at construction, the single PBX's)."""
+        given at construction, the single PBX's).
+
+        ``mark`` (key, value): the pipeline ends with ``SET key value GET``, and the
+        value found there before is returned (:mod:`cti.calls.recent`: whether the
+        writes before this batch survived a failover). None without a mark."""
         if not events:
-            return
+            return None
         key = self._lease_key if lease_key is None else lease_key
         try:
-            results = await self._run(events, owner, key)
+            results = await self._run(events, owner, key, mark)
         except NoScriptError:  # Redis restarted (or SCRIPT FLUSH) since we loaded it
             self._sha = None
-            results = await self._run(events, owner, key)
+            results = await self._run(events, owner, key, mark)
+        found = _text(results.pop()) if mark is not None else None
         for result in results:
             if result == -1:
                 raise NotLeader(f"the AMI lease {key} belongs to another instance")
@@ -222,8 +232,19 @@ class EventPublisher:
                 self.published += 1
             else:
                 self.duplicates += 1
+        return found
 
-    async def _run(self, events: Sequence[CallEvent], owner: str, lease_key: str) -> list[object]:
+    async def read_mark(self, key: str) -> str | None:
+        """The mark the last batch left (``publish_many(..., mark=)``), if any."""
+        return _text(await self._redis.get(key))
+
+    async def _run(
+        self,
+        events: Sequence[CallEvent],
+        owner: str,
+        lease_key: str,
+        mark: tuple[str, str] | None,
+    ) -> list[object]:
         """EVALSHA in one pipeline. Not redis-py's Script object: with a pipeline it sends
         SCRIPT EXISTS first, a second round trip for every batch."""
         if self._sha is None:
@@ -235,4 +256,12 @@ class EventPublisher:
             for event in events:
                 keys, args = self._args(event, owner, min_id, lease_key)
                 pipe.evalsha(self._sha, len(keys), *keys, *args)
-            return await pipe.execute()
+            if mark is not None:  # last: it vouches for everything before it
+                pipe.set(mark[0], mark[1], get=True, px=self._stream_life_ms)
+            return list(await pipe.execute())
+
+
+def _text(value: object) -> str | None:
+    if value is None:
+        return None
+    return value.decode() if isinstance(value, bytes) else str(value)
