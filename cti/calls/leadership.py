@@ -18,7 +18,14 @@ decides their fate:
 * **lost the lease with events still in the outbox**: the publish script refuses them
   (it checks the lease's owner on every write: a fencing check), the outbox hands them
   back, and they go to the front of the standby window for whoever leads next (this
-  instance again, perhaps).
+  instance again, perhaps);
+* **published, then lost by Redis** (a Sentinel failover's replication window, or Redis
+  back empty): the outbox keeps what it published in the last ``standby_window_s``
+  seconds (:mod:`cti.calls.recent`) and every batch leaves a mark; when the next batch
+  (or a check between batches) finds the mark is not the last one it left, that window
+  goes back to the outbox, and the fingerprints let only the lost events through. When
+  the lease is lost, the window joins the standby window, so an instance that takes
+  the lease again (Redis lost its key too) publishes it again with the rest.
 
 The lease, the leader flag, the window and the outbox live in one object because they
 change together: taking the lease moves the window into the outbox, losing it moves
@@ -57,7 +64,9 @@ class Outbox:
 
     A failed batch is retried (with backoff) until it goes in: Redis being away delays
     events, it does not lose them. ``on_not_leader`` gets the unpublished events back
-    when the lease turns out to be lost, so the caller can keep them for later."""
+    when the lease turns out to be lost, so the caller can keep them for later.
+    Published events stay in ``recent`` for ``recent_window_s``: a Redis that lost them
+    (its mark says so, :mod:`cti.calls.recent`) gets them again."""
 
     def __init__(
         self,
@@ -69,6 +78,7 @@ class Outbox:
         backoff: Backoff | None = None,
         lease_key: str = LEASE_KEY,
         recent_window_s: float = 120.0,
+        recent_max: int = 100_000,
         check_every_s: float = 1.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -87,7 +97,7 @@ class Outbox:
         self.failures = 0
         self._clock = clock
         self._check_every_s = check_every_s
-        self.recent = RecentlyPublished(recent_window_s)
+        self.recent = RecentlyPublished(recent_window_s, recent_max)
         self.marks = PublishMarks()
         self._mark_key = mark_key(lease_key, owner)
         #: Times Redis was found to have lost what was published (the window went back).
@@ -136,6 +146,12 @@ class Outbox:
         if not self.marks.still_there(found):
             self._lost("redis lost recently published call events; publishing them again")
 
+    def _keep(self, batch: Sequence[CallEvent]) -> None:
+        before = self.recent.overflow
+        self.recent.add(self._clock(), batch)
+        if self.recent.overflow and not before:
+            log.warning("published window full; oldest events dropped", cap=self.recent.max)
+
     async def run(self, stop: asyncio.Event) -> None:
         """Publish until ``stop`` is set and nothing is pending (or Redis is away)."""
         while True:
@@ -176,7 +192,7 @@ class Outbox:
             del self._pending[: len(batch)]
             if not self.marks.batch_went_in(mark, found):
                 self._lost("redis lost recently published call events; publishing them again")
-            self.recent.add(self._clock(), batch)
+            self._keep(batch)
 
 
 class Leadership:
@@ -237,6 +253,7 @@ class Leadership:
             backoff=outbox_backoff,
             lease_key=lease_key,
             recent_window_s=standby_window_s,
+            recent_max=standby_max,
             check_every_s=lease_ttl_s / 5,
             clock=clock,
         )

@@ -44,7 +44,7 @@ class RecentlyPublished:
 
     def __init__(self, window_s: float, max_events: int = 100_000) -> None:
         self._window_s = window_s
-        self._max = max_events
+        self.max = max_events
         #: (when it was published, the event); the times never decrease.
         self._events: deque[tuple[float, CallEvent]] = deque()
         #: Events dropped by the count backstop before their time.
@@ -63,7 +63,7 @@ class RecentlyPublished:
         events = self._events
         while events and events[0][0] < cutoff:
             events.popleft()
-        over = len(events) - self._max
+        over = len(events) - self.max
         if over > 0:
             self.overflow += over
             for _ in range(over):

@@ -45,6 +45,7 @@ PURE = [
     "cti/redis_sentinel.py",
     "cti/pbx.py",
     "cti/calls/spread.py",
+    "cti/calls/recent.py",
 ]
 IO = ("asyncio", "socket", "asyncpg", "redis", "aiohttp", "subprocess", "cti.app", "cti.db")
 
