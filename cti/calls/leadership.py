@@ -53,7 +53,7 @@ from redis.exceptions import RedisError
 from cti.backoff import Backoff
 from cti.calls.events import CallEvent
 from cti.calls.lease import LEASE_KEY, Lease, LeaseSpread
-from cti.calls.publisher import EventPublisher, NotLeader
+from cti.calls.publisher import EventPublisher, Mark, NotLeader
 from cti.calls.recent import PublishMarks, RecentlyPublished, mark_key
 
 log = structlog.get_logger(__name__)
@@ -173,10 +173,10 @@ class Outbox:
                     await self._check_marks()
                 continue
             batch = self._pending[: self._max_batch]
-            mark = self.marks.next()
+            mark = Mark(self._mark_key, self.marks.next(), self.marks.expected)
             try:
                 found = await self._publisher.publish_many(
-                    batch, self._owner, lease_key=self._lease_key, mark=(self._mark_key, mark)
+                    batch, self._owner, lease_key=self._lease_key, mark=mark
                 )
             except NotLeader:
                 log.warning("not the AMI leader any more; events kept for later")
@@ -189,9 +189,12 @@ class Outbox:
                     return
                 continue
             self._backoff.reset()
-            del self._pending[: len(batch)]
-            if not self.marks.batch_went_in(mark, found):
+            if not self.marks.batch_went_in(mark.value, found):
+                # Nothing of the batch went in (the script checked the mark): what was
+                # lost goes first, then the batch, in the order they happened.
                 self._lost("redis lost recently published call events; publishing them again")
+                continue
+            del self._pending[: len(batch)]
             self._keep(batch)
 
 

@@ -26,6 +26,7 @@ from cti.calls.lease import LEASE_KEY, Lease, lease_key
 from cti.calls.publisher import (
     ALL_EVENTS_STREAM,
     EventPublisher,
+    Mark,
     NotLeader,
     agent_stream,
     call_agents_key,
@@ -84,6 +85,26 @@ async def test_the_script_is_loaded_again_after_a_redis_restart(redis_client: re
     await redis_client.script_flush()  # what a restart does to loaded scripts
     await publisher.publish_many([event("queued", "q|2")], "me")
     assert publisher.published == 2
+
+
+async def test_a_batch_that_finds_another_mark_writes_nothing(redis_client: redis.Redis) -> None:
+    """The mark check (cti.calls.recent) is in the script: a batch sent expecting the
+    last batch's mark, to a Redis that lost that batch, writes no event, leaves its own
+    mark and says what it found, so the outbox can publish the lost events first."""
+    await redis_client.set(LEASE_KEY, "me")
+    publisher = EventPublisher(redis_client, ttl_s=600)
+    first = Mark("m", "t:1", None)
+    assert await publisher.publish_many([event("queued", "q|1")], "me", mark=first) is None
+    second = Mark("m", "t:2", "t:1")
+    assert await publisher.publish_many([event("queued", "q|2")], "me", mark=second) == "t:1"
+    await redis_client.set("m", "t:1-lost")  # as if the promoted replica had an older one
+    third = Mark("m", "t:3", "t:2")
+    found = await publisher.publish_many([event("queued", "q|3")], "me", mark=third)
+    assert found == "t:1-lost"
+    assert publisher.published == 2 and publisher.duplicates == 0
+    assert len(await stream(redis_client, ALL_EVENTS_STREAM)) == 2
+    assert await redis_client.get("m") == b"t:3"
+    assert await redis_client.pttl("m") > 0
 
 
 async def test_data_changes_may_be_published_by_any_instance(redis_client: redis.Redis) -> None:
