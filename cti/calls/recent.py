@@ -18,10 +18,19 @@ Two pure parts, used by the outbox (:mod:`cti.calls.leadership`):
   write before it survived; finding another value (an older mark: the promoted replica
   had not received the last batches; nothing: Redis came back empty) means some may be
   lost, and the whole window goes back to the outbox. The publish script's fingerprints
-  skip what survived, so what was lost goes in once and nothing is doubled. That costs
-  one small command in a pipeline that is sent anyway; when no batch goes out, a
-  ``GET`` of the mark every few seconds (only while the window holds something) catches
-  a failover in a quiet moment before the window forgets the events.
+  skip what survived, so what was lost goes in once and nothing is doubled. The script
+  also checks the mark before writing each event (as it checks the lease), so the batch
+  that finds the loss writes nothing and goes out again after the lost events: they
+  stay in the order they happened. That costs one small command in a pipeline that is
+  sent anyway and one ``GET`` inside the script; when no batch goes out, a ``GET`` of
+  the mark every renewal interval (only while the window holds something) catches a
+  failover in a quiet moment before the window forgets the events.
+
+What it does not bring back: events published more than ``window_s`` before Redis
+served again (a restart or failover that long, or a replica cut off from its master
+that long, then promoted). If the leader dies with Redis, the next leader replays its
+standby window, as for any takeover. A retry after a pipeline that failed half-way may find its own mark from the
+failed attempt and send the window again: harmless (fingerprints), and rare.
 """
 
 from __future__ import annotations
