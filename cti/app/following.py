@@ -75,6 +75,7 @@ class PbxFollowing:
             leader=lambda: leadership is not None and leadership.leader,
             standby_window=lambda: leadership.standby_backlog if leadership else 0,
             standby_overflow=lambda: leadership.standby_overflow if leadership else 0,
+            lease_changes=lambda: leadership.lease.changes if leadership else 0,
         )
 
 

@@ -213,6 +213,8 @@ async def test_one_pbx_down_leaves_the_other_followed_and_is_named(
         assert 'cti_ami_connected{pbx="b"} 0.0' in text
         assert 'cti_ami_leader{pbx="a"} 1.0' in text
         assert 'cti_ami_leader{pbx="b"} 0.0' in text
+        assert 'cti_ami_lease_changes_total{pbx="a"} 1.0' in text  # taken once
+        assert 'cti_ami_lease_changes_total{pbx="b"} 0.0' in text
     finally:
         await running.daemon.shutdown(writer_grace_s=2)
 

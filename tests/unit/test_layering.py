@@ -43,6 +43,7 @@ PURE = [
     "cti/agents/state.py",
     "cti/agents/news.py",
     "cti/redis_sentinel.py",
+    "cti/pg_hosts.py",
     "cti/pbx.py",
     "cti/calls/spread.py",
     "cti/calls/recent.py",
