@@ -29,8 +29,9 @@ Two pure parts, used by the outbox (:mod:`cti.calls.leadership`):
 What it does not bring back: events published more than ``window_s`` before Redis
 served again (a restart or failover that long, or a replica cut off from its master
 that long, then promoted). If the leader dies with Redis, the next leader replays its
-standby window, as for any takeover. A retry after a pipeline that failed half-way may find its own mark from the
-failed attempt and send the window again: harmless (fingerprints), and rare.
+standby window, as for any takeover. A retry after a pipeline that failed half-way
+may find its own mark from the failed attempt and send the window again: harmless
+(fingerprints), and rare.
 """
 
 from __future__ import annotations
