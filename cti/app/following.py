@@ -42,6 +42,7 @@ from cti.calls.leadership import Leadership
 from cti.calls.lease import lease_key
 from cti.calls.model import CALL_CENTRE_EVENTS, CallModel
 from cti.calls.presence import Presence
+from cti.calls.publisher import call_sets_after_end
 from cti.calls.sink import CallModelSink
 from cti.calls.spreading import Spreading
 from cti.calls.tracker import CallTracker, model_for
@@ -156,6 +157,7 @@ async def follow_calls(
     async def expire_batch(call_ids: Sequence[str]) -> None:
         for call_id in call_ids:
             await store.expire_after_end(call_id, after_end_s)
+            await call_sets_after_end(redis_client, call_id, after_end_s)
 
     expiry: BatchWriter[str] = BatchWriter(
         "call-data-expiry", expire_batch, dead_letters=dead_letters

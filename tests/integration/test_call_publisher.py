@@ -29,7 +29,11 @@ from cti.calls.publisher import (
     Mark,
     NotLeader,
     agent_stream,
+    agents_on_call,
     call_agents_key,
+    call_connected_key,
+    call_seen_key,
+    call_sets_after_end,
 )
 from tests.processes import free_port
 from tests.waiting import until
@@ -395,3 +399,25 @@ async def test_streams_keep_a_time_not_a_count(redis_client: redis.Redis) -> Non
 async def redis_now(client: redis.Redis) -> float:
     seconds, micros = await client.time()
     return seconds + micros / 1_000_000
+
+
+async def test_an_ended_calls_sets_expire_with_its_data_and_late_events_do_not_extend_them(
+    redis_client: redis.Redis,
+) -> None:
+    """The sets of a call (who was on it, who talked, what was published) lived a day
+    after its last event; once the call ended they expire with its data, and a late
+    event (the disposition saved after the call) does not lengthen them again."""
+    await redis_client.set(LEASE_KEY, "me")
+    publisher = EventPublisher(redis_client, ttl_s=86_400)
+    ringing = event("ringing", "r|1", agent="PJSIP/2001")
+    connected = event("connected", "c|1", agent="PJSIP/2001")
+    await publisher.publish_many([ringing, connected], "me")
+    keys = [call_seen_key(CALL), call_agents_key(CALL), call_connected_key(CALL)]
+    assert [await redis_client.ttl(k) > 3_600 for k in keys] == [True, True, True]
+    await call_sets_after_end(redis_client, CALL, 60)
+    assert [0 < await redis_client.ttl(k) <= 60 for k in keys] == [True, True, True]
+    await publisher.publish_many([data_changed(CALL, "1.1", 2, "PJSIP/2001", 1.0)], "")
+    assert [0 < await redis_client.ttl(k) <= 60 for k in keys] == [True, True, True]
+    assert await agents_on_call(redis_client, CALL) == {"PJSIP/2001"}  # still answers
+    await call_sets_after_end(redis_client, CALL, 0)  # CTI_CALL_DATA_AFTER_END_S=0
+    assert [await redis_client.exists(k) for k in keys] == [0, 0, 0]
