@@ -14,10 +14,13 @@ router, as ``route`` would, with a new id.
 
 The budget is the route's (``CTI_ROUTE_BUDGET_MS``), whatever happens: Redis gets up to
 :data:`REDIS_SHARE` of it, PostgreSQL up to :data:`VERIFY_SHARE` from the start, and a
-new route's customer lookup what is left of the router's own share (75 %). A store that does not
-answer in its time counts as no answer: the call is routed as new (fail open), never
-held. Each wait ends at its deadline whatever the store's own cleanup needs (the read
-runs in a task of its own, left to finish, as :mod:`cti.lookup` does).
+new route's customer lookup what is left of the router's own share (75 %). The caller is
+never held: when neither store answers in its time, a trusted, well-formed id is kept
+all the same (``attached_unverified``: decided without the customer; the page reads the
+document once the stores answer), since a new id would cut the call off its data for
+good; a document that cannot be read (not of our making) gets a new call. Each wait
+ends at its deadline whatever the store's own cleanup needs (the read runs in a task
+of its own, left to finish, as :mod:`cti.lookup` does).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import structlog
 
@@ -76,7 +79,7 @@ class AttachResult:
 
     @property
     def attached(self) -> bool:
-        return self.outcome is AttachOutcome.ATTACHED
+        return self.outcome in (AttachOutcome.ATTACHED, AttachOutcome.ATTACHED_UNVERIFIED)
 
 
 class _Unanswered(Exception):
@@ -120,7 +123,14 @@ class Attacher:
             return await self._new_call(request, claim.outcome, claim.reason, started, claim)
         assert claim.call_id is not None
         document, outcome, reason = await self._known(claim.call_id, started)
-        if document is None:
+        if document is None and outcome is AttachOutcome.ATTACHED_UNVERIFIED:
+            # The id came over one of our inter-PBX trunks in the router's spelling; only
+            # the stores are too slow to confirm it. A new id would cut the caller off
+            # their data for good; keeping it, B's agent gets the pop and the notes as
+            # soon as the stores answer (the page reads the document, restored from
+            # PostgreSQL if Redis lost it). Decided without the customer.
+            document = cast(CallDocument, {})
+        elif document is None:
             return await self._new_call(request, outcome, reason, started, claim)
         now = self._clock()
         try:
@@ -135,13 +145,13 @@ class Attacher:
         except (KeyError, TypeError, ValueError) as exc:  # a document not of our making
             reason = f"its document is unreadable: {exc!r}"[:200]
             return await self._new_call(request, AttachOutcome.UNVERIFIED, reason, started, claim)
-        result = AttachResult(claim.call_id, decision, AttachOutcome.ATTACHED, reason)
+        result = AttachResult(claim.call_id, decision, outcome, reason)
         self._count(result.outcome)
         if self._timeline is not None:
             receiving = self._pbxes.get(request.receiving or "")
             self._timeline.submit(attached_event(request, claim, decision, now, receiving))
-        log.info(
-            "call attached",
+        (log.info if outcome is AttachOutcome.ATTACHED else log.warning)(
+            "call attached" if outcome is AttachOutcome.ATTACHED else "call attached unverified",
             call_id=claim.call_id,
             channel=request.channel,
             from_pbx=claim.from_pbx,
@@ -159,7 +169,8 @@ class Attacher:
     async def _known(
         self, call_id: str, started: float
     ) -> tuple[CallDocument | None, AttachOutcome, str]:
-        """(document, ATTACHED, where found), or (None, UNKNOWN | UNVERIFIED, why)."""
+        """(document, ATTACHED, where found), or (None, UNKNOWN | ATTACHED_UNVERIFIED,
+        why): unknown when a store said so, unverified when none answered in time."""
         redis_failed: str | None = None
         try:
             document = await self._within(self._read_document(call_id), started, REDIS_SHARE)
@@ -169,13 +180,13 @@ class Attacher:
             return document, AttachOutcome.ATTACHED, "redis"
         if self._read_history is None:
             if redis_failed is not None:
-                return None, AttachOutcome.UNVERIFIED, f"redis: {redis_failed}"
+                return None, AttachOutcome.ATTACHED_UNVERIFIED, f"redis: {redis_failed}"
             return None, AttachOutcome.UNKNOWN, "no such call in redis"
         try:
             document = await self._within(self._read_history(call_id), started, VERIFY_SHARE)
         except _Unanswered as exc:
             redis = f"redis: {redis_failed}" if redis_failed else "not in redis"
-            return None, AttachOutcome.UNVERIFIED, f"{redis}; postgresql: {exc}"
+            return None, AttachOutcome.ATTACHED_UNVERIFIED, f"{redis}; postgresql: {exc}"
         if document is not None:
             return document, AttachOutcome.ATTACHED, "postgresql"
         if redis_failed is not None:

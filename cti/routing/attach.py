@@ -46,14 +46,19 @@ MAX_QUEUE_CHARS = 64
 
 
 class AttachOutcome(StrEnum):
-    """How an ``attach`` ended: ``attached``, or why the call was routed as new."""
+    """How an ``attach`` ended: ``attached`` or ``attached_unverified`` (the same call),
+    or why the call was routed as new."""
 
     ATTACHED = "attached"
+    #: A trusted, well-formed id the stores could not confirm within the budget: kept
+    #: (the call is the same call; its document is read again when the stores answer),
+    #: decided without the customer.
+    ATTACHED_UNVERIFIED = "attached_unverified"
     NO_ID = "no_id"  # no X-CTI-Call-ID (or an empty one)
     UNTRUSTED = "untrusted"  # an id on a channel that is not one of our inter-PBX trunks
     MALFORMED = "malformed"  # not a UUID as the router makes them (or a control character)
     UNKNOWN = "unknown"  # a well-formed id of no call we know
-    UNVERIFIED = "unverified"  # the stores could not say within the budget: fail open
+    UNVERIFIED = "unverified"  # its document is unreadable (not of our making): a new call
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,7 +27,15 @@ if TYPE_CHECKING:
     from cti.router import RouteOutcome
 
 #: The attach outcomes (cti.routing.attach.AttachOutcome's values).
-ATTACH_OUTCOMES = ("attached", "no_id", "untrusted", "malformed", "unknown", "unverified")
+ATTACH_OUTCOMES = (
+    "attached",
+    "attached_unverified",
+    "no_id",
+    "untrusted",
+    "malformed",
+    "unknown",
+    "unverified",
+)
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
