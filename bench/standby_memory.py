@@ -5,7 +5,7 @@
     .venv/bin/python -m bench.standby_memory --leader --rate 100 --minutes 10
 
 ``--leader``: the leader's window of what it published lately instead
-(:class:`cti.calls.recent.RecentlyPublished`, the outbox's ``recent``, kept to publish
+(:class:`cti.calls.recent.EventWindow`, the outbox's ``recent``, kept to publish
 again what a failover loses): fed as the outbox feeds it, each event once published.
 
 A standby instance hands every call event to :meth:`cti.calls.leadership.Leadership.take`

@@ -43,7 +43,6 @@ from __future__ import annotations
 import asyncio
 import heapq
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 
 import redis.asyncio as redis
@@ -54,7 +53,7 @@ from cti.backoff import Backoff
 from cti.calls.events import CallEvent
 from cti.calls.lease import LEASE_KEY, Lease, LeaseSpread
 from cti.calls.publisher import EventPublisher, Mark, NotLeader
-from cti.calls.recent import PublishMarks, RecentlyPublished, mark_key
+from cti.calls.recent import EventWindow, PublishMarks, mark_key
 
 log = structlog.get_logger(__name__)
 
@@ -97,7 +96,7 @@ class Outbox:
         self.failures = 0
         self._clock = clock
         self._check_every_s = check_every_s
-        self.recent = RecentlyPublished(recent_window_s, recent_max)
+        self.recent = EventWindow(recent_window_s, recent_max)
         self.marks = PublishMarks()
         self._mark_key = mark_key(lease_key, owner)
         #: Times Redis was found to have lost what was published (the window went back).
@@ -227,13 +226,9 @@ class Leadership:
         self.owner = owner
         self._record = record
         self._call_ended = call_ended
-        self._window_s = standby_window_s
         self._clock = clock
-        self._standby_max = standby_max
-        #: (when it was seen, the event), oldest first; the times never decrease.
-        self._standby: deque[tuple[float, CallEvent]] = deque()
-        #: Events dropped from the window by the count backstop before their time.
-        self.standby_overflow = 0
+        #: What happened while we did not publish, for a takeover (the standby window).
+        self._standby = EventWindow(standby_window_s, standby_max)
         self.leader = False
         #: Handing the lease over: new events wait in the window, the outbox drains.
         self.holding_back = False
@@ -269,9 +264,7 @@ class Leadership:
         if self.leader and not self.holding_back:
             self._deliver(events)
         else:
-            now = self._clock()
-            self._standby.extend((now, event) for event in events)
-            self._prune(now)
+            self._hold(self._clock(), events)
 
     def ami_connected(self, up: bool) -> None:
         """The AMI feed is up and resynced (True) or lost: whether we may lead."""
@@ -304,9 +297,7 @@ class Leadership:
 
     def _replay(self, why: str) -> None:
         """Hand the window to the outbox: what happened while we did not publish."""
-        self._prune(self._clock())
-        events = [event for _seen, event in self._standby]
-        self._standby.clear()
+        events = [event for _seen, event in self._standby.take(self._clock())]
         log.info(why, replayed=len(events))
         self._deliver(events)
 
@@ -323,10 +314,7 @@ class Leadership:
         # They happened before ``newer``: stamped no later than its oldest, so the
         # window stays in time order and pruning from its old end stays right.
         seen = min(now, newer[0][0]) if newer else now
-        self._standby.clear()
-        self._standby.extend((seen, event) for event in events)
-        self._standby.extend(newer)
-        self._prune(now)
+        self._refill(now, [*((seen, event) for event in events), *newer])
 
     def _keep_published(self) -> None:
         """Leadership lost: what we published lately joins the standby window (in time
@@ -336,9 +324,7 @@ class Leadership:
         published = self.outbox.take_published()
         if published:
             merged = list(heapq.merge(published, self._standby, key=lambda seen: seen[0]))
-            self._standby.clear()
-            self._standby.extend(merged)
-            self._prune(self._clock())
+            self._refill(self._clock(), merged)
 
     # -- running ----------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
@@ -362,22 +348,26 @@ class Leadership:
     def standby_backlog(self) -> int:
         """Events held in the standby window now (older ones pruned first)."""
         if not self.leader or self.holding_back:
-            self._prune(self._clock())
+            self._watch(lambda: self._standby.prune(self._clock()))
         return len(self._standby)
 
-    def _prune(self, now: float) -> None:
-        """Drop what is older than the window, then (a flood) what is beyond the cap."""
-        cutoff = now - self._window_s
-        window = self._standby
-        while window and window[0][0] < cutoff:
-            window.popleft()
-        over = len(window) - self._standby_max
-        if over > 0:
-            if not self.standby_overflow:
-                log.warning("standby window full; oldest events dropped", cap=self._standby_max)
-            self.standby_overflow += over
-            for _ in range(over):
-                window.popleft()
+    @property
+    def standby_overflow(self) -> int:
+        """Events dropped from the standby window by its count cap before their time."""
+        return self._standby.overflow
+
+    def _hold(self, now: float, events: Sequence[CallEvent]) -> None:
+        self._watch(lambda: self._standby.add(now, events))
+
+    def _refill(self, now: float, seen: list[tuple[float, CallEvent]]) -> None:
+        self._watch(lambda: self._standby.refill(now, seen))
+
+    def _watch(self, change: Callable[[], None]) -> None:
+        """Apply ``change`` to the standby window; say so the first time its cap bites."""
+        before = self._standby.overflow
+        change()
+        if self._standby.overflow and not before:
+            log.warning("standby window full; oldest events dropped", cap=self._standby.max)
 
     def _deliver(self, events: Sequence[CallEvent]) -> None:
         if not events:

@@ -8,10 +8,11 @@ persistence (or flushed) loses them the same way.
 
 Two pure parts, used by the outbox (:mod:`cti.calls.leadership`):
 
-* :class:`RecentlyPublished`: the events published in the last ``window_s`` seconds,
-  pruned by age as events go (like the standby window, and as long: a failover that
-  took longer than that has also cost the lease, and the next leader replays its own
-  standby window). The count cap is a backstop against a flood only.
+* :class:`EventWindow`: the events of the last ``window_s`` seconds, pruned by age as
+  events go, the count cap a backstop against a flood only. The outbox keeps what it
+  published in one (as long as the standby window: a failover that took longer than
+  that has also cost the lease, and the next leader replays its own standby window);
+  the standby window itself is one too (:class:`cti.calls.leadership.Leadership`).
 * :class:`PublishMarks`: how the leader notices the loss. Each batch's pipeline ends
   with ``SET <mark key> <token>:<n> GET``: the reply is the mark the previous batch
   left. Replication keeps the master's order, so finding our last mark means every
@@ -38,7 +39,7 @@ from __future__ import annotations
 
 import uuid
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 from cti.calls.events import CallEvent
 
@@ -49,19 +50,29 @@ def mark_key(lease_key: str, owner: str) -> str:
     return f"{lease_key}:published:{owner}"
 
 
-class RecentlyPublished:
-    """The events published in the last ``window_s`` seconds, oldest first."""
+class EventWindow:
+    """The events of the last ``window_s`` seconds, oldest first, each with when it was
+    seen (published, for the outbox's; handed over, for a standby's)."""
 
     def __init__(self, window_s: float, max_events: int = 100_000) -> None:
         self._window_s = window_s
         self.max = max_events
-        #: (when it was published, the event); the times never decrease.
+        #: (when it was seen, the event); the times never decrease.
         self._events: deque[tuple[float, CallEvent]] = deque()
         #: Events dropped by the count backstop before their time.
         self.overflow = 0
 
     def __len__(self) -> int:
         return len(self._events)
+
+    def __iter__(self) -> Iterator[tuple[float, CallEvent]]:
+        return iter(self._events)
+
+    def refill(self, now: float, seen: Iterable[tuple[float, CallEvent]]) -> None:
+        """Replace the window's contents with ``seen`` (in time order), then prune."""
+        self._events.clear()
+        self._events.extend(seen)
+        self.prune(now)
 
     def add(self, now: float, events: Sequence[CallEvent]) -> None:
         self._events.extend((now, event) for event in events)

@@ -10,7 +10,7 @@ nothing: Redis came back empty) says the window must go out again, once.
 from __future__ import annotations
 
 from cti.calls.events import CallEvent
-from cti.calls.recent import PublishMarks, RecentlyPublished, mark_key
+from cti.calls.recent import EventWindow, PublishMarks, mark_key
 
 CALL = "6f1c1d1e-0000-4000-8000-0000000000a1"
 
@@ -33,7 +33,7 @@ def fingerprints(pairs: list[tuple[float, CallEvent]]) -> list[str]:
 
 
 def test_the_window_keeps_what_went_out_in_the_last_seconds_only() -> None:
-    window = RecentlyPublished(window_s=120)
+    window = EventWindow(window_s=120)
     window.add(1000.0, [event(1), event(2)])
     window.add(1100.0, [event(3)])
     window.add(1121.0, [event(4)])  # 1000 is now 121 s old
@@ -45,7 +45,7 @@ def test_the_window_keeps_what_went_out_in_the_last_seconds_only() -> None:
 
 
 def test_the_window_is_bounded_by_time_not_by_the_rate() -> None:
-    window = RecentlyPublished(window_s=10)
+    window = EventWindow(window_s=10)
     for second in range(100):
         window.add(float(second), [event(second * 1000 + i) for i in range(50)])
     assert len(window) == 11 * 50  # seconds 89..99
@@ -53,7 +53,7 @@ def test_the_window_is_bounded_by_time_not_by_the_rate() -> None:
 
 
 def test_the_count_cap_is_only_a_backstop() -> None:
-    window = RecentlyPublished(window_s=120, max_events=5)
+    window = EventWindow(window_s=120, max_events=5)
     window.add(0.0, [event(i) for i in range(8)])
     assert fingerprints(window.take(0.0)) == [f"ringing|{i}" for i in range(3, 8)]
     assert window.overflow == 3
