@@ -50,7 +50,11 @@ def _parser() -> argparse.ArgumentParser:
         "add", help="add an agent; the password is read from stdin (or --password-env)"
     )
     agents_add.add_argument("username", help="1 to 64 of a-z 0-9 . _ -")
-    agents_add.add_argument("--endpoint", required=True, help="the device their calls ring")
+    agents_add.add_argument(
+        "--endpoint",
+        required=True,
+        help="the device their calls ring: PJSIP/2001 on the home PBX, PJSIP/2001@b on PBX b",
+    )
     agents_add.add_argument("--name", default=None, help="display name (default: username)")
     agents_add.add_argument("--role", choices=("agent", "supervisor"), default="agent")
     agents_add.add_argument(
@@ -72,7 +76,9 @@ def _parser() -> argparse.ArgumentParser:
         "set", help="change an agent's endpoint, role or name, and end their sessions"
     )
     agents_set.add_argument("username")
-    agents_set.add_argument("--endpoint", default=None, help="the device their calls ring")
+    agents_set.add_argument(
+        "--endpoint", default=None, help="the device their calls ring (PJSIP/2001@b on PBX b)"
+    )
     agents_set.add_argument("--role", choices=("agent", "supervisor"), default=None)
     agents_set.add_argument("--name", default=None, help="display name")
 

@@ -27,6 +27,7 @@ ErrorCode = Literal[
     "not_in_plan",  # well formed, but not a pause reason or queue of the routing plan (yet)
     "stale_version",  # edited against a version that is no longer current
     "not_on_call",  # the agent has no leg on the call (any more)
+    "other_pbx",  # needs two devices on one PBX (ChanSpy): they are on different ones
     "refused",  # Asterisk refused the action
     "ami_unavailable",  # no AMI connection, or Asterisk did not answer in time
     "too_many_attempts",  # too many failed logins for the name or address: wait

@@ -1,5 +1,7 @@
-"""The ``supervisor_audit`` table (cti/db/migrations/007_supervisor_audit.sql): what
-supervisors did to agents, who, to whom, when and how it ended.
+"""The ``supervisor_audit`` table (cti/db/migrations/007_supervisor_audit.sql, and
+012_audit_device.sql): what supervisors did to agents, who, to whom (the user name, and
+the device as cti names it: ``PJSIP/2001@b`` says which PBX the action went to), when
+and how it ended.
 
 Only this module reads or writes the table. An action is recorded before it is sent
 (:meth:`SupervisorAudit.begin`, result ``pending``) and given its result after
@@ -36,13 +38,14 @@ ACTIONS: tuple[Action, ...] = (
 PENDING = "pending"
 OK = "ok"
 
-_COLUMNS = "id, at, supervisor, action, target_agent, queue, reason, call_id, result"
+_COLUMNS = "id, at, supervisor, action, target_agent, queue, reason, call_id, result, device"
 
 
 @dataclass(frozen=True, slots=True)
 class AuditEntry:
     """One supervisor action as recorded: ``supervisor`` and ``target_agent`` are user
-    names; ``queue``, ``reason`` and ``call_id`` where the action has one."""
+    names; ``queue``, ``reason`` and ``call_id`` where the action has one; ``device``:
+    the agent's device (as cti names it, with its PBX) the action was for."""
 
     supervisor: str
     action: Action
@@ -50,6 +53,7 @@ class AuditEntry:
     queue: str | None = None
     reason: str | None = None
     call_id: str | None = None
+    device: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +73,7 @@ class AuditRow:
             "queue": self.entry.queue,
             "reason": self.entry.reason,
             "call_id": self.entry.call_id,
+            "device": self.entry.device,
             "result": self.result,
         }
 
@@ -83,8 +88,8 @@ class SupervisorAudit:
     async def _insert(self, entry: AuditEntry, result: str) -> int:
         value = await self._db.fetchval(
             """INSERT INTO supervisor_audit
-                   (at, supervisor, action, target_agent, queue, reason, call_id, result)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id""",
+                   (at, supervisor, action, target_agent, queue, reason, call_id, result, device)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id""",
             dt.datetime.fromtimestamp(self._clock(), dt.UTC),
             entry.supervisor,
             entry.action,
@@ -93,6 +98,7 @@ class SupervisorAudit:
             entry.reason,
             entry.call_id,
             result,
+            entry.device,
             timeout=QUERY_TIMEOUT_S,
         )
         return int(value)
@@ -137,5 +143,6 @@ def _row(record: Any) -> AuditRow:
         record["queue"],
         record["reason"],
         record["call_id"],
+        record["device"],
     )
     return AuditRow(record["id"], record["at"].timestamp(), entry, record["result"])

@@ -5,7 +5,9 @@ for the supervisors' and the agent's own stream, and the state intervals it clos
 Pure: the event is a :class:`~cti.calls.events.CallEvent` so that it travels the call
 events' road (the leader's fenced outbox, the standby window on a takeover, each
 fingerprint published once). Its ``call_key`` is ``agent:<device>``, which no call key
-can equal (call keys are a call id or ``L:<linkedid>``).
+can equal (call keys are a call id or ``L:<linkedid>``). The device is the agent's as
+cti names it (``PJSIP/2001@b`` on PBX ``b``), and the event carries its PBX's name
+(``pbx``), so agents of two PBXes never share a key, a fingerprint or a stream.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 
 from cti.agents.state import AgentChanged, AgentStatus, status_to_json
 from cti.calls.events import CallEvent
+from cti.pbx import DEFAULT_PBX, split_device
 
 AGENT_EVENT = "agent_state"
 AGENT_KEY_PREFIX = "agent:"
@@ -65,12 +68,16 @@ def _interval(
 def agent_event(change: AgentChanged) -> CallEvent:
     """The ``agent_state`` event of one change (module docstring). Its fingerprint is
     the new status without the moment it was computed, so every instance that saw the
-    same AMI traffic names it alike."""
+    same AMI traffic names it alike. The one PBX of a deployment without ``CTI_PBXES``
+    keeps the fingerprints it had; an agent of a PBX other than the home one has its
+    event's fingerprint prefixed ``@<pbx>|``, as every event of that PBX has."""
     status = status_to_json(change.status)
+    hashed = {k: v for k, v in status.items() if k != "pbx" or v != DEFAULT_PBX}
     digest = hashlib.sha1(
-        json.dumps(status, sort_keys=True, separators=(",", ":")).encode(), usedforsecurity=False
+        json.dumps(hashed, sort_keys=True, separators=(",", ":")).encode(), usedforsecurity=False
     ).hexdigest()
-    data: dict[str, Any] = {k: v for k, v in status.items() if k not in ("agent", "call_id")}
+    away = split_device(change.status.agent)[1]
+    data: dict[str, Any] = {k: v for k, v in status.items() if k not in ("agent", "call_id", "pbx")}
     data["previous"] = change.previous.value if change.previous is not None else None
     data["ended"] = [asdict(i) for i in ended_intervals(change)]
     return CallEvent(
@@ -78,9 +85,10 @@ def agent_event(change: AgentChanged) -> CallEvent:
         call_key=AGENT_KEY_PREFIX + change.status.agent,
         call_id=change.status.call_id,
         linkedid="",
-        fingerprint=f"state|{digest}",
+        fingerprint=f"@{away}|state|{digest}" if away else f"state|{digest}",
         at=change.at,
         agent=change.status.agent,
+        pbx=change.status.pbx,
         data=data,
         recipients=(change.status.agent,),
     )

@@ -13,6 +13,11 @@ AMI message, with the effects the call model made of it, goes to the
   that must act only on the leader asks ``leading()``);
 * is copied, by the leader only, into the ``cti:agents:state`` hash
   (:meth:`run`: batched, off the AMI path; a new leader writes the whole board).
+
+One service per PBX (:mod:`cti.pbx`): its board is fed that PBX's tracker and names the
+agents as cti does (``PJSIP/2001@b``); ``leading`` is that PBX's lease, so the leader
+of PBX ``b`` publishes and writes ``b``'s agents only (and replaces only those in the
+shared hash when it takes over).
 """
 
 from __future__ import annotations
@@ -118,7 +123,7 @@ class AgentService:
         snapshot = self.board.snapshot()
         if not self._wrote_all:
             self._dirty.clear()
-            await self._store.write_states(snapshot.values(), replace=True)
+            await self._store.write_states(snapshot.values(), replace=self.board.owns)
             self._wrote_all = True
             return
         dirty, self._dirty = self._dirty, set()

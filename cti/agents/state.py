@@ -1,4 +1,4 @@
-"""Every agent's state, from AMI and the call model's effects: plain Python, no I/O.
+r"""Every agent's state, from AMI and the call model's effects: plain Python, no I/O.
 
 An agent is its device as Asterisk names it (``PJSIP/2001``): the queue member's state
 interface, the name the call model's effects use. :class:`AgentBoard` takes
@@ -32,6 +32,13 @@ Asterisk with the reason ``wrap-up`` is in ``wrap_up`` too.
 
 ``since`` is when the state (with its reason) last changed; times are the events'
 ``Timestamp`` when they carry one, else the injected clock.
+
+**Several PBXes** (:mod:`cti.pbx`). A board follows one PBX and names its agents as
+cti does (``PJSIP/2001@b`` off the home PBX: :meth:`AgentBoard.device`), from AMI
+(member interfaces, ``DeviceStateChange``) and from effects alike (a name already
+qualified stays), so two boards never mix their ``PJSIP/2001``\ s. A member's
+``interface`` stays as its PBX names it: what ``QueuePause`` there wants (and
+``Local/x@ctx`` is no device of a PBX ``ctx``).
 """
 
 from __future__ import annotations
@@ -57,6 +64,7 @@ from cti.calls.effects import (
     CallUnheld,
     Effect,
 )
+from cti.pbx import DEFAULT_PBX, Pbx, split_device
 
 #: The pause reason cti gives Asterisk while it holds an agent in wrap-up (the routing
 #: plan refuses it as a reason of its own).
@@ -114,6 +122,8 @@ class AgentStatus:
     queue: str | None
     memberships: tuple[Membership, ...]
     wrapup_until: float | None
+    #: The name of the PBX the agent's device is on (:mod:`cti.pbx`).
+    pbx: str = DEFAULT_PBX
 
     def membership(self, queue: str) -> Membership | None:
         return next((m for m in self.memberships if m.queue == queue), None)
@@ -134,6 +144,7 @@ def status_to_json(status: AgentStatus) -> dict[str, Any]:
     """The status as events, Redis and the API carry it."""
     return {
         "agent": status.agent,
+        "pbx": status.pbx,
         "state": status.state.value,
         "reason": status.reason,
         "since": status.since,
@@ -217,21 +228,40 @@ def _truthy(value: str | None) -> bool:
 
 
 class AgentBoard:
-    """Every agent's state (see the module docstring). ``wrapup_s(queue)``: the
-    queue's wrap-up in seconds (0: none); ``clock``: for messages without a timestamp."""
+    """Every agent's state on one PBX (see the module docstring). ``wrapup_s(queue)``:
+    the queue's wrap-up in seconds (0: none); ``clock``: for messages without a
+    timestamp; ``pbx``: the PBX followed (default: the one PBX of a deployment without
+    ``CTI_PBXES``, whose devices keep their names)."""
 
     def __init__(
         self,
         *,
         wrapup_s: Callable[[str | None], int] = lambda _queue: 0,
         clock: Callable[[], float] = lambda: 0.0,
+        pbx: Pbx | None = None,
     ) -> None:
         self._wrapup_s = wrapup_s
         self._clock = clock
+        self.pbx_name = pbx.name if pbx is not None else DEFAULT_PBX
+        #: None on the home PBX: its devices keep their plain names.
+        self._suffix = None if pbx is None or pbx.home else pbx.name
         self._agents: dict[str, _Agent] = {}
         self._devices: dict[str, str] = {}
         self._call_queue: dict[str, str] = {}  # linkedid -> queue
         self._resync_seen: set[tuple[str, str]] | None = None
+
+    # -- names ---------------------------------------------------------------------------
+    def device(self, name: str) -> str:
+        """A device of this PBX as cti names it; a name already qualified with this
+        PBX stays as it is (the module docstring)."""
+        if self._suffix is None or split_device(name)[1] == self._suffix:
+            return name
+        return f"{name}@{self._suffix}"
+
+    def owns(self, agent: str) -> bool:
+        """Whether an agent (as cti names it) is on this board's PBX: one this PBX's
+        leader may write or end in the stores all PBXes share."""
+        return split_device(agent)[1] == self._suffix
 
     # -- reading ---------------------------------------------------------------------------
     def snapshot(self) -> dict[str, AgentStatus]:
@@ -297,7 +327,7 @@ class AgentBoard:
         device = fields.get("stateinterface") or interface
         if not queue or not device:
             return None
-        return queue, device, interface or device
+        return queue, self.device(device), interface or device
 
     def _on_member(self, msg: Message, at: float) -> _Agent | None:
         """QueueMember (resync), QueueMemberAdded, QueueMemberStatus."""
@@ -348,6 +378,7 @@ class AgentBoard:
         state = (msg.fields.get("state") or "").upper()
         if not device:
             return None
+        device = self.device(device)
         if state == "NOT_INUSE" or not state:
             self._devices.pop(device, None)
         elif device in self._devices or len(self._devices) < MAX_DEVICES:
@@ -393,7 +424,7 @@ class AgentBoard:
                 return [agent]
             case CallHeld(by=by) | CallUnheld(by=by):
                 held = isinstance(effect, CallHeld)
-                agent_or_none = self._agents.get(by)
+                agent_or_none = self._agents.get(self.device(by)) if by else None
                 if agent_or_none is None or key not in agent_or_none.legs:
                     return []
                 leg = agent_or_none.legs[key]
@@ -463,7 +494,7 @@ class AgentBoard:
 
     # -- computing states ------------------------------------------------------------------
     def _agent(self, name: str) -> _Agent:
-        agent = self._agents.get(name)
+        agent = self._agents.get(name) or self._agents.get(name := self.device(name))
         if agent is None:
             agent = self._agents[name] = _Agent(name)
         return agent
@@ -524,6 +555,7 @@ class AgentBoard:
             on_queue,
             tuple(memberships),
             agent.wrap.until if agent.wrap is not None else None,
+            self.pbx_name,
         )
         if old == status:
             return None

@@ -10,6 +10,12 @@ Redis (read them through this module only):
   (any instance, :meth:`AgentStore.disposition_saved`), and the leader ends it. A new
   leader reads it after a takeover, so it finishes every wrap-up on time.
 
+Several PBXes (:mod:`cti.pbx`) share both hashes: an agent is its device as cti names
+it (``PJSIP/2001`` on the home PBX, ``PJSIP/2001@b`` on PBX ``b``), so two PBXes' agents
+never collide, and each PBX's leader touches only its own agents (the ``ours``
+predicate: :meth:`cti.agents.state.AgentBoard.owns`), so leaders of different PBXes
+never undo each other's writes.
+
 PostgreSQL: ``agent_state_log`` (migration 006), one row per state interval, written
 through a :class:`~cti.batch_writer.BatchWriter` (:func:`state_log_batch_writer`);
 a row written twice (a retried batch, a handover) is stored once.
@@ -105,14 +111,21 @@ class AgentStore:
         self._drop = client.register_script(_DROP)
 
     # -- current states ---------------------------------------------------------------------
-    async def write_states(self, statuses: Iterable[AgentStatus], *, replace: bool = False) -> None:
-        """Store these statuses; ``replace``: they are every agent (a new leader's view)."""
+    async def write_states(
+        self, statuses: Iterable[AgentStatus], *, replace: Callable[[str], bool] | None = None
+    ) -> None:
+        """Store these statuses; ``replace``: they are every agent of whom ``replace``
+        says yes (a new leader's view of its PBX), so the others of those go."""
         mapping: dict[Any, Any] = {
             s.agent: json.dumps(status_to_json(s), separators=(",", ":")) for s in statuses
         }
+        stale: list[str] = []
+        if replace is not None:
+            names = [_text(k) for k in await self._redis.hkeys(STATE_KEY)]
+            stale = [n for n in names if replace(n) and n not in mapping]
         async with self._redis.pipeline(transaction=True) as pipe:
-            if replace:
-                pipe.delete(STATE_KEY)
+            if stale:
+                pipe.hdel(STATE_KEY, *stale)
             if mapping:
                 pipe.hset(STATE_KEY, mapping=mapping)
             await pipe.execute()
@@ -136,14 +149,20 @@ class AgentStore:
         return out
 
     # -- wrap-ups --------------------------------------------------------------------------
-    async def wrap_ups(self) -> dict[str, tuple[WrapUpRecord, str]]:
-        """agent -> (its pending wrap-up, the raw value for :meth:`drop_wrap_up`)."""
+    async def wrap_ups(
+        self, ours: Callable[[str], bool] = lambda _agent: True
+    ) -> dict[str, tuple[WrapUpRecord, str]]:
+        """agent -> (its pending wrap-up, the raw value for :meth:`drop_wrap_up`), of
+        the agents ``ours`` names (one PBX's: the module docstring)."""
         raw = await self._redis.hgetall(WRAPUP_KEY)
         out = {}
         for key, value in raw.items():
+            agent = _text(key)
+            if not ours(agent):
+                continue
             record = _record(value)
             if record is not None:
-                out[_text(key)] = (record, _text(value))
+                out[agent] = (record, _text(value))
         return out
 
     async def put_wrap_up(self, agent: str, wrap: WrapUp) -> None:

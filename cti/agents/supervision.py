@@ -22,6 +22,16 @@ Validation and refusals are call control's (:mod:`cti.calls.control`): the same 
 ``not_in_plan`` (it may be tomorrow: the request is not malformed). The audit row is
 written before the action is sent, so an action that cannot be recorded is not sent; a
 refusal before sending is recorded with its code.
+
+Several PBXes (:mod:`cti.pbx`): an agent's device names its PBX (``PJSIP/2001@b``).
+Every action goes to that PBX's AMI connection (call control's ``send(..., pbx=)``,
+named explicitly) with the device unqualified (``Interface: PJSIP/2001``), and the
+audit row names the device as cti does (``PJSIP/2001@b``). Listening needs the
+supervisor's phone and the agent's leg on the **same** PBX: ChanSpy is a dialplan
+application that spies on channels of the Asterisk it runs on, and no Asterisk sees
+another's channels (spying across a trunk would need a second call bridged into the
+agent's, which barges the customer). A supervisor on another PBX is refused with
+``other_pbx`` and told so; they can listen from a phone on the agent's PBX.
 """
 
 from __future__ import annotations
@@ -35,8 +45,9 @@ import asyncpg
 import structlog
 
 from cti.agents.audit import OK, Action, AuditEntry, SupervisorAudit
-from cti.calls.control import CallControl, check_agent, check_pause_reason
+from cti.calls.control import AGENT, CallControl, check_agent, check_pause_reason
 from cti.errors import DomainError
+from cti.pbx import split_device
 from cti.routing.table import RoutingTable
 
 log = structlog.get_logger(__name__)
@@ -57,6 +68,11 @@ class Person:
 
     username: str
     endpoint: str
+
+
+def _device(agent: Person) -> str | None:
+    """The agent's device for the audit row, if it is one (a malformed one is refused)."""
+    return agent.endpoint if AGENT.fullmatch(agent.endpoint) else None
 
 
 def check_plan_reason(table: RoutingTable, reason: str | None) -> str | None:
@@ -84,8 +100,9 @@ def check_plan_queue(table: RoutingTable, queue: str) -> str:
 
 
 class Supervision:
-    """The supervisor's actions on one AMI connection (``control``'s), on the routing
-    plan of the moment (``table``), recorded in ``audit``."""
+    """The supervisor's actions through call control (``control``: every PBX
+    followed, each action to the agent's), on the routing plan of the moment
+    (``table``), recorded in ``audit``."""
 
     def __init__(
         self,
@@ -100,6 +117,12 @@ class Supervision:
         self._table = table
         self._ring_timeout_ms = ring_timeout_ms
 
+    def _where(self, device: str) -> tuple[str, str]:
+        """A device (as cti names it, checked) → (as its PBX names it, that PBX's
+        name); ``invalid`` for a PBX not followed here."""
+        endpoint, pbx = split_device(check_agent(device))
+        return endpoint, self._control.line(pbx).name
+
     async def pause(
         self,
         by: Person,
@@ -110,11 +133,16 @@ class Supervision:
     ) -> None:
         """Pause (``reason`` required) or unpause the agent, in ``queue`` or in all."""
         entry = AuditEntry(
-            by.username, "pause" if paused else "unpause", agent.username, queue, reason
+            by.username,
+            "pause" if paused else "unpause",
+            agent.username,
+            queue,
+            reason,
+            device=_device(agent),
         )
         fields = {"Paused": "true" if paused else "false"}
         try:
-            fields["Interface"] = check_agent(agent.endpoint)
+            fields["Interface"], pbx = self._where(agent.endpoint)
             table = self._table()
             if queue is not None:
                 fields["Queue"] = check_plan_queue(table, queue)
@@ -124,40 +152,50 @@ class Supervision:
                 fields["Reason"] = check_plan_reason(table, reason) or ""
         except DomainError as exc:
             await self._refuse(entry, exc)
-        await self._audited(entry, "QueuePause", fields)
+        await self._audited(entry, pbx, "QueuePause", fields)
 
     async def queue_member(self, by: Person, agent: Person, queue: str, logged_in: bool) -> None:
         """Log the agent in to (``QueueAdd``) or out of (``QueueRemove``) a plan queue."""
         action: Action = "queue_login" if logged_in else "queue_logout"
-        entry = AuditEntry(by.username, action, agent.username, queue)
+        entry = AuditEntry(by.username, action, agent.username, queue, device=_device(agent))
         try:
-            fields = {
-                "Queue": check_plan_queue(self._table(), queue),
-                "Interface": check_agent(agent.endpoint),
-            }
+            interface, pbx = self._where(agent.endpoint)
+            fields = {"Queue": check_plan_queue(self._table(), queue), "Interface": interface}
         except DomainError as exc:
             await self._refuse(entry, exc)
-        await self._audited(entry, "QueueAdd" if logged_in else "QueueRemove", fields)
+        await self._audited(entry, pbx, "QueueAdd" if logged_in else "QueueRemove", fields)
 
     async def spy(self, by: Person, agent: Person, mode: SpyMode) -> str | None:
         """Ring the supervisor's phone into ChanSpy on the agent's call; the call's id
         (or key) the agent is on."""
-        entry = AuditEntry(by.username, mode, agent.username)
+        device = _device(agent)
+        entry = AuditEntry(by.username, mode, agent.username, device=device)
         try:
             if mode not in SPY_OPTIONS:
                 raise DomainError("invalid", "mode: 'listen', 'whisper' or 'barge'", "mode")
             if not by.endpoint:
                 raise DomainError("invalid", "your agent record has no phone to ring")
-            phone = check_agent(by.endpoint)
+            phone, phone_pbx = self._where(by.endpoint)
+            _endpoint, pbx = self._where(agent.endpoint)
+            if phone_pbx != pbx:
+                raise DomainError(
+                    "other_pbx",
+                    f"your phone is on PBX {phone_pbx!r} and {agent.username}'s on {pbx!r}: "
+                    "listening works from a phone on the agent's own PBX (ChanSpy cannot "
+                    "reach a call on another Asterisk server)",
+                )
             leg = self._control.talking_leg(agent.endpoint)
             if not SPY_CHANNEL.fullmatch(leg.name):
                 raise DomainError("refused", f"cannot spy on channel {leg.name[:100]!r}")
         except DomainError as exc:
             await self._refuse(entry, exc)
         call = leg.call.key
-        entry = AuditEntry(by.username, mode, agent.username, leg.queue, None, call[:128])
+        entry = AuditEntry(
+            by.username, mode, agent.username, leg.queue, None, call[:128], device=device
+        )
         await self._audited(
             entry,
+            pbx,
             "Originate",
             {
                 "Channel": phone,
@@ -177,14 +215,19 @@ class Supervision:
             supervisor=entry.supervisor,
             action=entry.action,
             agent=entry.target_agent,
+            device=entry.device,
             error=exc.code,
         )
         raise exc
 
-    async def _audited(self, entry: AuditEntry, action: str, fields: dict[str, str]) -> None:
+    async def _audited(
+        self, entry: AuditEntry, pbx: str, action: str, fields: dict[str, str]
+    ) -> None:
+        """Record, send to ``pbx``, record the result (``fields`` name its devices as
+        ``pbx`` does)."""
         row = await self._audit.begin(entry)  # not recorded: not sent
         try:
-            await self._control.send(action, **fields)
+            await self._control.send(action, pbx=pbx, **fields)
         except DomainError as exc:
             await self._finish(row, exc.code)
             raise
@@ -194,6 +237,7 @@ class Supervision:
             supervisor=entry.supervisor,
             action=entry.action,
             agent=entry.target_agent,
+            device=entry.device,
             queue=entry.queue,
             reason=entry.reason,
             call_id=entry.call_id,

@@ -23,6 +23,13 @@ records (a standby too, so its view is right the moment it takes over). A wrap-u
 board has but Redis has not is ended, unless this instance saw it start moments ago
 (``grace_s``) and its leader may have died before writing it: then the new leader
 writes it itself.
+
+Several PBXes (:mod:`cti.pbx`): one service per PBX, with that PBX's board and that
+PBX's lease as ``is_leader``, so a wrap-up of an agent on PBX ``b`` is led by ``b``'s
+leader, whichever PBX the instance leads too. It reads only its PBX's records from the
+shared hash, and every ``QueuePause`` names the PBX it is for (``pause``'s first
+argument) with the member's interface as that PBX knows it (``PJSIP/2001``, never
+``PJSIP/2001@b``): the composition sends it on that PBX's AMI connection.
 """
 
 from __future__ import annotations
@@ -37,11 +44,14 @@ from redis.exceptions import RedisError
 from cti.agents.state import WRAPUP_REASON, AgentBoard, AgentChanged, WrapUp
 from cti.agents.store import AgentStore, WrapUpRecord
 from cti.errors import DomainError
+from cti.pbx import split_device
 
 log = structlog.get_logger(__name__)
 
-#: ``pause(interface, paused, reason, queue)``: one QueuePause (cti.calls.control).
-Pause = Callable[[str, bool, str | None, str | None], Awaitable[None]]
+#: ``pause(pbx, interface, paused, reason, queue)``: one QueuePause
+#: (:meth:`cti.calls.control.CallControl.pause`) on the AMI connection of the PBX of that
+#: name, ``interface`` unqualified (as that PBX names the member).
+Pause = Callable[[str, str, bool, str | None, str | None], Awaitable[None]]
 
 
 class WrapUpService:
@@ -113,7 +123,7 @@ class WrapUpService:
         now = self._clock()
         if leading:
             await self._write_started()
-        records = await self._store.wrap_ups()
+        records = await self._store.wrap_ups(self._board.owns)
         self._sync(records, now, leading)
         if not leading:
             self._to_write.clear()
@@ -162,6 +172,7 @@ class WrapUpService:
         if status is None:
             return
         interfaces = self._board.interfaces(agent)
+        device = split_device(agent)[0]  # a member's interface, if the board knows none
         for membership in status.memberships:
             if membership.paused:
                 continue
@@ -169,20 +180,21 @@ class WrapUpService:
             if now - self._requested.get(key, float("-inf")) < self._repause_s:
                 continue
             self._requested[key] = now
-            interface = interfaces.get(membership.queue, agent)
-            await self._send(interface, True, membership.queue)
+            await self._send(interfaces.get(membership.queue) or device, True, membership.queue)
 
     async def _unpause(self, agent: str) -> None:
         status = self._board.status(agent)
         if status is None:
             return
         interfaces = self._board.interfaces(agent)
+        device = split_device(agent)[0]
         for membership in status.memberships:
             ours = membership.paused and membership.reason == WRAPUP_REASON
             # A pause we asked for that Asterisk has not confirmed yet is ours too.
             asked = (agent, membership.queue, True) in self._requested
             if ours or (asked and not membership.paused):
-                await self._send(interfaces.get(membership.queue, agent), False, membership.queue)
+                interface = interfaces.get(membership.queue) or device
+                await self._send(interface, False, membership.queue)
             self._requested.pop((agent, membership.queue, True), None)
 
     async def _finish(self, agent: str, raw: str) -> None:
@@ -195,12 +207,15 @@ class WrapUpService:
         self._emit(self._board.end_wrap_up(agent, self._clock()))
 
     async def _send(self, interface: str, paused: bool, queue: str) -> None:
+        """One QueuePause to the board's PBX, ``interface`` as that PBX names it."""
+        pbx = self._board.pbx_name
         try:
-            await self._pause(interface, paused, WRAPUP_REASON if paused else None, queue)
+            await self._pause(pbx, interface, paused, WRAPUP_REASON if paused else None, queue)
         except DomainError as exc:
             self.failures += 1
             log.warning(
                 "wrap-up pause not applied",
+                pbx=pbx,
                 interface=interface,
                 queue=queue,
                 paused=paused,

@@ -6,6 +6,12 @@ service and the state log's writer. Its ``on_change`` listeners get every batch 
 whether this one leads): that is where the wallboard plugs in, here or later with
 ``Agents.service.listen``. The queues' ``wrapup_s`` come from the routing plan, which
 ``cti serve`` opens after the call following: :meth:`PlanLink.watch` connects it.
+
+Several PBXes (:mod:`cti.pbx`): :func:`open_agents` is called once per PBX followed,
+with that PBX (its board names its agents ``PJSIP/2001@b``), that PBX's leadership
+(``handover``, ``leading``) and the ``pause`` of the composition, which sends each
+QueuePause to the PBX it names. Each PBX's :class:`Agents` is led by that PBX's leader:
+the wrap-up of an agent on ``b`` by whoever holds ``b``'s lease.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from cti.agents.wrapup import Pause, WrapUpService
 from cti.app.supervisor import Supervisor
 from cti.batch_writer import BatchWriter, DeadLetterSink
 from cti.calls.events import CallEvent
+from cti.pbx import DEFAULT_PBX, Pbx
 from cti.routing.plan_watcher import PlanWatcher
 from cti.routing.table import RoutingTable
 
@@ -76,17 +83,21 @@ def open_agents(
     dead_letters: DeadLetterSink | None,
     on_change: Sequence[Listener] = (),
     clock: Callable[[], float] = time.time,
+    pbx: Pbx | None = None,
 ) -> Agents:
+    """``pbx``: the PBX these agents are on (default: the one PBX of a deployment
+    without ``CTI_PBXES``). Its tasks are named after it when it is not that one."""
     plan = PlanLink()
-    board = AgentBoard(wrapup_s=plan.wrapup_s, clock=clock)
+    board = AgentBoard(wrapup_s=plan.wrapup_s, clock=clock, pbx=pbx)
     store = AgentStore(redis_client)
-    state_log: BatchWriter[StateInterval] = BatchWriter(
-        "agent-state-log", state_log_batch_writer(pool), dead_letters=dead_letters
+    suffix = "" if pbx is None or pbx.name == DEFAULT_PBX else f"-{pbx.name}"
+    state_log: BatchWriter[StateInterval] = BatchWriter(  # one name per PBX: /metrics, /readyz
+        "agent-state-log" + suffix, state_log_batch_writer(pool), dead_letters=dead_letters
     )
     service = AgentService(board, store, handover=handover, leading=leading, on_change=on_change)
     wrapup = WrapUpService(board, store, pause, is_leader=leading, emit=service.emit, clock=clock)
     service.listen(wrapup.changed)
-    supervisor.writer("agent-state-log", state_log.run)
-    supervisor.background("agent-states", service.run)
-    supervisor.background("wrap-up", wrapup.run)
+    supervisor.writer("agent-state-log" + suffix, state_log.run)
+    supervisor.background("agent-states" + suffix, service.run)
+    supervisor.background("wrap-up" + suffix, wrapup.run)
     return Agents(service, wrapup, store, state_log, plan)

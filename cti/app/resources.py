@@ -21,6 +21,7 @@ from cti.ami.client import AmiClient, EventSink
 from cti.ami.filters import AmiFilter
 from cti.app.supervisor import finish
 from cti.config import Config, HostPort
+from cti.pbx import DEFAULT_PBX, Pbx
 from cti.screenpop.app import HttpServer
 
 log = structlog.get_logger(__name__)
@@ -145,15 +146,22 @@ async def redis_client(config: Config) -> AsyncIterator[redis.Redis]:
 
 
 def create_ami_client(
-    config: Config, sink: EventSink, *, id_prefix: str, filters: Sequence[AmiFilter]
+    config: Config,
+    sink: EventSink,
+    *,
+    id_prefix: str,
+    filters: Sequence[AmiFilter],
+    pbx: Pbx | None = None,
 ) -> AmiClient:
-    """The AMI client as configured (not connected); ``sink`` gets the events ``filters``
-    let through, in arrival order."""
+    """The AMI client of ``pbx`` (default: the first of :meth:`Config.pbx_list`, the one
+    PBX without ``CTI_PBXES``), not connected; ``sink`` gets the events ``filters`` let
+    through, in arrival order."""
+    pbx = pbx or config.pbx_list()[0]
     return AmiClient(
-        config.ami_host,
-        config.ami_port,
-        config.ami_username,
-        config.ami_secret,
+        pbx.host,
+        pbx.port,
+        pbx.username,
+        pbx.secret,
         events_sink=sink,
         ping_interval=config.ami_ping_s,
         ping_timeout=config.ami_ping_s,
@@ -164,13 +172,20 @@ def create_ami_client(
 
 @contextlib.asynccontextmanager
 async def ami_client(
-    config: Config, sink: EventSink, *, id_prefix: str, filters: Sequence[AmiFilter]
+    config: Config,
+    sink: EventSink,
+    *,
+    id_prefix: str,
+    filters: Sequence[AmiFilter],
+    pbx: Pbx | None = None,
 ) -> AsyncIterator[AmiClient]:
     """:func:`create_ami_client`, connecting (and reconnecting) in the background while
-    the context lasts. On exit the client logs off."""
-    client = create_ami_client(config, sink, id_prefix=id_prefix, filters=filters)
+    the context lasts, in a task of its own (one per PBX: one PBX's AMI going away
+    never holds up another's). On exit the client logs off."""
+    client = create_ami_client(config, sink, id_prefix=id_prefix, filters=filters, pbx=pbx)
     stop = asyncio.Event()
-    task = asyncio.create_task(client.run(stop), name="ami")
+    name = "ami" if pbx is None or pbx.name == DEFAULT_PBX else f"ami-{pbx.name}"
+    task = asyncio.create_task(client.run(stop), name=name)
     try:
         yield client
     finally:

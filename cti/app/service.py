@@ -116,8 +116,7 @@ class Parts:
     @property
     def backlog(self) -> int:
         """Records and call events not written yet."""
-        leadership = self.calls.leadership if self.calls is not None else None
-        outbox = leadership.backlog if leadership is not None else 0
+        outbox = self.calls.backlog if self.calls is not None else 0
         return outbox + sum(writer.backlog for writer in self.record_writers())
 
 
@@ -170,7 +169,8 @@ class Service:
         elif role.following is Following.OBSERVE:
             parts.calls = await observe_calls(supervisor, config, owner=owner)
         if parts.calls is not None:
-            metrics.watch_ami(parts.calls.ami_source())
+            for name, source in parts.calls.ami_sources().items():
+                metrics.watch_ami(source, pbx=name)
         watch_writers()
         plan = watch_plan(supervisor, config) if role.routing or role.sidebar else None
         if role.sidebar:
@@ -186,8 +186,8 @@ class Service:
                 plan=plan,
             )
         if config.metrics_bind is not None:
-            ami = parts.calls.ami if parts.calls is not None else None
-            probes = Probes(pool, client, metrics, ami)
+            amis = parts.calls.amis if parts.calls is not None else None
+            probes = Probes(pool, client, metrics, amis)
             parts.metrics_port = await open_metrics_port(supervisor, config, metrics, probes)
         if role.routing:
             assert plan is not None
@@ -201,8 +201,9 @@ class Service:
                 dead_letters=dead,
                 agi_limits=self._agi_limits,
             )
-            if parts.calls is not None and parts.calls.agents is not None:
-                parts.calls.agents.plan.watch(parts.routing.plan)  # the queues' wrapup_s
+            for followed in parts.calls.pbxes if parts.calls is not None else ():
+                if followed.agents is not None:  # every PBX's: the queues' wrapup_s
+                    followed.agents.plan.watch(parts.routing.plan)
             watch_writers()
         if parts.calls is not None and parts.calls.leadership is not None:
             plan = parts.routing.plan if parts.routing is not None else None
@@ -211,7 +212,7 @@ class Service:
                 config,
                 redis_client=client,
                 open_reader=reader_factory(client, block_ms=1000),
-                leadership=parts.calls.leadership,
+                owner=owner,
                 table=lambda: plan.table if plan is not None else RoutingTable(),
             )
         return parts

@@ -41,7 +41,7 @@ async def open_sidebar(
         sessions=Sessions(config.session_secret.encode(), config.session_ttl_s),
         metrics=metrics,
         control=calls.control if calls is not None else None,
-        ami=calls.ami if calls is not None else None,
+        ami=calls.amis if calls is not None else None,
         table=lambda: plan.table,
         timezone=config.timezone,
         serve_metrics=config.metrics_bind is None,

@@ -1,4 +1,8 @@
-"""The wallboard's engine on the AMI leader (:mod:`cti.wallboard.engine`).
+"""The wallboard's engine (:mod:`cti.wallboard.engine`) and its own lease.
+
+Whichever instance holds ``cti:wallboard:leader`` counts (the lease runs here with the
+AMI lease's TTL; any instance may hold it, whatever PBX it leads: the wallboard counts
+the events of every PBX once).
 
 Its time zone is ``CTI_TIMEZONE``, else the routing plan's first dialled number's, else
 UTC; its thresholds are each queue's in the plan (``sl_threshold_s``,
@@ -12,14 +16,17 @@ from collections.abc import Callable
 from zoneinfo import ZoneInfo
 
 import redis.asyncio as redis
+import structlog
 
 from cti.app.supervisor import Supervisor
-from cti.calls.leadership import Leadership
+from cti.calls.lease import Lease
 from cti.config import Config
 from cti.routing.table import RoutingTable
 from cti.wallboard.engine import WallboardEngine
 from cti.wallboard.figures import Figures, QueueTargets
-from cti.wallboard.store import WallboardStore
+from cti.wallboard.store import LEASE_KEY, WallboardStore
+
+log = structlog.get_logger(__name__)
 
 UTC = ZoneInfo("UTC")
 
@@ -42,7 +49,7 @@ def open_wallboard(
     *,
     redis_client: redis.Redis,
     open_reader: Callable[[], redis.Redis],
-    leadership: Leadership,
+    owner: str,
     table: Callable[[], RoutingTable],
 ) -> WallboardEngine:
     timezone = centre_timezone(config, table)
@@ -57,14 +64,22 @@ def open_wallboard(
         found = next((r for r in table().pause_reasons if r.name == reason), None)
         return found.max_minutes if found is not None else None
 
+    def changed(held: bool) -> None:
+        log.info("wallboard lease " + ("acquired" if held else "lost"), owner=owner)
+
+    ttl_s = config.ami_lease_ttl_s
+    lease = Lease(
+        redis_client, owner, key=LEASE_KEY, ttl_s=ttl_s, renew_s=ttl_s / 5, on_change=changed
+    )
     figures = Figures(timezone(), targets, pause_max)
     engine = WallboardEngine(
-        WallboardStore(redis_client),
+        WallboardStore(redis_client, lease_key=LEASE_KEY),
         open_reader,
-        leadership.owner,
+        owner,
         figures,
-        is_leader=lambda: leadership.leader,
+        is_leader=lambda: lease.held,
         timezone=timezone,
     )
+    supervisor.background("wallboard-lease", lease.run)
     supervisor.background("wallboard", engine.run)
     return engine

@@ -12,6 +12,19 @@ leg), the event's own ``Timestamp`` (identical on every AMI connection), the que
 event with no AMI timestamp (rebuilt from a snapshot) is stamped with ``now`` but its
 fingerprint does not use it.
 
+Several PBXes (:mod:`cti.pbx`): channel names, Uniqueids and Linkedids are unique only
+within one Asterisk, so an event carries the name of the PBX whose AMI feed made it
+(``pbx``), and what must not collide across PBXes is namespaced by it: the fingerprint of
+an event of a non-home PBX starts with ``@<pbx>|``, and a call without ``CTI_CALL_ID``
+on a non-home PBX is keyed ``L:<linkedid>@<pbx>``. A call that crosses PBXes keeps its
+``CTI_CALL_ID`` as its one key on both, so its published sets (agents, fingerprints) are
+shared. The home PBX's events keep exactly the keys and fingerprints of a single-PBX
+deployment. One thing differs once PBXes are named (``CTI_PBXES``): a PBX's ``ended`` is
+the end of that PBX's part of the call only (a consultation on b that b's agent hangs
+up, while the caller still talks to a's agent), so it goes to the agents of that part
+(its ``recipients``, from the PBX's call model), not to every agent the call ever had;
+the call ends when its last part does (:mod:`cti.timeline.summary`).
+
 Pure: no I/O, no clock (``now`` is passed in).
 """
 
@@ -36,14 +49,38 @@ from cti.calls.effects import (
     ConsultStarted,
     Effect,
 )
+from cti.pbx import DEFAULT_PBX, Pbx
 
 #: ``call_key`` prefix of a call that has no ``CTI_CALL_ID`` (it never went through the
 #: route): its Linkedid, namespaced so that it can never equal a call id.
 LINKEDID_PREFIX = "L:"
 
 
-def call_key(call_id: str | None, linkedid: str) -> str:
-    return call_id if call_id else LINKEDID_PREFIX + linkedid
+def call_key(call_id: str | None, linkedid: str, pbx: Pbx | None = None) -> str:
+    """The key a call's events are published and recorded under: its call id, else its
+    Linkedid (namespaced by a non-home PBX, whose Linkedids may repeat the home's)."""
+    if call_id:
+        return call_id
+    if pbx is None or pbx.home:
+        return LINKEDID_PREFIX + linkedid
+    return f"{LINKEDID_PREFIX}{linkedid}@{pbx.name}"
+
+
+def fingerprint_prefix(pbx: Pbx | None) -> str:
+    """What starts the fingerprints of a PBX's events: nothing for the home PBX (a
+    single PBX's fingerprints stay as they were), ``@<pbx>|`` for any other."""
+    return "" if pbx is None or pbx.home else f"@{pbx.name}|"
+
+
+def namespace_of(fingerprint: str) -> str | None:
+    """The non-home PBX whose namespace a fingerprint is in (``@b|ringing|…`` → ``b``);
+    None for the home PBX's. It tells two PBXes' parts of one call apart even in rows
+    written before events named their PBX (those all came from the home PBX)."""
+    if fingerprint.startswith("@"):
+        name, bar, _rest = fingerprint[1:].partition("|")
+        if bar and name:
+            return name
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +91,8 @@ class CallEvent:
     the supervisors' stream that gets every event. ``to_call_agents``: also every agent who
     ever rang or talked on this call (the publisher keeps that set per call), for news that
     concerns all of them (a transfer, the end, a data change). ``agent`` is the agent the
-    event is about, if any."""
+    event is about, if any. ``pbx`` is the PBX whose AMI feed made the event (None for
+    news not made by a PBX, e.g. ``data_changed``)."""
 
     kind: str
     call_key: str
@@ -66,6 +104,7 @@ class CallEvent:
     data: dict[str, Any] = field(default_factory=dict)
     recipients: tuple[str, ...] = ()
     to_call_agents: bool = False
+    pbx: str | None = None
 
     def as_json(self) -> dict[str, Any]:
         """The wire form (stream entries, the sidebar's WebSocket, the timeline's detail)."""
@@ -76,6 +115,7 @@ class CallEvent:
             "linkedid": self.linkedid,
             "at": self.at,
             "agent": self.agent,
+            "pbx": self.pbx,
             **self.data,
         }
 
@@ -84,20 +124,29 @@ def _agents(*names: str | None) -> tuple[str, ...]:
     return tuple(dict.fromkeys(n for n in names if n))
 
 
-def to_events(effect: Effect, now: float) -> list[CallEvent]:
-    """The events one effect makes (most make one; bookkeeping effects make none)."""
+def to_events(effect: Effect, now: float, pbx: Pbx | None = None) -> list[CallEvent]:
+    """The events one effect makes (most make one; bookkeeping effects make none).
+
+    ``pbx`` is the PBX whose call model made the effect (None: the one PBX of a
+    deployment that does not name its PBXes, keyed like the home PBX)."""
     at = effect.at if effect.at is not None else now
     stamp = f"{effect.at:.6f}" if effect.at is not None else "snapshot"
+    prefix = fingerprint_prefix(pbx)
+    key = call_key(effect.call_id, effect.linkedid, pbx)
+    pbx_name = pbx.name if pbx is not None else None
+    # Deployments that name their PBXes (CTI_PBXES); the single PBX is ``default``.
+    named = pbx_name is not None and pbx_name != DEFAULT_PBX
 
     def event(kind: str, fingerprint: str, **kw: Any) -> list[CallEvent]:
         return [
             CallEvent(
                 kind=kind,
-                call_key=call_key(effect.call_id, effect.linkedid),
+                call_key=key,
                 call_id=effect.call_id,
                 linkedid=effect.linkedid,
-                fingerprint=fingerprint,
+                fingerprint=prefix + fingerprint,
                 at=at,
+                pbx=pbx_name,
                 **kw,
             )
         ]
@@ -234,7 +283,9 @@ def to_events(effect: Effect, now: float) -> list[CallEvent]:
                     "abandoned": effect.abandoned,
                     "agents": list(effect.agents),
                 },
-                to_call_agents=True,
+                # The end of this PBX's part: for its own agents (the tracker names them
+                # from its model), not every agent the call ever had on other PBXes.
+                to_call_agents=not named,
             )
     # CallStarted, CallIdentified, CallMerged, CallStateChanged, CallRestored: model
     # bookkeeping; the state they carry reaches agents through the events above.

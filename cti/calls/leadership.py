@@ -25,6 +25,10 @@ change together: taking the lease moves the window into the outbox, losing it mo
 the outbox back into the window. Only an instance whose AMI connection is up and
 resynced may take the lease (``ami_connected``), so one that lost Asterisk does not
 keep everyone blind.
+
+Several PBXes (:mod:`cti.pbx`): one Leadership per PBX, each with that PBX's lease
+(``lease_key=cti.calls.lease.lease_key(pbx)``), which its outbox's writes are fenced by;
+they may share one :class:`~cti.calls.publisher.EventPublisher`.
 """
 
 from __future__ import annotations
@@ -61,9 +65,12 @@ class Outbox:
         *,
         max_batch: int = 256,
         backoff: Backoff | None = None,
+        lease_key: str = LEASE_KEY,
     ) -> None:
         self._publisher = publisher
         self._owner = owner
+        #: The lease the owner must hold to publish: its PBX's (cti.calls.lease.lease_key).
+        self._lease_key = lease_key
         self._on_not_leader = on_not_leader
         self._max_batch = max_batch
         self._backoff = backoff or Backoff(initial=0.05, cap=2.0)
@@ -104,7 +111,7 @@ class Outbox:
                 continue
             batch = self._pending[: self._max_batch]
             try:
-                await self._publisher.publish_many(batch, self._owner)
+                await self._publisher.publish_many(batch, self._owner, lease_key=self._lease_key)
             except NotLeader:
                 log.warning("not the AMI leader any more; events kept for later")
                 self._on_not_leader(self.take_all())
@@ -164,7 +171,11 @@ class Leadership:
             eligible=lambda: self.ami_up,
         )
         self.outbox = Outbox(
-            publisher, owner, on_not_leader=self.keep_unpublished, backoff=outbox_backoff
+            publisher,
+            owner,
+            on_not_leader=self.keep_unpublished,
+            backoff=outbox_backoff,
+            lease_key=lease_key,
         )
 
     # -- from the tracker -----------------------------------------------------------------

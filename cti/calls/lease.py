@@ -39,6 +39,7 @@ def lease_key(pbx: str) -> str:
     without ``CTI_PBXES`` keeps the key it always had."""
     return LEASE_KEY if pbx == DEFAULT_PBX else f"{LEASE_KEY}:{pbx}"
 
+
 _RENEW = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
     return redis.call('PEXPIRE', KEYS[1], ARGV[2])

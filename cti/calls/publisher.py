@@ -28,6 +28,15 @@ a retry after a Redis error, or a new leader re-publishing the events it buffere
 standing by, never doubles an event. The script builds the agent stream keys itself,
 which a Redis Cluster would refuse: we run one Redis (or a replicated pair).
 
+Several PBXes (:mod:`cti.pbx`): each PBX's events are published under that PBX's own
+lease (:func:`cti.calls.lease.lease_key`), so the fencing check is against the lease of
+the PBX the event came from. One publisher serves every PBX: the caller names the lease
+with each batch (``publish_many(..., lease_key=)``; each PBX's
+:class:`~cti.calls.leadership.Leadership` passes its own). The payload carries the
+event's ``pbx``. Fingerprints and Linkedid call keys are already namespaced by PBX
+(:mod:`cti.calls.events`), so the per-call sets of a call that crosses PBXes (one
+``CTI_CALL_ID``) are shared by both PBXes' events, and nothing else is.
+
 What to publish, and when, is :mod:`cti.calls.leadership`'s business (the outbox);
 this module only knows how.
 """
@@ -153,7 +162,7 @@ class EventPublisher:
         client: redis.Redis,
         *,
         ttl_s: int,
-        lease_key: str = LEASE_KEY,
+        lease_key: str = LEASE_KEY,  # when publish_many is not told
         retention_s: float = STREAM_RETENTION_S,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -167,9 +176,11 @@ class EventPublisher:
         self.published = 0
         self.duplicates = 0
 
-    def _args(self, event: CallEvent, owner: str, min_id: str) -> tuple[list[str], list[str]]:
+    def _args(
+        self, event: CallEvent, owner: str, min_id: str, lease_key: str
+    ) -> tuple[list[str], list[str]]:
         keys = [
-            self._lease_key,
+            lease_key,
             call_seen_key(event.call_key),
             call_agents_key(event.call_key),
             ALL_EVENTS_STREAM,
@@ -189,25 +200,30 @@ class EventPublisher:
         ]
         return keys, args
 
-    async def publish_many(self, events: Sequence[CallEvent], owner: str) -> None:
+    async def publish_many(
+        self, events: Sequence[CallEvent], owner: str, *, lease_key: str | None = None
+    ) -> None:
         """One round trip for the batch. ``owner=''`` publishes without the lease check
-        (edits of call data, which any instance may make)."""
+        (edits of call data, which any instance may make). ``lease_key``: the lease
+        ``owner`` must hold, that of the PBX the events came from (default: the one
+        given at construction, the single PBX's)."""
         if not events:
             return
+        key = self._lease_key if lease_key is None else lease_key
         try:
-            results = await self._run(events, owner)
+            results = await self._run(events, owner, key)
         except NoScriptError:  # Redis restarted (or SCRIPT FLUSH) since we loaded it
             self._sha = None
-            results = await self._run(events, owner)
+            results = await self._run(events, owner, key)
         for result in results:
             if result == -1:
-                raise NotLeader("the AMI lease belongs to another instance")
+                raise NotLeader(f"the AMI lease {key} belongs to another instance")
             if result == 1:
                 self.published += 1
             else:
                 self.duplicates += 1
 
-    async def _run(self, events: Sequence[CallEvent], owner: str) -> list[object]:
+    async def _run(self, events: Sequence[CallEvent], owner: str, lease_key: str) -> list[object]:
         """EVALSHA in one pipeline. Not redis-py's Script object: with a pipeline it sends
         SCRIPT EXISTS first, a second round trip for every batch."""
         if self._sha is None:
@@ -217,6 +233,6 @@ class EventPublisher:
         min_id = f"{max(int(self._clock() * 1000) - self._retention_ms, 0)}-0"
         async with self._redis.pipeline(transaction=False) as pipe:
             for event in events:
-                keys, args = self._args(event, owner, min_id)
+                keys, args = self._args(event, owner, min_id, lease_key)
                 pipe.evalsha(self._sha, len(keys), *keys, *args)
             return await pipe.execute()

@@ -19,6 +19,12 @@ AMI events are applied strictly in arrival order by the AMI client's single cons
 ``followers`` see the same feed after the model: each message with the effects it
 made (and the catch-up's effects, with no message), the resync's start and its end.
 The agent states (cti.agents) follow calls this way, without a second call model.
+
+Several PBXes (:mod:`cti.pbx`): one model and one tracker per PBX, each fed by that
+PBX's AMI connection. :func:`model_for` builds a PBX's model (its devices named as cti
+names them: ``PJSIP/2001@b``); the tracker's ``pbx`` stamps every event it makes, the
+catch-up's included, so fingerprints and Linkedid call keys never collide across PBXes
+(:func:`cti.calls.events.to_events`).
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from cti.ami.protocol import Message
 from cti.calls.effects import AgentConnected, AgentLeft, CallEnded, Effect
 from cti.calls.events import CallEvent, to_events
 from cti.calls.model import Call, CallModel
+from cti.pbx import Pbx, agent_of
 
 #: The cause of the ``ended`` event of a call that vanished while AMI was away.
 GONE = "gone while AMI was disconnected"
@@ -40,6 +47,16 @@ GONE = "gone while AMI was disconnected"
 def _talking_legs(call: Call) -> dict[str, str]:
     """channel name -> agent, for every agent leg talking to the caller now."""
     return {ch.name: ch.agent for ch in call.channels.values() if ch.connected and ch.agent}
+
+
+def model_for(pbx: Pbx | None = None) -> CallModel:
+    """The call model of one PBX: its channels' and queue members' devices named as cti
+    names them (:func:`cti.pbx.agent_of`, :meth:`cti.pbx.Pbx.device`: ``PJSIP/2001`` on
+    the home PBX, ``PJSIP/2001@b`` on ``b``; an inter-PBX trunk is never an agent).
+    None: the one PBX of an unnamed deployment."""
+    if pbx is None:
+        return CallModel()
+    return CallModel(agent_of=agent_of(pbx), device_of=None if pbx.home else pbx.device)
 
 
 class Follower(Protocol):
@@ -69,8 +86,11 @@ class CallTracker:
         on_connected: Callable[[bool], None] | None = None,
         clock: Callable[[], float] = time.time,
         followers: Sequence[Follower] = (),
+        pbx: Pbx | None = None,
     ) -> None:
         self.model = model
+        #: The PBX this tracker follows: stamps (and namespaces) every event it makes.
+        self.pbx = pbx
         self._followers = tuple(followers)
         self._handover = handover
         self._on_connected = on_connected
@@ -160,7 +180,7 @@ class CallTracker:
         events = [
             self._to_everyone_on_the_call(event)
             for effect in effects
-            for event in to_events(effect, now)
+            for event in to_events(effect, now, self.pbx)
         ]
         if not events:
             return
@@ -169,8 +189,10 @@ class CallTracker:
 
     def _to_everyone_on_the_call(self, event: CallEvent) -> CallEvent:
         """News for everyone on the call names them from the model too, not only from
-        the publisher's per-call set in Redis, which a Redis restart empties."""
-        if not event.to_call_agents:
+        the publisher's per-call set in Redis, which a Redis restart empties. A named
+        PBX's ``ended`` (not for everyone: cti.calls.events) goes to the agents of this
+        PBX's part of the call, named the same way."""
+        if not event.to_call_agents and event.kind != "ended":
             return event
         agents = list(event.recipients)
         call = self.model.call(event.call_id or event.linkedid)

@@ -29,6 +29,13 @@ the call is on hold, else **talk** (holds are released as in
 :mod:`cti.timeline.summary`). ``how``: ``hangup``, ``blind`` or ``attended`` (the leg's
 agent transferred the call; ``to`` says to whom), or ``not_answered``.
 
+**Several PBXes** (:mod:`cti.pbx`): a call that crosses servers has one part per PBX
+(:func:`cti.timeline.summary.end_of`). Legs and visits carry their PBX (``pbx``: the
+name the events gave, None for rows written before events named one: the home PBX) and
+are matched within their PBX only (two servers' channel and queue names may be alike).
+A part's ``ended`` ends that part's legs and its open queue visit; the call ends with
+the last part.
+
 Duplicates and order are handled by :func:`cti.timeline.summary.ordered`. Pure.
 """
 
@@ -37,8 +44,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
-from cti.calls.events import CallEvent
-from cti.timeline.summary import ordered
+from cti.calls.events import CallEvent, namespace_of
+from cti.timeline.summary import Leg, end_of, leg_of, ordered
 
 OUTCOMES = ("answered", "abandoned", "timed_out", "transferred_out", "sent_elsewhere")
 HOWS = ("hangup", "blind", "attended", "not_answered")
@@ -52,6 +59,7 @@ class QueueVisit:
     outcome: str  # one of OUTCOMES
     position: int | None = None
     agent: str | None = None  # who answered
+    pbx: str | None = None  # the queue's PBX (None: the home PBX, an older row)
     #: Of the leg that answered this visit: its talk, hold, wrap-up and whether it
     #: ended in a transfer (what the queue's handle time and transfers count).
     talk_s: float = 0.0
@@ -77,6 +85,7 @@ class AgentLeg:
     wrapup_s: float = 0.0  # from agent states (issue 11) when known
     how: str = "not_answered"  # one of HOWS
     to: str | None = None
+    pbx: str | None = None  # the channel's PBX (None: the home PBX, an older row)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +101,7 @@ class Journey:
     hold_s: float
     wrapup_s: float
     transfers: int
+    pbx: str | None = None  # the first queue's
 
     @property
     def wait_s(self) -> float:
@@ -112,6 +122,8 @@ class _Leg:
     agent: str
     channel: str
     queue: str | None
+    part: str | None = None  # its PBX's namespace (cti.calls.events.namespace_of)
+    pbx: str | None = None
     rang: float | None = None
     answered: float | None = None
     ended: float | None = None
@@ -131,6 +143,8 @@ class _Visit:
     queue: str
     entered: float
     position: int | None
+    part: str | None = None
+    pbx: str | None = None
     left: float | None = None
     outcome: str = ""
     agent: str | None = None
@@ -141,11 +155,18 @@ class _Visit:
 class _State:
     legs: list[_Leg] = field(default_factory=list)
     visits: list[_Visit] = field(default_factory=list)
-    held: dict[str, str] = field(default_factory=dict)  # holding leg → who holds
+    held: dict[Leg, str] = field(default_factory=dict)  # holding leg → who holds
 
     def open_visit(self) -> _Visit | None:
         last = self.visits[-1] if self.visits else None
         return last if last is not None and last.left is None else None
+
+    def open_visit_of(self, event: CallEvent) -> _Visit | None:
+        """The open visit, if it is in a queue of the event's PBX."""
+        visit = self.open_visit()
+        return (
+            visit if visit is not None and visit.part == namespace_of(event.fingerprint) else None
+        )
 
     def close_visit(self, at: float, outcome: str, agent: str | None = None) -> None:
         visit = self.open_visit()
@@ -163,9 +184,12 @@ class _State:
 
     def find(self, event: CallEvent) -> _Leg | None:
         """The latest leg on the event's channel (else, with no channel to match by,
-        the agent's leg that is up)."""
+        the agent's leg that is up), on the event's PBX."""
         channel = str(event.data.get("channel") or "")
+        part = namespace_of(event.fingerprint)
         for leg in reversed(self.legs):
+            if leg.part != part:
+                continue
             if channel and leg.channel == channel:
                 return leg
             if not channel and leg.agent == event.agent and leg.ended is None:
@@ -173,20 +197,44 @@ class _State:
         return None
 
     def leg(self, event: CallEvent, *, answering: bool = False) -> _Leg:
-        channel = str(event.data.get("channel") or event.agent or "")
+        part, channel = leg_of(event)
         agent = event.agent or channel
         for leg in reversed(self.legs):
-            if leg.channel == channel and leg.ended is None:
+            if leg.part == part and leg.channel == channel and leg.ended is None:
                 return leg
         if answering:  # a Local member rings on one channel and answers on another
             for leg in reversed(self.legs):
-                if leg.agent == agent and leg.answered is None and leg.ended is None:
+                if (
+                    leg.part == part
+                    and leg.agent == agent
+                    and leg.answered is None
+                    and leg.ended is None
+                ):
                     leg.channel = channel
                     return leg
         queue = event.data.get("queue")
-        leg = _Leg(agent=agent, channel=channel, queue=str(queue) if queue else None)
+        leg = _Leg(
+            agent=agent,
+            channel=channel,
+            queue=str(queue) if queue else None,
+            part=part,
+            pbx=event.pbx,
+        )
         self.legs.append(leg)
         return leg
+
+    def end_part(self, ended: CallEvent) -> None:
+        """One PBX's part of the call ended: its legs end, and its open queue visit."""
+        if self.open_visit_of(ended) is not None:
+            abandoned = bool(ended.data.get("abandoned"))
+            self.move_on(ended.at, "abandoned" if abandoned else "timed_out")
+        part = namespace_of(ended.fingerprint)
+        for leg in self.legs:
+            if leg.part == part and leg.ended is None:
+                leg.ended = ended.at
+                if leg.answered is not None and leg.how == "not_answered":
+                    leg.how = "hangup"
+        self.held = {leg: by for leg, by in self.held.items() if leg[0] != part}
 
 
 def _int(value: object) -> int | None:
@@ -198,7 +246,7 @@ def derive(events: Sequence[CallEvent]) -> CallSegments:
     timeline = ordered(events)
     if not timeline:
         return CallSegments(started=0.0, ended=None, visits=(), legs=(), journey=None)
-    end_event = next((e for e in timeline if e.kind == "ended"), None)
+    end_event, _ends = end_of(timeline)
     end = end_event.at if end_event is not None else timeline[-1].at
     state = _State()
     previous: float | None = None
@@ -236,6 +284,7 @@ def derive(events: Sequence[CallEvent]) -> CallSegments:
             hold_s=leg.hold,
             how=leg.how,
             to=leg.to,
+            pbx=leg.pbx,
         )
         for leg in state.legs
     )
@@ -258,6 +307,8 @@ def _apply(state: _State, event: CallEvent) -> None:
                     queue=str(data.get("queue") or ""),
                     entered=event.at,
                     position=_int(data.get("position")),
+                    part=namespace_of(event.fingerprint),
+                    pbx=event.pbx,
                 )
             )
         case "ringing":
@@ -275,7 +326,7 @@ def _apply(state: _State, event: CallEvent) -> None:
             visit = state.open_visit()
             if visit is not None:
                 queue = data.get("queue")
-                if queue and queue == visit.queue:
+                if queue and queue == visit.queue and visit.part == leg.part:
                     leg.queue = visit.queue
                     leg.visit = len(state.visits) - 1
                     state.close_visit(event.at, "answered", leg.agent)
@@ -287,19 +338,18 @@ def _apply(state: _State, event: CallEvent) -> None:
                 found.ended = event.at
                 if found.answered is not None:
                     found.how = "hangup"
-            state.held.pop(str(data.get("channel") or ""), None)
+            part = namespace_of(event.fingerprint)
+            state.held.pop((part, str(data.get("channel") or "")), None)
             if found is not None:
-                state.held.pop(found.channel, None)
+                state.held.pop((part, found.channel), None)
         case "held":
-            state.held[str(data.get("channel") or event.agent or "")] = str(
-                data.get("by") or event.agent or ""
-            )
+            state.held[leg_of(event)] = str(data.get("by") or event.agent or "")
         case "unheld":
-            state.held.pop(str(data.get("channel") or event.agent or ""), None)
+            state.held.pop(leg_of(event), None)
         case "transferred":
             _transferred(state, event)
         case "queue_left":
-            visit = state.open_visit()
+            visit = state.open_visit_of(event)
             # answered: the connected that follows closes the visit
             if (
                 visit is not None
@@ -309,9 +359,11 @@ def _apply(state: _State, event: CallEvent) -> None:
             ):
                 visit.gone = event.at
         case "abandoned":
-            visit = state.open_visit()
+            visit = state.open_visit_of(event)
             if visit is not None and visit.queue == data.get("queue"):
                 state.close_visit(visit.gone or event.at, "abandoned")
+        case "ended":
+            state.end_part(event)
 
 
 def _transferred(state: _State, event: CallEvent) -> None:
@@ -341,6 +393,7 @@ def _visit(state: _State, index: int) -> QueueVisit:
         outcome=visit.outcome,
         position=visit.position,
         agent=visit.agent,
+        pbx=visit.pbx,
         talk_s=leg.talk if leg else 0.0,
         hold_s=leg.hold if leg else 0.0,
         transferred=leg is not None and leg.how in ("blind", "attended"),
@@ -363,6 +416,7 @@ def _journey(visits: Sequence[QueueVisit], legs: Sequence[AgentLeg]) -> Journey 
         hold_s=sum(leg.hold_s for leg in handled),
         wrapup_s=sum(leg.wrapup_s for leg in handled),
         transfers=sum(1 for leg in handled if leg.how in ("blind", "attended")),
+        pbx=first.pbx,
     )
 
 

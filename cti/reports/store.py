@@ -52,11 +52,11 @@ GROUPS = {
 
 _OFFER_COLUMNS = (
     "call_id, kind, seq, queue, entered_at, left_at, wait_s, outcome, position, agent,"
-    " talk_s, hold_s, wrapup_s, transfers"
+    " talk_s, hold_s, wrapup_s, transfers, pbx"
 )
 _LEG_COLUMNS = (
     "call_id, seq, agent, channel, queue, rang_at, answered_at, ended_at, talk_s, hold_s,"
-    " wrapup_s, how, to_whom, started_at"
+    " wrapup_s, how, to_whom, started_at, pbx"
 )
 
 
@@ -70,13 +70,13 @@ def offer_rows(call_id: str, segments: CallSegments) -> list[tuple[Any, ...]]:
     for seq, v in enumerate(segments.visits):
         rows.append(
             (key, "queue", seq, v.queue, _at(v.entered), _at(v.left), v.wait_s, v.outcome,
-             v.position, v.agent, v.talk_s, v.hold_s, v.wrapup_s, int(v.transferred))
+             v.position, v.agent, v.talk_s, v.hold_s, v.wrapup_s, int(v.transferred), v.pbx)
         )  # fmt: skip
     j = segments.journey
     if j is not None:
         rows.append(
             (key, "call", 0, j.queue, _at(j.entered), _at(j.left), j.wait_s, j.outcome,
-             None, None, j.talk_s, j.hold_s, j.wrapup_s, j.transfers)
+             None, None, j.talk_s, j.hold_s, j.wrapup_s, j.transfers, j.pbx)
         )  # fmt: skip
     return rows
 
@@ -87,7 +87,7 @@ def leg_rows(call_id: str, segments: CallSegments) -> list[tuple[Any, ...]]:
         (key, seq, leg.agent[:128], leg.channel[:256], leg.queue, _at(leg.rang),
          _at(leg.answered), _at(leg.ended), leg.talk_s, leg.hold_s, leg.wrapup_s, leg.how,
          (leg.to or "")[:128] or None, _at(leg.rang if leg.rang is not None else leg.answered)
-         or _at(leg.ended))
+         or _at(leg.ended), leg.pbx)
         for seq, leg in enumerate(segments.legs)
     ]  # fmt: skip
 
@@ -131,7 +131,8 @@ async def store_segments(
                 SELECT r.*, i.tier, i.rule, i.dnis, i.service
                 FROM unnest($1::uuid[], $2::text[], $3::int[], $4::text[], $5::timestamptz[],
                             $6::timestamptz[], $7::float8[], $8::text[], $9::int[], $10::text[],
-                            $11::float8[], $12::float8[], $13::float8[], $14::int[])
+                            $11::float8[], $12::float8[], $13::float8[], $14::int[],
+                            $15::text[])
                      AS r({_OFFER_COLUMNS})
                 LEFT JOIN interactions i USING (call_id)""",
             *columns,
@@ -143,7 +144,8 @@ async def store_segments(
             f"""INSERT INTO report_legs ({_LEG_COLUMNS})
                 SELECT * FROM unnest($1::uuid[], $2::int[], $3::text[], $4::text[], $5::text[],
                     $6::timestamptz[], $7::timestamptz[], $8::timestamptz[], $9::float8[],
-                    $10::float8[], $11::float8[], $12::text[], $13::text[], $14::timestamptz[])""",
+                    $10::float8[], $11::float8[], $12::text[], $13::text[], $14::timestamptz[],
+                    $15::text[])""",
             *columns,
             timeout=timeout_s,
         )

@@ -41,7 +41,8 @@ from cti.timeline.store import agent_event_kinds
 
 log = structlog.get_logger(__name__)
 
-_LINKEDID = re.compile(r"[0-9A-Za-z._-]{1,64}")
+#: A Linkedid, and the PBX it is from when that is not the home PBX (cti.calls.events).
+_LINKEDID = re.compile(r"[0-9A-Za-z._-]{1,64}(@[a-z][a-z0-9_]{0,15})?")
 QUERY_TIMEOUT_S = 5
 
 
@@ -51,7 +52,8 @@ def forbidden() -> DomainError:
 
 
 def parse_call_key(raw: str) -> str | None:
-    """The canonical call key (a lower-case UUID, or ``L:<linkedid>``); None if neither."""
+    """The canonical call key (a lower-case UUID, or ``L:<linkedid>``, ``L:<linkedid>@<pbx>``
+    on a PBX other than the home one); None if neither."""
     if CALL_ID.match(raw):
         return raw.lower()
     if raw.startswith(LINKEDID_PREFIX) and _LINKEDID.fullmatch(raw[len(LINKEDID_PREFIX) :]):

@@ -2,7 +2,10 @@
 
 An agent is known by a ``username`` (what they type at login) and reached at an
 ``endpoint``, the device their calls ring (``PJSIP/2001``), which is the name the call
-events use; hence one endpoint per agent. Checks here repeat the table's CHECK
+events use; hence one endpoint per agent. With several PBXes (:mod:`cti.pbx`) the
+endpoint names its PBX as cti names devices: ``PJSIP/2001`` on the home PBX,
+``PJSIP/2001@b`` on PBX ``b`` (the table's CHECK has always allowed ``@``), so two agents
+may each have a ``PJSIP/2001``, on different PBXes. Checks here repeat the table's CHECK
 constraints so that the CLI can say what is wrong in words before PostgreSQL refuses.
 """
 
@@ -67,7 +70,9 @@ def check_agent(username: str, endpoint: str, display_name: str, role: str) -> N
     if not USERNAME.fullmatch(username):
         raise AgentError(f"username {username[:80]!r}: 1 to 64 of a-z 0-9 . _ -")
     if not ENDPOINT.fullmatch(endpoint):
-        raise AgentError(f"endpoint {endpoint[:80]!r}: a device name such as PJSIP/2001")
+        raise AgentError(
+            f"endpoint {endpoint[:80]!r}: a device name such as PJSIP/2001 (PJSIP/2001@b: on PBX b)"
+        )
     if not 1 <= len(display_name) <= MAX_DISPLAY_NAME_CHARS or not display_name.isprintable():
         raise AgentError(
             f"name: 1 to {MAX_DISPLAY_NAME_CHARS} printable characters, not {display_name[:80]!r}"

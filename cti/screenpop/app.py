@@ -18,7 +18,6 @@ from aiohttp import web
 
 from cti.agents.audit import SupervisorAudit
 from cti.agents.supervision import Supervision
-from cti.ami.client import AmiClient
 from cti.calldata.service import CallDataService
 from cti.calls.control import CallControl
 from cti.routing.table import RoutingTable
@@ -50,7 +49,7 @@ def build_app(
     sessions: Sessions,
     metrics: Metrics | None = None,
     control: CallControl | None = None,
-    ami: AmiClient | None = None,
+    ami: health.AmiLinks | None = None,
     ws_limits: WsLimits | None = None,
     open_reader: Callable[[], redis.Redis] | None = None,
     static_dir: Path = STATIC_DIR,
@@ -62,7 +61,8 @@ def build_app(
     serve_metrics: bool = True,
 ) -> web.Application:
     """The application. ``control``/``ami`` None: call control and pausing answer 503
-    ``ami_unavailable`` and /readyz reports ``"ami": null``. ``open_reader`` makes the
+    ``ami_unavailable`` and /readyz reports ``"ami": null``; ``ami`` is each PBX's AMI
+    connection by name (or the one PBX's client), for /readyz. ``open_reader`` makes the
     Redis client of one WebSocket (default: a dedicated connection to ``redis_client``'s
     server). ``table`` is the routing plan of the moment (its pause reasons and queues;
     default: an empty plan, which offers none). ``serve_metrics`` False: no ``/metrics``

@@ -15,13 +15,13 @@ from redis.asyncio import Redis
 
 from cti.agents.audit import SupervisorAudit
 from cti.agents.supervision import Supervision
-from cti.ami.client import AmiClient
 from cti.calldata.service import CallDataService
 from cti.calls.control import CallControl
 from cti.errors import DomainError
 from cti.routing.table import RoutingTable
 from cti.screenpop.access import Access
 from cti.screenpop.auth import Claims, Sessions, TokenError
+from cti.screenpop.health import AmiLinks
 from cti.screenpop.metrics import Metrics
 from cti.screenpop.password_checks import PasswordChecks
 from cti.screenpop.revocation import TokenVersions
@@ -52,7 +52,7 @@ class Context:
     #: A new Redis client for one WebSocket's blocking reads (see cti.screenpop.ws).
     open_reader: Callable[[], Redis]
     control: CallControl | None = None  # None: no AMI, call control and pausing answer 503
-    ami: AmiClient | None = None  # for /readyz
+    ami: AmiLinks | None = None  # for /readyz: each PBX's AMI connection
     ws_limits: WsLimits = field(default_factory=WsLimits)
     #: None: no throttling (a test that is not about it); build_app always sets one.
     throttle: LoginThrottle | None = None

@@ -39,6 +39,7 @@ STATUS: dict[ErrorCode, int] = {
     "not_in_plan": 422,
     "stale_version": 409,
     "not_on_call": 409,
+    "other_pbx": 409,
     "too_large": 413,
     "refused": 502,
     "ami_unavailable": 503,

@@ -5,6 +5,14 @@ so a hung store makes the probe say no quickly instead of hanging the probe. AMI
 only where call following is on (``null`` otherwise): an instance that cannot reach
 Asterisk cannot transfer or pause, and a balancer should prefer one that can.
 
+With several PBXes (:mod:`cti.pbx`) the body says each one's AMI by name (``pbxes``)
+and lists those down (``ami_down``), but the instance stays ready while ANY of them is
+up: a PBX that is down is usually down for every instance alike (the Asterisk itself,
+or its network), so taking every instance out of the balancer for it would also stop
+the routing and the call control of the PBXes that work. Only when no PBX's AMI is up
+does AMI make the instance unready, which with one PBX is exactly the rule it always
+had. Alert on ``ami_down`` (or ``cti_ami_connected{pbx=...} == 0``), not on readiness.
+
 Where the process runs record writers (the daemon: :meth:`Metrics.watch_writers`),
 readiness also says no while a writer is stuck, i.e. its oldest unwritten record has
 waited more than :data:`STUCK_AFTER_S`, and names the writer and since when: records
@@ -16,7 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -26,6 +34,7 @@ from aiohttp import web
 
 from cti.ami.client import AmiClient
 from cti.batch_writer import WriterStats
+from cti.pbx import DEFAULT_PBX
 from cti.screenpop.metrics import CONTENT_TYPE, Metrics
 
 CHECK_TIMEOUT_S = 1.0
@@ -53,15 +62,38 @@ async def healthz(_request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
+#: Each PBX's AMI connection by PBX name; one lone client is the ``default`` PBX's.
+AmiLinks = AmiClient | Mapping[str, AmiClient]
+
+
+def ami_links(ami: AmiLinks | None) -> Mapping[str, AmiClient] | None:
+    if ami is None or isinstance(ami, Mapping):
+        return ami
+    return {DEFAULT_PBX: ami}
+
+
 @dataclass(frozen=True, slots=True)
 class Probes:
-    """What ``/readyz`` asks: the stores, AMI (None: this process does not follow calls)
-    and the record writers (in ``metrics``)."""
+    """What ``/readyz`` asks: the stores, AMI per PBX (None: this process does not
+    follow calls) and the record writers (in ``metrics``)."""
 
     pool: asyncpg.Pool
     redis: redis.Redis
     metrics: Metrics
-    ami: AmiClient | None = None
+    ami: AmiLinks | None = None
+
+
+def ami_report(ami: AmiLinks | None) -> tuple[bool, dict[str, object]]:
+    """Whether AMI lets the instance be ready, and what the body says of it (see the
+    module docstring): ``ami`` true when every PBX's AMI is up, false when one is down,
+    null when this process follows none; ``pbxes`` each one by name; ``ami_down`` the
+    names of those down."""
+    links = ami_links(ami)
+    if links is None:
+        return True, {"ami": None}
+    up = {name: client.is_connected for name, client in links.items()}
+    down = [name for name, ok in up.items() if not ok]
+    return any(up.values()), {"ami": not down, "pbxes": up, "ami_down": down}
 
 
 #: On the sidebar's app, and on the metrics port's when it has one.
@@ -71,9 +103,9 @@ PROBES = web.AppKey("cti.screenpop.probes", Probes)
 async def readyz(request: web.Request) -> web.Response:
     probes = request.app[PROBES]
     postgres, redis_ok = await asyncio.gather(_postgres_ok(probes.pool), _redis_ok(probes.redis))
-    ami = probes.ami.is_connected if probes.ami is not None else None
-    ready = postgres and redis_ok and ami is not False
-    body: dict[str, object] = {"postgres": postgres, "redis": redis_ok, "ami": ami}
+    ami_ok, ami = ami_report(probes.ami)
+    ready = postgres and redis_ok and ami_ok
+    body: dict[str, object] = {"postgres": postgres, "redis": redis_ok, **ami}
     if probes.metrics.writers:
         writers = _writers(probes.metrics.writers, time.time())
         body["writers"] = writers

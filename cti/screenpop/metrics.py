@@ -19,6 +19,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from cti.pbx import DEFAULT_PBX
+
 if TYPE_CHECKING:
     from cti.batch_writer import WriterStats
     from cti.breaker import BreakerState
@@ -52,32 +54,42 @@ class AmiSource:
 
 
 class _AmiCollector(Collector):
-    def __init__(self, source: Callable[[], AmiSource]) -> None:
-        self._source = source
+    """Each PBX's AMI figures, labelled ``pbx`` (``default`` without ``CTI_PBXES``; a
+    process that follows no PBX reports that one with zeros)."""
+
+    def __init__(self, sources: Callable[[], Mapping[str, AmiSource]]) -> None:
+        self._sources = sources
 
     def collect(self) -> Iterator[Metric]:
-        source = self._source()
-        yield GaugeMetricFamily(
-            "cti_ami_connected",
-            "1 while logged in to AMI and resynced",
-            value=1 if source.connected() else 0,
+        sources = self._sources() or {DEFAULT_PBX: AmiSource()}
+        connected = GaugeMetricFamily(
+            "cti_ami_connected", "1 while logged in to the PBX's AMI and resynced", labels=["pbx"]
         )
-        yield CounterMetricFamily("cti_ami_events", "Live AMI events read", value=source.events())
-        yield GaugeMetricFamily(
+        events = CounterMetricFamily(
+            "cti_ami_events", "Live AMI events read from the PBX", labels=["pbx"]
+        )
+        leader = GaugeMetricFamily(
             "cti_ami_leader",
-            "1 while this instance holds the AMI lease (publishes call events)",
-            value=1 if source.leader() else 0,
+            "1 while this instance holds the PBX's lease (publishes its call events)",
+            labels=["pbx"],
         )
-        yield GaugeMetricFamily(
+        window = GaugeMetricFamily(
             "cti_standby_window_events",
-            "Call events a standby holds for a takeover (its window of recent events)",
-            value=source.standby_window(),
+            "The PBX's call events a standby holds for a takeover (its window of recent events)",
+            labels=["pbx"],
         )
-        yield CounterMetricFamily(
+        overflow = CounterMetricFamily(
             "cti_standby_overflow_events",
-            "Events dropped from the standby window by its count cap before their time",
-            value=source.standby_overflow(),
+            "Events dropped from the PBX's standby window by its count cap before their time",
+            labels=["pbx"],
         )
+        for pbx, source in sources.items():
+            connected.add_metric([pbx], 1 if source.connected() else 0)
+            events.add_metric([pbx], source.events())
+            leader.add_metric([pbx], 1 if source.leader() else 0)
+            window.add_metric([pbx], source.standby_window())
+            overflow.add_metric([pbx], source.standby_overflow())
+        yield from (connected, events, leader, window, overflow)
 
 
 class _WriterCollector(Collector):
@@ -332,7 +344,7 @@ class Metrics:
         self.websocket_clients = Gauge(
             "cti_websocket_clients", "Open sidebar WebSockets", registry=self.registry
         )
-        self._ami = AmiSource()
+        self._ami: dict[str, AmiSource] = {}
         self.registry.register(_AmiCollector(lambda: self._ami))
         #: The record writers' figures, read when scraped and by ``/readyz``.
         self.writers: Sequence[WriterStats] = ()
@@ -356,8 +368,9 @@ class Metrics:
         self._login_queue: LoginQueueSource | None = None
         self.registry.register(_LoginQueueCollector(lambda: self._login_queue))
 
-    def watch_ami(self, source: AmiSource) -> None:
-        self._ami = source
+    def watch_ami(self, source: AmiSource, pbx: str = DEFAULT_PBX) -> None:
+        """Report this PBX's AMI figures (labelled ``pbx``)."""
+        self._ami[pbx] = source
 
     def watch_breaker(self, state: Callable[[], BreakerState]) -> None:
         """Report the lookup breaker's state (:class:`cti.breaker.CircuitBreaker`)."""

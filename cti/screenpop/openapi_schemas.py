@@ -356,6 +356,11 @@ def schemas() -> dict[str, Schema]:
         "WallboardAgent": {
             "type": "object",
             "properties": {
+                "pbx": {
+                    "type": ["string", "null"],
+                    "description": "The PBX the agent's device is on (CTI_PBXES; "
+                    "'default' without it).",
+                },
                 "state": {"type": ["string", "null"]},
                 "reason": {"type": ["string", "null"]},
                 "since": {"type": ["number", "null"]},
@@ -377,7 +382,20 @@ def schemas() -> dict[str, Schema]:
             "properties": {
                 "postgres": {"type": "boolean"},
                 "redis": {"type": "boolean"},
-                "ami": {"type": ["boolean", "null"], "description": "null: AMI is off here."},
+                "ami": {
+                    "type": ["boolean", "null"],
+                    "description": "null: AMI is off here; false: some PBX's AMI is down.",
+                },
+                "pbxes": {
+                    "type": "object",
+                    "additionalProperties": {"type": "boolean"},
+                    "description": "Each PBX's AMI by name (up: true).",
+                },
+                "ami_down": {
+                    "type": "array",
+                    "items": {"type": "string"},
+                    "description": "The PBXes whose AMI is down (503 only when all are).",
+                },
                 "writers": {"type": "object", "additionalProperties": {"type": "object"}},
             },
         },

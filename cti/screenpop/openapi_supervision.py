@@ -103,7 +103,13 @@ def operations() -> dict[str, Schema]:
                     **_action_responses(
                         {"202": json_response(ref("Spying"), "The supervisor's phone rings.")}
                     ),
-                    "409": error("The agent is on no call.", "not_on_call"),
+                    "409": error(
+                        "The agent is on no call (not_on_call), or on another PBX than "
+                        "the supervisor's phone (other_pbx: ChanSpy spies on one "
+                        "Asterisk's channels only).",
+                        "not_on_call",
+                        "other_pbx",
+                    ),
                 },
             },
         },
@@ -254,6 +260,7 @@ def schemas() -> dict[str, Schema]:
                             "queue",
                             "reason",
                             "call_id",
+                            "device",
                             "result",
                         ],
                         "properties": {
@@ -265,6 +272,12 @@ def schemas() -> dict[str, Schema]:
                             "queue": optional,
                             "reason": optional,
                             "call_id": optional,
+                            "device": {
+                                **optional,
+                                "description": "the agent's device as cti names it "
+                                "(PJSIP/2001@b on PBX b): which Asterisk the action went "
+                                "to; null on rows older than that.",
+                            },
                             "result": {
                                 **string,
                                 "description": "ok, pending (outcome never learnt) "

@@ -17,7 +17,10 @@ Each batch is one transaction:
    query, :func:`cti.timeline.summary.summarize`, and update their ``interactions``
    rows (:func:`cti.interactions.store_summaries`, in this same transaction). A call
    with no such row yet (not routed, or its route record not written yet) gets no
-   summary; that is accepted.
+   summary; that is accepted. A call that crossed PBXes (one call id, events from each
+   PBX, each row with its ``pbx``: migration 011) has ended when the last PBX's part
+   has (:func:`cti.timeline.summary.end_of`); one part's ``ended`` alone changes
+   nothing yet.
 
 Two instances may write events of the same call at once (a handover): the one whose
 ``ended`` commits first must not miss the other's events, nor the other miss the
@@ -52,6 +55,7 @@ import structlog
 from cti.batch_writer import Refusals
 from cti.calls.events import CallEvent
 from cti.interactions import store_summaries
+from cti.pbx import split_device
 from cti.reports.segments import derive
 from cti.reports.store import store_segments
 from cti.timeline.summary import order_key, summarize
@@ -66,20 +70,20 @@ TIMEOUT_S = 10
 #: Serialises the summary step of concurrent writers (an arbitrary constant of our own).
 SUMMARY_LOCK = 0x43_54_49_74_6C_00  # "CTItl"
 
-_COLUMNS = "call_key, call_id, linkedid, fingerprint, at, kind, agent, detail"
+_COLUMNS = "call_key, call_id, linkedid, fingerprint, at, kind, agent, detail, pbx"
 
 INSERT_SQL = f"""
 INSERT INTO interaction_events ({_COLUMNS})
-SELECT k, c, l, f, a, t, g, d::jsonb
+SELECT k, c, l, f, a, t, g, d::jsonb, p
 FROM unnest($1::text[], $2::uuid[], $3::text[], $4::text[], $5::timestamptz[], $6::text[],
-            $7::text[], $8::text[]) AS r(k, c, l, f, a, t, g, d)
+            $7::text[], $8::text[], $9::text[]) AS r(k, c, l, f, a, t, g, d, p)
 ON CONFLICT (call_key, fingerprint) DO NOTHING
 RETURNING call_id
 """
 
 INSERT_ONE_SQL = f"""
 INSERT INTO interaction_events ({_COLUMNS})
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9)
 ON CONFLICT (call_key, fingerprint) DO NOTHING
 RETURNING call_id
 """
@@ -106,12 +110,17 @@ SELECT kind, at, agent FROM interaction_events
 WHERE call_key = $1 OR (call_id IS NOT NULL AND call_id = $2::uuid)
 """
 
+#: The call-wide events that count are those of the agent's own PBX's part of the call
+#: ($3: its namespace, cti.calls.events.namespace_of; NULL for the home PBX): another
+#: PBX's ``ended`` does not stop this agent's phone ringing.
 AGENT_PART_SQL = """
 SELECT kind, at FROM interaction_events
-WHERE call_key = $1 AND (agent = $2 OR kind IN ('ended', 'abandoned'))
+WHERE call_key = $1 AND (agent = $2 OR (kind IN ('ended', 'abandoned') AND
+      CASE WHEN $3::text IS NULL THEN NOT starts_with(fingerprint, '@')
+           ELSE starts_with(fingerprint, '@' || $3::text || '|') END))
 """
 
-Row = tuple[str, str | None, str, str, datetime, str, str | None, str]
+Row = tuple[str, str | None, str, str, datetime, str, str | None, str, str | None]
 
 
 def _uuid(value: str | None) -> str | None:
@@ -141,6 +150,7 @@ def event_row(event: CallEvent) -> Row | None:
         event.kind,
         event.agent,
         json.dumps(event.data, default=str),
+        event.pbx,
     )
 
 
@@ -155,6 +165,7 @@ def _event(record: asyncpg.Record) -> CallEvent:
         at=record["at"].timestamp(),
         agent=record["agent"],
         data=json.loads(record["detail"]),
+        pbx=record["pbx"],
     )
 
 
@@ -196,10 +207,13 @@ async def _summarize_ended(conn: asyncpg.Connection, call_ids: set[str]) -> None
     for record in records:
         event = _event(record)
         by_call[event.call_id or ""].append(event)
-    if by_call:
-        summaries = {call_id: summarize(events) for call_id, events in by_call.items()}
-        await store_summaries(conn, summaries, timeout_s=TIMEOUT_S)
-        segments = {call_id: derive(events) for call_id, events in by_call.items() if call_id}
+    # A call on several PBXes has ended only once every PBX's part has (its summary
+    # says so: cti.timeline.summary.end_of); until then it keeps what it had.
+    summaries = {call_id: summarize(events) for call_id, events in by_call.items()}
+    ended = {call_id: s for call_id, s in summaries.items() if s.ended_at is not None}
+    if ended:
+        await store_summaries(conn, ended, timeout_s=TIMEOUT_S)
+        segments = {call_id: derive(by_call[call_id]) for call_id in ended if call_id}
         await store_segments(conn, segments, timeout_s=TIMEOUT_S)
 
 
@@ -246,6 +260,7 @@ async def call_timeline(
             "detail": json.loads(r["detail"]),
             "fingerprint": r["fingerprint"],
             "linkedid": r["linkedid"],
+            "pbx": r["pbx"],
         }
         for r in records
     ]
@@ -282,8 +297,10 @@ async def agent_event_kinds(
     agent: str,
     timeout_s: float = TIMEOUT_S,
 ) -> list[str]:
-    """The kinds of the call's events that concern the agent (theirs, and the call's
-    end), in timeline order: what :func:`cti.calls.part.part_from_events` decides from."""
-    records = await pool.fetch(AGENT_PART_SQL, call_key, agent, timeout=timeout_s)
+    """The kinds of the call's events that concern the agent (theirs, and the end of the
+    call's part on the agent's PBX), in timeline order: what
+    :func:`cti.calls.part.part_from_events` decides from."""
+    pbx = split_device(agent)[1]
+    records = await pool.fetch(AGENT_PART_SQL, call_key, agent, pbx, timeout=timeout_s)
     records = sorted(records, key=lambda r: order_key(r["at"].timestamp(), r["kind"]))
     return [r["kind"] for r in records]

@@ -17,6 +17,13 @@ later event arrives, so the summary is a pure function of the set of events:
 * **Nothing counts after the end**: a leg that hangs up after the caller (a late
   ``left``) adds no talk or hold time. A call that has not ended is summarised up to its
   last event.
+* **A call on several PBXes** (one ``CTI_CALL_ID``, :mod:`cti.pbx`) has one part per
+  PBX, told apart by the fingerprints' namespace (:func:`~cti.calls.events.namespace_of`),
+  each with its own ``ended``. The call has ended when **every** part it has events
+  from has ended, at the last of those ends (:func:`end_of`): the caller is still on the
+  line while any server still carries the call. A part's ``ended`` only ends that part's
+  legs and holds (its channel names may repeat the other PBX's, so legs are told apart
+  by PBX and channel). Until the last part ends the call is summarised as not ended.
 
 Pure: no I/O, no clock.
 """
@@ -27,7 +34,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from cti.calls.events import CallEvent
+from cti.calls.events import CallEvent, namespace_of
 
 # Where an event sits in a call's life, to order events stamped with the same instant.
 _LIFECYCLE = (
@@ -84,18 +91,42 @@ def _utc(at: float | None) -> datetime | None:
     return datetime.fromtimestamp(at, tz=UTC) if at is not None else None
 
 
-def _leg(event: CallEvent) -> str:
-    """The leg an event is about: its channel, else (older or odd events) its agent."""
-    return str(event.data.get("channel") or event.agent or "")
+#: A leg as the summary and the segments tell it apart: (its PBX's namespace, channel).
+Leg = tuple[str | None, str]
+
+
+def leg_of(event: CallEvent) -> Leg:
+    """The leg an event is about: its PBX and channel, else (older or odd events) its
+    agent."""
+    return namespace_of(event.fingerprint), str(event.data.get("channel") or event.agent or "")
+
+
+def end_of(timeline: Sequence[CallEvent]) -> tuple[CallEvent | None, list[CallEvent]]:
+    """The call's end in an :func:`ordered` timeline: the last part's ``ended`` once
+    every PBX part with events has ended, else None; and every part's ``ended`` so far,
+    in order (see the module docstring). With one PBX: its ``ended``, if any."""
+    parts: set[str | None] = set()
+    ends: dict[str | None, CallEvent] = {}
+    for event in timeline:
+        if event.kind == "data_changed":  # made by an edit, not by a PBX
+            continue
+        part = namespace_of(event.fingerprint)
+        parts.add(part)
+        if event.kind == "ended":
+            ends.setdefault(part, event)
+    ended = sorted(ends.values(), key=lambda e: order_key(e.at, e.kind))
+    if not ended or parts - ends.keys():
+        return None, ended
+    return ended[-1], ended
 
 
 def summarize(events: Sequence[CallEvent]) -> CallSummary:
     """The summary of one call's events, in any order, duplicates included."""
     timeline = ordered(events)
-    ended = next((e for e in timeline if e.kind == "ended"), None)
+    ended, part_ends = end_of(timeline)
     end = ended.at if ended is not None else (timeline[-1].at if timeline else 0.0)
-    connected: dict[str, str | None] = {}  # agent leg → agent
-    held: dict[str, str] = {}  # holding leg → who holds
+    connected: dict[Leg, str | None] = {}  # agent leg → agent
+    held: dict[Leg, str] = {}  # holding leg → who holds
     talk = hold = 0.0
     previous: float | None = None
     queued_at: float | None = None
@@ -117,7 +148,7 @@ def summarize(events: Sequence[CallEvent]) -> CallSummary:
                 if queued_at is None:
                     queued_at = event.at
             case "connected":
-                connected[_leg(event)] = event.agent
+                connected[leg_of(event)] = event.agent
                 if answered_at is None:
                     answered_at = event.at
                 if queued_at is not None and answered_after_queue is None:
@@ -125,15 +156,15 @@ def summarize(events: Sequence[CallEvent]) -> CallSummary:
                 if event.agent:
                     agents.setdefault(event.agent)
             case "left":
-                leg = _leg(event)
+                leg = leg_of(event)
                 if leg not in connected:  # no channel to match by: the agent's own leg
                     leg = next((k for k, a in connected.items() if a == event.agent), leg)
                 connected.pop(leg, None)
                 held.pop(leg, None)
             case "held":
-                held[_leg(event)] = str(event.data.get("by") or event.agent or "")
+                held[leg_of(event)] = str(event.data.get("by") or event.agent or "")
             case "unheld":
-                held.pop(_leg(event), None)
+                held.pop(leg_of(event), None)
             case "transferred":
                 transfers += 1
                 transferer = event.data.get("from") or event.agent
@@ -143,10 +174,15 @@ def summarize(events: Sequence[CallEvent]) -> CallSummary:
                     held.clear()
             case "abandoned":
                 abandoned = True
+            case "ended":  # this PBX's part is over: its legs and holds with it
+                part = namespace_of(event.fingerprint)
+                connected = {leg: a for leg, a in connected.items() if leg[0] != part}
+                held = {leg: by for leg, by in held.items() if leg[0] != part}
     if ended is not None:
-        abandoned = abandoned or bool(ended.data.get("abandoned"))
-        for agent in ended.data.get("agents") or ():  # the model's own list, if we missed any
-            agents.setdefault(str(agent))
+        for part_end in part_ends:
+            abandoned = abandoned or bool(part_end.data.get("abandoned"))
+            for agent in part_end.data.get("agents") or ():  # the model's own list
+                agents.setdefault(str(agent))
     if queued_at is None:
         wait_s = None
     elif answered_after_queue is not None:

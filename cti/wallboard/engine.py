@@ -1,12 +1,15 @@
-"""The wallboard's engine: the AMI leader counts each call event once and pushes frames.
+"""The wallboard's engine: one instance counts each call event once and pushes frames.
 
-Runs in every ``cti serve``; only works while its instance holds the AMI lease (the
-leader, :mod:`cti.calls.leadership`). Then it:
+Runs in every ``cti serve``; only works while its instance holds the wallboard's own
+lease (``cti:wallboard:leader``, :mod:`cti.wallboard.store`; ``is_leader``), which
+any instance may hold whichever PBXes it leads: the events of every PBX (each
+published by that PBX's leader, :mod:`cti.calls.leadership`) come on the one
+``cti:events`` stream, and the wallboard counts them all, once. Then it:
 
 1. loads the counts and their stream cursor from Redis (:mod:`cti.wallboard.store`),
    so a standby taking over continues where the old leader's last save left off;
 2. reads ``cti:events`` from that cursor with one blocking ``XREAD`` (the events the
-   leader published, each once: the publisher drops repeats), and applies each to the
+   PBXes' leaders published, each once: the publisher drops repeats), and applies each to the
    pure :class:`~cti.wallboard.figures.Figures`;
 3. at most every ``flush_s`` (20 ms; leading edge: an event after a quiet spell goes
    out at once; a busy centre gets at most 50 frames a second, which bounds what each

@@ -26,6 +26,13 @@ Definitions (the page states them too, from :data:`FORMULA`):
 A call that leaves the queue without an answer or an abandon (a queue timeout) is
 offered but neither answered nor abandoned; it stops waiting when it ends.
 
+**Several PBXes** (:mod:`cti.pbx`): a queue is counted **by its name, across PBXes**
+(``support`` on PBX ``a`` and on ``b`` is one service, one service level: the plan's
+queues are the services; name them apart to see them apart). A call crossing PBXes
+keeps its ``call_key``, so joining ``b``'s queue ends its wait in ``a``'s, as between
+two queues of one PBX. Agents are their devices as cti names them (``PJSIP/2001@b``),
+each with its ``pbx``.
+
 Pure: no I/O, no clock (times are passed in); the state round-trips through JSON
 (:meth:`Figures.to_state`, :meth:`Figures.from_state`) for a standby's takeover.
 """
@@ -70,7 +77,8 @@ class AgentView:
     """One agent as the wallboard counts it, from its latest ``agent_state`` event
     (:func:`cti.agents.news.agent_event`): its overall state's name, pause reason and
     since when, the queues it is a member of with its state (and reason) in each, and
-    its pause reason's maximum in minutes (from the plan, filled in when viewed)."""
+    its pause reason's maximum in minutes (from the plan, filled in when viewed), and
+    the name of its PBX (None from an event without one)."""
 
     agent: str
     state: str
@@ -80,6 +88,7 @@ class AgentView:
     max_minutes: float | None = None
     #: (queue, state, reason) per membership; a queue missing here counts ``state``.
     members: tuple[tuple[str, str, str | None], ...] = ()
+    pbx: str | None = None
 
     def in_queue(self, queue: str) -> tuple[str, str | None]:
         for name, state, reason in self.members:
@@ -104,7 +113,7 @@ def agent_view(event: Mapping[str, Any]) -> AgentView | None:
                     reason if isinstance(reason, str) else None,
                 )
             )
-    reason = event.get("reason")
+    reason, pbx = event.get("reason"), event.get("pbx")
     return AgentView(
         agent[:128],
         state[:32],
@@ -112,6 +121,7 @@ def agent_view(event: Mapping[str, Any]) -> AgentView | None:
         since,
         tuple(m[0] for m in members),
         members=tuple(members[:MAX_GROUPS]),
+        pbx=pbx[:16] if isinstance(pbx, str) else None,
     )
 
 
@@ -483,6 +493,7 @@ class Figures:
             and now - status.since > status.max_minutes * 60
         )
         return {
+            "pbx": status.pbx if status else None,
             "state": status.state if status else None,
             "reason": status.reason if status else None,
             "since": status.since if status else None,

@@ -14,9 +14,15 @@ Keys (nobody else reads them; ask this module):
 * channel ``cti:wallboard`` — each frame (the figures that changed), published once;
   every web process relays it to its open wallboards.
 
-Every write goes through one Lua script that checks the AMI lease's owner first (the
-same fencing as the call events' publisher): an instance that lost the lease cannot
-overwrite the new leader's counts or publish stale frames.
+* ``cti:wallboard:leader`` — the wallboard's own lease (:data:`LEASE_KEY`, a
+  :class:`cti.calls.lease.Lease`): whoever holds it counts. It is not any PBX's AMI
+  lease: with several PBXes (:mod:`cti.pbx`) every PBX's leader publishes to the one
+  ``cti:events`` stream, and the wallboard must count all of them once, on one
+  instance, whichever PBXes that instance leads (or none).
+
+Every write goes through one Lua script that checks the wallboard lease's owner first
+(the same fencing as the call events' publisher): an instance that lost the lease
+cannot overwrite the new leader's counts or publish stale frames.
 """
 
 from __future__ import annotations
@@ -28,8 +34,8 @@ from typing import Any
 import redis.asyncio as redis
 from redis.exceptions import NoScriptError
 
-from cti.calls.lease import LEASE_KEY
-
+#: The wallboard's lease (module docstring).
+LEASE_KEY = "cti:wallboard:leader"
 STATE_KEY = "cti:wallboard:state"
 SNAPSHOT_KEY = "cti:wallboard:snapshot"
 CHANNEL = "cti:wallboard"
@@ -126,7 +132,7 @@ class WallboardStore:
             self._sha = await self._redis.script_load(_SAVE)
             result = await self._redis.evalsha(self._sha, len(keys), *keys, *args)
         if result == -1:
-            raise NotLeader("the AMI lease belongs to another instance")
+            raise NotLeader("the wallboard lease belongs to another instance")
 
     async def load_state(self) -> SavedState | None:
         state = _loads(await self._redis.get(STATE_KEY))

@@ -18,7 +18,7 @@ from cti.calls.events import CallEvent
 from cti.screenpop.ws import reader_factory
 from cti.wallboard.engine import WallboardEngine
 from cti.wallboard.figures import Figures
-from cti.wallboard.store import WallboardStore
+from cti.wallboard.store import LEASE_KEY, WallboardStore
 from tests.browser.harness import OWNER, PASSWORD, Backend
 from tests.waiting import until
 
@@ -31,6 +31,7 @@ CAROL_PHONE, ALICE_PHONE = "PJSIP/2009", "PJSIP/2001"
 
 @contextlib.asynccontextmanager
 async def engine(backend: Backend) -> AsyncIterator[WallboardEngine]:
+    await backend.redis.set(LEASE_KEY, OWNER)  # the wallboard's own lease
     running = WallboardEngine(
         WallboardStore(backend.redis),
         reader_factory(backend.redis, 500),

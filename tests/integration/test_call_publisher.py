@@ -20,7 +20,7 @@ from redis.backoff import NoBackoff
 from cti.backoff import Backoff
 from cti.calls.events import CallEvent, data_changed
 from cti.calls.leadership import Leadership, Outbox
-from cti.calls.lease import LEASE_KEY, Lease
+from cti.calls.lease import LEASE_KEY, Lease, lease_key
 from cti.calls.publisher import (
     ALL_EVENTS_STREAM,
     EventPublisher,
@@ -106,6 +106,48 @@ async def test_only_the_lease_holder_publishes(redis_client: redis.Redis) -> Non
     # ... and the refused event is not marked as seen: the new leader still publishes it.
     await publisher.publish_many([first], "new-leader")
     assert len(await stream(redis_client, ALL_EVENTS_STREAM)) == 1
+
+
+async def test_each_pbx_events_are_fenced_by_that_pbx_lease(redis_client: redis.Redis) -> None:
+    """One publisher, two PBXes: an instance that leads PBX b but not PBX a publishes
+    b's events and is refused a's; the payload names the PBX; the call that crosses
+    both (one call id) shares its agents set."""
+    await redis_client.set(lease_key("a"), "other")
+    await redis_client.set(lease_key("b"), "me")
+    publisher = EventPublisher(redis_client, ttl_s=600)
+    on_b = event("ringing", "@b|ringing|PJSIP/2001-1", agent="PJSIP/2001@b", pbx="b")
+    on_a = event("ringing", "ringing|PJSIP/2001-1", agent="PJSIP/2001", pbx="a")
+    await publisher.publish_many([on_b], "me", lease_key=lease_key("b"))
+    try:
+        await publisher.publish_many([on_a], "me", lease_key=lease_key("a"))
+    except NotLeader:
+        pass
+    else:
+        raise AssertionError("published under a lease held by another instance")
+    assert [(e["agent"], e["pbx"]) for e in await stream(redis_client, ALL_EVENTS_STREAM)] == [
+        ("PJSIP/2001@b", "b")
+    ]
+    await redis_client.set(lease_key("a"), "me")
+    await publisher.publish_many([on_a], "me", lease_key=lease_key("a"))
+    assert await redis_client.smembers(call_agents_key(CALL)) == {b"PJSIP/2001", b"PJSIP/2001@b"}
+    assert len(await stream(redis_client, agent_stream("PJSIP/2001@b"))) == 1
+
+
+async def test_a_pbx_outbox_is_fenced_by_its_own_lease(redis_client: redis.Redis) -> None:
+    await redis_client.set(LEASE_KEY, "me")  # the default PBX's lease is ours ...
+    await redis_client.set(lease_key("b"), "other")  # ... b's is not
+    returned: list[CallEvent] = []
+    outbox = Outbox(
+        EventPublisher(redis_client, ttl_s=600), "me", returned.extend, lease_key=lease_key("b")
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(outbox.run(stop))
+    events = [event("queued", "@b|queued|support|1", pbx="b")]
+    outbox.submit(events)
+    await until(lambda: returned == events)
+    assert await redis_client.exists(ALL_EVENTS_STREAM) == 0
+    stop.set()
+    await asyncio.wait_for(task, 2)
 
 
 async def test_outbox_hands_back_what_the_lease_refused(redis_client: redis.Redis) -> None:

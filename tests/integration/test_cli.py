@@ -44,15 +44,15 @@ async def test_migrate_creates_the_database_and_is_idempotent(empty_database_url
     code, out, err = await cti("db", "migrate", database_url=empty_database_url)
     assert code == 0, err
     assert (
-        "applied 8 migration(s): 001_routing.sql, 002_call_tracking.sql, 003_agents.sql, "
+        "applied 10 migration(s): 001_routing.sql, 002_call_tracking.sql, 003_agents.sql, "
         "004_dead_letters.sql, 005_token_version.sql, 006_agent_states.sql, "
-        "007_supervisor_audit.sql, 010_reports.sql"
+        "007_supervisor_audit.sql, 010_reports.sql, 011_pbx.sql, 012_audit_device.sql"
     ) in out
     code, out, _ = await cti("db", "migrate", database_url=empty_database_url)
     assert (code, out.strip()) == (0, "applied 0 migration(s)")
     conn = await asyncpg.connect(empty_database_url)
     try:
-        assert await conn.fetchval("SELECT count(*) FROM schema_migrations") == 8
+        assert await conn.fetchval("SELECT count(*) FROM schema_migrations") == 10
         assert await conn.fetchval("SELECT to_regclass('routing_rules')::text") == "routing_rules"
     finally:
         await conn.close()

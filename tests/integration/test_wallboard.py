@@ -21,7 +21,7 @@ from cti.calls.events import CallEvent
 from cti.screenpop.ws import reader_factory
 from cti.wallboard.engine import WallboardEngine
 from cti.wallboard.figures import Figures
-from cti.wallboard.store import STATE_KEY, NotLeader, WallboardStore
+from cti.wallboard.store import LEASE_KEY, STATE_KEY, NotLeader, WallboardStore
 from tests.integration.test_screenpop_api import ALICE, OWNER, Stack, running_stack
 from tests.waiting import until
 
@@ -37,6 +37,7 @@ async def stack(database_url: str, redis_client: redis.Redis) -> AsyncIterator[S
 
 @contextlib.asynccontextmanager
 async def engine_running(client: redis.Redis) -> AsyncIterator[WallboardEngine]:
+    await client.set(LEASE_KEY, OWNER)  # the wallboard's own lease
     engine = WallboardEngine(
         WallboardStore(client),
         reader_factory(client, 500),
@@ -170,7 +171,7 @@ async def test_a_new_leader_continues_the_counts_without_a_reset(stack: Stack) -
 
 async def test_a_former_leader_cannot_write(stack: Stack) -> None:
     store = WallboardStore(stack.redis)
-    await stack.redis.set("cti:ami:leader", "someone-else")
+    await stack.redis.set(LEASE_KEY, "someone-else")
     with pytest.raises(NotLeader):
         await store.save(OWNER, meta={"seq": 9}, queues={}, agents={}, frame="{}")
     assert await store.snapshot() is None

@@ -198,6 +198,7 @@ def test_status_to_json() -> None:
     b.apply(member(Paused="1", PausedReason="break", Timestamp="5"))
     assert status_to_json(b.snapshot()[A]) == {
         "agent": A,
+        "pbx": "default",
         "state": "paused",
         "reason": "break",
         "since": 5.0,

@@ -181,7 +181,10 @@ class CallModel(Snapshot, Transfers, Queues):
     the route's call id and, when listed there too, its queue priority, customer tier
     and rule (the wallboard's per-tier and per-rule figures). ``agent_of`` maps a channel
     name to the agent (device) it reaches, or ``None`` for Local channels and devices
-    that are not agents.
+    that are not agents. ``device_of`` names a queue member's device (its state
+    interface, ``PJSIP/2001``) as ``agent_of`` names a channel's: on a PBX other than
+    the home one both give ``PJSIP/2001@b`` (:mod:`cti.pbx`,
+    :func:`cti.calls.tracker.model_for`); None keeps the interface as Asterisk says it.
     """
 
     def apply(self, msg: Message) -> list[Effect]:

@@ -94,7 +94,10 @@ class Queues(Channels):
         interface = fields.get("interface", "")
         member_name = fields.get("membername")
         known_name, state_interface = self._members.get(interface, (None, None))
-        return state_interface or interface, member_name or known_name
+        device = state_interface or interface
+        if self._device_of is not None and not device.startswith("Local/"):
+            device = self._device_of(device)  # the PBX's device name (cti.pbx)
+        return device, member_name or known_name
 
     def _on_agent_called(self, msg: Message) -> None:
         _caller, dest = self._legs(msg)

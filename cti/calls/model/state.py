@@ -16,7 +16,7 @@ the state in one declared place.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from cti.ami.protocol import Message
@@ -35,6 +35,7 @@ class ModelState:
         tier_variable: str = "CTI_TIER",
         rule_variable: str = "CTI_RULE",
         agent_of: AgentOf = default_agent_of,
+        device_of: Callable[[str], str] | None = None,
         max_remembered: int = 4096,
         max_members: int = 4096,
     ) -> None:
@@ -45,6 +46,7 @@ class ModelState:
         self._tier_var = tier_variable
         self._rule_var = rule_variable
         self._agent_of = agent_of
+        self._device_of = device_of
         self._max_remembered = max_remembered
         self._max_members = max_members
         self.stats = ModelStats()

@@ -162,6 +162,25 @@ function extension(device) {
   return slash >= 0 ? String(device).slice(slash + 1) : String(device);
 }
 
+/** The PBX a device names (PJSIP/2001@b → "b"; "" on the home PBX: cti.pbx). */
+function pbxOf(device) {
+  const m = /@([a-z][a-z0-9_]{0,15})$/.exec(String(device || ""));
+  return m ? m[1] : "";
+}
+
+/** The extension as its own PBX dials it (PJSIP/2001@b → "2001"). */
+function bareExtension(device) {
+  const pbx = pbxOf(device);
+  const ext = extension(device);
+  return pbx ? ext.slice(0, ext.length - pbx.length - 1) : ext;
+}
+
+/** A device as a person reads it: its extension, and its PBX when not the home one. */
+function deviceLabel(device) {
+  const pbx = pbxOf(device);
+  return pbx ? `${bareExtension(device)} · PBX ${pbx}` : extension(device);
+}
+
 function sameDevice(a, b) {
   return Boolean(a) && Boolean(b) && String(a).toLowerCase() === String(b).toLowerCase();
 }
@@ -348,7 +367,7 @@ function startApp() {
 function renderWho() {
   const agent = session.agent;
   setText($("agent-name"), agent.display_name || agent.username);
-  setText($("agent-endpoint"), extension(agent.endpoint));
+  setText($("agent-endpoint"), deviceLabel(agent.endpoint));
   $("agent-name").title = `${agent.display_name} (${agent.username}, ${agent.role})`;
 }
 
@@ -2091,7 +2110,9 @@ async function refreshTeam() {
     setText($("team-error"), "");
     setText($("team-updated"), `Updated ${fmtTime(Date.now() / 1000, true)}`);
     for (const agent of team.agents) {
-      addTargetOption(extension(agent.endpoint), agent.display_name || agent.username);
+      // A transfer dials an extension of the agent's own PBX: offer that PBX's agents.
+      if (pbxOf(agent.endpoint) !== pbxOf(session?.agent?.endpoint)) continue;
+      addTargetOption(bareExtension(agent.endpoint), agent.display_name || agent.username);
     }
     renderTeam();
   } catch (err) {
@@ -2137,7 +2158,7 @@ function renderTeam() {
         "td",
         {},
         h("div", { class: "team-name" }, agent.display_name || agent.username),
-        h("div", { class: "muted small" }, extension(agent.endpoint)),
+        h("div", { class: "muted small" }, deviceLabel(agent.endpoint)),
       ),
       h("td", {}, h("span", { class: `chip state state-${state.replace(/[^a-z_]/gi, "")}`, testid: "team-state" }, humanize(state))),
       h("td", { class: "team-call", testid: "team-call" }, teamCallName(agent.call_key)),
