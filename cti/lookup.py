@@ -43,9 +43,20 @@ class CustomerLookup:
         self.abandoned = 0  # lookups cut off at the deadline, left to clean up
 
     async def find(
-        self, e164: str | None, account: str | None, call_id: str
+        self,
+        e164: str | None,
+        account: str | None,
+        call_id: str,
+        budget_s: float | None = None,
     ) -> tuple[Customer | None, str | None]:
-        """(customer, None), or (None, why the call fails open)."""
+        """(customer, None), or (None, why the call fails open).
+
+        ``budget_s``: a shorter budget than the usual one, for a caller whose route has
+        already spent some of it (``attach``); none left: no lookup at all (and no
+        failure for the breaker to count: the database did nothing wrong)."""
+        budget_s = self.budget_s if budget_s is None else min(budget_s, self.budget_s)
+        if budget_s <= 0:
+            return None, TIMEOUT
         breaker = self.breaker
         if breaker is not None and not breaker.allow():
             return None, BREAKER_OPEN
@@ -53,7 +64,7 @@ class CustomerLookup:
         self._inflight.add(task)
         task.add_done_callback(self._finished)
         try:
-            done, _ = await asyncio.wait({task}, timeout=self.budget_s)
+            done, _ = await asyncio.wait({task}, timeout=budget_s)
         except asyncio.CancelledError:  # the caller went away: so does its lookup
             task.cancel()
             raise
@@ -66,7 +77,7 @@ class CustomerLookup:
             log.warning(
                 "customer lookup timed out; failing open",
                 call_id=call_id,
-                budget_ms=self.budget_s * 1000,
+                budget_ms=round(budget_s * 1000),
             )
             return None, TIMEOUT
         try:

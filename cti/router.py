@@ -89,7 +89,11 @@ class Router:
         self.routed = 0
         self.failed_open = 0
 
-    async def route(self, request: RouteRequest) -> RouteOutcome:
+    async def route(
+        self, request: RouteRequest, *, lookup_budget_s: float | None = None
+    ) -> RouteOutcome:
+        """Decide where the call goes; ``lookup_budget_s``: what is left of the customer
+        lookup's budget when the caller has already waited (``attach``)."""
         started = time.perf_counter()
         call_id = self._new_call_id()
         now = self._clock()
@@ -97,7 +101,7 @@ class Router:
         table = self._table()
         typed = request.ivr.get("account", "")
         account = typed if ACCOUNT_NUMBER.match(typed) else None
-        customer, reason = await self._lookup(caller.e164, account, call_id)
+        customer, reason = await self._lookup(caller.e164, account, call_id, lookup_budget_s)
         if reason is None and not table.loaded:
             reason = "no-routing-plan"
         facts = CallFacts(
@@ -138,11 +142,11 @@ class Router:
         return outcome
 
     async def _lookup(
-        self, e164: str | None, account: str | None, call_id: str
+        self, e164: str | None, account: str | None, call_id: str, budget_s: float | None
     ) -> tuple[Customer | None, str | None]:
         if e164 is None and account is None:
             return None, None
-        return await self.lookup.find(e164, account, call_id)
+        return await self.lookup.find(e164, account, call_id, budget_s)
 
 
 def call_document(outcome: RouteOutcome) -> CallDocument:

@@ -13,11 +13,12 @@ Should MSet be missing (``result=-2``) or a value be unsafe inside MSet's
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from cti.agi.protocol import exec_application, set_variable
 from cti.agi.server import AgiSession, Script
 from cti.router import RouteOutcome, Router, RouteRequest
+from cti.routing.model import Decision
 from cti.text import ControlCharacterError, refuse_control_characters
 
 MAX_IVR_ARGS = 16
@@ -45,14 +46,21 @@ def parse_ivr_args(args: Iterable[str]) -> dict[str, str]:
 
 def route_variables(outcome: RouteOutcome) -> list[tuple[str, str]]:
     """The variables to set, in order; ``CTI_ROUTE`` last so it means "all are set"."""
-    decision = outcome.decision
+    return decision_variables(outcome.call_id, outcome.decision)
+
+
+def decision_variables(
+    call_id: str, decision: Decision, extra: Sequence[tuple[str, str]] = ()
+) -> list[tuple[str, str]]:
+    """``route``'s variables for ``decision`` (and ``extra`` ones before ``CTI_ROUTE``)."""
     return [
-        ("__CTI_CALL_ID", outcome.call_id),
+        ("__CTI_CALL_ID", call_id),
         ("CTI_QUEUE", decision.queue or ""),
         ("CTI_PRIORITY", str(decision.priority)),
         ("CTI_TIER", decision.tier),
         ("CTI_CUSTOMER_ID", "" if decision.customer_id is None else str(decision.customer_id)),
         ("CTI_RULE", decision.rule),
+        *extra,
         ("CTI_ROUTE", decision.route.value),
     ]
 

@@ -71,8 +71,11 @@ class AgiSession:
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
         reply_timeout_s: float,
+        peer_host: str = "",
     ) -> None:
         self.request = request
+        #: The address Asterisk connected from (which PBX asks, when hosts differ).
+        self.peer_host = peer_host
         self.hung_up = False
         self.commands: list[bytes] = []
         self._reader = reader
@@ -192,7 +195,10 @@ class AgiServer:
                     channel=request.get("channel"),
                 )
                 return
-            await script(AgiSession(request, reader, writer, self.limits.reply_timeout_s))
+            session = AgiSession(
+                request, reader, writer, self.limits.reply_timeout_s, _peer_host(writer)
+            )
+            await script(session)
         except TimeoutError:
             outcome = "header-timeout"
             conn_log.info("agi peer sent no complete request in time; closing")
@@ -228,6 +234,11 @@ class AgiServer:
 def _peer(writer: asyncio.StreamWriter) -> str:
     peer = writer.get_extra_info("peername")
     return f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+
+
+def _peer_host(writer: asyncio.StreamWriter) -> str:
+    peer = writer.get_extra_info("peername")
+    return str(peer[0]) if isinstance(peer, tuple) else ""
 
 
 async def _close(writer: asyncio.StreamWriter) -> None:

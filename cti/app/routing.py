@@ -1,4 +1,5 @@
-"""Routing over FastAGI: the plan watcher, the router, its record writers, the server."""
+"""Routing over FastAGI: the plan watcher, the router and the attach service, their record
+writers, the server (scripts ``route`` and ``attach``)."""
 
 from __future__ import annotations
 
@@ -11,13 +12,16 @@ from typing import Any
 
 import asyncpg
 
+from cti.agi.attach import attach_script
 from cti.agi.route import route_script
 from cti.agi.server import AgiLimits, AgiServer
 from cti.app.calldata import CallData
 from cti.app.resources import listening_agi, warm_pool
 from cti.app.supervisor import Supervisor
+from cti.attach import Attacher
 from cti.batch_writer import BatchWriter, DeadLetterSink
 from cti.breaker import CircuitBreaker
+from cti.calldata.history import latest_version
 from cti.config import Config
 from cti.customers import PgLookup
 from cti.interactions import interaction_batch_writer
@@ -26,6 +30,7 @@ from cti.reports.store import fill_routes
 from cti.router import Router
 from cti.routing.plan_watcher import PlanWatcher
 from cti.screenpop.metrics import Metrics
+from cti.timeline.store import timeline_batch_writer
 
 #: Share of the route budget the customer lookup may use; the rest covers our own
 #: work and the AGI round trips that set the variables.
@@ -40,10 +45,14 @@ class Routing:
     interactions: BatchWriter[Any]
     #: Creates each routed call's data (version 1) in Redis.
     call_data: BatchWriter[Any]
+    #: Re-attaches calls that crossed from another of our PBXes (the ``attach`` script).
+    attacher: Attacher
+    #: The ``attached`` events of those calls, on their timeline.
+    crossings: BatchWriter[Any]
 
     @property
     def writers(self) -> tuple[BatchWriter[Any], ...]:
-        return (self.interactions, self.call_data)
+        return (self.interactions, self.call_data, self.crossings)
 
 
 def watch_plan(supervisor: Supervisor, config: Config) -> PlanWatcher:
@@ -107,23 +116,47 @@ async def open_routing(
         breaker=breaker,
     )
 
+    crossings: BatchWriter[Any] = BatchWriter(
+        "crossings", timeline_batch_writer(pool), dead_letters=dead_letters
+    )
+
+    async def read_history(call_id: str) -> Any:
+        return await latest_version(pool, call_id)
+
+    pbxes = config.pbx_list()
+    attacher = Attacher(
+        router=router,
+        table=lambda: plan.table,
+        read_document=call_data.store.current,
+        read_history=read_history,
+        pbxes=pbxes,
+        default_queue=config.default_queue,
+        region=config.default_region,
+        budget_s=config.route_budget_s,
+        timeline=crossings,
+        on_attach=metrics.observe_attach,
+    )
+
     async def probe_until_stopped(stop: asyncio.Event) -> None:
         try:
             await probe.run(stop)
-        finally:  # before the pool closes: lookups cut off at their deadline, cleaning up
+        finally:  # before the pool closes: lookups and reads cut off at their deadline
             await router.lookup.aclose()
+            await attacher.aclose()
 
     supervisor.background("pool-warmer", warm)
     supervisor.background("lookup-breaker-probe", probe_until_stopped)
     supervisor.writer("interactions-writer", interactions.run)
     supervisor.writer("call-data-writer", created.run)
+    supervisor.writer("crossings-writer", crossings.run)
     limits = dataclasses.replace(
         agi_limits or AgiLimits(),  # tests shorten the timeouts; admission is config's
         allow=config.agi_allow,
         max_per_address=config.agi_max_per_address,
         max_connections=config.agi_max_connections,
     )
-    server = AgiServer({"route": route_script(router)}, limits)
+    scripts = {"route": route_script(router), "attach": attach_script(attacher, pbxes)}
+    server = AgiServer(scripts, limits)
     metrics.watch_agi(lambda: server.admission.refused)
     agi = await supervisor.entrance(listening_agi(server, config.agi_bind))
-    return Routing(plan, router, agi, interactions, created)
+    return Routing(plan, router, agi, interactions, created, attacher, crossings)

@@ -53,6 +53,10 @@ MAX_WRITER_CHARS = 128  # call_data_history.changed_by checks the same
 
 FIELDS = frozenset({"note", "disposition", "tags", "attributes"})
 
+#: A call id: a UUID in its usual spelling (the route makes them; clients and the
+#: inter-PBX trunk's ``X-CTI-Call-ID`` send them back).
+CALL_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z", re.I)
+
 #: Letters, digits, space, ``_ - . /``; starts and ends with no space (lengths checked apart).
 DISPOSITION = re.compile(r"^[A-Za-z0-9_./-](?:[A-Za-z0-9 _./-]*[A-Za-z0-9_./-])?\Z")
 TAG = re.compile(r"^[A-Za-z0-9_-]+\Z")

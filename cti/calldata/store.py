@@ -18,7 +18,6 @@ working copy), for the configured TTL again: wrap-up notes after the call still 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -27,6 +26,7 @@ import asyncpg
 import redis.asyncio as redis
 
 from cti.calldata.document import (
+    CALL_ID,
     CallDocument,
     StaleVersion,
     apply_change,
@@ -39,8 +39,6 @@ from cti.calldata.history import HistoryRecord, HistorySink, latest_version
 from cti.errors import DomainError
 
 KEY_PREFIX = "cti:call:"
-#: A call id: a UUID in its usual spelling (the route makes them; clients send them back).
-CALL_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z", re.I)
 
 #: Compare-and-set. KEYS[1]: the call's key; ARGV[1]: the version the edit was made
 #: against; ARGV[2]: the new document. Returns 1 (stored, TTL kept), 0 (no such key)
@@ -125,6 +123,15 @@ class CallDataStore:
             return document
         raw = await self._redis.get(key)  # restored (or created) by someone else meanwhile
         return document if raw is None else deserialize(raw)
+
+    async def current(self, call_id: str) -> CallDocument | None:
+        """The document as Redis holds it, or None: one GET, never a write.
+
+        For the ``attach`` script, which only asks "is this a call of ours, and who is
+        the customer" on the caller's path: it must neither wait for PostgreSQL nor put
+        anything back (the sidebar's :meth:`get` restores a lost copy when it reads)."""
+        raw = await self._redis.get(call_key(check_call_id(call_id)))
+        return None if raw is None else deserialize(raw)
 
     async def update(
         self,

@@ -26,6 +26,9 @@ if TYPE_CHECKING:
     from cti.breaker import BreakerState
     from cti.router import RouteOutcome
 
+#: The attach outcomes (cti.routing.attach.AttachOutcome's values).
+ATTACH_OUTCOMES = ("attached", "no_id", "untrusted", "malformed", "unknown", "unverified")
+
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 #: Route decisions: the budget is 200 ms, the usual decision a few ms.
@@ -324,6 +327,15 @@ class Metrics:
             buckets=DECISION_BUCKETS,
             registry=self.registry,
         )
+        self.attaches = Counter(
+            "cti_attach",
+            "FastAGI attach requests (calls from another of our PBXes), by outcome: "
+            "'attached' kept its call id; any other was routed as a new call",
+            ["outcome"],
+            registry=self.registry,
+        )
+        for outcome in ATTACH_OUTCOMES:  # every outcome reported, zero included
+            self.attaches.labels(outcome=outcome)
         self.pops = Counter(
             "cti_pops", "Ringing events sent live to the ringing agent's sidebar",
             registry=self.registry,
@@ -401,6 +413,10 @@ class Metrics:
             route=outcome.decision.route.value, fail_open=outcome.fail_open_reason or "no"
         ).inc()
         self.route_decision.observe(outcome.decision_us / 1_000_000)
+
+    def observe_attach(self, outcome: str) -> None:
+        """The attach service's hook, once per attach request: must not raise."""
+        self.attaches.labels(outcome=str(outcome)).inc()
 
     def observe_pop(self, latency_s: float) -> None:
         self.pops.inc()

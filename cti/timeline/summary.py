@@ -47,12 +47,19 @@ _LIFECYCLE = (
     "unheld",
     "consult",
     "transferred",
+    "attached",
     "data_changed",
     "left",
     "abandoned",
     "ended",
 )
 _RANK = {kind: rank for rank, kind in enumerate(_LIFECYCLE)}
+
+
+#: Events cti makes itself, not a PBX's AMI feed: an edit (``data_changed``), the
+#: ``attach`` script's record of a crossing (``attached``: the PBX that asked may be
+#: unknown). They belong to no PBX's part, so none waits for an ``ended`` of theirs.
+NOT_A_PART = frozenset({"data_changed", "attached"})
 
 
 def order_key(at: float, kind: str) -> tuple[float, int]:
@@ -108,7 +115,7 @@ def end_of(timeline: Sequence[CallEvent]) -> tuple[CallEvent | None, list[CallEv
     parts: set[str | None] = set()
     ends: dict[str | None, CallEvent] = {}
     for event in timeline:
-        if event.kind == "data_changed":  # made by an edit, not by a PBX
+        if event.kind in NOT_A_PART:
             continue
         part = namespace_of(event.fingerprint)
         parts.add(part)

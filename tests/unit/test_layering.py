@@ -17,6 +17,7 @@ CTI = Path(__file__).resolve().parents[2] / "cti"
 #: Modules that decide and hold state: no sockets, stores or web framework.
 PURE = [
     "cti/routing/engine.py",
+    "cti/routing/attach.py",
     "cti/routing/hours.py",
     "cti/routing/model.py",
     "cti/routing/phone.py",
