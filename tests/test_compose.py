@@ -481,14 +481,14 @@ def test_the_second_pbx_is_the_first_on_the_sandbox_ports_of_b():
     published_b = {(p.container_port, p.protocol) for p in published("asterisk-b")}
     assert published_b == {(SECOND.sip_port, "udp"), (SECOND.ami_port, "tcp")}
     assert (a["CTI_PBX_NAME"], b["CTI_PBX_NAME"]) == ("a", "b")
-    assert b["CTI_PBX_PEERS"] == f"a=asterisk:{SIP_PORT}"
+    assert b["CTI_PBX_PEERS"] == f"a=asterisk:{SIP_PORT},b=asterisk-b:{SECOND.sip_port}"
     assert b["CTI_TRUNK_HOST"] == "agents-b" and "agents-b" in service("asterisk-b")["depends_on"]
     assert env("agents-b")["SIPP_ASTERISK"] == f"asterisk-b:{SECOND.sip_port}"
     assert b["CTI_AMI_SECRET"] == a["CTI_AMI_SECRET"]  # cti's CTI_AMI_SECRET_B falls back to it
     for name in (f"CTI_AGENT_{agent}_PASSWORD" for agent in AGENT_PORTS):
         assert b[name] == a[name] == env("agents-b")[name], name
     example = read(".env.example")
-    assert f"#CTI_PBX_PEERS=b=asterisk-b:{SECOND.sip_port}" in example
+    assert f"#CTI_PBX_PEERS={b['CTI_PBX_PEERS']}" in example
     assert f"#CTI_PBXES=a=asterisk:{AMI_PORT},b=asterisk-b:{SECOND.ami_port}" in example
     for name in ("cti", "screenpop"):
         assert env(name)["CTI_PBXES"] == "${CTI_PBXES:-}", f"{name} follows CTI_PBXES"

@@ -64,6 +64,8 @@ def test_a_peer_gets_a_transfer_target_per_queue_sending_the_call_id(tmp_path: P
     targets = (out / "extensions-pbx.conf").read_text()
     assert "exten => b-support,1,Dial(PJSIP/support@pbx-b,,b(cti-to-pbx^s^1))" in targets
     assert "exten => b-rep-slow,1,Dial(PJSIP/rep-slow@pbx-b,,b(cti-to-pbx^s^1))" in targets
+    # By number for AMI Atxfer (DTMF digits): 8, b's position in the list (1), 3001.
+    assert "exten => 813001,1,Goto(cti-pbx-targets,b-support,1)" in targets
     dialplan = (out / "extensions.conf").read_text()
     agents = dialplan.split("[agents]", 1)[1]
     assert "include => cti-pbx-targets" in agents
@@ -98,6 +100,18 @@ def test_the_second_pbx_ports(tmp_path: Path):
     assert re.search(r"^port = 5039$", (out / "manager.conf").read_text(), re.M)
     assert re.search(r"^rtpend = 29999$", (out / "rtp.conf").read_text(), re.M)
     assert "exten => a-sales,1,Dial(PJSIP/sales@pbx-a," in (out / "extensions-pbx.conf").read_text()
+
+
+def test_every_pbx_given_the_same_list_numbers_the_peers_alike(tmp_path: Path):
+    peers = "a=127.0.0.1:5060,b=127.0.0.1:5160"
+    numbers = {}
+    for me in ("a", "b"):
+        code, err, out = render(tmp_path / me, CTI_PBX_NAME=me, CTI_PBX_PEERS=peers)
+        assert code == 0, err
+        numbers[me] = (out / "extensions-pbx.conf").read_text()
+    assert "exten => 823001,1,Goto(cti-pbx-targets,b-support,1)" in numbers["a"]
+    assert "exten => 813002,1,Goto(cti-pbx-targets,a-sales,1)" in numbers["b"]
+    assert "pbx-a" not in numbers["a"] and "pbx-b" not in numbers["b"]
 
 
 @pytest.mark.parametrize(
