@@ -307,9 +307,9 @@ async def place_calls(sandbox, tmp_path: Path) -> AsyncIterator[PlaceCalls]:
     """``await place_calls(rows, hold_ms=..., rate=...)`` starts one SIPp caller batch."""
     batches: list[CallBatch] = []
 
-    async def place(rows, *, hold_ms: int, rate: float = 2) -> CallBatch:
+    async def place(rows, *, hold_ms: int, rate: float = 2, **more) -> CallBatch:
         batch = await CallBatch.start(
-            tmp_path, rows, hold_ms=hold_ms, rate=rate, name=f"calls-{len(batches) + 1}"
+            tmp_path, rows, hold_ms=hold_ms, rate=rate, name=f"calls-{len(batches) + 1}", **more
         )
         batches.append(batch)
         return batch

@@ -257,13 +257,15 @@ class CallBatch:
     async def start(
         cls,
         workdir: Path,
-        rows: list[tuple[str, str, str, str]],
+        rows: list[tuple[str, ...]],
         *,
         hold_ms: int,
         rate: float = 2,
         name: str = "calls",
+        scenario: Path = CALLER_XML,
     ) -> CallBatch:
-        """``rows``: (ANI, DNIS, IVR account, IVR intent); ``rate`` calls per second."""
+        """``rows``: (ANI, DNIS, IVR account, IVR intent[, more fields ``scenario`` reads]);
+        ``rate`` calls per second."""
         if udp_port_bound(TRUNK_PORT):
             raise RuntimeError(f"UDP port {TRUNK_PORT} (the trunk) is already in use")
         csv = workdir / f"{name}.csv"
@@ -272,7 +274,7 @@ class CallBatch:
             "sipp",
             ASTERISK,
             "-sf",
-            str(CALLER_XML),
+            str(scenario),
             "-inf",
             str(csv),
             "-i",
