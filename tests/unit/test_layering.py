@@ -43,6 +43,7 @@ PURE = [
     "cti/agents/news.py",
     "cti/redis_sentinel.py",
     "cti/pbx.py",
+    "cti/calls/spread.py",
 ]
 IO = ("asyncio", "socket", "asyncpg", "redis", "aiohttp", "subprocess", "cti.app", "cti.db")
 
