@@ -13,9 +13,10 @@ asks :meth:`SpreadRule.decide` for its PBX on every turn.
   (ties all try; ``SET NX`` picks one). Waiting is bounded: a PBX still unled after
   ``patience_s`` (half a TTL) is taken by whoever can, so a slow or dead peer that
   still looks alive never leaves a PBX unled for more than about one TTL; and a PBX
-  only this instance can reach it takes at once, whatever its load (once a fresh
+  that only this instance can reach is taken at once, whatever its load (once a fresh
   instance has read ``settle_views`` views, so that instances started together first
-  see each other).
+  see each other). An instance's leases decide concurrently, so a lease it was just
+  told to take counts as held until the lease says whether it got it.
 * **Hand over.** An instance holding at least two leases more than another instance
   that can reach one of its PBXes gives that PBX up: one lease, at most one per TTL,
   not within a TTL of taking one (the others' announcements lag a renewal behind), not

@@ -39,6 +39,7 @@ PURE = [
     "cti/agi/protocol.py",
     "cti/ami/protocol.py",
     "cti/wallboard/figures.py",
+    "cti/wallboard/agent_view.py",
     "cti/agents/state.py",
     "cti/agents/news.py",
     "cti/redis_sentinel.py",
