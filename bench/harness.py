@@ -274,13 +274,16 @@ class StampedPublisher(EventPublisher):
         super().__init__(client, **kwargs)
         self._stamps = stamps.publish
 
-    async def publish_many(self, events: Sequence[CallEvent], owner: str) -> None:
+    async def publish_many(
+        self, events: Sequence[CallEvent], owner: str, **kwargs: Any
+    ) -> str | None:
         start = now()
-        await super().publish_many(events, owner)
+        found = await super().publish_many(events, owner, **kwargs)
         end = now()
         for event in events:
             if event.kind == "ringing":
                 self._stamps[event.data["channel"]] = (start, end)
+        return found
 
 
 class FloorSink:
