@@ -116,6 +116,16 @@ def agent_connect(queue: str):
     return lambda e: e.get("Event") == "AgentConnect" and e.get("Queue") == queue
 
 
+async def bridged(ami: Ami, answered: dict, since: int) -> None:
+    """Wait until the caller and the agent of an AgentConnect are in their bridge:
+    AgentConnect can come before the agent's channel entered it, and a BlindTransfer
+    of a channel in no bridge yet is refused ("Transfer invalid")."""
+    for channel in (answered["Channel"], answered["DestChannel"]):
+        await ami.wait_event(
+            is_event("BridgeEnter", Channel=channel), since=since, what=f"{channel} bridged"
+        )
+
+
 async def test_a_blind_transfer_to_a_queue_on_b_carries_the_call_id(
     two_pbx: TwoPbx, ami: Ami, ami_b: Ami, agents, agents_b, place_calls, tmp_path: Path
 ):
@@ -133,6 +143,7 @@ async def test_a_blind_transfer_to_a_queue_on_b_carries_the_call_id(
     call_id = call_id_of(answered)
     assert uuid.UUID(call_id), f"CTI_CALL_ID not set on {answered['Channel']}"
     assert answered["Interface"] == "PJSIP/2001"
+    await bridged(ami, answered, since)
 
     reply = await ami.action(
         "BlindTransfer", Channel=answered["DestChannel"], Context="agents", Exten="b-support"
@@ -568,6 +579,7 @@ async def test_the_instance_leading_b_killed_mid_call_another_takes_b(
                     answered = await ami.wait_event(
                         is_event("AgentConnect", Interface="PJSIP/2001"), since=since
                     )
+                    await bridged(ami, answered, since)
                     reply = await ami.action(
                         "BlindTransfer",
                         Channel=answered["DestChannel"],
