@@ -9,6 +9,9 @@ registers (``sipp/agent-register.xml``: REGISTER from the phone's own port, answ
 The passwords are not in the repository: ``CTI_AGENT_200N_PASSWORD`` in the
 environment, else the file ``scripts/asterisk-sandbox`` writes once
 (``var/asterisk-sandbox/agent-passwords``, mode 600, the same ``NAME=value`` lines).
+The second sandbox PBX (``--pbx b``) has agents 2001-2006 of its own, with their own
+passwords: ``CTI_AGENT_200N_PASSWORD_B``, else ``var/asterisk-sandbox-b/agent-passwords``
+(:func:`sandbox_passwords`).
 
 Used by ``cti loadtest --agents``, the end-to-end tests and ``tools/record_ami.py``.
 """
@@ -20,6 +23,8 @@ import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
+
+from cti.sandbox_pbxes import SandboxPbx
 
 REPO = Path(__file__).resolve().parents[1]
 SIPP_DIR = REPO / "sipp"
@@ -50,9 +55,10 @@ def read_password_file(path: Path) -> dict[int, str]:
 
 
 def agent_passwords(
-    env: Mapping[str, str] | None = None, file: Path = SANDBOX_PASSWORDS
+    env: Mapping[str, str] | None = None, file: Path = SANDBOX_PASSWORDS, suffix: str = ""
 ) -> dict[int, str]:
-    """Each agent's SIP password: from the environment, else from the sandbox's file."""
+    """Each agent's SIP password: from the environment (``CTI_AGENT_200N_PASSWORD`` plus
+    ``suffix``), else from the sandbox's file (its lines never carry the suffix)."""
     env = os.environ if env is None else env
     from_file: dict[int, str] = {}
     if file.exists():
@@ -62,10 +68,15 @@ def agent_passwords(
             raise PhoneError(f"{file}: {exc.strerror}") from None
     passwords = {}
     for agent in AGENTS:
-        value = env.get(password_variable(agent)) or from_file.get(agent)
+        value = env.get(password_variable(agent) + suffix) or from_file.get(agent)
         if value:
             passwords[agent] = value
     return passwords
+
+
+def sandbox_passwords(pbx: SandboxPbx, env: Mapping[str, str] | None = None) -> dict[int, str]:
+    """The agents' passwords of one sandbox PBX (``scripts/asterisk-sandbox --pbx``)."""
+    return agent_passwords(env, REPO / pbx.run_dir / "agent-passwords", pbx.env_suffix)
 
 
 def password_of(agent: int, passwords: Mapping[int, str] | None = None) -> str:

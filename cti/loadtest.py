@@ -22,6 +22,11 @@ afterwards; leave it out when agents are already up. Callers hang up after ``--h
 seconds whether or not an agent took the call, so a call counts as successful when its
 SIP dialogue completed.
 
+Two PBXes (issue 12): ``--pbx b`` places the calls on the test bed's second Asterisk
+(``scripts/asterisk-sandbox --pbx b``: SIP 5160, callers from 5180, agents' phones on
+517N with b's own passwords, :mod:`cti.sandbox_pbxes`); ``--asterisk`` and
+``--local-port`` still override. Run one load test per PBX at the same time to load both.
+
 Run: ``python -m cti.loadtest --rate 10 --duration 60 --hold 10 --agents`` (the
 database from ``CTI_DATABASE_URL``, like every ``cti`` command). Exit status 0 when
 the failed share is at most ``--max-failed-pct``, 2 when above, 1 when the test could
@@ -52,10 +57,17 @@ from typing import Any
 
 import asyncpg
 
-from cti.agent_phones import PhoneError, password_of, registration_argv, wait_until_registered
+from cti.agent_phones import (
+    PhoneError,
+    password_of,
+    registration_argv,
+    sandbox_passwords,
+    wait_until_registered,
+)
 from cti.callmix import CallMix
 from cti.config import redacted_url
 from cti.interactions import RoutingResult, decisions_since, routing_results
+from cti.sandbox_pbxes import HOME, SANDBOX_PBXES, SandboxPbx, sandbox_pbx
 from cti.sipp_results import SippResult, parse_sipp_results
 
 REPO = Path(__file__).resolve().parents[1]
@@ -87,6 +99,7 @@ class Options:
     sipp: str = "sipp"
     scenario_dir: Path = SIPP_DIR
     workdir: Path | None = None  # keep SIPp's files here (default: a temp dir, removed)
+    pbx: SandboxPbx = HOME  # whose agents' phones --agents starts (ports, passwords)
 
 
 @dataclass
@@ -163,9 +176,9 @@ def udp_port_bound(port: int) -> bool:
         return False
 
 
-def agent_port(agent: int) -> int:
-    """Agent 200N's phone listens on 507N (asterisk/etc/pjsip.conf)."""
-    return 5070 + agent - 2000
+def agent_port(agent: int, pbx: SandboxPbx = HOME) -> int:
+    """Agent 200N's phone listens on 507N (517N on the sandbox's PBX b)."""
+    return pbx.agent_port(agent)
 
 
 async def spawn_agent_phone(
@@ -178,12 +191,14 @@ async def spawn_agent_phone(
     workdir: Path,
     asterisk: str = "127.0.0.1:5060",
     password: str | None = None,
+    pbx: SandboxPbx = HOME,
 ) -> asyncio.subprocess.Process:
     """Start one SIPp agent phone: it registers as ``agent`` (``password``, default from
     :func:`cti.agent_phones.agent_passwords`) and answers calls with ``scenario``
     (``sipp/agent.xml``); its own RTP ports, by agent number. Registered once
-    :func:`cti.agent_phones.wait_until_registered` returns."""
-    port = agent_port(agent)
+    :func:`cti.agent_phones.wait_until_registered` returns. ``pbx``: which sandbox
+    PBX's phone (its ports; ``asterisk`` says where it registers)."""
+    port = agent_port(agent, pbx)
     if udp_port_bound(port):
         raise LoadTestError(f"UDP port {port} (agent {agent}) is already in use")
     try:
@@ -195,7 +210,7 @@ async def spawn_agent_phone(
         workdir=workdir, scenario=scenario.with_name("agent-register.xml"),
     )  # fmt: skip
     return await asyncio.create_subprocess_exec(
-        *register, "-oocsf", str(scenario), "-mp", f"160{agent - 2000}0",
+        *register, "-oocsf", str(scenario), "-mp", str(pbx.media_port(agent)),
         "-d", str(ring_ms),
         "-trace_err", "-error_file", str(workdir / f"agent-{agent}-errors.log"),
         stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
@@ -204,12 +219,12 @@ async def spawn_agent_phone(
 
 
 async def wait_until_bound(
-    phones: Mapping[int, asyncio.subprocess.Process], within_s: float = 5
+    phones: Mapping[int, asyncio.subprocess.Process], within_s: float = 5, pbx: SandboxPbx = HOME
 ) -> None:
     """Wait until every phone has bound its SIP port; fail if one exits or is too slow."""
     deadline = time.monotonic() + within_s
     for agent, proc in phones.items():
-        while not udp_port_bound(agent_port(agent)):
+        while not udp_port_bound(agent_port(agent, pbx)):
             if proc.returncode is not None:
                 raise LoadTestError(f"SIPp agent {agent} exited with {proc.returncode}")
             if time.monotonic() > deadline:
@@ -233,6 +248,8 @@ async def stop_process(proc: asyncio.subprocess.Process, grace_s: float = 5) -> 
 
 async def start_agents(options: Options, workdir: Path) -> list[asyncio.subprocess.Process]:
     phones: dict[int, asyncio.subprocess.Process] = {}
+    # The home PBX's phones keep password_of's lookup (and its message); b's are b's own.
+    passwords = {} if options.pbx == HOME else sandbox_passwords(options.pbx)
     try:
         for agent in AGENTS:
             phones[agent] = await spawn_agent_phone(
@@ -243,8 +260,10 @@ async def start_agents(options: Options, workdir: Path) -> list[asyncio.subproce
                 ring_ms=options.agent_ring_ms,
                 workdir=workdir,
                 asterisk=options.asterisk,
+                password=passwords.get(agent) or None,
+                pbx=options.pbx,
             )
-        await wait_until_bound(phones)
+        await wait_until_bound(phones, pbx=options.pbx)
         await wait_until_registered(phones, workdir)
     except (LoadTestError, PhoneError) as exc:
         await asyncio.gather(*(stop_process(p) for p in phones.values()))
@@ -363,6 +382,7 @@ async def run_loadtest(options: Options, database_url: str) -> Report:
         await conn.close()
     opts = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(options).items()}
     opts["customers"] = customers
+    opts["pbx"] = options.pbx.name
     return Report(
         options=opts,
         started_at=started.isoformat(),
@@ -389,7 +409,8 @@ def format_report(report: Report) -> str:
     o, c, r = report.options, report.calls, report.routing
     lines = [
         f"cti load test: {o['rate']:g} calls/s for {o['duration_s']:g} s, hold {o['hold_s']:g} s,"
-        f" against {o['asterisk']} (customers A0000001..A{o['customers']:07d},"
+        f" against {o['asterisk']} (PBX {o.get('pbx', HOME.name)};"
+        f" customers A0000001..A{o['customers']:07d},"
         f" {o['unknown_share']:.0%} unknown, {o['withheld_share']:.0%} withheld;"
         f" DNIS {', '.join(o['dnis'])}"
         + ("; agents 2001-2006 started)" if report.agents_started else ")"),
@@ -433,9 +454,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rate", type=float, default=10.0, help="calls per second (10)")
     parser.add_argument("--duration", type=float, default=60.0, help="seconds of new calls (60)")
     parser.add_argument("--hold", type=float, default=10.0, help="seconds each caller stays (10)")
-    parser.add_argument("--asterisk", default="127.0.0.1:5060", help="Asterisk SIP host:port")
+    parser.add_argument(
+        "--pbx",
+        choices=sorted(SANDBOX_PBXES),
+        default=HOME.name,
+        help="the test bed's PBX to call: a (5060) or b (5160, scripts/asterisk-sandbox --pbx b)",
+    )
+    parser.add_argument(
+        "--asterisk", default=None, help="Asterisk SIP host:port (the --pbx's: 127.0.0.1:5060)"
+    )
     parser.add_argument("--local-ip", default="127.0.0.1", help="callers' address (the trunk)")
-    parser.add_argument("--local-port", type=int, default=5080, help="callers' SIP port (5080)")
+    parser.add_argument(
+        "--local-port", type=int, default=None, help="callers' SIP port (the --pbx's: 5080)"
+    )
     parser.add_argument(
         "--dnis", default="5550100,5550300", help="dialled numbers, comma separated"
     )
@@ -462,13 +493,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def options_from_args(args: argparse.Namespace) -> Options:
+    pbx = sandbox_pbx(args.pbx)
     return Options(
         rate=args.rate,
         duration_s=args.duration,
         hold_s=args.hold,
-        asterisk=args.asterisk,
+        asterisk=args.asterisk or pbx.sip_address,
         local_ip=args.local_ip,
-        local_port=args.local_port,
+        local_port=args.local_port or pbx.trunk_port,
+        pbx=pbx,
         dnis=tuple(d.strip() for d in args.dnis.split(",") if d.strip()),
         unknown_share=args.unknown_share,
         withheld_share=args.withheld_share,

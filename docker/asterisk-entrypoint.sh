@@ -11,7 +11,8 @@
 # it loads the file; a name that does not resolve then drops that identify with only
 # an ERROR in the log, and calls from there go unrecognised. So wait until
 # CTI_TRUNK_HOST resolves (on a compose network: until its container runs) and fail,
-# to be restarted, if it never does. (Agents register: no address to resolve.)
+# to be restarted, if it never does; so do the peers of CTI_PBX_PEERS (the other
+# PBXes' trunks). (Agents register: no address to resolve.)
 set -eu
 
 if [ -z "${CTI_AMI_SECRET:-}" ]; then
@@ -40,6 +41,15 @@ wait_for_host() {   # name value
     done
 }
 wait_for_host CTI_TRUNK_HOST "${CTI_TRUNK_HOST:-127.0.0.1}"
+# The inter-PBX trunks are identified by their peers' names the same way (name=host:port).
+old_ifs=$IFS
+IFS=,
+for peer in ${CTI_PBX_PEERS:-}; do
+    IFS=$old_ifs
+    address=${peer#*=}
+    wait_for_host CTI_PBX_PEERS "${address%:*}"
+done
+IFS=$old_ifs
 
 /opt/cti/asterisk/render-config /etc/asterisk >/dev/null
 # The secret is in manager.conf: readable by root and the asterisk group only.

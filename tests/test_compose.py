@@ -298,8 +298,9 @@ def test_cti_image_finds_the_migrations():
 # ---------------------------------------------------------------- ports
 def test_sip_port():
     pjsip = read("asterisk/etc/pjsip.conf")
-    transport = re.search(r"^bind\s*=\s*\S+:(\d+)", pjsip, re.MULTILINE)
-    assert transport and int(transport[1]) == SIP_PORT
+    assert re.search(r"^bind\s*=\s*\S+:@CTI_SIP_PORT@", pjsip, re.MULTILINE)
+    assert int(render_config_defaults()["CTI_SIP_PORT"]) == SIP_PORT
+    assert int(env("asterisk")["CTI_SIP_PORT"]) == SIP_PORT
     assert int(sandbox_setting("SIP_PORT")) == SIP_PORT
     assert [(p.container_port, p.protocol) for p in published("asterisk")].count(
         (SIP_PORT, "udp")
@@ -311,8 +312,9 @@ def test_sip_port():
 
 def test_ami_port():
     manager = read("asterisk/etc/manager.conf")
-    port = re.search(r"^port\s*=\s*(\d+)", manager, re.MULTILINE)
-    assert port and int(port[1]) == AMI_PORT
+    assert re.search(r"^port\s*=\s*@CTI_AMI_PORT@", manager, re.MULTILINE)
+    assert int(render_config_defaults()["CTI_AMI_PORT"]) == AMI_PORT
+    assert int(env("asterisk")["CTI_AMI_PORT"]) == AMI_PORT
     assert int(sandbox_setting("AMI_PORT")) == AMI_PORT
     assert (AMI_PORT, "tcp") in {(p.container_port, p.protocol) for p in published("asterisk")}
     assert int(env("cti")["CTI_AMI_PORT"]) == AMI_PORT
@@ -459,11 +461,37 @@ def test_redis_keeps_an_append_only_file_in_its_volume():
     assert volume.split(":")[0] in (compose().get("volumes") or {}), "a named volume"
 
 
-def test_callers_only_with_the_load_profile():
-    assert service("callers").get("profiles") == ["load"]
+PROFILED = {"callers": ["load"], "asterisk-b": ["two-pbx"], "agents-b": ["two-pbx"]}
+
+
+def test_callers_only_with_the_load_profile_and_the_second_pbx_with_two_pbx():
     for name, svc in compose()["services"].items():
-        if name != "callers":
-            assert not svc.get("profiles"), f"{name} must start without a profile"
+        assert svc.get("profiles") == PROFILED.get(name), f"{name}: profiles"
+
+
+def test_the_second_pbx_is_the_first_on_the_sandbox_ports_of_b():
+    """asterisk-b: the same image, every render-config setting, PBX b's ports of the
+    sandbox (cti.sandbox_pbxes), trunks both ways, and cti may follow both."""
+    from cti.sandbox_pbxes import SECOND
+
+    assert service("asterisk-b")["build"] == service("asterisk")["build"]
+    b, a = env("asterisk-b"), env("asterisk")
+    assert set(b) == set(render_config_defaults())
+    assert (int(b["CTI_SIP_PORT"]), int(b["CTI_AMI_PORT"])) == (SECOND.sip_port, SECOND.ami_port)
+    published_b = {(p.container_port, p.protocol) for p in published("asterisk-b")}
+    assert published_b == {(SECOND.sip_port, "udp"), (SECOND.ami_port, "tcp")}
+    assert (a["CTI_PBX_NAME"], b["CTI_PBX_NAME"]) == ("a", "b")
+    assert b["CTI_PBX_PEERS"] == f"a=asterisk:{SIP_PORT},b=asterisk-b:{SECOND.sip_port}"
+    assert b["CTI_TRUNK_HOST"] == "agents-b" and "agents-b" in service("asterisk-b")["depends_on"]
+    assert env("agents-b")["SIPP_ASTERISK"] == f"asterisk-b:{SECOND.sip_port}"
+    assert b["CTI_AMI_SECRET"] == a["CTI_AMI_SECRET"]  # cti's CTI_AMI_SECRET_B falls back to it
+    for name in (f"CTI_AGENT_{agent}_PASSWORD" for agent in AGENT_PORTS):
+        assert b[name] == a[name] == env("agents-b")[name], name
+    example = read(".env.example")
+    assert f"#CTI_PBX_PEERS={b['CTI_PBX_PEERS']}" in example
+    assert f"#CTI_PBXES=a=asterisk:{AMI_PORT},b=asterisk-b:{SECOND.ami_port}" in example
+    for name in ("cti", "screenpop"):
+        assert env(name)["CTI_PBXES"] == "${CTI_PBXES:-}", f"{name} follows CTI_PBXES"
 
 
 def test_services_share_one_user_defined_network():
@@ -712,7 +740,12 @@ def test_compose_config_is_valid(command: list[str] | None):
     environ |= {variable: "test-value-1" for variable in required}
     environ |= {"CHECK_SIP_PORT": "25060", "CHECK_AMI_PORT": "25038", "CHECK_HTTP_PORT": "28080"}
     check = ["-f", str(REPO / "docker/compose-check/override.yml")]
-    for files, profile in (([], []), ([], ["--profile", "load"]), (check, ["--profile", "load"])):
+    for files, profile in (
+        ([], []),
+        ([], ["--profile", "load"]),
+        ([], ["--profile", "two-pbx"]),
+        (check, ["--profile", "load"]),
+    ):
         result = subprocess.run(
             [*command, "-f", str(COMPOSE), *files, *profile, "config", "-q"],
             cwd=REPO,

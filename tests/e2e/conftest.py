@@ -15,6 +15,11 @@ with another configuration just as an operator would.
 
 Function scope: an AMI connection, SIPp agents (only those a test asks for), SIPp
 caller batches; all stopped by pid at the end of the test.
+
+The second PBX (issue 12): ``sandbox_b`` starts ``scripts/asterisk-sandbox --pbx b``
+(SIP 5160, AMI 5039, its own per-run AMI secret and agent passwords) only when a test
+asks for it, once per session, and stops it at the end; ``ami_b`` and ``agents_b`` are
+b's AMI connection and phones (517N).
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ import redis.asyncio as redis
 
 from cti.agent_phones import AGENTS, password_variable
 from cti.demo.seed import seed_demo
+from cti.sandbox_pbxes import HOME, SECOND, SandboxPbx
 from tests.conftest import PG_SERVER
 from tests.e2e.ami import Ami
 from tests.e2e.stack import (
@@ -62,6 +68,8 @@ class E2ESetup:
     http_port: int  # the session daemon's sidebar (HTTP) port
     session_secret: str
     agent_passwords: dict[int, str]  # SIP passwords of agents 2001-2006, per run
+    b_ami_secret: str  # the second PBX's (sandbox_b), per run
+    b_agent_passwords: dict[int, str]  # its agents 2001-2006's
 
 
 @pytest.fixture(scope="session")
@@ -138,6 +146,8 @@ def testbed(e2e_database: str, tmp_path_factory) -> E2ESetup:
         http_port=free_port(),
         session_secret=secrets.token_hex(32),
         agent_passwords={agent: secrets.token_hex(12) for agent in AGENTS},
+        b_ami_secret=secrets.token_hex(16),
+        b_agent_passwords={agent: secrets.token_hex(12) for agent in AGENTS},
     )
 
 
@@ -178,11 +188,19 @@ async def daemon(testbed: E2ESetup, e2e_redis) -> AsyncIterator[Daemon]:
     await running.stop()
 
 
-async def _sandbox(command: str, testbed: E2ESetup, timeout_s: float) -> tuple[int, str]:
+async def _sandbox(
+    command: str, testbed: E2ESetup, timeout_s: float, pbx: SandboxPbx = HOME
+) -> tuple[int, str]:
+    if pbx == HOME:
+        secret, passwords = testbed.ami_secret, testbed.agent_passwords
+    else:
+        secret, passwords = testbed.b_ami_secret, testbed.b_agent_passwords
+    suffix = pbx.env_suffix
     env = {
-        "CTI_AMI_SECRET": testbed.ami_secret,
+        "CTI_SANDBOX_PBX": pbx.name,
+        f"CTI_AMI_SECRET{suffix}": secret,
         "CTI_AGI_ADDR": f"127.0.0.1:{testbed.agi_port}",
-    } | {password_variable(agent): pw for agent, pw in testbed.agent_passwords.items()}
+    } | {password_variable(agent) + suffix: pw for agent, pw in passwords.items()}
     return await run_sandbox(command, env, timeout_s)
 
 
@@ -205,15 +223,52 @@ async def sandbox(testbed: E2ESetup, daemon: Daemon) -> AsyncIterator[E2ESetup]:
             print(f"scripts/asterisk-sandbox down failed ({code}):\n{out}")
 
 
-@pytest.fixture
-async def ami(sandbox: E2ESetup) -> AsyncIterator[Ami]:
-    client = await Ami.connect("127.0.0.1", AMI_PORT, AMI_USER, sandbox.ami_secret)
+@pytest.fixture(scope="session")
+async def sandbox_b(sandbox: E2ESetup) -> AsyncIterator[E2ESetup]:
+    """The second Asterisk (PBX b), for the tests that ask for it: up once, after the home
+    one (each renders a trunk to the other), down at the end of the session."""
+    code, out = await _sandbox("up", sandbox, timeout_s=120, pbx=SECOND)
+    if code != 0:
+        if "already running" not in out:
+            await _sandbox("down", sandbox, timeout_s=60, pbx=SECOND)
+        pytest.fail(
+            f"PBX b did not start (scripts/asterisk-sandbox --pbx b up exit {code}):\n{out}",
+            pytrace=False,
+        )
+    try:
+        yield sandbox
+    finally:
+        code, out = await _sandbox("down", sandbox, timeout_s=60, pbx=SECOND)
+        if code != 0:
+            print(f"scripts/asterisk-sandbox --pbx b down failed ({code}):\n{out}")
 
-    # Start every test from a quiet Asterisk: no call of an earlier test still up.
+
+async def quiet_ami(port: int, secret: str) -> Ami:
+    """An AMI connection, once that Asterisk has no call of an earlier test still up."""
+    client = await Ami.connect("127.0.0.1", port, AMI_USER, secret)
+
     async def idle() -> bool:
         return not await client.list_action("CoreShowChannels")
 
-    await until(idle, within_s=15, every_s=0.2)
+    try:
+        await until(idle, within_s=15, every_s=0.2)
+    except BaseException:
+        await client.close()
+        raise
+    return client
+
+
+@pytest.fixture
+async def ami(sandbox: E2ESetup) -> AsyncIterator[Ami]:
+    client = await quiet_ami(AMI_PORT, sandbox.ami_secret)
+    yield client
+    await client.close()
+
+
+@pytest.fixture
+async def ami_b(sandbox_b: E2ESetup) -> AsyncIterator[Ami]:
+    """PBX b's AMI, from a quiet Asterisk."""
+    client = await quiet_ami(SECOND.ami_port, sandbox_b.b_ami_secret)
     yield client
     await client.close()
 
@@ -221,6 +276,16 @@ async def ami(sandbox: E2ESetup) -> AsyncIterator[Ami]:
 @pytest.fixture
 async def agents(sandbox, tmp_path: Path) -> AsyncIterator[Agents]:
     phones = Agents(tmp_path, sandbox.agent_passwords)
+    yield phones
+    await phones.stop_all()
+
+
+@pytest.fixture
+async def agents_b(sandbox_b, tmp_path: Path) -> AsyncIterator[Agents]:
+    """PBX b's agents 2001-2006 (phones on 517N, b's passwords): only those started."""
+    workdir = tmp_path / "pbx-b"
+    workdir.mkdir()
+    phones = Agents(workdir, sandbox_b.b_agent_passwords, pbx=SECOND)
     yield phones
     await phones.stop_all()
 
@@ -242,9 +307,9 @@ async def place_calls(sandbox, tmp_path: Path) -> AsyncIterator[PlaceCalls]:
     """``await place_calls(rows, hold_ms=..., rate=...)`` starts one SIPp caller batch."""
     batches: list[CallBatch] = []
 
-    async def place(rows, *, hold_ms: int, rate: float = 2) -> CallBatch:
+    async def place(rows, *, hold_ms: int, rate: float = 2, **more) -> CallBatch:
         batch = await CallBatch.start(
-            tmp_path, rows, hold_ms=hold_ms, rate=rate, name=f"calls-{len(batches) + 1}"
+            tmp_path, rows, hold_ms=hold_ms, rate=rate, name=f"calls-{len(batches) + 1}", **more
         )
         batches.append(batch)
         return batch

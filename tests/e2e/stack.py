@@ -21,6 +21,7 @@ import redis.asyncio as redis
 
 from cti.agent_phones import wait_until_registered
 from cti.loadtest import spawn_agent_phone, stop_process, udp_port_bound, wait_until_bound
+from cti.sandbox_pbxes import HOME, SandboxPbx
 from tests.waiting import until
 
 REPO = Path(__file__).resolve().parents[2]
@@ -212,11 +213,14 @@ class Daemon:
 @dataclass
 class Agents:
     """SIPp agent phones (sipp/agent.xml): agent 200N on 127.0.0.1:507N, registered
-    with Asterisk with its password (sipp/agent-register.xml)."""
+    with Asterisk with its password (sipp/agent-register.xml). ``pbx``: the sandbox PBX
+    they register with (b's phones are on 517N); one workdir per PBX, since the phones'
+    logs are named by agent number."""
 
     workdir: Path
     passwords: dict[int, str]
     running: dict[int, asyncio.subprocess.Process] = field(default_factory=dict)
+    pbx: SandboxPbx = HOME
 
     async def start(self, *agents: int, ring_ms: int = 300) -> None:
         for agent in agents:
@@ -228,11 +232,12 @@ class Agents:
                     host="127.0.0.1",
                     ring_ms=ring_ms,
                     workdir=self.workdir,
-                    asterisk=ASTERISK,
+                    asterisk=self.pbx.sip_address,
                     password=self.passwords[agent],
+                    pbx=self.pbx,
                 )
         started = {agent: self.running[agent] for agent in agents}
-        await wait_until_bound(started)
+        await wait_until_bound(started, pbx=self.pbx)
         await wait_until_registered(started, self.workdir)
 
     async def stop_all(self) -> None:
@@ -252,13 +257,15 @@ class CallBatch:
     async def start(
         cls,
         workdir: Path,
-        rows: list[tuple[str, str, str, str]],
+        rows: list[tuple[str, ...]],
         *,
         hold_ms: int,
         rate: float = 2,
         name: str = "calls",
+        scenario: Path = CALLER_XML,
     ) -> CallBatch:
-        """``rows``: (ANI, DNIS, IVR account, IVR intent); ``rate`` calls per second."""
+        """``rows``: (ANI, DNIS, IVR account, IVR intent[, more fields ``scenario`` reads]);
+        ``rate`` calls per second."""
         if udp_port_bound(TRUNK_PORT):
             raise RuntimeError(f"UDP port {TRUNK_PORT} (the trunk) is already in use")
         csv = workdir / f"{name}.csv"
@@ -267,7 +274,7 @@ class CallBatch:
             "sipp",
             ASTERISK,
             "-sf",
-            str(CALLER_XML),
+            str(scenario),
             "-inf",
             str(csv),
             "-i",
