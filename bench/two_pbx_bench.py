@@ -419,7 +419,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     parser.add_argument("--quick", action="store_true", help="smoke run: 10 and 20/s, 8 s")
     parser.add_argument("--rates", help="one-PBX rates to step through, calls/s (10,20,30,...)")
     parser.add_argument("--phase", type=float, help="seconds of new calls per phase (20)")
-    parser.add_argument("--hold", type=float, default=3.0, help="seconds each caller stays (3)")
+    parser.add_argument("--hold", type=float, default=5.0, help="seconds each caller stays (5)")
     parser.add_argument("--transfer-share", type=float, default=0.2, help="of answered calls")
     parser.add_argument("--budget-ms", type=float, default=200.0, help="routing p99 budget")
     parser.add_argument("--customers", type=int, default=20_000, help="demo customers")
@@ -471,6 +471,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         render,
         options.json_path,
         errors=(LoadTestError, RuntimeError, asyncpg.PostgresError),
+        uvloop=False,  # the sandbox's Asterisk would keep our pipe to its script
     )
 
 
