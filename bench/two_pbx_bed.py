@@ -25,8 +25,8 @@ import secrets
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ import aiohttp
 import asyncpg
 
 from bench.harness import BenchError, flush_redis, progress
+from bench.pop_processes import Browsers
 from cti.agent_phones import AGENTS, password_variable
 from cti.sandbox_pbxes import HOME, SECOND, SandboxPbx, cti_pbxes
 from cti.screenpop.agents import add_agent
@@ -177,34 +178,31 @@ class Pop:
     pbx: str | None
 
 
-@dataclass
-class Sidebars:
-    """One logged-in sidebar WebSocket per agent of both PBXes (POST /api/login, /ws)."""
+class Sidebars(Browsers):
+    """One logged-in sidebar WebSocket per agent of both PBXes: ``pop_latency``'s
+    browsers (one socket per agent, the ``hello`` checked), each after a real
+    ``POST /api/login``, and each ``ringing`` frame kept as a :class:`Pop`."""
 
-    session: aiohttp.ClientSession
-    pops: list[Pop] = field(default_factory=list)
-    frames: int = 0
-    closed_early: int = 0
-    closing: bool = False
-    tasks: list[asyncio.Task[None]] = field(default_factory=list)
-    sockets: list[aiohttp.ClientWebSocketResponse] = field(default_factory=list)
+    def __init__(self) -> None:
+        super().__init__()
+        self.pops: list[Pop] = []
 
-    async def open(self, http_port: int, username: str, password: str) -> None:
-        base = f"http://127.0.0.1:{http_port}"
-        async with self.session.post(
-            f"{base}/api/login", json={"username": username, "password": password}
-        ) as reply:
-            body: dict[str, Any] = await reply.json()
-            if reply.status != 200:
-                raise BenchError(f"login {username}: HTTP {reply.status} {body}")
-        ws = await self.session.ws_connect(f"{base}/ws", params={"token": body["token"]})
-        hello = await ws.receive_json(timeout=10)
-        if hello.get("type") != "hello":
-            raise BenchError(f"{username}'s first frame: {hello}")
-        self.sockets.append(ws)
-        self.tasks.append(asyncio.create_task(self._read(ws)))
+    async def log_in(self, http_port: int, users: Sequence[tuple[str, str, str]]) -> None:
+        """``users``: (username, endpoint, password); one at a time (the login throttle
+        counts password checks per address)."""
+        agents = []
+        for username, endpoint, password in users:
+            async with self.session.post(
+                f"http://127.0.0.1:{http_port}/api/login",
+                json={"username": username, "password": password},
+            ) as reply:
+                body: dict[str, Any] = await reply.json()
+                if reply.status != 200:
+                    raise BenchError(f"login {username}: HTTP {reply.status} {body}")
+            agents.append((endpoint, str(body["token"])))
+        await self.connect(http_port, agents)
 
-    async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+    async def _read(self, ws: aiohttp.ClientWebSocketResponse, endpoint: str) -> None:
         async for msg in ws:
             arrived = time.time()
             if msg.type is not aiohttp.WSMsgType.TEXT:
@@ -214,16 +212,10 @@ class Sidebars:
             event = frame.get("event") if frame.get("type") == "event" else None
             if isinstance(event, dict) and event.get("event") == "ringing":
                 self.pops.append(Pop(arrived, float(event["at"]), event["agent"], event["pbx"]))
+                if event["agent"] != endpoint:
+                    self.wrong_agent += 1
         if not self.closing:
             self.closed_early += 1
-
-    async def close(self) -> None:
-        self.closing = True
-        await asyncio.gather(*(ws.close() for ws in self.sockets), return_exceptions=True)
-        for task in self.tasks:
-            task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
-        await self.session.close()
 
 
 # ------------------------------------------------------------------ the whole bed
@@ -298,13 +290,9 @@ async def two_pbx_bed(options: BedOptions) -> AsyncIterator[Bed]:
             stack.push_async_callback(phones.stop_all)
             await phones.start(*AGENTS, ring_ms=options.agent_ring_ms)
         progress("both PBXes up, 2 x 6 phones registered; sidebars logging in")
-        sidebars = Sidebars(
-            aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=None)
-            )
-        )
+        sidebars = Sidebars()
         stack.push_async_callback(sidebars.close)
-        for pbx in PBXES:
-            for agent in AGENTS:
-                await sidebars.open(http_port, sidebar_user(agent, pbx)[0], password)
+        await sidebars.log_in(
+            http_port, [(*sidebar_user(a, pbx), password) for pbx in PBXES for a in AGENTS]
+        )
         yield Bed(daemon, http_port, url, amis, sidebars, options.workdir)

@@ -8,11 +8,12 @@ on both PBXes), each phase placing ``cti loadtest``'s callers (``cti.loadtest``'
 1. **one PBX**: a alone at ``--rates`` in turn, up to the first rate that is not clean
    (a failed call, or routing p99 over ``--budget-ms``); the highest clean one is the
    PBX's rate;
-2. **two PBXes**: a and b at once, each at that rate (and one step lower when that is
-   not clean), with transfers: ``--transfer-share`` of the calls answered from the
-   public trunk are blind-transferred by AMI (``BlindTransfer`` of the agent's leg to
-   ``b-<queue>`` on a, ``a-<queue>`` on b, context ``agents``), so they cross the
-   inter-PBX trunk and are attached on the other side.
+2. **two PBXes**: a and b at once, each at that rate, then a step lower at a time
+   until a phase is clean (the highest clean rate of the two together), with transfers:
+   ``--transfer-share`` of the calls answered from the public trunk are
+   blind-transferred by AMI (``BlindTransfer`` of the agent's leg to ``b-<queue>`` on a,
+   ``a-<queue>`` on b, context ``agents``), so they cross the inter-PBX trunk and are
+   attached on the other side.
 
 Per phase: calls/s placed and completed, failed calls, routing ``decision_us`` p99 (from
 ``interactions``, as ``cti loadtest`` reports it), event-to-pop p99 (the ``ringing``
@@ -35,6 +36,7 @@ import random
 import re
 import shutil
 import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -274,6 +276,18 @@ async def run_phase(
 
 
 # ------------------------------------------------------------------ the run
+IDLE_S = 10.0
+
+
+async def idle_cpu_pct(bed: Bed, seconds: float) -> float:
+    """cti's CPU with both PBXes up and no call (AMI pings, lease renewals, sockets):
+    what a phase's CPU per call includes at a low rate."""
+    cpu0, wall0 = process_cpu_s(bed.daemon.proc.pid), time.monotonic()
+    await asyncio.sleep(seconds)
+    cpu, wall = process_cpu_s(bed.daemon.proc.pid) - cpu0, time.monotonic() - wall0
+    return round(100 * cpu / wall, 1)
+
+
 RATIO_KEYS = (
     ("completed_cps", "completed calls/s"),
     ("routing.p99_ms", "routing p99"),
@@ -304,6 +318,7 @@ async def run(options: Options) -> dict[str, Any]:
     if shutil.which("sipp") is None:
         raise BenchError("sipp not found: install Debian's sip-tester package")
     report: dict[str, Any] = run_meta(options, bench="two_pbx")
+    report["two_pbx_clean_rate_each"] = None
     phases: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="cti-2pbx-") as tmp:
         bed_options = BedOptions(
@@ -315,6 +330,8 @@ async def run(options: Options) -> dict[str, Any]:
             Path(tmp),
         )
         async with two_pbx_bed(bed_options) as bed:
+            report["idle_cti_cpu_pct"] = await idle_cpu_pct(bed, IDLE_S)
+            progress(f"cti serve idle (both PBXes up, no calls): {report['idle_cti_cpu_pct']}%")
             one: dict[float, dict[str, Any]] = {}
             best: float | None = None
             for rate in options.rates:
@@ -325,20 +342,22 @@ async def run(options: Options) -> dict[str, Any]:
                 if not row["clean"]:
                     break
                 best = rate
-            two_rates = [best if best is not None else options.rates[0]]
+            # Both at the one-PBX rate, then a step lower each time until a phase is clean.
             comparisons: list[dict[str, Any]] = []
-            for rate in two_rates:
+            top = best if best is not None else options.rates[0]
+            for rate in sorted((r for r in options.rates if r <= top), reverse=True):
                 row = await run_phase(bed, options, [HOME, SECOND], rate, len(phases) + 1)
                 phases.append(row)
                 progress(summary_line(row))
                 comparisons.append({"rate_each": rate, "ratios": ratios(row, one[rate])})
-                lower = [r for r in options.rates if r < rate]
-                if not row["clean"] and lower and len(two_rates) == 1:
-                    two_rates.append(lower[-1])
+                if row["clean"]:
+                    report["two_pbx_clean_rate_each"] = rate
+                    break
             report["daemon_warnings"] = tail_lines(bed.workdir / "daemon.log")
             report["sidebars"] = {
                 "frames": bed.sidebars.frames,
                 "closed_early": bed.sidebars.closed_early,
+                "wrong_agent": bed.sidebars.wrong_agent,
             }
     report["one_pbx_clean_rate"] = best
     report["phases"] = phases
@@ -387,9 +406,12 @@ def render(report: dict[str, Any]) -> str:
         )
     lines.append("")
     lines.append(
-        f"one PBX, highest clean rate: {fmt(report['one_pbx_clean_rate'], 'g')} calls/s"
+        f"one PBX, highest clean rate: {fmt(report['one_pbx_clean_rate'], 'g')} calls/s;"
+        f" two PBXes together: {fmt(report['two_pbx_clean_rate_each'], 'g')} calls/s each"
         " (clean: no failed call, routing p99 within the budget)"
     )
+    idle = report["idle_cti_cpu_pct"]
+    lines.append(f"cti serve idle (both PBXes up, no call): {idle}% of a core")
     for comp in report["comparisons"]:
         parts = ", ".join(
             f"{label} {fmt(comp['ratios'][key], '.2f')}x" for key, label in RATIO_KEYS
