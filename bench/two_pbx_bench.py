@@ -385,7 +385,8 @@ def summary_line(row: dict[str, Any]) -> str:
 
 def render(report: dict[str, Any]) -> str:
     head = (
-        f"{'phase':<16} {'placed/s':>8} {'done/s':>7} {'calls':>6} {'fail':>5} {'route p99':>9}"
+        f"{'phase':<16} {'placed/s':>8} {'done/s':>7} {'calls':>6} {'fail':>5} {'f-open':>6}"
+        f" {'route p99':>9}"
         f" {'pops':>5} {'pop p50':>8} {'pop p99':>8} {'xfer':>7} {'attached':>8}"
         f" {'cti cpu':>7} {'ms/call':>7} {'ast a/b':>9} {'host':>5} clean"
     )
@@ -396,7 +397,7 @@ def render(report: dict[str, Any]) -> str:
         ast = row["asterisk_cpu_pct"]
         lines.append(
             f"{row['phase']:<16} {row['placed_cps']:>8.1f} {row['completed_cps']:>7.1f}"
-            f" {row['attempted']:>6} {row['failed']:>5}"
+            f" {row['attempted']:>6} {row['failed']:>5} {row['routing']['fail_open']:>6}"
             f" {fmt(row['routing']['p99_ms'], '.2f'):>6} ms {row['pops']['count']:>5}"
             f" {fmt(row['pops']['p50_ms'], '.1f'):>5} ms {fmt(row['pops']['p99_ms'], '.1f'):>5} ms"
             f" {f'{xfer}/{sent}' if sent else '-':>7} {int(row['attach'].get('attached', 0)):>8}"
@@ -428,7 +429,8 @@ def render(report: dict[str, Any]) -> str:
                     f" {sipp['unexpected_codes']} {sipp['error_lines'][:2]}"
                 )
     lines.append(
-        "event-to-pop: the ringing event's `at` (Asterisk's Timestamp) to the frame's arrival"
+        "f-open: calls routed on the fail-open path (no customer data; counted, not failed);"
+        " event-to-pop: the ringing event's `at` (Asterisk's Timestamp) to the frame's arrival"
         " on the agent's WebSocket (wall clock, same machine); cti cpu: % of one core, ms/call:"
         " cti CPU over the phase / completed calls; ast a/b, host: % of one core"
     )
