@@ -123,14 +123,18 @@ class Attacher:
         if document is None:
             return await self._new_call(request, outcome, reason, started, claim)
         now = self._clock()
-        decision = redecide(
-            document,
-            request.args.queue,
-            self._table(),
-            default_queue=self._default_queue,
-            region=self._region,
-            now=now,
-        )
+        try:
+            decision = redecide(
+                document,
+                request.args.queue,
+                self._table(),
+                default_queue=self._default_queue,
+                region=self._region,
+                now=now,
+            )
+        except (KeyError, TypeError, ValueError) as exc:  # a document not of our making
+            reason = f"its document is unreadable: {exc!r}"[:200]
+            return await self._new_call(request, AttachOutcome.UNVERIFIED, reason, started, claim)
         result = AttachResult(claim.call_id, decision, AttachOutcome.ATTACHED, reason)
         self._count(result.outcome)
         if self._timeline is not None:

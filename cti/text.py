@@ -46,7 +46,17 @@ def strip_control_characters(text: str) -> str:
     return _CONTROL.sub("", text)
 
 
-_BRIEF = reprlib.Repr()
+class _Brief(reprlib.Repr):
+    def repr_int(self, x: int, level: int) -> str:
+        # Python refuses to write an int of more than 4,300 digits (a guard against
+        # quadratic conversion), and reprlib would pass that ValueError on: a TOML
+        # document can hold such a number.
+        if x.bit_length() > 4_000:
+            return f"<an integer of about {int(x.bit_length() * 0.30103)} digits>"
+        return super().repr_int(x, level)
+
+
+_BRIEF = _Brief()
 _BRIEF.maxstring = 80
 _BRIEF.maxother = 80
 _BRIEF.maxlevel = 3

@@ -46,6 +46,7 @@ import structlog
 
 from cti.agents.audit import OK, Action, AuditEntry, SupervisorAudit
 from cti.calls.control import AGENT, CallControl, check_agent, check_pause_reason
+from cti.calls.events import LINKEDID_PREFIX
 from cti.errors import DomainError
 from cti.pbx import split_device
 from cti.routing.table import RoutingTable
@@ -189,7 +190,11 @@ class Supervision:
                 raise DomainError("refused", f"cannot spy on channel {leg.name[:100]!r}")
         except DomainError as exc:
             await self._refuse(entry, exc)
-        call = leg.call.key
+        # The key the events name the call by (cti.calls.events.call_key): its id, else
+        # its Linkedid, namespaced by its PBX when that is not the home one.
+        away = split_device(agent.endpoint)[1]
+        linked = f"{LINKEDID_PREFIX}{leg.call.linkedid}" + (f"@{away}" if away else "")
+        call = leg.call.call_id or linked
         entry = AuditEntry(
             by.username, mode, agent.username, leg.queue, None, call[:128], device=device
         )

@@ -11,7 +11,8 @@
 Why one of everything per PBX: one PBX's AMI going down, restarting or resyncing must
 not disturb the others. Each PBX has its own AMI task, its own lease
 (:func:`cti.calls.lease.lease_key`) held only while that PBX's AMI is up, its own
-standby window and outbox; an instance may lead PBX ``a`` and stand by for ``b``. What
+standby window and outbox; an instance may lead PBX ``a`` and stand by for ``b`` (with
+several PBXes the leases spread over the instances: :mod:`cti.calls.spreading`). What
 they share is what is not about one PBX: the timeline and call-data writers, and one
 :class:`~cti.calls.control.CallControl` that sends each action to the PBX of the
 agent's device. Without ``CTI_PBXES`` there is one PBX, ``default``, with the lease key,
@@ -20,7 +21,7 @@ task names and AMI action ids it always had.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,7 +41,9 @@ from cti.calls.events import CallEvent
 from cti.calls.leadership import Leadership
 from cti.calls.lease import lease_key
 from cti.calls.model import CALL_CENTRE_EVENTS, CallModel
+from cti.calls.presence import Presence
 from cti.calls.sink import CallModelSink
+from cti.calls.spreading import Spreading
 from cti.calls.tracker import CallTracker, model_for
 from cti.config import Config
 from cti.pbx import DEFAULT_PBX, Pbx
@@ -72,6 +75,7 @@ class PbxFollowing:
             leader=lambda: leadership is not None and leadership.leader,
             standby_window=lambda: leadership.standby_backlog if leadership else 0,
             standby_overflow=lambda: leadership.standby_overflow if leadership else 0,
+            lease_changes=lambda: leadership.lease.changes if leadership else 0,
         )
 
 
@@ -157,6 +161,21 @@ async def follow_calls(
         "call-data-expiry", expire_batch, dead_letters=dead_letters
     )
     controls: list[CallControl] = []
+    models: dict[str, CallModel] = {}
+
+    def call_ended(pbx: str) -> Callable[[str], None]:
+        def ended(call_id: str) -> None:
+            # A call on several PBXes ends with its last part: while another PBX still
+            # carries it (a transfer that left its first leg up, an overflow), its data
+            # keeps its full lifetime, or CTI_CALL_DATA_AFTER_END_S=0 would delete it
+            # under the agent who has the call now.
+            for name, model in models.items():
+                live = model.call(call_id) if name != pbx else None
+                if live is not None and not live.ended:
+                    return
+            expiry.submit(call_id)
+
+        return ended
 
     async def pause(
         pbx: str, interface: str, paused: bool, reason: str | None, queue: str | None
@@ -168,8 +187,21 @@ async def follow_calls(
             fields["Queue"] = check_queue(queue)
         await controls[0].send("QueuePause", pbx=pbx, **fields)
 
+    # Several PBXes: their leases spread over the instances (cti.calls.spread); one PBX
+    # keeps the plain lease, taken whenever possible.
+    spreading = (
+        Spreading(
+            Presence(redis_client),
+            owner,
+            ttl_s=config.ami_lease_ttl_s,
+            renew_s=config.ami_lease_ttl_s / 5,  # the Leadership's renewal interval
+        )
+        if len(config.pbx_list()) > 1
+        else None
+    )
+
     async def follow(pbx: Pbx) -> PbxFollowing:
-        model = model_for(pbx)
+        model = models[pbx.name] = model_for(pbx)
         agents: Agents | None = None
 
         def record(event: CallEvent) -> None:
@@ -183,7 +215,8 @@ async def follow_calls(
             lease_ttl_s=config.ami_lease_ttl_s,
             lease_key=lease_key(pbx.name),
             record=record,
-            call_ended=expiry.submit,
+            call_ended=call_ended(pbx.name),
+            spread=None if spreading is None else spreading.seat(pbx.name),
         )
         agents = open_agents(
             supervisor,

@@ -44,7 +44,7 @@ from redis.exceptions import RedisError
 
 from cti.backoff import Backoff
 from cti.calls.events import CallEvent
-from cti.calls.lease import LEASE_KEY, Lease
+from cti.calls.lease import LEASE_KEY, Lease, LeaseSpread
 from cti.calls.publisher import EventPublisher, NotLeader
 
 log = structlog.get_logger(__name__)
@@ -148,7 +148,10 @@ class Leadership:
         standby_max: int = 100_000,
         clock: Callable[[], float] = time.time,
         outbox_backoff: Backoff | None = None,
+        spread: LeaseSpread | None = None,
     ) -> None:
+        """``spread`` (:meth:`cti.calls.spreading.Spreading.seat`) shares this PBX's
+        lease out with the other instances' leases; None takes it whenever possible."""
         self.owner = owner
         self._record = record
         self._call_ended = call_ended
@@ -160,6 +163,8 @@ class Leadership:
         #: Events dropped from the window by the count backstop before their time.
         self.standby_overflow = 0
         self.leader = False
+        #: Handing the lease over: new events wait in the window, the outbox drains.
+        self.holding_back = False
         self.ami_up = False
         self.lease = Lease(
             client,
@@ -169,6 +174,8 @@ class Leadership:
             renew_s=lease_ttl_s / 5,
             on_change=self.set_leader,
             eligible=lambda: self.ami_up,
+            spread=spread,
+            drain=self.drain,
         )
         self.outbox = Outbox(
             publisher,
@@ -183,7 +190,7 @@ class Leadership:
         """New events, in the order they happened: published if we lead, else kept."""
         if not events:
             return
-        if self.leader:
+        if self.leader and not self.holding_back:
             self._deliver(events)
         else:
             now = self._clock()
@@ -197,15 +204,33 @@ class Leadership:
     # -- from the lease and the outbox -----------------------------------------------------
     def set_leader(self, leader: bool) -> None:
         """Called by the lease on every change. Taking over replays the window."""
+        self.holding_back = False
         if leader == self.leader:
             return
         self.leader = leader
         if leader:
-            self._prune(self._clock())
-            events = [event for _seen, event in self._standby]
-            self._standby.clear()
-            log.info("taking over call events", replayed=len(events))
-            self._deliver(events)
+            self._replay("taking over call events")
+
+    def drain(self, start: bool) -> bool:
+        """The lease is about to be handed over (``start``): new events wait in the
+        window like a standby's, and the lease is released once the outbox is empty
+        (returns whether it is). Called off (not ``start``): what waited goes out."""
+        if start:
+            self.holding_back = True
+            return self.outbox.backlog == 0
+        if self.holding_back:
+            self.holding_back = False
+            if self.leader:
+                self._replay("hand-over called off")
+        return True
+
+    def _replay(self, why: str) -> None:
+        """Hand the window to the outbox: what happened while we did not publish."""
+        self._prune(self._clock())
+        events = [event for _seen, event in self._standby]
+        self._standby.clear()
+        log.info(why, replayed=len(events))
+        self._deliver(events)
 
     def keep_unpublished(self, events: Sequence[CallEvent]) -> None:
         """Events the outbox could not publish because the lease was lost: keep them in
@@ -245,7 +270,7 @@ class Leadership:
     @property
     def standby_backlog(self) -> int:
         """Events held in the standby window now (older ones pruned first)."""
-        if not self.leader:
+        if not self.leader or self.holding_back:
             self._prune(self._clock())
         return len(self._standby)
 

@@ -22,11 +22,13 @@ import socket
 import time
 import uuid
 from collections.abc import Callable
+from typing import Protocol
 
 import redis.asyncio as redis
 import structlog
 from redis.exceptions import RedisError
 
+from cti.calls.spread import Verdict
 from cti.pbx import DEFAULT_PBX
 
 log = structlog.get_logger(__name__)
@@ -55,6 +57,19 @@ return 0
 """
 
 
+class LeaseSpread(Protocol):
+    """How the instances' leases spread (:mod:`cti.calls.spreading`'s ``Seat``): asked
+    on every turn of a lease whether to take, wait, keep or hand over."""
+
+    async def verdict(self, *, eligible: bool, held: bool) -> Verdict: ...
+
+    def held(self, held: bool) -> None: ...
+
+    async def handed_over(self) -> None: ...
+
+    async def leave(self) -> None: ...
+
+
 def instance_id() -> str:
     """Unique per process, readable in logs and in the lease key's value."""
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -72,7 +87,14 @@ class Lease:
         on_change: Callable[[bool], None] | None = None,
         eligible: Callable[[], bool] = lambda: True,
         clock: Callable[[], float] = time.monotonic,
+        spread: LeaseSpread | None = None,
+        drain: Callable[[bool], bool] = lambda _start: True,
     ) -> None:
+        """``spread`` (None: this lease takes whenever it can, as with a single PBX)
+        decides whether to take the lease or leave it to another instance, and when to
+        hand it over; ``drain(True)`` asks the holder to stop adding to its outbox and
+        says whether the outbox is empty (only then is the lease released),
+        ``drain(False)`` resumes when the hand-over is called off."""
         if renew_s * 2 >= ttl_s:
             raise ValueError("renew_s must be well under half of ttl_s")
         self._redis = client
@@ -89,13 +111,21 @@ class Lease:
         self.held = False
         self._valid_until = 0.0  # monotonic: when the lease surely expired in Redis
         self.changes = 0
+        self._spread = spread
+        self._drain = drain
+        self._draining = False
 
     def _set(self, held: bool) -> None:
         if held == self.held:
             return
         self.held = held
         self.changes += 1
-        log.info("ami leadership " + ("acquired" if held else "lost"), owner=self.owner)
+        self._draining = False
+        log.info(
+            "ami leadership " + ("acquired" if held else "lost"), owner=self.owner, key=self.key
+        )
+        if self._spread is not None:
+            self._spread.held(held)
         if self._on_change is not None:
             self._on_change(held)
 
@@ -124,16 +154,40 @@ class Lease:
         up and resynced) takes the lease; a holder that stays ineligible for a whole TTL
         hands it over, so an instance that lost Asterisk does not keep everyone blind."""
         now = self._clock()
-        if self._eligible():
+        eligible = self._eligible()
+        if eligible:
             self._ineligible_since = None
         elif self._ineligible_since is None:
             self._ineligible_since = now
         ineligible_for = 0.0 if self._ineligible_since is None else now - self._ineligible_since
+        verdict = Verdict.TAKE
+        if self._spread is not None:  # told on every turn: the others see what we reach
+            verdict = await self._spread.verdict(eligible=eligible, held=self.held)
         if self._ineligible_since is None or (self.held and ineligible_for < self.ttl_s):
-            await self.try_once()
+            if self.held and verdict is Verdict.HAND_OVER:
+                await self._hand_over()
+            elif self.held or verdict is Verdict.TAKE:
+                if self._draining:
+                    self._draining = False
+                    self._drain(False)
+                await self.try_once()
+                if self._spread is not None and not self.held:
+                    self._spread.held(False)  # tried and failed: not ours
         elif self.held:
             log.warning("ami down on the leader; handing the lease over")
             await self.release()
+
+    async def _hand_over(self) -> None:
+        """Spread the load: once the outbox is empty, release (the next leader has
+        nothing of ours to replay); until then keep renewing."""
+        self._draining = True
+        if not self._drain(True):
+            await self.try_once()
+            return
+        log.info("handing the lease over to spread the PBXes", owner=self.owner, key=self.key)
+        await self.release()
+        assert self._spread is not None
+        await self._spread.handed_over()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Keep trying (standby) or renewing (leader) until ``stop``; then release."""
@@ -144,6 +198,8 @@ class Lease:
                     await asyncio.wait_for(stop.wait(), self.renew_s)
         finally:
             await self.release()
+            if self._spread is not None:
+                await self._spread.leave()
 
     async def release(self) -> None:
         """Give the lease up at once (clean shutdown), so a standby need not wait out the

@@ -68,15 +68,23 @@ class AttachArgs:
 
 
 def parse_attach_args(args: Sequence[str], dropped: bool = False) -> AttachArgs:
-    """``call_id=…`` and ``queue=…`` from the AGI arguments; others are ignored."""
-    values: dict[str, str] = {}
+    """``call_id=…`` and ``queue=…`` from the AGI arguments; others are ignored.
+
+    Asterisk splits ``AGI()``'s arguments at commas *after* expanding the header, so a
+    header holding ``,queue=sales`` adds arguments between ``call_id=`` and the
+    dialplan's own ``queue=``: the first ``call_id=`` counts (what the header starts
+    with) and the last ``queue=`` (the dialplan's ``${EXTEN}``)."""
+    call_id: str | None = None
+    queue = ""
     for arg in args:
         key, sep, value = arg.partition("=")
-        if sep and key.strip().lower() in (CALL_ID_ARG, QUEUE_ARG):
-            values.setdefault(key.strip().lower(), value.strip())
-    queue = values.get(QUEUE_ARG, "")
+        key = key.strip().lower()
+        if sep and key == CALL_ID_ARG and call_id is None:
+            call_id = value.strip()
+        elif sep and key == QUEUE_ARG:
+            queue = value.strip()
     return AttachArgs(
-        call_id=values.get(CALL_ID_ARG) or None,
+        call_id=call_id or None,
         queue=queue if len(queue) <= MAX_QUEUE_CHARS else "",
         dropped=dropped,
     )

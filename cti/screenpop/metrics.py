@@ -48,7 +48,9 @@ class AmiSource:
         leader: Callable[[], bool] = lambda: False,
         standby_window: Callable[[], int] = lambda: 0,
         standby_overflow: Callable[[], int] = lambda: 0,
+        lease_changes: Callable[[], int] = lambda: 0,
     ) -> None:
+        self.lease_changes = lease_changes
         self.connected = connected
         self.events = events
         self.leader = leader
@@ -86,13 +88,21 @@ class _AmiCollector(Collector):
             "Events dropped from the PBX's standby window by its count cap before their time",
             labels=["pbx"],
         )
+        changes = CounterMetricFamily(
+            "cti_ami_lease_changes",
+            "Times this instance took or gave up the PBX's lease (a handover, spreading the "
+            "leases over the instances, a death: each shows as one change here and one on "
+            "the other instance)",
+            labels=["pbx"],
+        )
         for pbx, source in sources.items():
+            changes.add_metric([pbx], source.lease_changes())
             connected.add_metric([pbx], 1 if source.connected() else 0)
             events.add_metric([pbx], source.events())
             leader.add_metric([pbx], 1 if source.leader() else 0)
             window.add_metric([pbx], source.standby_window())
             overflow.add_metric([pbx], source.standby_overflow())
-        yield from (connected, events, leader, window, overflow)
+        yield from (connected, events, leader, window, overflow, changes)
 
 
 class _WriterCollector(Collector):

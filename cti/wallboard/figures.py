@@ -45,12 +45,13 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from cti.wallboard.agent_view import MAX_GROUPS, AgentView, agent_view, number, text
+
 ROLLING_MINUTES = 30
 DEFAULT_SL_THRESHOLD_S = 20.0
 DEFAULT_SHORT_ABANDON_S = 5.0
 #: Bounds on what one instance remembers (a runaway feed must not grow it forever).
 MAX_CALLS = 100_000
-MAX_GROUPS = 200
 
 FORMULA = (
     "Service level = calls answered within the queue's threshold "
@@ -70,59 +71,6 @@ class QueueTargets:
 
     sl_threshold_s: float = DEFAULT_SL_THRESHOLD_S
     short_abandon_s: float = DEFAULT_SHORT_ABANDON_S
-
-
-@dataclass(frozen=True, slots=True)
-class AgentView:
-    """One agent as the wallboard counts it, from its latest ``agent_state`` event
-    (:func:`cti.agents.news.agent_event`): its overall state's name, pause reason and
-    since when, the queues it is a member of with its state (and reason) in each, and
-    its pause reason's maximum in minutes (from the plan, filled in when viewed), and
-    the name of its PBX (None from an event without one)."""
-
-    agent: str
-    state: str
-    reason: str | None
-    since: float
-    queues: tuple[str, ...]
-    max_minutes: float | None = None
-    #: (queue, state, reason) per membership; a queue missing here counts ``state``.
-    members: tuple[tuple[str, str, str | None], ...] = ()
-    pbx: str | None = None
-
-    def in_queue(self, queue: str) -> tuple[str, str | None]:
-        for name, state, reason in self.members:
-            if name == queue:
-                return state, reason
-        return self.state, self.reason
-
-
-def agent_view(event: Mapping[str, Any]) -> AgentView | None:
-    """The agent's view from an ``agent_state`` event's wire form (None if malformed)."""
-    agent, state, since = event.get("agent"), event.get("state"), _number(event.get("since"))
-    if not isinstance(agent, str) or not isinstance(state, str) or since is None:
-        return None
-    members = []
-    for raw in event.get("memberships") or ():
-        if isinstance(raw, Mapping) and isinstance(raw.get("queue"), str):
-            reason = raw.get("reason")
-            members.append(
-                (
-                    _text(raw["queue"]),
-                    _text(raw.get("state"), state),
-                    reason if isinstance(reason, str) else None,
-                )
-            )
-    reason, pbx = event.get("reason"), event.get("pbx")
-    return AgentView(
-        agent[:128],
-        state[:32],
-        reason[:128] if isinstance(reason, str) else None,
-        since,
-        tuple(m[0] for m in members),
-        members=tuple(members[:MAX_GROUPS]),
-        pbx=pbx[:16] if isinstance(pbx, str) else None,
-    )
 
 
 @dataclass(slots=True)
@@ -172,6 +120,8 @@ class Waiter:
     since: float
     tier: str
     rule: str
+    #: The PBX whose queue the caller waits in (None: one PBX, or saved before).
+    pbx: str | None = None
 
 
 @dataclass(slots=True)
@@ -189,6 +139,8 @@ class CurrentCall:
     queue: str | None
     tier: str | None
     talk_since: float
+    #: The PBX of the agent's leg (None: one PBX, or saved before).
+    pbx: str | None = None
 
 
 @dataclass(slots=True)
@@ -210,14 +162,6 @@ class Changed:
 
     def __bool__(self) -> bool:
         return bool(self.queues or self.agents)
-
-
-def _text(value: Any, default: str = "") -> str:
-    return value[:128] if isinstance(value, str) and value else default
-
-
-def _number(value: Any) -> float | None:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 class Figures:
@@ -285,7 +229,7 @@ class Figures:
         """One call event (its wire form). Returns what it changed."""
         changed = Changed()
         kind = event.get("event")
-        at = _number(event.get("at"))
+        at = number(event.get("at"))
         key = event.get("call_key")
         if at is None or not isinstance(key, str):
             return changed
@@ -301,13 +245,13 @@ class Figures:
         elif kind == "queue_left" and event.get("reason") == "timeout":
             self._stop_waiting(key, changed)  # the queue let the caller go: not waiting
         elif kind == "left":
-            agent = _text(event.get("agent"))
+            agent = text(event.get("agent"))
             figures = self.agents.get(agent)
             if figures is not None and figures.call is not None and figures.call.call_key == key:
                 figures.call = None
                 changed.agents.add(agent)
         elif kind == "ended":
-            self._ended(key, changed)
+            self._ended(key, text(event.get("pbx")) or None, changed)
         elif kind == "agent_state":
             self._agent_state(event, changed)
         return changed
@@ -326,13 +270,13 @@ class Figures:
             changed.queues.update(before.queues)
 
     def _queued(self, key: str, at: float, event: Mapping[str, Any], changed: Changed) -> None:
-        name = _text(event.get("queue"))
+        name = text(event.get("queue"))
         if not name:
             return
-        tier, rule = _text(event.get("tier"), "unknown"), _text(event.get("rule"), "none")
+        tier, rule = text(event.get("tier"), "unknown"), text(event.get("rule"), "none")
         self._stop_waiting(key, changed)
         queue = self._queue(name)
-        queue.waiting[key] = Waiter(key, at, tier, rule)
+        queue.waiting[key] = Waiter(key, at, tier, rule, text(event.get("pbx")) or None)
         if key not in self.calls and len(self.calls) >= MAX_CALLS:
             del self.calls[next(iter(self.calls))]
         self.calls[key] = (name, tier, rule)
@@ -366,7 +310,7 @@ class Figures:
             waits.total_s += wait_s
 
     def _connected(self, key: str, at: float, event: Mapping[str, Any], changed: Changed) -> None:
-        agent = _text(event.get("agent"))
+        agent = text(event.get("agent"))
         found = self._waiter(key)
         if found is not None:
             name, queue, waiter = found
@@ -389,9 +333,10 @@ class Figures:
         figures.handled_today += 1
         figures.call = CurrentCall(
             key,
-            _text(event.get("queue")) or (known[0] if known else None),
+            text(event.get("queue")) or (known[0] if known else None),
             known[1] if known else None,
             at,
+            text(event.get("pbx")) or None,
         )
         changed.agents.add(agent)
 
@@ -403,11 +348,11 @@ class Figures:
             del queue.waiting[key]
             self._waited(queue, waiter, wait)
         else:
-            name = _text(event.get("queue"))
+            name = text(event.get("queue"))
             if not name:
                 return
             queue = self._queue(name)
-            wait = _number(event.get("hold_time_s")) or 0.0
+            wait = number(event.get("hold_time_s")) or 0.0
         short = wait <= self.targets(name).short_abandon_s
 
         def abandoned(tally: Tally) -> None:
@@ -417,11 +362,20 @@ class Figures:
         self._count(queue, at, abandoned)
         changed.queues.add(name)
 
-    def _ended(self, key: str, changed: Changed) -> None:
-        self._stop_waiting(key, changed)
-        self.calls.pop(key, None)
+    def _ended(self, key: str, pbx: str | None, changed: Changed) -> None:
+        """The call's part on ``pbx`` ended (a call that crossed PBXes ends once per
+        PBX): only what happened on that PBX is over; the same call waiting or talking
+        on another PBX goes on. ``pbx`` None (or figures saved without one): all of it."""
+
+        def here(where: str | None) -> bool:
+            return pbx is None or where is None or where == pbx
+
+        found = self._waiter(key)
+        if found is None or here(found[2].pbx):
+            self._stop_waiting(key, changed)
+            self.calls.pop(key, None)
         for name, figures in self.agents.items():
-            if figures.call is not None and figures.call.call_key == key:
+            if figures.call is not None and figures.call.call_key == key and here(figures.call.pbx):
                 figures.call = None
                 changed.agents.add(name)
 

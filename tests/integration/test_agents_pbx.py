@@ -304,7 +304,7 @@ async def test_listening_across_pbxes_is_refused_and_on_the_same_pbx_rings_into_
     status, body = await stack.request(
         "POST", "/api/supervisor/agents/dora/spy", "bea", json={"mode": "listen"}
     )
-    assert status == 202, body
+    assert (status, body) == (202, {"mode": "listen", "call_key": connected.call_id})
     [originate] = fake_b.actions("Originate")
     assert originate.get("Channel") == "PJSIP/2009"
     assert originate.get("Data") == f"{connected.channel},qES"

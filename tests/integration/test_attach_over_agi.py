@@ -335,3 +335,13 @@ async def test_the_pbx_that_asks_is_known_by_its_address(config, redis_client, d
         assert json.loads(row["detail"])["from_pbx"] == "a"
     finally:
         await running.daemon.shutdown(writer_grace_s=1)
+
+
+async def test_a_document_not_of_our_making_gets_a_new_call_not_a_dead_line(running, redis_client):
+    odd = str(uuid.uuid4())
+    await redis_client.set(call_key(odd), json.dumps({"call_id": odd, "customer": {"id": "x"}}))
+    result = await _attach(running, odd)
+    assert result.var("CTI_ATTACHED") == "no"
+    assert result.var("CTI_CALL_ID") not in (None, "", odd)
+    assert result.var("CTI_ROUTE") == "queue"
+    assert _attach_counts(running)["unverified"] == 1

@@ -1,6 +1,7 @@
 """A call that crosses PBXes, in PostgreSQL: one call id, events from PBX a (home) and
 PBX b in the timeline, each row with its PBX; one interactions row, ended only once the
-last PBX's part ended; report legs and queue visits tagged with their PBX.
+last PBX's part ended; report legs and queue visits tagged with their PBX. And two PBXes
+replaying the same capture, published (real Redis) and stored in full.
 
 The two servers' channels are named alike on purpose (``PJSIP/2001-1`` on both): legs
 must be told apart by PBX, not merged by channel name.
@@ -16,9 +17,12 @@ import pytest
 
 from cti.calls.effects import AgentConnected, CallTransferred, Effect, TransferKind
 from cti.calls.events import CallEvent, to_events
+from cti.calls.lease import lease_key
+from cti.calls.publisher import ALL_EVENTS_STREAM, EventPublisher
 from cti.pbx import Pbx
 from cti.timeline.store import agent_event_kinds, call_timeline, timeline_batch_writer
 from tests.integration.test_timeline_db import T0, Call, at, insert_interaction, summary_of
+from tests.unit.test_pbx_events import Followed, capture
 
 A = Pbx(name="a", host="10.0.0.1", port=5038, username="cti", home=True)
 B = Pbx(name="b", host="10.0.0.2", port=5038, username="cti", home=False)
@@ -146,3 +150,25 @@ async def test_an_agents_part_counts_the_end_of_their_own_pbxs_part_only(pool, d
     assert await agent_event_kinds(pool, call_id, ALICE_B) == ["connected", "ended"]
     await write(a.events(a.ended(20)))
     assert await agent_event_kinds(pool, call_id, ALICE_A) == ["ringing", "ended"]
+
+
+@pytest.mark.parametrize("name", ["interleaved_calls", "attended_transfer_phone"])
+async def test_two_pbxes_with_the_same_traffic_are_stored_and_published_in_full(
+    pool, db, redis_client, name
+):
+    """The worst case of two servers numbering alike: a and b replay the same capture.
+    Nothing of b's is taken for a duplicate of a's, in Redis (the seen-sets) or in the
+    timeline (its primary key), and each PBX's events pass its own lease only."""
+    on_a = Followed(A).feed(capture(name))
+    on_b = Followed(B).feed(capture(name))
+    await redis_client.set(lease_key("a"), "me")
+    await redis_client.set(lease_key("b"), "me")
+    publisher = EventPublisher(redis_client, ttl_s=600)
+    await publisher.publish_many(on_a, "me", lease_key=lease_key("a"))
+    await publisher.publish_many(on_b, "me", lease_key=lease_key("b"))
+    assert (publisher.published, publisher.duplicates) == (len(on_a) + len(on_b), 0)
+    assert await redis_client.xlen(ALL_EVENTS_STREAM) == len(on_a) + len(on_b)
+
+    await timeline_batch_writer(pool)([*on_a, *on_b])
+    rows = await db.fetch("SELECT pbx, count(*) AS n FROM interaction_events GROUP BY pbx")
+    assert {r["pbx"]: r["n"] for r in rows} == {"a": len(on_a), "b": len(on_b)}

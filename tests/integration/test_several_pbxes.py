@@ -19,6 +19,7 @@ import json
 import os
 import sys
 import time
+import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
@@ -146,6 +147,34 @@ async def test_each_pbxs_events_are_published_tagged_with_their_pbx(
         await running.daemon.shutdown(writer_grace_s=2)
 
 
+async def test_a_second_instance_gets_one_of_the_two_leases(
+    two_pbx_config: Config, fakes: tuple[FakeAmi, FakeAmi], redis_client
+) -> None:
+    """Two daemons that reach both PBXes lead one each (cti.calls.spread): the first
+    takes both, hands one over once the second is there, and nothing moves after."""
+    one = await daemon(two_pbx_config, "one")
+    two: RunningDaemon | None = None
+    try:
+        await until(lambda: all(f.leadership and f.leadership.leader for f in following(one).pbxes))
+        two = await daemon(two_pbx_config, "two")
+
+        async def split() -> bool:
+            held = await redis_client.mget([lease_key("a"), lease_key("b")])
+            return sorted(h or b"" for h in held) == [b"one", b"two"]
+
+        await until(split, within_s=TTL_S * 10)
+        await asyncio.sleep(TTL_S * 2)
+        assert await split()
+        leases = [
+            f.leadership.lease for d in (one, two) for f in following(d).pbxes if f.leadership
+        ]
+        assert sum(lease.changes for lease in leases) == 4  # one took two, one left, one taken
+    finally:
+        for running in (one, two):
+            if running is not None:
+                await running.daemon.shutdown(writer_grace_s=2)
+
+
 async def get(port: int, path: str) -> tuple[int, str]:
     async with (
         aiohttp.ClientSession() as session,
@@ -184,6 +213,8 @@ async def test_one_pbx_down_leaves_the_other_followed_and_is_named(
         assert 'cti_ami_connected{pbx="b"} 0.0' in text
         assert 'cti_ami_leader{pbx="a"} 1.0' in text
         assert 'cti_ami_leader{pbx="b"} 0.0' in text
+        assert 'cti_ami_lease_changes_total{pbx="a"} 1.0' in text  # taken once
+        assert 'cti_ami_lease_changes_total{pbx="b"} 0.0' in text
     finally:
         await running.daemon.shutdown(writer_grace_s=2)
 
@@ -347,3 +378,43 @@ def leg_of(calls: CallFollowing, call_key: str, agent: str) -> str | None:
         return calls.control.agent_leg(call_key, agent).name
     except DomainError:
         return None
+
+
+async def test_a_call_still_on_another_pbx_keeps_its_data_when_one_part_ends(
+    two_pbx_config: Config, fakes: tuple[FakeAmi, FakeAmi], redis_client
+) -> None:
+    """The same call (one CTI_CALL_ID) on a and b: a's part ending must not expire the
+    data b's agent is working on (CTI_CALL_DATA_AFTER_END_S=0 would delete it at once);
+    the last part ending does."""
+    from tests.integration.test_calldata_store import new_document
+
+    fake_a, fake_b = fakes
+    config = dataclasses.replace(two_pbx_config, call_data_after_end_s=0)
+    running = await daemon(config, "one")
+    try:
+        calls = following(running)
+        await until(lambda: all(f.leadership and f.leadership.leader for f in calls.pbxes))
+        store = running.daemon.parts.call_data.store
+        call_id = str(uuid.uuid4())  # the recorded call's, as the route makes them
+        await store.create_many([new_document(call_id=call_id)])  # type: ignore[list-item]
+        # The same recorded call, with the same id, on both PBXes.
+        blocks = [block.replace(CA.encode(), call_id.encode()) for block in call_blocks("ca")]
+        await fake_b.push(b"".join(blocks[:TALKING]))  # b: the agent is talking
+        live_b = calls.pbx("b").model
+        await until(lambda: (c := live_b.call(call_id)) is not None and c.talking)
+        await fake_a.push(b"".join(blocks))  # a's part goes all the way to its end
+        await until(lambda: has_ended(redis_client, call_id))
+        lead_a = calls.pbx("a").leadership
+        assert lead_a is not None
+        await until(lambda: lead_a.backlog == 0)
+        expiry = next(w for w in calls.writers if w.name == "call-data-expiry")
+        await until(lambda: expiry.backlog == 0)
+        assert await store.get(call_id) is not None, "b's agent lost the call's data"
+        await fake_b.push(b"".join(blocks[TALKING:]))  # now b's part ends too
+
+        async def deleted() -> bool:
+            return await store.get(call_id) is None
+
+        await until(deleted)
+    finally:
+        await running.daemon.shutdown(writer_grace_s=2)

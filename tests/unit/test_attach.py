@@ -3,14 +3,17 @@ decides for a call it knows. Pure: tables of inputs and outputs, the demo plan."
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from cti.calldata.document import CallDocument, new_document
 from cti.calls.events import CallEvent
 from cti.demo.seed import demo_plan
-from cti.pbx import Pbx
+from cti.pbx import Pbx, trunk_peer
 from cti.routing.attach import (
     AttachArgs,
     AttachOutcome,
@@ -100,6 +103,12 @@ def test_a_malformed_id_is_quoted_short_in_the_reason():
         (["", "queue=billing"], True, AttachArgs(None, "billing", True)),
         (["garbage", "account=1"], False, AttachArgs(None, "")),
         (["call_id=a", "call_id=b"], False, AttachArgs("a", "")),  # the first counts
+        # A header that smuggles arguments in: the dialplan's own queue= (the last) counts.
+        (
+            [f"call_id={CALL_ID}", "queue=sales", "queue=billing"],
+            False,
+            AttachArgs(CALL_ID, BILLING),
+        ),
         (["queue=" + "q" * 65], False, AttachArgs(None, "")),
     ],
 )
@@ -237,3 +246,24 @@ def test_an_attached_event_is_no_pbx_part_of_the_call():
     assert ended is not None and ended.at == 10.0
     assert len(parts) == 2
     assert summarize(events).ended_at is not None
+
+
+CHANNELS = st.one_of(
+    st.text(max_size=60),
+    st.sampled_from(["PJSIP/pbx-a-00000001", "PJSIP/pbx-b-1", "PJSIP/trunk-1", "PJSIP/pbx-"]),
+    st.text(max_size=20).map(lambda tail: "PJSIP/pbx-" + tail),
+)
+CLAIMS = st.one_of(
+    st.text(max_size=80),
+    st.uuids().map(str),
+    st.tuples(st.uuids(), st.text(max_size=3)).map(lambda p: str(p[0]) + p[1]),
+)
+
+
+@given(channel=CHANNELS, claimed=CLAIMS)
+def test_only_a_uuid_from_a_followed_pbxs_trunk_is_ever_looked_up(channel, claimed):
+    claim = judge_claim(channel, AttachArgs(claimed or None, "billing"), PBXES)
+    if claim.outcome is None:
+        assert trunk_peer(channel) in PBXES
+        assert claim.call_id == str(uuid.UUID(claimed))
+    assert "\n" not in claim.reason and "\x00" not in claim.reason

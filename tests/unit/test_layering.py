@@ -39,10 +39,12 @@ PURE = [
     "cti/agi/protocol.py",
     "cti/ami/protocol.py",
     "cti/wallboard/figures.py",
+    "cti/wallboard/agent_view.py",
     "cti/agents/state.py",
     "cti/agents/news.py",
     "cti/redis_sentinel.py",
     "cti/pbx.py",
+    "cti/calls/spread.py",
 ]
 IO = ("asyncio", "socket", "asyncpg", "redis", "aiohttp", "subprocess", "cti.app", "cti.db")
 

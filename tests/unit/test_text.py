@@ -8,7 +8,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cti.text import ControlCharacterError, refuse_control_characters, strip_control_characters
+from cti.text import (
+    ControlCharacterError,
+    brief,
+    refuse_control_characters,
+    strip_control_characters,
+)
 
 CONTROLS = [chr(c) for c in (*range(0x20), 0x7F, *range(0x80, 0xA0))]
 
@@ -47,3 +52,9 @@ def test_refuse_and_strip_agree(text: str) -> None:
     except ControlCharacterError as exc:
         assert text[exc.position - 1] == exc.character in CONTROLS
         assert not any(c in CONTROLS for c in text[: exc.position - 1])
+
+
+def test_brief_names_an_integer_too_long_to_write() -> None:
+    # A TOML plan can hold one; repr() of it raises ValueError past 4,300 digits.
+    assert brief(10**5000) == "<an integer of about 5000 digits>"
+    assert brief(12345) == "12345"

@@ -245,3 +245,31 @@ def test_a_caller_the_queue_let_go_is_no_longer_waiting_nor_abandoned():
     view = figures.queue_view("support", T0 + 30)
     assert view["tiers"]["gold"]["waiting"] == 1  # "w" only
     assert view["today"]["abandoned"] == 0
+
+
+def test_a_call_that_crossed_pbxes_ends_part_by_part() -> None:
+    """a's agent blind-transfers the call to b's queue; a's part ends (its ``ended``,
+    pbx a) while the caller waits on b, then b's agent answers: the caller stays waiting
+    on b until then, and a's end never clears b's agent."""
+    figures = Figures(PARIS)
+
+    def on(pbx, event):
+        return {**event, "pbx": pbx}
+
+    run(
+        figures,
+        [
+            on("a", queued("x", T0)),
+            on("a", connected("x", T0 + 2, agent="PJSIP/2001")),
+            on("b", queued("x", T0 + 30)),
+            on("a", ended("x", T0 + 31)),
+        ],
+    )
+    assert figures.queue_view("support", T0 + 32)["waiting"] == 1
+    run(figures, [on("b", connected("x", T0 + 40, agent="PJSIP/2001@b"))])
+    run(figures, [on("a", ended("x", T0 + 41))])  # a late or repeated end of a's part
+    status = AgentView("PJSIP/2001@b", "on_call", None, T0 + 40, ("support",))
+    assert figures.agent_view("PJSIP/2001@b", T0 + 42, status)["call"] is not None
+    run(figures, [on("b", ended("x", T0 + 90))])
+    assert figures.agent_view("PJSIP/2001@b", T0 + 91, status)["call"] is None
+    assert figures.queue_view("support", T0 + 91)["waiting"] == 0
