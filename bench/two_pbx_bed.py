@@ -146,11 +146,17 @@ async def sandbox(command: str, pbx: SandboxPbx, keys: PbxSecrets, agi_addr: str
 
 @contextlib.asynccontextmanager
 async def e2e_lock() -> AsyncIterator[None]:
-    """The machine's Asterisk lock (what ``flock /tmp/cti-e2e.lock`` takes)."""
+    """The machine's Asterisk lock (what ``flock /tmp/cti-e2e.lock`` takes). Polled
+    without blocking, so that Ctrl-C while waiting for it ends the bench at once."""
     handle = await asyncio.to_thread(LOCK_PATH.open, "a")
     with handle:
         progress(f"waiting for {LOCK_PATH} (one Asterisk test bed at a time)")
-        await asyncio.to_thread(fcntl.flock, handle, fcntl.LOCK_EX)
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                await asyncio.sleep(0.5)
         try:
             yield
         finally:
