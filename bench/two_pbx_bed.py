@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
-import json
 import os
 import secrets
 import sys
@@ -30,10 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import asyncpg
 
-from bench.harness import BenchError, flush_redis, progress
+from bench.harness import BenchError, flush_redis, now, progress
 from bench.pop_processes import Browsers
 from cti.agent_phones import AGENTS, password_variable
 from cti.sandbox_pbxes import HOME, SECOND, SandboxPbx, cti_pbxes
@@ -208,20 +206,9 @@ class Sidebars(Browsers):
             agents.append((endpoint, str(body["token"])))
         await self.connect(http_port, agents)
 
-    async def _read(self, ws: aiohttp.ClientWebSocketResponse, endpoint: str) -> None:
-        async for msg in ws:
-            arrived = time.time()
-            if msg.type is not aiohttp.WSMsgType.TEXT:
-                break
-            self.frames += 1
-            frame = json.loads(msg.data)
-            event = frame.get("event") if frame.get("type") == "event" else None
-            if isinstance(event, dict) and event.get("event") == "ringing":
-                self.pops.append(Pop(arrived, float(event["at"]), event["agent"], event["pbx"]))
-                if event["agent"] != endpoint:
-                    self.wrong_agent += 1
-        if not self.closing:
-            self.closed_early += 1
+    def ringing(self, event: dict[str, Any], stamp: float) -> None:
+        arrived = time.time() - (now() - stamp)  # the arrival on the wall clock
+        self.pops.append(Pop(arrived, float(event["at"]), event["agent"], event["pbx"]))
 
 
 # ------------------------------------------------------------------ the whole bed
