@@ -225,15 +225,26 @@ class Bed:
         async with self.sidebars.session.get(f"http://127.0.0.1:{self.http_port}/metrics") as reply:
             return await reply.text()
 
-    async def quiet(self, within_s: float = 60) -> bool:
-        """Whether both PBXes are without channels (the previous phase's calls gone)."""
+    async def quiet(self, within_s: float = 30) -> int:
+        """Wait until both PBXes are without channels (the previous phase's calls gone);
+        hang up what is still up after ``within_s``, and say how many. Why: a SIPp caller
+        that aborts a call (an unexpected message on an overloaded machine) sends no BYE,
+        and the sandbox has no RTP timeout, so its channel, and the agent bridged to it,
+        would stay up through every later phase."""
         deadline = time.monotonic() + within_s
-        while time.monotonic() < deadline:
-            busy = [await ami.list_action("CoreShowChannels") for ami in self.amis.values()]
-            if not any(busy):
-                return True
+        while True:
+            up = {
+                name: await ami.list_action("CoreShowChannels") for name, ami in self.amis.items()
+            }
+            if not any(up.values()) or time.monotonic() > deadline:
+                break
             await asyncio.sleep(1)
-        return False
+        for name, channels in up.items():
+            for channel in channels:
+                await self.amis[name].action("Hangup", Channel=channel["Channel"])
+        for ami in self.amis.values():
+            ami.events.clear()
+        return sum(len(channels) for channels in up.values())
 
 
 @contextlib.asynccontextmanager

@@ -183,8 +183,9 @@ async def run_phase(
 ) -> dict[str, Any]:
     name = f"{'+'.join(p.name for p in pbxes)} {rate:g}/s" + (" each" if len(pbxes) > 1 else "")
     progress(f"phase {phase}: {name} for {options.phase_s:g} s (hold {options.hold_s:g} s)")
-    if not await bed.quiet():
-        progress("  (channels of the previous phase still up after 60 s; going on)")
+    stuck = await bed.quiet()
+    if stuck:
+        progress(f"  {stuck} channels of the previous phases still up after 30 s: hung up")
     transfers = [
         Transfers(bed.amis[p.name], peer, options.transfer_share, random.Random(phase))
         for p in pbxes
@@ -233,6 +234,7 @@ async def run_phase(
     ticks = os.sysconf("SC_CLK_TCK")
     return {
         "phase": name,
+        "stuck_channels_before": stuck,
         "pbxes": [p.name for p in pbxes],
         "rate_each": rate,
         "seconds": round(wall, 1),
@@ -419,6 +421,11 @@ def render(report: dict[str, Any]) -> str:
         )
         lines.append(f"two PBXes at {comp['rate_each']:g}/s each vs one PBX at it: {parts}")
     for row in report["phases"]:
+        if row.get("stuck_channels_before"):
+            lines.append(
+                f"  {row['phase']}: {row['stuck_channels_before']} channels left by earlier"
+                " phases (callers SIPp aborted without a BYE) were hung up before it"
+            )
         extra = [f"{k} {int(v)}" for k, v in row["attach"].items() if k != "attached"]
         if extra:
             lines.append(f"  {row['phase']}: other attach outcomes: {', '.join(extra)}")
