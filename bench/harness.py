@@ -179,8 +179,9 @@ async def flush_redis(url: str) -> None:
 
 
 def redis_client(url: str) -> aioredis.Redis:
-    """As cti serve makes it (cti.app.resources)."""
-    return create_redis(Config(redis_url=url))
+    """As cti serve makes it (cti.app.resources; a plain URL: no Sentinel to close)."""
+    client, _sentinel = create_redis(Config(redis_url=url))
+    return client
 
 
 # -- options ----------------------------------------------------------------------------
@@ -274,9 +275,11 @@ class StampedPublisher(EventPublisher):
         super().__init__(client, **kwargs)
         self._stamps = stamps.publish
 
-    async def publish_many(self, events: Sequence[CallEvent], owner: str) -> None:
+    async def publish_many(
+        self, events: Sequence[CallEvent], owner: str, *, lease_key: str | None = None
+    ) -> None:
         start = now()
-        await super().publish_many(events, owner)
+        await super().publish_many(events, owner, lease_key=lease_key)
         end = now()
         for event in events:
             if event.kind == "ringing":
