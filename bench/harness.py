@@ -276,14 +276,15 @@ class StampedPublisher(EventPublisher):
         self._stamps = stamps.publish
 
     async def publish_many(
-        self, events: Sequence[CallEvent], owner: str, *, lease_key: str | None = None
-    ) -> None:
+        self, events: Sequence[CallEvent], owner: str, **kwargs: Any
+    ) -> str | None:
         start = now()
-        await super().publish_many(events, owner, lease_key=lease_key)
+        found = await super().publish_many(events, owner, **kwargs)
         end = now()
         for event in events:
             if event.kind == "ringing":
                 self._stamps[event.data["channel"]] = (start, end)
+        return found
 
 
 class FloorSink:

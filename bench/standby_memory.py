@@ -2,6 +2,11 @@
 
     .venv/bin/python -m bench.standby_memory                  # an hour at 30 calls/s
     .venv/bin/python -m bench.standby_memory --rate 100 --minutes 10
+    .venv/bin/python -m bench.standby_memory --leader --rate 100 --minutes 10
+
+``--leader``: the leader's window of what it published lately instead
+(:class:`cti.calls.recent.RecentlyPublished`, the outbox's ``recent``, kept to publish
+again what a failover loses): fed as the outbox feeds it, each event once published.
 
 A standby instance hands every call event to :meth:`cti.calls.leadership.Leadership.take`
 and keeps it in its window for a takeover. What that window holds after an hour decides
@@ -123,8 +128,9 @@ def standby(clock: SimulatedClock) -> Leadership:
     return Leadership(client, publisher, "bench-standby", clock=clock)
 
 
-def run(rate: int, minutes: int) -> dict[str, Any]:
-    """Feed ``minutes`` simulated minutes of events at ``rate`` calls/s; sample as we go."""
+def run(rate: int, minutes: int, *, leader: bool = False) -> dict[str, Any]:
+    """Feed ``minutes`` simulated minutes of events at ``rate`` calls/s; sample as we go.
+    ``leader``: into the leader's recently published window instead of the standby's."""
     shapes = templates()
     wanted = sample_minutes(minutes)
     clock = SimulatedClock(1_900_000_000.0)
@@ -132,6 +138,17 @@ def run(rate: int, minutes: int) -> dict[str, Any]:
     gc.collect()
     tracemalloc.start()
     leadership = standby(clock)
+    recent = leadership.outbox.recent
+
+    def feed(event: CallEvent) -> None:
+        if leader:  # as the outbox does once a batch is acknowledged
+            recent.add(clock.now, (event,))
+        else:  # one AMI message's worth, as the tracker does
+            leadership.take((event,))
+
+    def held() -> int:
+        return len(recent) if leader else leadership.standby_backlog
+
     base = tracemalloc.get_traced_memory()[0]
     started = time.perf_counter()
     rows: list[dict[str, Any]] = []
@@ -144,7 +161,7 @@ def run(rate: int, minutes: int) -> dict[str, Any]:
             template = shapes[shape % len(shapes)]
             shape += 1
             for event in copy_call(template, calls, clock.now):
-                leadership.take((event,))  # one AMI message's worth, as the tracker does
+                feed(event)
                 events += 1
             calls += template.calls
             placed += template.calls
@@ -156,7 +173,7 @@ def run(rate: int, minutes: int) -> dict[str, Any]:
                     "minute": (second + 1) // 60,
                     "calls": calls,
                     "events_fed": events,
-                    "events_held": leadership.standby_backlog,
+                    "events_held": held(),
                     "bytes": tracemalloc.get_traced_memory()[0] - base,
                 }
             )
@@ -164,6 +181,10 @@ def run(rate: int, minutes: int) -> dict[str, Any]:
     tracemalloc.stop()
     first, last = next(r for r in rows if r["minute"] >= 2), rows[-1]
     return {
+        "window": "leader's published" if leader else "standby",
+        "bytes_per_event_held": round(last["bytes"] / last["events_held"])
+        if last["events_held"]
+        else None,
         "rate": rate,
         "minutes": minutes,
         "captures": [t.name for t in shapes],
@@ -179,7 +200,8 @@ def run(rate: int, minutes: int) -> dict[str, Any]:
 
 def render(result: dict[str, Any]) -> str:
     lines = [
-        f"standby window, {result['rate']} calls/s for {result['minutes']} simulated minutes"
+        f"{result.get('window', 'standby')} window, {result['rate']} calls/s"
+        f" for {result['minutes']} simulated minutes"
         f" ({result['events_per_call']} events per call, fed in {result['wall_s']} s)",
         f"  {'minute':>6} {'calls':>9} {'events fed':>11} {'held':>9} {'MB':>8}",
     ]
@@ -191,7 +213,7 @@ def render(result: dict[str, Any]) -> str:
     growth = result["growth_after_first_sample"]
     lines.append(
         f"  bytes at the last sample / at minute 2: {'-' if growth is None else f'{growth:.2f}x'}"
-        f" (flat: about 1.0)"
+        f" (flat: about 1.0); {result.get('bytes_per_event_held') or '-'} B per event held"
     )
     return "\n".join(lines)
 
@@ -201,10 +223,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rate", type=int, default=30, help="calls per simulated second (30)")
     parser.add_argument("--minutes", type=int, default=60, help="simulated minutes (60)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.add_argument(
+        "--leader", action="store_true", help="the leader's recently published window"
+    )
     args = parser.parse_args(argv)
     if args.rate < 1 or args.minutes < 2:
         parser.error("--rate >= 1 and --minutes >= 2")
-    result = run(args.rate, args.minutes)
+    result = run(args.rate, args.minutes, leader=args.leader)
     print(json.dumps(result, indent=2) if args.json else render(result))
     return 0
 

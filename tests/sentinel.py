@@ -58,6 +58,25 @@ class SentinelGroup:
         """SIGKILL: no goodbye to the replica or the clients."""
         self.processes[self.master_port].send_signal(signal.SIGKILL)
 
+    async def cut_off_replica(self) -> None:
+        """Make the replica miss what the master takes from now on: the replica is
+        frozen (SIGSTOP: it cannot reconnect and resync) and the master drops its link
+        (so nothing waits in a socket for it either). :meth:`thaw_replica` undoes the
+        freeze; the writes in between are the master's alone, the replication window
+        of a real failover stretched to as long as the test needs."""
+        self.processes[self.replica_port].send_signal(signal.SIGSTOP)
+        async with redis.Redis(port=self.master_port, socket_timeout=5) as master:
+            await master.execute_command("CLIENT", "KILL", "TYPE", "replica")
+
+            async def unlinked() -> bool:
+                info = await master.info("replication")
+                return int(info.get("connected_slaves", 0)) == 0
+
+            await until(unlinked, within_s=START_S, every_s=0.05)
+
+    def thaw_replica(self) -> None:
+        self.processes[self.replica_port].send_signal(signal.SIGCONT)
+
     async def master_addr(self) -> tuple[str, int] | None:
         """The master as the first sentinel that answers sees it now."""
         for port in self.sentinel_ports:

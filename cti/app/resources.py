@@ -21,6 +21,7 @@ from cti.ami.client import AmiClient, EventSink
 from cti.ami.filters import AmiFilter
 from cti.app.supervisor import finish
 from cti.config import Config, HostPort
+from cti.db.connect import HostsConnect
 from cti.pbx import DEFAULT_PBX, Pbx
 from cti.screenpop.app import HttpServer
 
@@ -41,13 +42,20 @@ async def _keep_session(_conn: asyncpg.Connection) -> None:
 
 
 def create_pool(config: Config) -> asyncpg.Pool:
-    """A pool that does not connect until used, so start-up never waits on PostgreSQL."""
+    """A pool that does not connect until used, so start-up never waits on PostgreSQL.
+
+    Each new connection tries a multi-host URL's hosts one at a time, each with its
+    share of the connect timeout (:mod:`cti.db.connect`): a dead first host that never
+    answers does not use up the time of the live one behind it.
+    """
     return asyncpg.create_pool(
         config.database_url,
+        connect=HostsConnect(),
         min_size=0,
         max_size=POOL_SIZE,
         max_inactive_connection_lifetime=0,  # keep warm connections; no reconnect on the call path
-        timeout=5,  # connect timeout; calls are cut off sooner by the route budget
+        # connect timeout, shared by the URL's hosts; calls are cut off sooner by the route budget
+        timeout=5,
         command_timeout=10,
         reset=_keep_session,
     )

@@ -18,7 +18,14 @@ decides their fate:
 * **lost the lease with events still in the outbox**: the publish script refuses them
   (it checks the lease's owner on every write: a fencing check), the outbox hands them
   back, and they go to the front of the standby window for whoever leads next (this
-  instance again, perhaps).
+  instance again, perhaps);
+* **published, then lost by Redis** (a Sentinel failover's replication window, or Redis
+  back empty): the outbox keeps what it published in the last ``standby_window_s``
+  seconds (:mod:`cti.calls.recent`) and every batch leaves a mark; when the next batch
+  (or a check between batches) finds the mark is not the last one it left, that window
+  goes back to the outbox, and the fingerprints let only the lost events through. When
+  the lease is lost, the window joins the standby window, so an instance that takes
+  the lease again (Redis lost its key too) publishes it again with the rest.
 
 The lease, the leader flag, the window and the outbox live in one object because they
 change together: taking the lease moves the window into the outbox, losing it moves
@@ -34,6 +41,7 @@ they may share one :class:`~cti.calls.publisher.EventPublisher`.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -45,7 +53,8 @@ from redis.exceptions import RedisError
 from cti.backoff import Backoff
 from cti.calls.events import CallEvent
 from cti.calls.lease import LEASE_KEY, Lease, LeaseSpread
-from cti.calls.publisher import EventPublisher, NotLeader
+from cti.calls.publisher import EventPublisher, Mark, NotLeader
+from cti.calls.recent import PublishMarks, RecentlyPublished, mark_key
 
 log = structlog.get_logger(__name__)
 
@@ -55,7 +64,9 @@ class Outbox:
 
     A failed batch is retried (with backoff) until it goes in: Redis being away delays
     events, it does not lose them. ``on_not_leader`` gets the unpublished events back
-    when the lease turns out to be lost, so the caller can keep them for later."""
+    when the lease turns out to be lost, so the caller can keep them for later.
+    Published events stay in ``recent`` for ``recent_window_s``: a Redis that lost them
+    (its mark says so, :mod:`cti.calls.recent`) gets them again."""
 
     def __init__(
         self,
@@ -66,7 +77,14 @@ class Outbox:
         max_batch: int = 256,
         backoff: Backoff | None = None,
         lease_key: str = LEASE_KEY,
+        recent_window_s: float = 120.0,
+        recent_max: int = 100_000,
+        check_every_s: float = 1.0,
+        clock: Callable[[], float] = time.time,
     ) -> None:
+        """``recent_window_s``: how long published events are kept to publish again if
+        Redis loses them (:mod:`cti.calls.recent`); ``check_every_s``: how often the
+        marks are checked while no batch goes out and the window is not empty."""
         self._publisher = publisher
         self._owner = owner
         #: The lease the owner must hold to publish: its PBX's (cti.calls.lease.lease_key).
@@ -77,6 +95,13 @@ class Outbox:
         self._pending: list[CallEvent] = []
         self._wake = asyncio.Event()
         self.failures = 0
+        self._clock = clock
+        self._check_every_s = check_every_s
+        self.recent = RecentlyPublished(recent_window_s, recent_max)
+        self.marks = PublishMarks()
+        self._mark_key = mark_key(lease_key, owner)
+        #: Times Redis was found to have lost what was published (the window went back).
+        self.losses = 0
 
     @property
     def backlog(self) -> int:
@@ -96,6 +121,37 @@ class Outbox:
         pending, self._pending = self._pending, []
         return pending
 
+    def take_published(self) -> list[tuple[float, CallEvent]]:
+        """Remove and return the recently published events, with when each went out
+        (leadership lost: they join the standby window; the marks start again)."""
+        self.marks.forget()
+        return self.recent.take(self._clock())
+
+    def _lost(self, why: str) -> None:
+        """Redis lost (perhaps) what we published: the window goes out again, ahead of
+        what is waiting (it happened first). Fingerprints skip what survived."""
+        events = [event for _at, event in self.recent.take(self._clock())]
+        self.losses += 1
+        log.warning(why, republished=len(events))
+        if events:
+            self._pending[:0] = events
+            self._wake.set()
+
+    async def _check_marks(self) -> None:
+        """Between batches: is the last batch's mark still there?"""
+        try:
+            found = await self._publisher.read_mark(self._mark_key)
+        except (RedisError, OSError):
+            return  # Redis away: the next check or batch will tell
+        if not self.marks.still_there(found):
+            self._lost("redis lost recently published call events; publishing them again")
+
+    def _keep(self, batch: Sequence[CallEvent]) -> None:
+        before = self.recent.overflow
+        self.recent.add(self._clock(), batch)
+        if self.recent.overflow and not before:
+            log.warning("published window full; oldest events dropped", cap=self.recent.max)
+
     async def run(self, stop: asyncio.Event) -> None:
         """Publish until ``stop`` is set and nothing is pending (or Redis is away)."""
         while True:
@@ -105,13 +161,23 @@ class Outbox:
                 self._wake.clear()
                 waiter = asyncio.ensure_future(self._wake.wait())
                 stopper = asyncio.ensure_future(stop.wait())
-                await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                checking = self.marks.expected is not None and len(self.recent) > 0
+                done, _ = await asyncio.wait(
+                    {waiter, stopper},
+                    timeout=self._check_every_s if checking else None,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
                 waiter.cancel()
                 stopper.cancel()
+                if not done:
+                    await self._check_marks()
                 continue
             batch = self._pending[: self._max_batch]
+            mark = Mark(self._mark_key, self.marks.next(), self.marks.expected)
             try:
-                await self._publisher.publish_many(batch, self._owner, lease_key=self._lease_key)
+                found = await self._publisher.publish_many(
+                    batch, self._owner, lease_key=self._lease_key, mark=mark
+                )
             except NotLeader:
                 log.warning("not the AMI leader any more; events kept for later")
                 self._on_not_leader(self.take_all())
@@ -123,7 +189,13 @@ class Outbox:
                     return
                 continue
             self._backoff.reset()
+            if not self.marks.batch_went_in(mark.value, found):
+                # Nothing of the batch went in (the script checked the mark): what was
+                # lost goes first, then the batch, in the order they happened.
+                self._lost("redis lost recently published call events; publishing them again")
+                continue
             del self._pending[: len(batch)]
+            self._keep(batch)
 
 
 class Leadership:
@@ -183,6 +255,10 @@ class Leadership:
             on_not_leader=self.keep_unpublished,
             backoff=outbox_backoff,
             lease_key=lease_key,
+            recent_window_s=standby_window_s,
+            recent_max=standby_max,
+            check_every_s=lease_ttl_s / 5,
+            clock=clock,
         )
 
     # -- from the tracker -----------------------------------------------------------------
@@ -210,6 +286,8 @@ class Leadership:
         self.leader = leader
         if leader:
             self._replay("taking over call events")
+        else:
+            self._keep_published()
 
     def drain(self, start: bool) -> bool:
         """The lease is about to be handed over (``start``): new events wait in the
@@ -240,6 +318,7 @@ class Leadership:
             return
         now = self._clock()
         self.leader = False
+        self._keep_published()
         newer = list(self._standby)
         # They happened before ``newer``: stamped no later than its oldest, so the
         # window stays in time order and pruning from its old end stays right.
@@ -248,6 +327,18 @@ class Leadership:
         self._standby.extend((seen, event) for event in events)
         self._standby.extend(newer)
         self._prune(now)
+
+    def _keep_published(self) -> None:
+        """Leadership lost: what we published lately joins the standby window (in time
+        order), so that if we lead again it goes out again with the rest: a lease lost
+        because Redis lost its key (restarted empty, a failover's replication window)
+        lost those events too, and the fingerprints skip the ones still there."""
+        published = self.outbox.take_published()
+        if published:
+            merged = list(heapq.merge(published, self._standby, key=lambda seen: seen[0]))
+            self._standby.clear()
+            self._standby.extend(merged)
+            self._prune(self._clock())
 
     # -- running ----------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:

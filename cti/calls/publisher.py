@@ -46,6 +46,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as redis
@@ -103,15 +104,18 @@ async def agents_connected(client: redis.Redis, call_key: str) -> frozenset[str]
     return frozenset(m.decode() if isinstance(m, bytes) else m for m in members)
 
 
-# KEYS: lease, seen, agents, all-stream, connected
+# KEYS: lease, seen, agents, all-stream, connected, mark (cti.calls.recent)
 # ARGV: owner ('' = unfenced), fingerprint, payload, ttl_s, min id ('<ms>-0': older
 #       entries are trimmed), to_call_agents,
 #       agent stream prefix, the connected agent ('' if not a connected event),
 #       stream lifetime (ms: each stream expires this long after its last entry),
-#       recipients...
+#       the mark the last batch left ('' = no check), recipients...
 _PUBLISH = """
 if ARGV[1] ~= '' and redis.call('GET', KEYS[1]) ~= ARGV[1] then
     return -1
+end
+if ARGV[10] ~= '' and redis.call('GET', KEYS[6]) ~= ARGV[10] then
+    return -2
 end
 if redis.call('SADD', KEYS[2], ARGV[2]) == 0 then
     return 0
@@ -119,11 +123,11 @@ end
 local ttl = tonumber(ARGV[4])
 redis.call('EXPIRE', KEYS[2], ttl)
 local to = {}
-for i = 10, #ARGV do
+for i = 11, #ARGV do
     to[ARGV[i]] = true
     redis.call('SADD', KEYS[3], ARGV[i])
 end
-if #ARGV >= 10 then
+if #ARGV >= 11 then
     redis.call('EXPIRE', KEYS[3], ttl)
 end
 if ARGV[8] ~= '' then
@@ -144,6 +148,16 @@ for agent, _ in pairs(to) do
 end
 return 1
 """
+
+
+@dataclass(frozen=True, slots=True)
+class Mark:
+    """What a batch leaves in Redis, and what it expects the last one left
+    (:class:`cti.calls.recent.PublishMarks`; None: no check)."""
+
+    key: str
+    value: str
+    expected: str | None
 
 
 class NotLeader(Exception):
@@ -177,7 +191,7 @@ class EventPublisher:
         self.duplicates = 0
 
     def _args(
-        self, event: CallEvent, owner: str, min_id: str, lease_key: str
+        self, event: CallEvent, owner: str, min_id: str, lease_key: str, mark: Mark | None
     ) -> tuple[list[str], list[str]]:
         keys = [
             lease_key,
@@ -185,6 +199,7 @@ class EventPublisher:
             call_agents_key(event.call_key),
             ALL_EVENTS_STREAM,
             call_connected_key(event.call_key),
+            lease_key if mark is None else mark.key,
         ]
         args = [
             owner,
@@ -196,34 +211,58 @@ class EventPublisher:
             AGENT_STREAM_PREFIX,
             event.agent if event.kind == "connected" and event.agent else "",
             str(self._stream_life_ms),
+            (mark.expected or "") if mark is not None else "",
             *event.recipients,
         ]
         return keys, args
 
     async def publish_many(
-        self, events: Sequence[CallEvent], owner: str, *, lease_key: str | None = None
-    ) -> None:
+        self,
+        events: Sequence[CallEvent],
+        owner: str,
+        *,
+        lease_key: str | None = None,
+        mark: Mark | None = None,
+    ) -> str | None:
         """One round trip for the batch. ``owner=''`` publishes without the lease check
         (edits of call data, which any instance may make). ``lease_key``: the lease
         ``owner`` must hold, that of the PBX the events came from (default: the one
-        given at construction, the single PBX's)."""
+        given at construction, the single PBX's).
+
+        ``mark`` (:mod:`cti.calls.recent`): each event goes in only if the mark key
+        holds ``mark.expected`` (when given), and the pipeline ends with ``SET key
+        value GET``; the value found there before is returned. When it is not
+        ``expected``, nothing of the batch was written (Redis lost the last batches:
+        the caller publishes those first, then this batch again). None without a mark."""
         if not events:
-            return
+            return None
         key = self._lease_key if lease_key is None else lease_key
         try:
-            results = await self._run(events, owner, key)
+            results = await self._run(events, owner, key, mark)
         except NoScriptError:  # Redis restarted (or SCRIPT FLUSH) since we loaded it
             self._sha = None
-            results = await self._run(events, owner, key)
+            results = await self._run(events, owner, key, mark)
+        found = _text(results.pop()) if mark is not None else None
         for result in results:
             if result == -1:
                 raise NotLeader(f"the AMI lease {key} belongs to another instance")
             if result == 1:
                 self.published += 1
-            else:
+            elif result == 0:
                 self.duplicates += 1
+        return found
 
-    async def _run(self, events: Sequence[CallEvent], owner: str, lease_key: str) -> list[object]:
+    async def read_mark(self, key: str) -> str | None:
+        """The mark the last batch left (``publish_many(..., mark=)``), if any."""
+        return _text(await self._redis.get(key))
+
+    async def _run(
+        self,
+        events: Sequence[CallEvent],
+        owner: str,
+        lease_key: str,
+        mark: Mark | None,
+    ) -> list[object]:
         """EVALSHA in one pipeline. Not redis-py's Script object: with a pipeline it sends
         SCRIPT EXISTS first, a second round trip for every batch."""
         if self._sha is None:
@@ -233,6 +272,14 @@ class EventPublisher:
         min_id = f"{max(int(self._clock() * 1000) - self._retention_ms, 0)}-0"
         async with self._redis.pipeline(transaction=False) as pipe:
             for event in events:
-                keys, args = self._args(event, owner, min_id, lease_key)
+                keys, args = self._args(event, owner, min_id, lease_key, mark)
                 pipe.evalsha(self._sha, len(keys), *keys, *args)
-            return await pipe.execute()
+            if mark is not None:  # last: it vouches for everything before it
+                pipe.set(mark.key, mark.value, get=True, px=self._stream_life_ms)
+            return list(await pipe.execute())
+
+
+def _text(value: object) -> str | None:
+    if value is None:
+        return None
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -23,6 +23,7 @@ import asyncpg
 import structlog
 
 from cti.backoff import Backoff
+from cti.db.connect import HostsConnect
 from cti.routing.plan import PlanError, RoutingPlan, dumps, loads
 from cti.routing.plan_store import read_plan
 from cti.routing.table import RoutingTable
@@ -45,6 +46,7 @@ class PlanWatcher:
         self._dsn = dsn
         self._health_interval = health_interval
         self._connect_timeout = connect_timeout
+        self._connect = HostsConnect()  # a multi-host URL: each host its share of the timeout
         self._backoff = backoff or Backoff(initial=0.5, cap=15.0)
         self._on_reload = on_reload
         self._cache_path = cache_path
@@ -95,7 +97,7 @@ class PlanWatcher:
                 await self._backoff.wait(stop)
 
     async def _session(self, stop: asyncio.Event) -> None:
-        conn = await asyncpg.connect(self._dsn, timeout=self._connect_timeout)
+        conn = await self._connect(self._dsn, timeout=self._connect_timeout)
         dirty = asyncio.Event()
         lost = asyncio.Event()
         try:

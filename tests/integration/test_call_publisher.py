@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 from typing import Any, cast
 
 import redis.asyncio as redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
 
 from cti.backoff import Backoff
 from cti.calls.events import CallEvent, data_changed
@@ -24,10 +26,12 @@ from cti.calls.lease import LEASE_KEY, Lease, lease_key
 from cti.calls.publisher import (
     ALL_EVENTS_STREAM,
     EventPublisher,
+    Mark,
     NotLeader,
     agent_stream,
     call_agents_key,
 )
+from tests.processes import free_port
 from tests.waiting import until
 
 CALL = "6f1c1d1e-0000-4000-8000-000000000001"
@@ -81,6 +85,26 @@ async def test_the_script_is_loaded_again_after_a_redis_restart(redis_client: re
     await redis_client.script_flush()  # what a restart does to loaded scripts
     await publisher.publish_many([event("queued", "q|2")], "me")
     assert publisher.published == 2
+
+
+async def test_a_batch_that_finds_another_mark_writes_nothing(redis_client: redis.Redis) -> None:
+    """The mark check (cti.calls.recent) is in the script: a batch sent expecting the
+    last batch's mark, to a Redis that lost that batch, writes no event, leaves its own
+    mark and says what it found, so the outbox can publish the lost events first."""
+    await redis_client.set(LEASE_KEY, "me")
+    publisher = EventPublisher(redis_client, ttl_s=600)
+    first = Mark("m", "t:1", None)
+    assert await publisher.publish_many([event("queued", "q|1")], "me", mark=first) is None
+    second = Mark("m", "t:2", "t:1")
+    assert await publisher.publish_many([event("queued", "q|2")], "me", mark=second) == "t:1"
+    await redis_client.set("m", "t:1-lost")  # as if the promoted replica had an older one
+    third = Mark("m", "t:3", "t:2")
+    found = await publisher.publish_many([event("queued", "q|3")], "me", mark=third)
+    assert found == "t:1-lost"
+    assert publisher.published == 2 and publisher.duplicates == 0
+    assert len(await stream(redis_client, ALL_EVENTS_STREAM)) == 2
+    assert await redis_client.get("m") == b"t:3"
+    assert await redis_client.pttl("m") > 0
 
 
 async def test_data_changes_may_be_published_by_any_instance(redis_client: redis.Redis) -> None:
@@ -188,6 +212,75 @@ async def test_outbox_retries_through_a_redis_outage(redis_client: redis.Redis) 
     stop.set()
     await asyncio.wait_for(task, 2)
     await down.aclose()
+
+
+async def _plain_redis(port: int, workdir: Path) -> asyncio.subprocess.Process:
+    """A private redis-server without persistence: a restart comes back empty."""
+    process = await asyncio.create_subprocess_exec(
+        "redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+        "--appendonly", "no", "--dir", str(workdir),
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+
+    async def answers() -> bool:
+        async with redis.Redis(port=port, socket_timeout=2) as probe:
+            try:
+                return bool(await probe.ping())
+            except (RedisError, OSError):
+                return False
+
+    await until(answers, within_s=30, every_s=0.05)
+    return process
+
+
+async def test_the_leader_publishes_its_recent_events_again_after_redis_restarts_empty(
+    tmp_path: Path,
+) -> None:
+    """Redis without persistence dies and comes back empty: the streams, the
+    fingerprints and the lease are gone. The leader takes the lease again and publishes
+    what it had published in its window once more (and what came meanwhile), once."""
+    port = free_port()
+    server = await _plain_redis(port, tmp_path)
+    client = redis.Redis(port=port, socket_timeout=5, socket_connect_timeout=2)
+    try:
+        leadership = Leadership(
+            client,
+            EventPublisher(client, ttl_s=600),
+            "me",
+            lease_ttl_s=2.0,
+            outbox_backoff=Backoff(initial=0.02, cap=0.2),
+        )
+        leadership.ami_connected(True)
+        stop = asyncio.Event()
+        task = asyncio.create_task(leadership.run(stop))
+        await until(lambda: leadership.leader, within_s=30)
+        leadership.take([event("ringing", f"r|{n}", agent="A/1", data={"n": n}) for n in range(10)])
+        await until(lambda: leadership.backlog == 0, within_s=30)
+
+        server.kill()
+        await server.wait()
+        server = await _plain_redis(port, tmp_path)
+        leadership.take(
+            [event("ringing", f"r|{n}", agent="A/1", data={"n": n}) for n in range(10, 15)]
+        )
+
+        async def all_once() -> bool:
+            try:
+                got = [e["n"] for e in await stream(client, ALL_EVENTS_STREAM)]
+            except (RedisError, OSError):
+                return False
+            return sorted(got) == list(range(15))
+
+        await until(all_once, within_s=60, every_s=0.1)
+        await until(lambda: leadership.leader, within_s=30)
+        stop.set()
+        await asyncio.wait_for(task, 10)
+        assert sorted(e["n"] for e in await stream(client, ALL_EVENTS_STREAM)) == list(range(15))
+    finally:
+        await client.aclose()
+        server.kill()
+        await server.wait()
 
 
 async def test_lease_goes_to_one_instance_and_over_to_another(redis_client: redis.Redis) -> None:

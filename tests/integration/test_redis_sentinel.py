@@ -191,6 +191,62 @@ async def test_the_master_dies_and_every_instance_carries_on_with_the_promoted_r
             await reader.aclose()
 
 
+async def test_events_the_failover_lost_are_published_again_by_the_same_leader(
+    tmp_path: Path,
+) -> None:
+    """The replication window: the master acknowledges events its replica never gets,
+    dies, and the replica is promoted. The leader keeps its lease (the failover is far
+    shorter than it), notices the new master lacks its last batches (their mark is not
+    there) and publishes its recent window again: the lost events go in once, the
+    surviving ones are skipped by their fingerprints."""
+    async with sentinel_group(tmp_path) as group:
+        config = load_config({"CTI_REDIS_URL": group.url(db=3)})
+        async with redis_client(config) as client:
+            leader = Leadership(
+                client,
+                EventPublisher(client, ttl_s=600),
+                "a",
+                lease_ttl_s=60.0,  # outlives any failover here: the lease is never lost
+                outbox_backoff=Backoff(initial=0.05, cap=0.5),
+            )
+            leader.ami_connected(True)
+            stop = asyncio.Event()
+            task = asyncio.create_task(leader.run(stop))
+            await until(lambda: leader.leader, within_s=CARRY_ON_S)
+
+            leader.take([event(f"before-{i}") for i in range(10)])
+            await until(lambda: leader.backlog == 0, within_s=CARRY_ON_S)
+            assert await replicated(client)
+
+            await group.cut_off_replica()
+            leader.take([event(f"lost-{i}") for i in range(10)])
+            await until(lambda: leader.backlog == 0, within_s=CARRY_ON_S)
+            async with redis.Redis(port=group.master_port, db=3) as master:
+                on_master = await published(master)  # acknowledged by the master
+            assert on_master == [f"{w}-{i}" for w in ("before", "lost") for i in range(10)]
+
+            group.kill_master()
+            group.thaw_replica()
+            await until(group.promoted, within_s=FAILOVER_S, every_s=0.2)
+            leader.take([event(f"after-{i}") for i in range(5)])
+
+            # In the order they happened: the first batch on the new master found the
+            # mark of the last replicated batch, wrote nothing, and the lost events went
+            # out ahead of it.
+            expected = [f"{w}-{i}" for w in ("before", "lost") for i in range(10)] + [
+                f"after-{i}" for i in range(5)
+            ]
+            await until(succeeds(lambda: _expect(published(client), expected)), within_s=CARRY_ON_S)
+            assert (await client.info("server"))["tcp_port"] == group.replica_port
+            assert leader.outbox.losses >= 1
+            assert leader.leader and leader.lease.changes == 1  # the same leader all along
+            assert (await client.get(LEASE_KEY)) == b"a"
+
+            stop.set()
+            await asyncio.wait_for(task, 30)
+            assert await published(client) == expected  # nothing doubled since
+
+
 async def _expect(got: Awaitable[list[str]], expected: list[str]) -> None:
     """Raise (a Redis-looking error: not there yet) until ``got`` is ``expected``."""
     value = await got

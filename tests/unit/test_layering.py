@@ -43,8 +43,10 @@ PURE = [
     "cti/agents/state.py",
     "cti/agents/news.py",
     "cti/redis_sentinel.py",
+    "cti/pg_hosts.py",
     "cti/pbx.py",
     "cti/calls/spread.py",
+    "cti/calls/recent.py",
 ]
 IO = ("asyncio", "socket", "asyncpg", "redis", "aiohttp", "subprocess", "cti.app", "cti.db")
 
