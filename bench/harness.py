@@ -179,8 +179,9 @@ async def flush_redis(url: str) -> None:
 
 
 def redis_client(url: str) -> aioredis.Redis:
-    """As cti serve makes it (cti.app.resources)."""
-    return create_redis(Config(redis_url=url))
+    """As cti serve makes it (cti.app.resources; a plain URL: no Sentinel to close)."""
+    client, _sentinel = create_redis(Config(redis_url=url))
+    return client
 
 
 # -- options ----------------------------------------------------------------------------
@@ -506,12 +507,17 @@ def run_main(
     render: Callable[[dict[str, Any]], str],
     json_path: Path | None,
     errors: tuple[type[BaseException], ...] = (),
+    uvloop: bool = True,
 ) -> int:
     """Run the bench, print its table, write the JSON: exit 0; 2 when it could not run,
-    130 on Ctrl-C or SIGTERM (the bench's finally blocks stop its children)."""
+    130 on Ctrl-C or SIGTERM (the bench's finally blocks stop its children).
+
+    ``uvloop=False`` for a bench that starts daemons which outlive the command starting
+    them (``scripts/asterisk-sandbox up``): uvloop's subprocess pipes leak into such
+    grandchildren, so waiting for the command's output never ends."""
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
-        with asyncio.Runner(loop_factory=loop_factory()) as runner:
+        with asyncio.Runner(loop_factory=loop_factory() if uvloop else None) as runner:
             report = runner.run(run())
     except KeyboardInterrupt:
         progress("interrupted")

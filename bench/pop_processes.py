@@ -321,7 +321,6 @@ class Browsers:
         return len(self.sockets)
 
     async def _read(self, ws: aiohttp.ClientWebSocketResponse, endpoint: str) -> None:
-        records = self.records
         while True:
             msg = await ws.receive()
             stamp = now()
@@ -331,11 +330,15 @@ class Browsers:
             frame = json.loads(msg.data)
             event = frame.get("event") if frame.get("type") == "event" else None
             if isinstance(event, dict) and event.get("event") == "ringing":
-                records.append((event["channel"], stamp))
+                self.ringing(event, stamp)
                 if event.get("agent") != endpoint:
                     self.wrong_agent += 1
         if not self.closing:
             self.closed_early += 1
+
+    def ringing(self, event: dict[str, Any], stamp: float) -> None:
+        """A ``ringing`` frame arrived at ``stamp`` (:func:`now`): kept by channel."""
+        self.records.append((event["channel"], stamp))
 
     def flush(self) -> dict[str, Any]:
         records, self.records = self.records, []
