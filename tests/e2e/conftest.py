@@ -38,6 +38,7 @@ import pytest
 import redis.asyncio as redis
 
 from cti.agent_phones import AGENTS, password_variable
+from cti.calls.lease import LEASE_KEY
 from cti.demo.seed import seed_demo
 from cti.sandbox_pbxes import HOME, SECOND, SandboxPbx
 from tests.conftest import PG_SERVER
@@ -205,8 +206,12 @@ async def _sandbox(
 
 
 @pytest.fixture(scope="session")
-async def sandbox(testbed: E2ESetup, daemon: Daemon) -> AsyncIterator[E2ESetup]:
-    """Asterisk up for the session, its dialplan pointing at the daemon; down at the end."""
+async def sandbox(testbed: E2ESetup, daemon: Daemon, e2e_redis) -> AsyncIterator[E2ESetup]:
+    """Asterisk up for the session, its dialplan pointing at the daemon; down at the end.
+    Ready once the daemon follows it: it holds the AMI lease, which it takes only with its
+    AMI connection up and resynced (the daemon started first and reconnects with
+    backoff; a call placed before that would be seen only from its snapshot, with no
+    ``ringing``)."""
     code, out = await _sandbox("up", testbed, timeout_s=300)
     if code != 0:
         if "already running" not in out:  # never stop an Asterisk we did not start
@@ -216,6 +221,7 @@ async def sandbox(testbed: E2ESetup, daemon: Daemon) -> AsyncIterator[E2ESetup]:
             pytrace=False,
         )
     try:
+        await until(lambda: e2e_redis.get(LEASE_KEY), within_s=90)
         yield testbed
     finally:
         code, out = await _sandbox("down", testbed, timeout_s=60)

@@ -81,7 +81,6 @@ async def test_the_master_dies_during_a_transfer_and_the_next_agent_still_gets_i
                         agents,
                         place_calls,
                         mid_call=kill_during_the_transfer,
-                        redis_kept=True,
                     )
                 finally:
                     await db.close()
