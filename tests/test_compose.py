@@ -676,7 +676,7 @@ def test_the_check_changes_only_images_and_host_ports():
             re.MULTILINE,
         )
     )
-    assert len(defaults) == 3
+    assert len(defaults) == 5  # a's SIP, AMI, the sidebar; asterisk-b's SIP and AMI
     for name, svc in changed.items():
         if "ports" not in svc:
             continue
@@ -739,6 +739,7 @@ def test_compose_config_is_valid(command: list[str] | None):
     environ = {k: v for k, v in os.environ.items() if not k.startswith(("CTI_", "COMPOSE_"))}
     environ |= {variable: "test-value-1" for variable in required}
     environ |= {"CHECK_SIP_PORT": "25060", "CHECK_AMI_PORT": "25038", "CHECK_HTTP_PORT": "28080"}
+    environ |= {"CHECK_SIP_B_PORT": "25160", "CHECK_AMI_B_PORT": "25039"}
     check = ["-f", str(REPO / "docker/compose-check/override.yml")]
     for files, profile in (
         ([], []),
