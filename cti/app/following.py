@@ -29,7 +29,7 @@ import asyncpg
 import redis.asyncio as redis
 
 from cti.agents.service import Listener
-from cti.ami.client import AmiClient
+from cti.ami.client import AmiClient, EventSink
 from cti.ami.filters import event_filter
 from cti.app.agents import Agents, open_agents
 from cti.app.calldata import CallData
@@ -239,15 +239,7 @@ async def follow_calls(
             pbx=pbx,
         )
         supervisor.writer(_named("call-events", pbx), leadership.run)
-        ami = await supervisor.resource(
-            ami_client(
-                config,
-                tracker,
-                id_prefix=_named(f"cti.{owner}", pbx),
-                filters=CALL_MODEL_FILTERS,
-                pbx=pbx,
-            )
-        )
+        ami = await _connect(supervisor, config, pbx, tracker, f"cti.{owner}")
         return PbxFollowing(pbx, ami, model, leadership, agents)
 
     supervisor.writer("timeline-writer", timeline.run)
@@ -258,21 +250,25 @@ async def follow_calls(
     return CallFollowing(tuple(followed), controls[0], (timeline, expiry, *state_logs))
 
 
+async def _connect(
+    supervisor: Supervisor, config: Config, pbx: Pbx, sink: EventSink, id_prefix: str
+) -> AmiClient:
+    """``pbx``'s AMI client, asking for the call model's events, connected (and
+    reconnecting) for as long as the supervisor runs."""
+    return await supervisor.resource(
+        ami_client(
+            config, sink, id_prefix=_named(id_prefix, pbx), filters=CALL_MODEL_FILTERS, pbx=pbx
+        )
+    )
+
+
 async def observe_calls(supervisor: Supervisor, config: Config, *, owner: str) -> CallFollowing:
     """Follow every PBX for call control only (see the module docstring)."""
     followed: list[PbxFollowing] = []
     for pbx in config.pbx_list():
         model = model_for(pbx)
         sink = CallModelSink(model, on_effects=lambda _effects: None)
-        ami = await supervisor.resource(
-            ami_client(
-                config,
-                sink,
-                id_prefix=_named(f"cti-screenpop.{owner}", pbx),
-                filters=CALL_MODEL_FILTERS,
-                pbx=pbx,
-            )
-        )
+        ami = await _connect(supervisor, config, pbx, sink, f"cti-screenpop.{owner}")
         followed.append(PbxFollowing(pbx, ami, model))
     control = CallControl.over([PbxLine(f.pbx.name, f.ami, f.model) for f in followed])
     return CallFollowing(tuple(followed), control)

@@ -214,13 +214,17 @@ def test_status_to_json() -> None:
 # -- recorded Asterisk traffic -------------------------------------------------------------
 def replay(name: str, wrapup: dict[str, int]) -> tuple[AgentBoard, list[AgentChanged]]:
     """The capture through the call model and the board, as the daemon feeds them."""
-    model = CallModel()
     b = board(wrapup)
+    return b, feed(name, CallModel(), b)
+
+
+def feed(name: str, model: CallModel, b: AgentBoard) -> list[AgentChanged]:
+    """Each message of the capture to the model, its effects and then itself to the board."""
     changes: list[AgentChanged] = []
     for msg in ami_replay.parse(ami_replay.load(name)):
         changes += b.apply_effects(model.apply(msg))
         changes += b.apply(msg)
-    return b, changes
+    return changes
 
 
 def history(changes: list[AgentChanged], agent: str) -> list[AgentState]:

@@ -16,6 +16,7 @@ from cti.ami.protocol import Message, MessageKind
 from cti.calls.tracker import model_for
 from cti.pbx import Pbx
 from tests.unit import ami_replay
+from tests.unit.test_agent_state import feed, history
 
 S = AgentState
 HOME = Pbx("a", "127.0.0.1", 5038, "cti", home=True)
@@ -24,21 +25,8 @@ B = Pbx("b", "127.0.0.1", 5039, "cti", home=False)
 
 def replay(name: str, pbx: Pbx, wrapup_s: int = 30) -> tuple[AgentBoard, list[AgentChanged]]:
     """The capture through ``pbx``'s call model and board, as the daemon feeds them."""
-    model = model_for(pbx)
     board = AgentBoard(wrapup_s=lambda q: wrapup_s if q else 0, clock=lambda: 1000.0, pbx=pbx)
-    changes: list[AgentChanged] = []
-    for msg in ami_replay.parse(ami_replay.load(name)):
-        changes += board.apply_effects(model.apply(msg))
-        changes += board.apply(msg)
-    return board, changes
-
-
-def history(changes: list[AgentChanged], agent: str) -> list[AgentState]:
-    out: list[AgentState] = []
-    for change in changes:
-        if change.status.agent == agent and (not out or out[-1] is not change.status.state):
-            out.append(change.status.state)
-    return out
+    return board, feed(name, model_for(pbx), board)
 
 
 def event(name: str, **fields: str) -> Message:
